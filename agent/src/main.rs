@@ -1,0 +1,152 @@
+//! podnet-agent: wiring only. Configuration, logging, the runtime, the HTTP server and
+//! signals; the logic lives in `podnet_probe`.
+
+mod config;
+mod http;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use clap::Parser;
+use clap::error::ErrorKind;
+use podnet_probe::host::netlink::NetlinkHost;
+use podnet_probe::metrics::Metrics;
+use podnet_probe::monitor::{Monitor, MonitorConfig, PodSource};
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use crate::config::{Args, LogFormat};
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line, not clap's usage block: this is read in `kubectl logs`.
+            let rendered = e.render().to_string();
+            eprintln!(
+                "podnet-agent: {}",
+                rendered.lines().next().unwrap_or("invalid arguments")
+            );
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&args);
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("podnet-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(args: &Args) {
+    let filter = tracing_subscriber::EnvFilter::new(&args.log_level);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match args.log_format {
+        LogFormat::Text => builder.with_ansi(false).init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn node_name(args: &Args) -> String {
+    args.node_name.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default()
+    })
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(4)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let node = node_name(&args);
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        node = %node,
+        listen = %args.listen,
+        interface_prefix = %args.interface_prefix,
+        "podnet-agent starting"
+    );
+    let mut metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
+    let host = NetlinkHost::new().context("opening netlink")?;
+    let config = MonitorConfig {
+        node_name: node,
+        pods: PodSource::Links {
+            prefix: args.interface_prefix.clone(),
+        },
+        resync_interval: args.resync_interval,
+    };
+    let (monitor, snapshots) = Monitor::new(host, config, metrics.monitor());
+    metrics.serve_snapshots(snapshots.clone());
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let state = Arc::new(http::AppState {
+        metrics,
+        snapshots,
+        started: SystemTime::now(),
+        max_sync_age: args.resync_interval * 3 + Duration::from_secs(30),
+        monitor_alive: AtomicBool::new(true),
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let monitor_task = {
+        let state = Arc::clone(&state);
+        let shutdown = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            monitor.run(shutdown).await;
+            state.monitor_alive.store(false, Ordering::Relaxed);
+        })
+    };
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(stopped(stop_rx))
+        .await
+        .context("serving HTTP")?;
+    monitor_task.await.context("monitor task")?;
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        error!("cannot install signal handlers; SIGTERM will kill the agent uncleanly");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,64 @@
+//! The binary's command line contract: bad input gets one line and exit code 2.
+
+use std::process::Command;
+
+fn agent() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_podnet-agent"))
+}
+
+#[test]
+fn help_documents_every_flag_and_its_environment_variable() {
+    let out = agent().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for (flag, env) in [
+        ("--listen", "PODNET_LISTEN"),
+        ("--node-name", "NODE_NAME"),
+        ("--interface-prefix", "PODNET_INTERFACE_PREFIX"),
+        ("--resync-interval", "PODNET_RESYNC_INTERVAL"),
+        ("--log-level", "PODNET_LOG"),
+        ("--log-format", "PODNET_LOG_FORMAT"),
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+        assert!(
+            help.contains(&format!("env: {env}")),
+            "{env} missing from --help:\n{help}"
+        );
+    }
+}
+
+fn assert_rejected(cmd: &mut Command, mention: &str) {
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "one line expected, got:\n{err}");
+    assert!(err.contains(mention), "{err}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn bad_flags_and_values_exit_2_with_one_line() {
+    assert_rejected(agent().arg("--no-such-flag"), "--no-such-flag");
+    assert_rejected(agent().args(["--listen", "nowhere"]), "--listen");
+    assert_rejected(
+        agent().args(["--resync-interval", "10x"]),
+        "--resync-interval",
+    );
+    assert_rejected(agent().args(["--resync-interval", "10ms"]), "at least 1s");
+    assert_rejected(agent().args(["--log-format", "xml"]), "--log-format");
+    assert_rejected(
+        agent().args(["--interface-prefix", "a/b"]),
+        "--interface-prefix",
+    );
+    assert_rejected(agent().args(["--log-level", "info,=["]), "--log-level");
+}
+
+#[test]
+fn environment_variables_are_validated_too() {
+    assert_rejected(agent().env("PODNET_LISTEN", "1.2.3.4"), "--listen");
+    assert_rejected(
+        agent().env("PODNET_RESYNC_INTERVAL", "soon"),
+        "--resync-interval",
+    );
+    assert_rejected(agent().env("NODE_NAME", " "), "--node-name");
+}

@@ -1,0 +1,62 @@
+//! How CNI plugins name a pod's host-side interface.
+
+/// Host interface of a pod as Calico (and AWS VPC CNI, with its own prefix) names it:
+/// `prefix` + the first 11 hex digits of SHA-1 of `"<namespace>.<pod>"`
+/// (libcalico-go `VethNameForWorkload`). With the default prefix `cali` that is 15
+/// characters, the kernel's limit.
+pub fn veth_name(prefix: &str, namespace: &str, pod: &str) -> String {
+    let digest = sha1_smol::Sha1::from(format!("{namespace}.{pod}")).hexdigest();
+    format!("{prefix}{}", &digest[..11])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Expected values computed independently:
+    //   printf '%s' 'kube-system.coredns-7db6d8ff4d-x2x9z' | sha1sum | cut -c1-11
+    #[test]
+    fn matches_sha1sum() {
+        assert_eq!(
+            veth_name("cali", "kube-system", "coredns-7db6d8ff4d-x2x9z"),
+            "calie78978f7208"
+        );
+        assert_eq!(veth_name("cali", "default", "web-0"), "cali0d7763386da");
+        assert_eq!(veth_name("eni", "default", "web-0"), "eni0d7763386da");
+    }
+
+    /// Cross-check against the system's `sha1sum` for names with unusual characters.
+    #[test]
+    fn matches_sha1sum_at_runtime() {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        for (ns, pod) in [
+            ("prod", "api-5f9c8d7b6-abcde"),
+            ("ns-ü", "pod.with.dots"),
+            ("", ""),
+        ] {
+            let mut child = Command::new("sha1sum")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("sha1sum (coreutils) must be installed");
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(format!("{ns}.{pod}").as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            let hex = String::from_utf8(out.stdout).unwrap();
+            assert_eq!(veth_name("cali", ns, pod), format!("cali{}", &hex[..11]));
+        }
+    }
+
+    #[test]
+    fn calico_names_fit_ifnamsiz() {
+        assert_eq!(
+            veth_name("cali", "a-very-long-namespace", "and-a-long-pod-name").len(),
+            15
+        );
+    }
+}

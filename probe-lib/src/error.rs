@@ -1,0 +1,29 @@
+//! The library's error type.
+
+use std::io;
+
+/// Everything that can go wrong inside podnet's library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Opening or configuring a netlink socket failed.
+    #[error("netlink socket: {0}")]
+    Socket(#[source] io::Error),
+    /// The kernel answered a request with an error.
+    #[error("kernel rejected {what}: {source}")]
+    Kernel {
+        /// What was asked for.
+        what: &'static str,
+        /// The kernel's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The netlink connection went away.
+    #[error("netlink connection closed while {0}")]
+    ConnectionClosed(&'static str),
+    /// A dump did not complete in time.
+    #[error("netlink dump of {0} timed out")]
+    Timeout(&'static str),
+    /// A dump was interrupted by concurrent changes every time it was retried.
+    #[error("netlink dump of {0} was interrupted by concurrent changes {1} times in a row")]
+    Interrupted(&'static str, u32),
+}

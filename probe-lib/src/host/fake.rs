@@ -1,0 +1,123 @@
+//! A scripted kernel for tests: holds a "true" host state, answers dumps from it and emits
+//! events when the test changes it, or changes it silently as the kernel sometimes does.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::mpsc;
+
+use super::types::{Address, HostDump, KernelEvent};
+use super::{EventReceiver, HostNetwork};
+use crate::Error;
+
+#[derive(Debug, Default)]
+struct Kernel {
+    dump: HostDump,
+    peers: HashMap<i32, Vec<Address>>,
+    subscribers: Vec<mpsc::UnboundedSender<KernelEvent>>,
+    dumps: usize,
+    failing_dumps: u32,
+}
+
+/// A fake [`HostNetwork`]. Clones share the same kernel.
+#[derive(Debug, Clone, Default)]
+pub struct FakeHost {
+    kernel: Arc<Mutex<Kernel>>,
+}
+
+impl FakeHost {
+    /// A kernel whose initial state is `dump`.
+    pub fn new(dump: HostDump) -> Self {
+        let host = FakeHost::default();
+        host.lock().dump = dump;
+        host
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Kernel> {
+        // A test that panicked while holding the lock already failed; keep going for others.
+        self.kernel.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Change the state and notify subscribers, as the kernel does for most changes.
+    pub fn emit(&self, ev: KernelEvent) {
+        let mut k = self.lock();
+        apply(&mut k.dump, &ev);
+        k.subscribers.retain(|s| s.send(ev.clone()).is_ok());
+    }
+
+    /// Change the state without telling anyone (routes flushed with their link, lost events).
+    pub fn change_silently(&self, f: impl FnOnce(&mut HostDump)) {
+        f(&mut self.lock().dump);
+    }
+
+    /// Tell subscribers that events were lost.
+    pub fn overrun(&self) {
+        self.lock()
+            .subscribers
+            .retain(|s| s.send(KernelEvent::Overrun).is_ok());
+    }
+
+    /// Set the addresses inside a peer namespace.
+    pub fn set_peer_addresses(&self, netnsid: i32, addrs: Vec<Address>) {
+        self.lock().peers.insert(netnsid, addrs);
+    }
+
+    /// Make the next `n` dumps fail.
+    pub fn fail_next_dumps(&self, n: u32) {
+        self.lock().failing_dumps = n;
+    }
+
+    /// End every subscription (as if the netlink socket died).
+    pub fn close_subscriptions(&self) {
+        self.lock().subscribers.clear();
+    }
+
+    /// Number of dumps answered so far.
+    pub fn dumps(&self) -> usize {
+        self.lock().dumps
+    }
+}
+
+fn apply(dump: &mut HostDump, ev: &KernelEvent) {
+    match ev {
+        KernelEvent::LinkChanged(l) => {
+            dump.links.retain(|x| x.index != l.index);
+            dump.links.push(l.clone());
+        }
+        KernelEvent::LinkRemoved(i) => {
+            dump.links.retain(|x| x.index != *i);
+            dump.routes.retain(|r| r.oif != Some(*i));
+        }
+        KernelEvent::RouteAdded(r) => {
+            dump.routes.retain(|x| x.key() != r.key());
+            dump.routes.push(r.clone());
+        }
+        KernelEvent::RouteRemoved(r) => dump.routes.retain(|x| x.key() != r.key()),
+        KernelEvent::AddressAdded(a) => dump.addresses.push(*a),
+        KernelEvent::AddressRemoved(a) => dump.addresses.retain(|x| x != a),
+        KernelEvent::NetconfChanged(nc) => dump.netconf.push(*nc),
+        KernelEvent::Overrun => {}
+    }
+}
+
+impl HostNetwork for FakeHost {
+    async fn subscribe(&self) -> Result<EventReceiver, Error> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().subscribers.push(tx);
+        Ok(rx)
+    }
+
+    async fn dump(&self) -> Result<HostDump, Error> {
+        let mut k = self.lock();
+        if k.failing_dumps > 0 {
+            k.failing_dumps -= 1;
+            return Err(Error::Timeout("fake dump"));
+        }
+        k.dumps += 1;
+        Ok(k.dump.clone())
+    }
+
+    async fn peer_addresses(&self, netnsid: i32) -> Result<Vec<Address>, Error> {
+        Ok(self.lock().peers.get(&netnsid).cloned().unwrap_or_default())
+    }
+}

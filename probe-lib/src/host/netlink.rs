@@ -1,0 +1,219 @@
+//! [`HostNetwork`] over rtnetlink: one socket for dumps (with strict checking, so the kernel
+//! honours our filters and target-netnsid requests), one subscribed to change notifications.
+
+use std::io;
+use std::time::Duration;
+
+use futures::StreamExt;
+use nix::sys::socket::{setsockopt, sockopt};
+use rtnetlink::packet_core::{
+    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::link::LinkMessage;
+use rtnetlink::packet_route::route::RouteMessage;
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::proto::{ConnectionHandle, new_connection};
+use rtnetlink::sys::{AsyncSocket, SocketAddr, protocols::NETLINK_ROUTE};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::netconf::{KernelMessage, NetconfMessage};
+use super::types::{Address, Family, HostDump, KernelEvent, MAIN_TABLE};
+use super::{EventReceiver, HostNetwork, convert};
+use crate::Error;
+
+/// How long one dump may take before we give up on it and retry later.
+const DUMP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Dumps interrupted by concurrent changes (`NLM_F_DUMP_INTR`) are retried this often.
+const DUMP_ATTEMPTS: u32 = 5;
+/// Receive buffer of the notification socket. A burst of route changes must not overflow it;
+/// if it does anyway we re-dump (see [`KernelEvent::Overrun`]).
+const EVENT_RCVBUF: usize = 8 << 20;
+
+// rtnetlink multicast groups (`RTMGRP_*`, and `1 << (RTNLGRP_* - 1)` for netconf).
+const RTMGRP_LINK: u32 = 0x1;
+const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+const RTMGRP_IPV4_ROUTE: u32 = 0x40;
+const RTMGRP_IPV6_IFADDR: u32 = 0x100;
+const RTMGRP_IPV6_ROUTE: u32 = 0x400;
+const RTMGRP_IPV4_NETCONF: u32 = 1 << (24 - 1);
+const RTMGRP_IPV6_NETCONF: u32 = 1 << (25 - 1);
+
+/// The real host: rtnetlink sockets in the namespace of the thread that created them.
+#[derive(Debug)]
+pub struct NetlinkHost {
+    dumps: ConnectionHandle<KernelMessage>,
+}
+
+impl NetlinkHost {
+    /// Open the dump socket. Must run inside a tokio runtime (the connection is spawned on it).
+    pub fn new() -> Result<Self, Error> {
+        let (mut conn, dumps, _unsolicited) =
+            new_connection::<KernelMessage>(NETLINK_ROUTE).map_err(Error::Socket)?;
+        // Strict checking makes the kernel apply header fields as filters and honour
+        // IFA_TARGET_NETNSID; without it a peer address dump silently returns our own.
+        conn.socket_mut()
+            .socket_mut()
+            .set_netlink_get_strict_chk(true)
+            .map_err(Error::Socket)?;
+        tokio::spawn(conn);
+        Ok(NetlinkHost { dumps })
+    }
+
+    async fn dump_once(
+        &self,
+        what: &'static str,
+        request: KernelMessage,
+    ) -> Result<Vec<KernelMessage>, Error> {
+        for _ in 0..DUMP_ATTEMPTS {
+            let mut header = NetlinkHeader::default();
+            header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+            let mut msg =
+                NetlinkMessage::new(header, NetlinkPayload::InnerMessage(request.clone()));
+            msg.finalize();
+            let mut responses = self
+                .dumps
+                .request(msg, SocketAddr::new(0, 0))
+                .map_err(|_| Error::ConnectionClosed(what))?;
+            let mut out = Vec::new();
+            let mut interrupted = false;
+            let collect = async {
+                while let Some(resp) = responses.next().await {
+                    interrupted |= resp.header.flags & NLM_F_DUMP_INTR != 0;
+                    match resp.payload {
+                        NetlinkPayload::InnerMessage(m) => out.push(m),
+                        NetlinkPayload::Error(e) if e.code.is_some() => {
+                            return Err(Error::Kernel {
+                                what,
+                                source: io::Error::from(e),
+                            });
+                        }
+                        NetlinkPayload::Overrun(_) => interrupted = true,
+                        _ => {}
+                    }
+                }
+                Ok(())
+            };
+            tokio::time::timeout(DUMP_TIMEOUT, collect)
+                .await
+                .map_err(|_| Error::Timeout(what))??;
+            if !interrupted {
+                return Ok(out);
+            }
+            debug!(
+                what,
+                "netlink dump interrupted by concurrent changes; retrying"
+            );
+        }
+        Err(Error::Interrupted(what, DUMP_ATTEMPTS))
+    }
+
+    fn route_request(family: AddressFamily) -> KernelMessage {
+        // With strict checking every header field is a filter: leave protocol, scope and type
+        // unspecified and ask for the main table only (`ip route show table main`).
+        let mut m = RouteMessage::default();
+        m.header.address_family = family;
+        m.header.table = MAIN_TABLE as u8;
+        KernelMessage::Route(RouteNetlinkMessage::GetRoute(m))
+    }
+}
+
+impl HostNetwork for NetlinkHost {
+    /// `ip monitor link route address netconf`.
+    async fn subscribe(&self) -> Result<EventReceiver, Error> {
+        let (mut conn, handle, mut messages) =
+            new_connection::<KernelMessage>(NETLINK_ROUTE).map_err(Error::Socket)?;
+        {
+            let socket = conn.socket_mut().socket_mut();
+            if let Err(e) = setsockopt(&*socket, sockopt::RcvBufForce, &EVENT_RCVBUF) {
+                // Without CAP_NET_ADMIN only rmem_max applies; overruns are still handled.
+                warn!(error = %e, "cannot enlarge the netlink event buffer");
+                socket.set_rx_buf_sz(EVENT_RCVBUF).map_err(Error::Socket)?;
+            }
+            let groups = RTMGRP_LINK
+                | RTMGRP_IPV4_IFADDR
+                | RTMGRP_IPV6_IFADDR
+                | RTMGRP_IPV4_ROUTE
+                | RTMGRP_IPV6_ROUTE
+                | RTMGRP_IPV4_NETCONF
+                | RTMGRP_IPV6_NETCONF;
+            socket
+                .bind(&SocketAddr::new(0, groups))
+                .map_err(Error::Socket)?;
+        }
+        tokio::spawn(conn);
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            // Keep the handle: the connection stops once every handle is gone.
+            let _handle = handle;
+            while let Some((msg, _)) = messages.next().await {
+                let event = match msg.payload {
+                    NetlinkPayload::InnerMessage(m) => convert::event(&m),
+                    NetlinkPayload::Overrun(_) => Some(KernelEvent::Overrun),
+                    _ => None,
+                };
+                if let Some(ev) = event
+                    && tx.send(ev).is_err()
+                {
+                    break;
+                }
+            }
+            debug!("netlink event stream ended");
+        });
+        Ok(rx)
+    }
+
+    /// `ip link; ip -4 route show table main; ip -6 route show table main; ip addr;
+    /// ip -4 netconf; ip -6 netconf`.
+    async fn dump(&self) -> Result<HostDump, Error> {
+        let mut dump = HostDump::default();
+        let links = KernelMessage::Route(RouteNetlinkMessage::GetLink(LinkMessage::default()));
+        for m in self.dump_once("links", links).await? {
+            if let KernelMessage::Route(RouteNetlinkMessage::NewLink(l)) = &m {
+                dump.links.extend(convert::link(l));
+            }
+        }
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            for m in self
+                .dump_once("routes", Self::route_request(family))
+                .await?
+            {
+                if let KernelMessage::Route(RouteNetlinkMessage::NewRoute(r)) = &m {
+                    dump.routes.extend(convert::route(r));
+                }
+            }
+        }
+        let addrs =
+            KernelMessage::Route(RouteNetlinkMessage::GetAddress(AddressMessage::default()));
+        for m in self.dump_once("addresses", addrs).await? {
+            if let KernelMessage::Route(RouteNetlinkMessage::NewAddress(a)) = &m {
+                dump.addresses.extend(convert::address(a));
+            }
+        }
+        for family in [Family::Ipv4, Family::Ipv6] {
+            let req = KernelMessage::Netconf(NetconfMessage::Get(family));
+            for m in self.dump_once("netconf", req).await? {
+                if let KernelMessage::Netconf(NetconfMessage::New(nc)) = m {
+                    dump.netconf.push(nc);
+                }
+            }
+        }
+        Ok(dump)
+    }
+
+    /// `ip -n <ns> addr show`, without entering the namespace (`IFA_TARGET_NETNSID`).
+    async fn peer_addresses(&self, netnsid: i32) -> Result<Vec<Address>, Error> {
+        let mut req = AddressMessage::default();
+        req.attributes
+            .push(AddressAttribute::TargetNetNsId(netnsid));
+        let req = KernelMessage::Route(RouteNetlinkMessage::GetAddress(req));
+        let mut out = Vec::new();
+        for m in self.dump_once("peer addresses", req).await? {
+            if let KernelMessage::Route(RouteNetlinkMessage::NewAddress(a)) = &m {
+                out.extend(convert::address(a));
+            }
+        }
+        Ok(out)
+    }
+}

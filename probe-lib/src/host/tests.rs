@@ -1,0 +1,213 @@
+use ipnet::IpNet;
+
+use super::*;
+
+fn link(index: u32, name: &str, nsid: Option<i32>) -> Link {
+    Link {
+        index,
+        name: name.into(),
+        kind: Some("veth".into()),
+        admin_up: true,
+        oper: OperState::Up,
+        peer_netnsid: nsid,
+        peer_index: Some(2),
+    }
+}
+
+fn route(dst: &str, oif: u32, priority: u32, table: u32) -> Route {
+    Route {
+        dst: dst.parse::<IpNet>().unwrap(),
+        table,
+        kind: RouteKind::Unicast,
+        scope: SCOPE_LINK,
+        protocol: 3,
+        oif: Some(oif),
+        gateway: None,
+        priority,
+        tos: 0,
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn state() -> HostState {
+    HostState::from_dump(
+        HostDump {
+            links: vec![link(5, "cali1", Some(1)), link(6, "cali2", Some(2))],
+            routes: vec![
+                route("10.244.0.1/32", 5, 0, MAIN_TABLE),
+                route("10.244.0.2/32", 6, 0, MAIN_TABLE),
+                route("10.244.0.9/32", 6, 0, 100),
+            ],
+            ..HostDump::default()
+        },
+        HashMap::new(),
+    )
+}
+
+#[test]
+fn keeps_main_table_only() {
+    let s = state();
+    assert_eq!(s.route_count(), 2);
+    assert!(s.host_route(ip("10.244.0.9")).is_none());
+    assert_eq!(s.host_route(ip("10.244.0.1")).unwrap().oif, Some(5));
+}
+
+#[test]
+fn route_events_add_replace_and_remove_by_kernel_key() {
+    let mut s = state();
+    // Same key: replaces.
+    let moved = route("10.244.0.1/32", 6, 0, MAIN_TABLE);
+    assert_eq!(s.apply(&KernelEvent::RouteAdded(moved.clone())), None);
+    assert_eq!(s.route_count(), 2);
+    assert_eq!(s.host_route(ip("10.244.0.1")).unwrap().oif, Some(6));
+    // Other metric: a second route; the lower metric is the one in use.
+    let backup = route("10.244.0.1/32", 5, 50, MAIN_TABLE);
+    s.apply(&KernelEvent::RouteAdded(backup.clone()));
+    assert_eq!(s.route_count(), 3);
+    assert_eq!(s.host_route(ip("10.244.0.1")).unwrap().oif, Some(6));
+    s.apply(&KernelEvent::RouteRemoved(moved));
+    assert_eq!(s.host_route(ip("10.244.0.1")).unwrap().oif, Some(5));
+    s.apply(&KernelEvent::RouteRemoved(backup.clone()));
+    assert!(s.host_route(ip("10.244.0.1")).is_none());
+    // Removing what is not there changes nothing.
+    s.apply(&KernelEvent::RouteRemoved(backup));
+    assert_eq!(s.route_count(), 1);
+    // Other tables are ignored.
+    s.apply(&KernelEvent::RouteAdded(route("10.244.0.7/32", 5, 0, 7)));
+    assert_eq!(s.route_count(), 1);
+}
+
+#[test]
+fn link_removal_drops_its_routes_and_asks_for_a_resync() {
+    let mut s = state();
+    s.set_peer_addresses(1, vec![]);
+    assert_eq!(
+        s.apply(&KernelEvent::LinkRemoved(5)),
+        Some(ResyncCause::LinkDown)
+    );
+    assert!(s.link_by_name("cali1").is_none());
+    assert!(s.host_route(ip("10.244.0.1")).is_none());
+    assert_eq!(s.route_count(), 1);
+    assert!(
+        s.peer_addresses(1).is_none(),
+        "nsid 1 may be reused by the next pod"
+    );
+    // Unknown link: nothing to do.
+    assert_eq!(s.apply(&KernelEvent::LinkRemoved(99)), None);
+}
+
+#[test]
+fn admin_down_flushes_routes_carrier_down_keeps_them() {
+    let mut s = state();
+    let mut l = link(6, "cali2", Some(2));
+    l.oper = OperState::LowerLayerDown;
+    assert_eq!(
+        s.apply(&KernelEvent::LinkChanged(l.clone())),
+        Some(ResyncCause::LinkDown)
+    );
+    assert!(s.host_route(ip("10.244.0.2")).is_some());
+    // Still down: nothing new.
+    assert_eq!(s.apply(&KernelEvent::LinkChanged(l.clone())), None);
+    let mut up = l.clone();
+    up.oper = OperState::Up;
+    assert_eq!(s.apply(&KernelEvent::LinkChanged(up.clone())), None);
+    let mut down = up;
+    down.admin_up = false;
+    down.oper = OperState::Down;
+    assert_eq!(
+        s.apply(&KernelEvent::LinkChanged(down)),
+        Some(ResyncCause::LinkDown)
+    );
+    assert!(s.host_route(ip("10.244.0.2")).is_none());
+}
+
+#[test]
+fn rename_updates_the_name_index() {
+    let mut s = state();
+    s.apply(&KernelEvent::LinkChanged(link(5, "cali9", Some(1))));
+    assert!(s.link_by_name("cali1").is_none());
+    assert_eq!(s.link_by_name("cali9").unwrap().index, 5);
+    assert_eq!(s.links().count(), 2);
+}
+
+#[test]
+fn netconf_notifications_merge_partial_values() {
+    let mut s = state();
+    let full = Netconf {
+        family: Family::Ipv4,
+        scope: NetconfScope::Interface(5),
+        forwarding: Some(true),
+        proxy_neigh: Some(true),
+    };
+    s.apply(&KernelEvent::NetconfChanged(full));
+    s.apply(&KernelEvent::NetconfChanged(Netconf {
+        forwarding: None,
+        proxy_neigh: Some(false),
+        ..full
+    }));
+    let v = s.netconf(Family::Ipv4, NetconfScope::Interface(5));
+    assert_eq!(v.forwarding, Some(true));
+    assert_eq!(v.proxy_neigh, Some(false));
+    assert_eq!(
+        s.netconf(Family::Ipv6, NetconfScope::Interface(5)),
+        NetconfValues::default()
+    );
+    // Settings of a removed interface go with it.
+    s.apply(&KernelEvent::LinkRemoved(5));
+    assert_eq!(
+        s.netconf(Family::Ipv4, NetconfScope::Interface(5)),
+        NetconfValues::default()
+    );
+}
+
+#[test]
+fn overrun_asks_for_a_resync() {
+    assert_eq!(
+        state().apply(&KernelEvent::Overrun),
+        Some(ResyncCause::Overrun)
+    );
+}
+
+#[test]
+fn peer_addresses_only_for_referenced_namespaces() {
+    let mut s = state();
+    let a = Address {
+        index: 2,
+        ip: ip("10.244.0.1"),
+        prefix_len: 32,
+        scope: 0,
+    };
+    s.set_peer_addresses(1, vec![a]);
+    s.set_peer_addresses(42, vec![a]);
+    assert_eq!(s.peer_addresses(1), Some(&[a][..]));
+    assert!(s.peer_addresses(42).is_none());
+    // Carried across a re-dump while the link still exists.
+    let peers = s.take_peers();
+    let again = HostState::from_dump(
+        HostDump {
+            links: vec![link(5, "cali1", Some(1))],
+            ..HostDump::default()
+        },
+        peers,
+    );
+    assert_eq!(again.peer_addresses(1), Some(&[a][..]));
+}
+
+#[test]
+fn host_addresses_follow_events() {
+    let mut s = state();
+    let a = Address {
+        index: 3,
+        ip: ip("192.0.2.10"),
+        prefix_len: 24,
+        scope: 0,
+    };
+    s.apply(&KernelEvent::AddressAdded(a));
+    s.apply(&KernelEvent::AddressAdded(a));
+    assert_eq!(s.addresses(), &[a]);
+    s.apply(&KernelEvent::AddressRemoved(a));
+    assert!(s.addresses().is_empty());
+}

@@ -1,0 +1,15 @@
+//! podnet's logic: the node's network state over netlink, the pods expected on the node, the
+//! pure verdict engine that judges their wiring, and the metrics that export it.
+//!
+//! The binary (`podnet-agent`) only wires these together.
+
+pub mod cni;
+mod error;
+pub mod host;
+pub mod metrics;
+pub mod monitor;
+pub mod pods;
+pub mod snapshot;
+pub mod verdict;
+
+pub use error::Error;

@@ -1,0 +1,406 @@
+//! The event loop: keep [`HostState`] current from kernel events, re-dump when events cannot
+//! be trusted (overrun, link down) and periodically, judge the pods after every batch of
+//! changes and publish a [`Snapshot`].
+//!
+//! No check waits for a timer when the kernel told us something changed: every batch of events
+//! is followed by an evaluation, within the same wake-up.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::watch;
+use tokio::time::{MissedTickBehavior, interval, interval_at, sleep};
+use tracing::{debug, info, warn};
+
+use crate::Error;
+use crate::host::{EventReceiver, HostNetwork, HostState, KernelEvent, Link, ResyncCause};
+use crate::metrics::MonitorMetrics;
+use crate::pods::{ExpectedPod, discover_from_links};
+use crate::snapshot::Snapshot;
+use crate::verdict::{PodProblem, Verdicts, evaluate};
+
+/// Events applied before the verdicts are recomputed, at most; a longer burst is split so
+/// the published state never lags far behind.
+const MAX_BATCH: usize = 4096;
+/// How often namespaces whose pod addresses were not readable yet are read again.
+const PEER_RETRY: Duration = Duration::from_millis(500);
+/// After this many fruitless reads, leave a namespace to the periodic re-sync.
+const PEER_RETRY_LIMIT: u32 = 20;
+
+/// Where the monitor learns which pods should be on this node.
+#[derive(Debug, Clone)]
+pub enum PodSource {
+    /// Node mode: every veth named with this prefix whose peer is in another namespace.
+    Links {
+        /// Interface prefix, e.g. `cali`.
+        prefix: String,
+    },
+}
+
+impl PodSource {
+    /// Short name for `/status`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PodSource::Links { .. } => "node",
+        }
+    }
+}
+
+/// Monitor settings.
+#[derive(Debug, Clone)]
+pub struct MonitorConfig {
+    /// Node name, for `/status` and logs.
+    pub node_name: String,
+    /// Where expected pods come from.
+    pub pods: PodSource,
+    /// Full re-dump period, the safety net behind kernel events.
+    pub resync_interval: Duration,
+}
+
+/// Keeps the node's state and verdicts current. Create with [`Monitor::new`], drive with
+/// [`Monitor::run`].
+#[derive(Debug)]
+pub struct Monitor<H> {
+    host: H,
+    config: MonitorConfig,
+    metrics: MonitorMetrics,
+    state: HostState,
+    publisher: watch::Sender<Arc<Snapshot>>,
+    last: Arc<Snapshot>,
+    last_full_sync: Option<SystemTime>,
+    /// Pod namespaces with no global address yet, and how often we looked.
+    unresolved: HashMap<i32, u32>,
+    resync_pending: Option<ResyncCause>,
+}
+
+/// What a batch of events asks for once it is applied.
+#[derive(Debug, Default)]
+struct Followups {
+    resync: Option<ResyncCause>,
+    peers: HashSet<i32>,
+}
+
+impl<H: HostNetwork> Monitor<H> {
+    /// A monitor over `host`, and the receiver its snapshots are published on.
+    pub fn new(
+        host: H,
+        config: MonitorConfig,
+        metrics: MonitorMetrics,
+    ) -> (Self, watch::Receiver<Arc<Snapshot>>) {
+        let initial = Arc::new(Snapshot::initial(
+            config.node_name.clone(),
+            config.pods.name(),
+        ));
+        let (publisher, rx) = watch::channel(Arc::clone(&initial));
+        let monitor = Monitor {
+            host,
+            config,
+            metrics,
+            state: HostState::default(),
+            publisher,
+            last: initial,
+            last_full_sync: None,
+            unresolved: HashMap::new(),
+            resync_pending: None,
+        };
+        (monitor, rx)
+    }
+
+    /// Run until `shutdown` completes. Kernel and socket errors are retried with backoff; the
+    /// monitor never gives up on its own.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        tokio::select! {
+            () = shutdown => debug!("monitor stopping"),
+            () = self.run_forever() => {}
+        }
+    }
+
+    async fn run_forever(&mut self) {
+        let mut backoff = Backoff::default();
+        loop {
+            let mut events = match self.host.subscribe().await {
+                Ok(rx) => rx,
+                Err(e) => {
+                    warn!(error = %e, "cannot subscribe to kernel events; retrying");
+                    sleep(backoff.next_delay()).await;
+                    continue;
+                }
+            };
+            let cause = if self.last_full_sync.is_none() {
+                ResyncCause::Startup
+            } else {
+                ResyncCause::Error
+            };
+            if let Err(e) = self.resync(cause).await {
+                warn!(error = %e, "full read of the node's network state failed; retrying");
+                sleep(backoff.next_delay()).await;
+                continue;
+            }
+            backoff = Backoff::default();
+            self.publish();
+            self.event_loop(&mut events).await;
+            warn!("kernel event subscription ended; subscribing again");
+        }
+    }
+
+    /// Returns when the event stream ends.
+    async fn event_loop(&mut self, events: &mut EventReceiver) {
+        let period = self.config.resync_interval;
+        let mut periodic = interval_at(tokio::time::Instant::now() + period, period);
+        periodic.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut retry = interval(PEER_RETRY);
+        retry.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let mut follow = Followups::default();
+            tokio::select! {
+                ev = events.recv() => {
+                    let Some(ev) = ev else { return };
+                    let mut n = 1;
+                    self.apply(ev, &mut follow);
+                    while n < MAX_BATCH {
+                        let Ok(ev) = events.try_recv() else { break };
+                        self.apply(ev, &mut follow);
+                        n += 1;
+                    }
+                    self.metrics.events_applied(n as u64);
+                }
+                _ = periodic.tick() => follow.resync = Some(ResyncCause::Periodic),
+                _ = retry.tick(), if !self.unresolved.is_empty() || self.resync_pending.is_some() => {
+                    follow.resync = self.resync_pending;
+                    follow.peers = self.unresolved.keys().copied().collect();
+                }
+            }
+            if let Some(cause) = follow.resync {
+                if let Err(e) = self.resync(cause).await {
+                    warn!(error = %e, cause = cause.as_str(), "re-sync failed; retrying shortly");
+                    self.resync_pending = Some(cause);
+                }
+            } else if !follow.peers.is_empty() {
+                self.read_peers(follow.peers).await;
+            }
+            self.publish();
+        }
+    }
+
+    fn is_pod_link(&self, link: &Link) -> bool {
+        match &self.config.pods {
+            PodSource::Links { prefix } => {
+                link.name.starts_with(prefix.as_str()) && link.is_veth_to_other_netns()
+            }
+        }
+    }
+
+    /// Apply one event and note what it asks for.
+    fn apply(&mut self, ev: KernelEvent, follow: &mut Followups) {
+        let before = match &ev {
+            KernelEvent::LinkChanged(l) => self.state.link(l.index).cloned(),
+            _ => None,
+        };
+        if let Some(cause) = self.state.apply(&ev) {
+            follow.resync.get_or_insert(cause);
+        }
+        match &ev {
+            KernelEvent::LinkChanged(l) if self.is_pod_link(l) => {
+                let Some(nsid) = l.peer_netnsid else { return };
+                // New pod, or its link changed state: its namespace's addresses may be new.
+                let changed = before.is_none_or(|b| {
+                    b.oper != l.oper || b.admin_up != l.admin_up || b.peer_netnsid != l.peer_netnsid
+                });
+                if changed || self.state.peer_addresses(nsid).is_none() {
+                    follow.peers.insert(nsid);
+                }
+            }
+            KernelEvent::RouteAdded(r) => {
+                // A route to an address we do not know on a pod link: the pod's addresses
+                // were added after we last read them.
+                let Some(link) = r.oif.and_then(|i| self.state.link(i)) else {
+                    return;
+                };
+                if !self.is_pod_link(link) || r.dst.prefix_len() != r.dst.max_prefix_len() {
+                    return;
+                }
+                let Some(nsid) = link.peer_netnsid else {
+                    return;
+                };
+                let known = self
+                    .state
+                    .peer_addresses(nsid)
+                    .is_some_and(|a| a.iter().any(|a| a.ip == r.dst.addr()));
+                if !known {
+                    follow.peers.insert(nsid);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Re-read everything, then the addresses of every pod namespace.
+    async fn resync(&mut self, cause: ResyncCause) -> Result<(), Error> {
+        let started = Instant::now();
+        let dump = match self.host.dump().await {
+            Ok(d) => d,
+            Err(e) => {
+                self.metrics.resync_failed();
+                return Err(e);
+            }
+        };
+        let peers = self.state.take_peers();
+        self.state = HostState::from_dump(dump, peers);
+        let nsids: HashSet<i32> = self
+            .state
+            .links()
+            .filter(|l| self.is_pod_link(l))
+            .filter_map(|l| l.peer_netnsid)
+            .collect();
+        self.read_peers(nsids).await;
+        let took = started.elapsed();
+        self.metrics.resynced(cause, took.as_secs_f64());
+        self.last_full_sync = Some(SystemTime::now());
+        self.resync_pending = None;
+        debug!(
+            cause = cause.as_str(),
+            ms = took.as_secs_f64() * 1e3,
+            routes = self.state.route_count(),
+            "full re-sync done"
+        );
+        Ok(())
+    }
+
+    /// Read the addresses inside these pod namespaces, one after another: the kernel runs one
+    /// dump at a time per netlink socket and answers a concurrent one with EBUSY.
+    async fn read_peers(&mut self, nsids: HashSet<i32>) {
+        for nsid in nsids {
+            match self.host.peer_addresses(nsid).await {
+                Ok(addrs) if addrs.iter().any(|a| a.is_global()) => {
+                    self.unresolved.remove(&nsid);
+                    self.state.set_peer_addresses(nsid, addrs);
+                }
+                other => {
+                    if let Err(e) = &other {
+                        debug!(nsid, error = %e, "cannot read a pod namespace's addresses");
+                    }
+                    self.state
+                        .set_peer_addresses(nsid, other.unwrap_or_default());
+                    let tries = self.unresolved.entry(nsid).or_insert(0);
+                    *tries += 1;
+                    if *tries > PEER_RETRY_LIMIT {
+                        self.unresolved.remove(&nsid);
+                    }
+                }
+            }
+        }
+        // Forget namespaces whose pod is gone.
+        let live: HashSet<i32> = self.state.links().filter_map(|l| l.peer_netnsid).collect();
+        self.unresolved.retain(|nsid, _| live.contains(nsid));
+    }
+
+    fn expected_pods(&self) -> Vec<ExpectedPod> {
+        match &self.config.pods {
+            PodSource::Links { prefix } => discover_from_links(&self.state, prefix),
+        }
+    }
+
+    /// Judge the pods and publish a new snapshot; log what changed.
+    fn publish(&mut self) {
+        let verdicts = evaluate(&self.expected_pods(), &self.state);
+        log_changes(&self.last.verdicts, &verdicts, !self.last.synced);
+        let snap = Arc::new(Snapshot {
+            node: self.config.node_name.clone(),
+            pod_source: self.config.pods.name(),
+            synced: true,
+            last_full_sync: self.last_full_sync,
+            generation: self.last.generation + 1,
+            links: self.state.links().count(),
+            routes: self.state.route_count(),
+            verdicts,
+        });
+        if !self.last.synced {
+            info!(
+                pods = snap.verdicts.pods.len(),
+                pods_with_problems = snap.verdicts.pods_with_problems(),
+                routes = snap.routes,
+                "initial sync complete"
+            );
+        }
+        self.publisher.send_replace(Arc::clone(&snap));
+        self.last = snap;
+    }
+}
+
+type ProblemKey<'a> = (&'a str, &'static str, Option<std::net::IpAddr>);
+
+fn problem_set(v: &Verdicts) -> HashMap<ProblemKey<'_>, (&ExpectedPod, &PodProblem)> {
+    v.pods
+        .iter()
+        .flat_map(|pv| {
+            pv.problems.iter().map(move |p| {
+                (
+                    (pv.pod.interface.as_str(), p.reason.as_str(), p.ip),
+                    (&pv.pod, p),
+                )
+            })
+        })
+        .collect()
+}
+
+fn display_ip(ip: Option<std::net::IpAddr>) -> String {
+    ip.map(|i| i.to_string()).unwrap_or_default()
+}
+
+/// One log line per problem that appeared or cleared, and per node problem.
+fn log_changes(before: &Verdicts, after: &Verdicts, initial: bool) {
+    let old = problem_set(before);
+    let new = problem_set(after);
+    for (key, (pod, p)) in &new {
+        if !old.contains_key(key) {
+            warn!(
+                namespace = %pod.id.namespace, pod = %pod.id.name, interface = %pod.interface,
+                ip = %display_ip(p.ip), reason = p.reason.as_str(), detail = %p.detail,
+                "pod wiring problem"
+            );
+        }
+    }
+    if !initial {
+        for (key, (pod, p)) in &old {
+            if !new.contains_key(key) {
+                info!(
+                    namespace = %pod.id.namespace, pod = %pod.id.name, interface = %pod.interface,
+                    ip = %display_ip(p.ip), reason = p.reason.as_str(), "pod wiring problem cleared"
+                );
+            }
+        }
+    }
+    for p in &after.node {
+        if !before.node.contains(p) {
+            warn!(reason = p.reason.as_str(), detail = %p.detail, "node problem");
+        }
+    }
+    for p in &before.node {
+        if !after.node.contains(p) {
+            info!(reason = p.reason.as_str(), detail = %p.detail, "node problem cleared");
+        }
+    }
+}
+
+/// Exponential backoff from 100 ms to 30 s.
+#[derive(Debug)]
+struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff(Duration::from_millis(100))
+    }
+}
+
+impl Backoff {
+    fn next_delay(&mut self) -> Duration {
+        let d = self.0;
+        self.0 = (self.0 * 2).min(Duration::from_secs(30));
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,271 @@
+//! The verdict engine: expected pods and the observed host state in, per-pod and per-node
+//! verdicts out. Pure: no I/O, no clock, no globals.
+//!
+//! Reasons are stable strings (metric label values, documented in `docs/metrics.md`).
+
+use std::net::IpAddr;
+
+use serde::{Serialize, Serializer};
+
+use crate::host::{Family, HostState, Link, NetconfScope, RouteKind};
+use crate::pods::ExpectedPod;
+
+/// Why one pod is not wired correctly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PodReason {
+    /// The pod's host-side interface does not exist.
+    InterfaceMissing,
+    /// The host-side interface is administratively down or has no carrier.
+    InterfaceDown,
+    /// No `<podIP>/32` (`/128`) route in the main table.
+    RouteMissing,
+    /// The pod IP's route goes out of another device.
+    RouteWrongInterface,
+    /// The pod IP's route is a blackhole, unreachable or prohibit route.
+    RouteNotUnicast,
+    /// `proxy_arp` is off on the host interface: the pod cannot resolve its gateway
+    /// 169.254.1.1.
+    ProxyArpDisabled,
+    /// Forwarding is off on the host interface (while on for the node): nothing the pod sends
+    /// leaves the node.
+    ForwardingDisabled,
+}
+
+impl PodReason {
+    /// Every reason, for documentation and exhaustive tests.
+    pub const ALL: [PodReason; 7] = [
+        PodReason::InterfaceMissing,
+        PodReason::InterfaceDown,
+        PodReason::RouteMissing,
+        PodReason::RouteWrongInterface,
+        PodReason::RouteNotUnicast,
+        PodReason::ProxyArpDisabled,
+        PodReason::ForwardingDisabled,
+    ];
+
+    /// Stable label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PodReason::InterfaceMissing => "interface_missing",
+            PodReason::InterfaceDown => "interface_down",
+            PodReason::RouteMissing => "route_missing",
+            PodReason::RouteWrongInterface => "route_wrong_interface",
+            PodReason::RouteNotUnicast => "route_not_unicast",
+            PodReason::ProxyArpDisabled => "proxy_arp_disabled",
+            PodReason::ForwardingDisabled => "forwarding_disabled",
+        }
+    }
+}
+
+/// Why the node as a whole cannot carry pod traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NodeReason {
+    /// `net.ipv4.ip_forward` (or `net.ipv6.conf.all.forwarding` with IPv6 pods) is 0.
+    ForwardingDisabled,
+}
+
+impl NodeReason {
+    /// Every reason, for documentation and exhaustive tests.
+    pub const ALL: [NodeReason; 1] = [NodeReason::ForwardingDisabled];
+
+    /// Stable label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            NodeReason::ForwardingDisabled => "forwarding_disabled",
+        }
+    }
+}
+
+macro_rules! serialize_as_str {
+    ($($t:ty),*) => {$(
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+    )*};
+}
+serialize_as_str!(PodReason, NodeReason);
+
+/// One problem of one pod, for one of its IPs where it concerns an IP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PodProblem {
+    /// What is wrong.
+    pub reason: PodReason,
+    /// The affected IP; `None` only for a pod whose IPs are not known.
+    pub ip: Option<IpAddr>,
+    /// Human-readable evidence, e.g. `route is blackhole` (for logs and `/status`).
+    pub detail: String,
+}
+
+/// The verdict on one pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PodVerdict {
+    /// The pod as expected.
+    #[serde(flatten)]
+    pub pod: ExpectedPod,
+    /// Empty when the pod is wired correctly.
+    pub problems: Vec<PodProblem>,
+}
+
+impl PodVerdict {
+    /// No problems.
+    pub fn is_healthy(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// One node-level problem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeProblem {
+    /// What is wrong.
+    pub reason: NodeReason,
+    /// Evidence, e.g. `ipv4`.
+    pub detail: String,
+}
+
+/// All verdicts for the node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Verdicts {
+    /// One per expected pod, in the order given.
+    pub pods: Vec<PodVerdict>,
+    /// Node-level problems.
+    #[serde(rename = "node_problems")]
+    pub node: Vec<NodeProblem>,
+}
+
+impl Verdicts {
+    /// Number of pods with at least one problem.
+    pub fn pods_with_problems(&self) -> usize {
+        self.pods.iter().filter(|p| !p.is_healthy()).count()
+    }
+}
+
+/// Judge every expected pod and the node against what the kernel reports.
+pub fn evaluate(pods: &[ExpectedPod], host: &HostState) -> Verdicts {
+    let node = node_problems(pods, host);
+    let node_forwarding_off = |f: Family| {
+        node.iter()
+            .any(|p| p.reason == NodeReason::ForwardingDisabled && p.detail == f.as_str())
+    };
+    let pods = pods
+        .iter()
+        .map(|pod| PodVerdict {
+            pod: pod.clone(),
+            problems: pod_problems(pod, host, &node_forwarding_off),
+        })
+        .collect();
+    Verdicts { pods, node }
+}
+
+fn node_problems(pods: &[ExpectedPod], host: &HostState) -> Vec<NodeProblem> {
+    let any_v6 = pods.iter().flat_map(|p| &p.ips).any(IpAddr::is_ipv6);
+    let mut out = Vec::new();
+    for family in [Family::Ipv4, Family::Ipv6] {
+        if family == Family::Ipv6 && !any_v6 {
+            continue;
+        }
+        if host.netconf(family, NetconfScope::All).forwarding == Some(false) {
+            out.push(NodeProblem {
+                reason: NodeReason::ForwardingDisabled,
+                detail: family.as_str().to_owned(),
+            });
+        }
+    }
+    out
+}
+
+fn pod_problems(
+    pod: &ExpectedPod,
+    host: &HostState,
+    node_forwarding_off: &dyn Fn(Family) -> bool,
+) -> Vec<PodProblem> {
+    let mut out = Vec::new();
+    let problem = |reason, ip, detail: String| PodProblem { reason, ip, detail };
+    let Some(link) = host.link_by_name(&pod.interface) else {
+        out.push(problem(
+            PodReason::InterfaceMissing,
+            pod.ips.first().copied(),
+            format!("no interface {}", pod.interface),
+        ));
+        // A route for the IP elsewhere (IP reuse) or a blackhole is worth saying too; a
+        // missing route is implied by the missing interface.
+        for &ip in &pod.ips {
+            out.extend(
+                route_problem(ip, None, host).filter(|p| p.reason != PodReason::RouteMissing),
+            );
+        }
+        return out;
+    };
+    if !link.is_up() {
+        let detail = if link.admin_up {
+            format!("{} has no carrier (oper state {:?})", link.name, link.oper)
+        } else {
+            format!("{} is administratively down", link.name)
+        };
+        if pod.ips.is_empty() {
+            out.push(problem(PodReason::InterfaceDown, None, detail));
+        } else {
+            for &ip in &pod.ips {
+                out.push(problem(PodReason::InterfaceDown, Some(ip), detail.clone()));
+            }
+        }
+    }
+    for &ip in &pod.ips {
+        out.extend(route_problem(ip, Some(link), host));
+        let family = Family::of(&ip);
+        let conf = host.netconf(family, NetconfScope::Interface(link.index));
+        if family == Family::Ipv4 && conf.proxy_neigh == Some(false) {
+            out.push(problem(
+                PodReason::ProxyArpDisabled,
+                Some(ip),
+                format!("net.ipv4.conf.{}.proxy_arp = 0", link.name),
+            ));
+        }
+        if conf.forwarding == Some(false) && !node_forwarding_off(family) {
+            out.push(problem(
+                PodReason::ForwardingDisabled,
+                Some(ip),
+                format!("net.{}.conf.{}.forwarding = 0", family.as_str(), link.name),
+            ));
+        }
+    }
+    out
+}
+
+/// The route problem of one pod IP, given the pod's link (if it exists).
+fn route_problem(ip: IpAddr, link: Option<&Link>, host: &HostState) -> Option<PodProblem> {
+    let Some(route) = host.host_route(ip) else {
+        return Some(PodProblem {
+            reason: PodReason::RouteMissing,
+            ip: Some(ip),
+            detail: format!("no route for {ip} in the main table"),
+        });
+    };
+    if route.kind != RouteKind::Unicast {
+        return Some(PodProblem {
+            reason: PodReason::RouteNotUnicast,
+            ip: Some(ip),
+            detail: format!("route for {} is {}", route.dst, route.kind.as_str()),
+        });
+    }
+    if link.is_none_or(|l| route.oif != Some(l.index)) {
+        let via = route
+            .oif
+            .map(|i| {
+                host.link(i)
+                    .map_or_else(|| format!("ifindex {i}"), |l| l.name.clone())
+            })
+            .or_else(|| route.gateway.map(|g| format!("gateway {g}")))
+            .unwrap_or_else(|| "a multipath route".to_owned());
+        return Some(PodProblem {
+            reason: PodReason::RouteWrongInterface,
+            ip: Some(ip),
+            detail: format!("route for {} goes via {via}", route.dst),
+        });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,278 @@
+//! The real `podnet-agent` binary, started inside a simulated node (`ip netns exec`), and an
+//! HTTP client that talks to it from inside the same namespace.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::exposition::Samples;
+use crate::netns::NetnsThread;
+use crate::simnode::SimNode;
+
+/// Port the agent listens on inside the node namespace (each node has its own loopback).
+pub const PORT: u16 = 9710;
+
+/// Path of the agent binary: `$PODNET_AGENT_BIN`, else next to the running test's target
+/// directory (`cargo test --workspace` builds it, because the agent crate has integration
+/// tests).
+pub fn agent_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("PODNET_AGENT_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    for dir in exe.ancestors().skip(1).take(3) {
+        let candidate = dir.join("podnet-agent");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "podnet-agent binary not found near {}; run `cargo test --workspace` or build it \
+         (`cargo build -p podnet-agent`) and/or set PODNET_AGENT_BIN",
+        exe.display()
+    )
+}
+
+/// A running agent. Dropping it stops it (SIGTERM, then SIGKILL).
+#[derive(Debug)]
+pub struct Agent {
+    child: Option<Child>,
+    client: HttpClient,
+    log: PathBuf,
+}
+
+impl Agent {
+    /// Start the agent in the node's namespace with extra flags. Logs go to a file printed
+    /// when a wait fails.
+    pub fn start(node: &SimNode, extra: &[&str]) -> Result<Self> {
+        let bin = agent_binary()?;
+        let log = std::env::temp_dir().join(format!("{}-agent.log", node.node_netns()));
+        let log_file = std::fs::File::create(&log)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", node.node_netns()])
+            .arg(&bin)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{PORT}"),
+                "--node-name",
+                "sim-node",
+            ])
+            .args(extra)
+            .env(
+                "PODNET_LOG",
+                std::env::var("PODNET_TEST_LOG").unwrap_or("info,podnet_probe=debug".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("starting {} in {}", bin.display(), node.node_netns()))?;
+        let client = HttpClient::new(node.node_netns(), PORT)?;
+        let mut agent = Agent {
+            child: Some(child),
+            client,
+            log,
+        };
+        agent.wait_ready(Duration::from_secs(30))?;
+        Ok(agent)
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!(
+                    "agent exited with {status} before ready:\n{}",
+                    self.log_tail()
+                );
+            }
+            if matches!(self.client.get("/readyz"), Ok((200, _))) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("agent not ready after {timeout:?}:\n{}", self.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The agent's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// GET a path: `(status, body)`.
+    pub fn get(&self, path: &str) -> Result<(u16, String)> {
+        self.client.get(path)
+    }
+
+    /// Scrape `/metrics`.
+    pub fn metrics(&self) -> Result<Samples> {
+        let (code, body) = self.get("/metrics")?;
+        if code != 200 {
+            bail!("/metrics returned {code}");
+        }
+        Ok(Samples::parse(&body))
+    }
+
+    /// Fetch `/status`.
+    pub fn status(&self) -> Result<serde_json::Value> {
+        let (code, body) = self.get("/status")?;
+        if code != 200 {
+            bail!("/status returned {code}");
+        }
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    /// Poll `/metrics` until `pred` holds; on timeout fail with the last scrape and the log.
+    pub fn wait_metrics(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Samples) -> bool,
+    ) -> Result<Samples> {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            match self.metrics() {
+                Ok(m) if pred(&m) => return Ok(m),
+                Ok(m) => last = Some(m),
+                Err(_) => {}
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "timed out after {timeout:?} waiting for {what}\nlast problems: {:?}\n{}",
+                    last.map(|m| m.problems()),
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The last lines of the agent's log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let from = lines.len().saturating_sub(40);
+        format!(
+            "--- agent log (last {} lines) ---\n{}",
+            lines.len() - from,
+            lines[from..].join("\n")
+        )
+    }
+
+    /// The whole log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stop with SIGTERM and wait; returns the exit code (None if killed by a signal).
+    pub fn stop(&mut self) -> Result<Option<i32>> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(None);
+        };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status.code());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                child.wait()?;
+                bail!("agent ignored SIGTERM for 10s:\n{}", self.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if !std::thread::panicking() && std::env::var_os("PODNET_KEEP_LOG").is_none() {
+            let _ = std::fs::remove_file(&self.log);
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 client living on a thread inside a namespace.
+#[derive(Debug)]
+pub struct HttpClient {
+    thread: NetnsThread,
+    addr: SocketAddr,
+}
+
+impl HttpClient {
+    /// A client for `127.0.0.1:port` inside namespace `netns`.
+    pub fn new(netns: &str, port: u16) -> Result<Self> {
+        Ok(HttpClient {
+            thread: NetnsThread::join(netns)?,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        })
+    }
+
+    /// GET a path: `(status, body)`.
+    pub fn get(&self, path: &str) -> Result<(u16, String)> {
+        let addr = self.addr;
+        let path = path.to_owned();
+        self.thread.run_blocking(move || http_get(addr, &path))
+    }
+}
+
+/// One `GET` with `Connection: close`.
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8(raw).context("non-UTF-8 response")?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("malformed HTTP response"))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow!("no status code in {head:?}"))?;
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_owned()
+    };
+    Ok((code, body))
+}
+
+fn dechunk(mut s: &str) -> Result<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = s.split_once("\r\n").ok_or_else(|| anyhow!("bad chunk"))?;
+        let n = usize::from_str_radix(size.trim(), 16)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        out.push_str(rest.get(..n).ok_or_else(|| anyhow!("short chunk"))?);
+        s = rest.get(n + 2..).ok_or_else(|| anyhow!("short chunk"))?;
+    }
+}

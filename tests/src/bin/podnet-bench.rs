@@ -1,0 +1,229 @@
+//! Benchmarks on a simulated node with the real (release) agent. Results: docs/benchmarks.md.
+//!
+//! `podnet-bench core [--pods 250] [--deletions 300] [--idle 60] [--extra-routes 10000]`:
+//! route deletion → metric latency, idle CPU and RSS, full re-sync time with extra routes.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use podnet_tests::agent::{Agent, PORT, http_get};
+use podnet_tests::bench::{cpu_time, ms, percentile, status_kib};
+use podnet_tests::simnode::{GATEWAY_IPV4, GATEWAY_IPV6, PodSpec, SimNode, pod_route};
+use rtnetlink::RouteMessageBuilder;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("core") => core(&Opts::parse(&args[1..])),
+        _ => {
+            eprintln!(
+                "usage: podnet-bench core [--pods N] [--deletions N] [--idle SECS] [--extra-routes N]"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("podnet-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Opts {
+    pods: usize,
+    deletions: usize,
+    idle: u64,
+    extra_routes: usize,
+}
+
+impl Opts {
+    fn parse(args: &[String]) -> Self {
+        let get = |name: &str, default: usize| {
+            args.iter()
+                .position(|a| a == name)
+                .and_then(|i| args.get(i + 1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        Opts {
+            pods: get("--pods", 250),
+            deletions: get("--deletions", 300),
+            idle: get("--idle", 60) as u64,
+            extra_routes: get("--extra-routes", 10_000),
+        }
+    }
+}
+
+/// The benchmark's report is its output.
+#[allow(clippy::print_stdout)]
+fn out(s: &str) {
+    println!("{s}");
+}
+
+fn core(o: &Opts) -> Result<()> {
+    let started = Instant::now();
+    let mut node = SimNode::empty()?;
+    for i in 0..o.pods {
+        node.add_pod(PodSpec::numbered(i, i % 10 == 0))?;
+    }
+    out(&format!(
+        "simulated node: {} pods ({} dual-stack), built in {:.1} s",
+        o.pods,
+        o.pods.div_ceil(10),
+        started.elapsed().as_secs_f64()
+    ));
+    let mut agent = Agent::start(&node, &[])?;
+    let pid = agent.pid().context("agent pid")?;
+    agent.wait_metrics("all pods", Duration::from_secs(60), |m| {
+        m.value("podnet_local_pods") == Some(o.pods as f64)
+    })?;
+
+    // 1. Route deletion in the kernel → metric changed, and repair → metric cleared.
+    let targets: Vec<(IpAddr, u32, String)> = node
+        .pods()
+        .map(|p| (IpAddr::V4(p.ipv4), p.host_index, p.interface.clone()))
+        .collect();
+    let n = o.deletions;
+    let (mut detect, mut recover) = node.node().run(move |h| async move {
+        let addr = SocketAddr::from(([127, 0, 0, 1], PORT));
+        let mut detect = Vec::with_capacity(n);
+        let mut recover = Vec::with_capacity(n);
+        for k in 0..n {
+            let (ip, oif, iface) = &targets[(k * 7) % targets.len()];
+            let needle = format!("interface=\"{iface}\",ip=\"{ip}\",reason=\"route_missing\"");
+            let msg = pod_route(*ip, *oif)?;
+            let t0 = Instant::now();
+            h.route().del(msg.clone()).execute().await?;
+            let del_took = t0.elapsed();
+            wait_body(addr, t0, |b| b.contains(&needle))?;
+            let took = t0.elapsed();
+            detect.push(took);
+            if took > Duration::from_millis(5) {
+                eprintln!("slow detection #{k}: {took:?} (the delete call took {del_took:?})");
+            }
+            let t1 = Instant::now();
+            h.route().add(msg).execute().await?;
+            wait_body(addr, t1, |b| !b.contains("podnet_pod_route_problem{"))?;
+            recover.push(t1.elapsed());
+        }
+        Ok((detect, recover))
+    })?;
+    detect.sort();
+    recover.sort();
+    out(&format!(
+        "\nroute deletion -> /metrics shows route_missing ({n} deletions):"
+    ));
+    out(&format!(
+        "  p50 {} ms  p99 {} ms  max {} ms",
+        ms(percentile(&detect, 0.5)),
+        ms(percentile(&detect, 0.99)),
+        ms(percentile(&detect, 1.0))
+    ));
+    out(&format!(
+        "route re-added -> problem series gone ({n} repairs):"
+    ));
+    out(&format!(
+        "  p50 {} ms  p99 {} ms  max {} ms",
+        ms(percentile(&recover, 0.5)),
+        ms(percentile(&recover, 0.99)),
+        ms(percentile(&recover, 1.0))
+    ));
+
+    // 2. Idle: nothing changes, nobody scrapes.
+    let cpu0 = cpu_time(pid)?;
+    std::thread::sleep(Duration::from_secs(o.idle));
+    let cpu = cpu_time(pid)? - cpu0;
+    out(&format!(
+        "\nidle {} s at {} pods: CPU {:.3}% of one core, RSS {:.1} MiB (peak {:.1} MiB)",
+        o.idle,
+        o.pods,
+        cpu.as_secs_f64() / o.idle as f64 * 100.0,
+        status_kib(pid, "VmRSS")? as f64 / 1024.0,
+        status_kib(pid, "VmHWM")? as f64 / 1024.0
+    ));
+
+    // 3. Full re-sync time, without and with extra routes in the main table.
+    agent.stop()?;
+    let base = resync_times(&node, "without extra routes")?;
+    let extra = o.extra_routes;
+    node.node().run(move |h| async move {
+        for k in 0..extra {
+            // Half IPv4 (an unused part of the pod range), half IPv6 (documentation range).
+            let msg = if k % 2 == 0 {
+                let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 244, 128, 0)) + k as u32);
+                RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(ip, 32)
+                    .gateway(GATEWAY_IPV4)
+                    .build()
+            } else {
+                let ip = Ipv6Addr::from(
+                    u128::from(Ipv6Addr::new(0x2001, 0xdb8, 0xf000, 0, 0, 0, 0, 0)) + k as u128,
+                );
+                RouteMessageBuilder::<Ipv6Addr>::new()
+                    .destination_prefix(ip, 128)
+                    .gateway(GATEWAY_IPV6)
+                    .build()
+            };
+            h.route().add(msg).execute().await?;
+        }
+        Ok(())
+    })?;
+    let with = resync_times(&node, &format!("with {extra} extra routes"))?;
+    out(&format!(
+        "\nfull re-sync (links, routes, addresses, netconf, {} pod namespaces' addresses):",
+        o.pods
+    ));
+    for (label, mut t) in [("baseline", base), ("extra", with)] {
+        t.sort();
+        out(&format!(
+            "  {label:<8} n={}  p50 {} ms  max {} ms",
+            t.len(),
+            ms(percentile(&t, 0.5)),
+            ms(percentile(&t, 1.0))
+        ));
+    }
+    Ok(())
+}
+
+/// Poll /metrics until `done(body)`.
+fn wait_body(addr: SocketAddr, since: Instant, done: impl Fn(&str) -> bool) -> Result<()> {
+    loop {
+        let (_, body) = http_get(addr, "/metrics")?;
+        if done(&body) {
+            return Ok(());
+        }
+        if since.elapsed() > Duration::from_secs(10) {
+            bail!("no change after 10 s");
+        }
+    }
+}
+
+/// Run an agent re-syncing every second for a while; the per-re-sync times from its log.
+fn resync_times(node: &SimNode, label: &str) -> Result<Vec<Duration>> {
+    let agent = Agent::start(node, &["--resync-interval", "1s"])?;
+    std::thread::sleep(Duration::from_secs(12));
+    let times: Vec<Duration> = agent
+        .log()
+        .lines()
+        .filter(|l| l.contains("full re-sync done"))
+        .filter_map(|l| {
+            let v = l.split("ms=").nth(1)?.split_whitespace().next()?;
+            v.parse::<f64>()
+                .ok()
+                .map(|ms| Duration::from_secs_f64(ms / 1e3))
+        })
+        .collect();
+    if times.len() < 5 {
+        bail!("only {} re-syncs {label}", times.len());
+    }
+    let routes = agent
+        .metrics()?
+        .value("podnet_netlink_routes")
+        .unwrap_or(0.0);
+    out(&format!("  ({label}: {routes} main-table routes)"));
+    Ok(times)
+}

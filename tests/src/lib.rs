@@ -1,0 +1,9 @@
+//! podnet's test bed: a simulated Calico node built from real network namespaces, the real
+//! agent binary started inside it, and helpers to read what it reports. Used by the
+//! integration tests, the demo (`podnet-demo`) and the benchmarks (`podnet-bench`).
+
+pub mod agent;
+pub mod bench;
+pub mod exposition;
+pub mod netns;
+pub mod simnode;

@@ -1,0 +1,681 @@
+//! A simulated Calico node, built from real network namespaces, veth pairs and routes.
+//!
+//! ```text
+//!  outside netns                    node netns                         pod netns (one per pod)
+//!  lo 198.51.100.1/32               eth0 192.0.2.10/24, 2001:db8::10   eth0 10.244.x.y/32 [fd00:10:244::n/128]
+//!     2001:db8:100::1/128             default via 192.0.2.1            169.254.1.1 dev eth0 scope link
+//!  eth0 192.0.2.1/24 ─── veth ───   caliXXXXXXXXXXX (ee:ee:ee:ee:ee:ee) default via 169.254.1.1 dev eth0
+//!  10.244.0.0/16 via 192.0.2.10       <podIP>/32 dev caliX scope link  default via fe80::ecee:eeff:feee:eeee
+//!  fd00::/8 via 2001:db8::10           blackhole 10.244.x.0/26 proto 80
+//! ```
+//!
+//! Each pod is wired in the order Calico's CNI plugin uses (`cni-plugin/pkg/dataplane/linux`):
+//! the veth pair is created inside the pod namespace, the pod side gets its address and routes,
+//! the host side (MAC `ee:ee:ee:ee:ee:ee`) is moved to the node, gets its sysctls, is set up,
+//! and finally gets its host route and a permanent neighbour entry (as felix adds).
+//!
+//! Every namespace is named `pn<pid>x<n>-…`, unique per instance, and removed on drop, also
+//! when a test panics; [`crate::netns::cleanup_leftovers`] removes those of dead processes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::{Context, Result, anyhow};
+use futures::TryStreamExt;
+use ipnet::IpNet;
+use podnet_probe::cni::veth_name;
+use rtnetlink::packet_route::address::AddressHeaderFlags;
+use rtnetlink::packet_route::neighbour::NeighbourState;
+use rtnetlink::packet_route::route::{RouteMessage, RouteProtocol, RouteScope, RouteType};
+use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use crate::netns::{self, NetnsThread};
+
+/// The node's uplink address.
+pub const NODE_IPV4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+/// The node's IPv6 uplink address.
+pub const NODE_IPV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
+/// The outside router (the node's default gateway).
+pub const GATEWAY_IPV4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+/// The outside router's IPv6 address.
+pub const GATEWAY_IPV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+/// A host "outside the cluster", on the outside namespace's loopback.
+pub const OUTSIDE_IPV4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+/// Its IPv6 address.
+pub const OUTSIDE_IPV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1);
+/// Calico's gateway address inside every pod.
+pub const POD_GATEWAY_IPV4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// Calico's IPv6 gateway inside pods: the link-local of a host veth with MAC ee:ee:ee:ee:ee:ee.
+pub const POD_GATEWAY_IPV6: Ipv6Addr =
+    Ipv6Addr::new(0xfe80, 0, 0, 0, 0xecee, 0xeeff, 0xfeee, 0xeeee);
+/// MAC address of every Calico host veth.
+pub const CALI_MAC: [u8; 6] = [0xee; 6];
+/// Felix's route protocol for IPAM block blackholes.
+pub const PROTO_FELIX: u8 = 80;
+/// Pods per IPAM block (/26 IPv4, /122 IPv6; two addresses of each block unused).
+const PODS_PER_BLOCK: usize = 60;
+
+static INSTANCES: AtomicUsize = AtomicUsize::new(0);
+
+/// What a new pod looks like.
+#[derive(Debug, Clone)]
+pub struct PodSpec {
+    /// Kubernetes namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub name: String,
+    /// Also give it an IPv6 address.
+    pub dual_stack: bool,
+}
+
+impl PodSpec {
+    /// The default spec for the n-th pod: spread over a few namespaces.
+    pub fn numbered(n: usize, dual_stack: bool) -> Self {
+        const NAMESPACES: [&str; 4] = ["default", "shop", "payments", "kube-system"];
+        PodSpec {
+            namespace: NAMESPACES[n % NAMESPACES.len()].to_owned(),
+            name: format!("app-{n}"),
+            dual_stack,
+        }
+    }
+}
+
+/// One simulated pod.
+#[derive(Debug, Clone)]
+pub struct SimPod {
+    /// Index, unique in this node (never reused).
+    pub index: usize,
+    /// Kubernetes namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub name: String,
+    /// Name of its network namespace.
+    pub netns: String,
+    /// Host-side interface (`cali…`).
+    pub interface: String,
+    /// Host-side interface index in the node namespace.
+    pub host_index: u32,
+    /// IPv4 address.
+    pub ipv4: Ipv4Addr,
+    /// IPv6 address, for dual-stack pods.
+    pub ipv6: Option<Ipv6Addr>,
+    /// MAC of its eth0.
+    pub mac: [u8; 6],
+}
+
+impl SimPod {
+    /// All its IPs.
+    pub fn ips(&self) -> Vec<IpAddr> {
+        let mut v = vec![IpAddr::V4(self.ipv4)];
+        v.extend(self.ipv6.map(IpAddr::V6));
+        v
+    }
+}
+
+fn pod_ipv4(i: usize) -> Ipv4Addr {
+    let offset = (i / PODS_PER_BLOCK) * 64 + i % PODS_PER_BLOCK + 2;
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 244, 0, 0)) + offset as u32)
+}
+
+fn pod_ipv6(i: usize) -> Ipv6Addr {
+    let offset = (i / PODS_PER_BLOCK) * 64 + i % PODS_PER_BLOCK + 2;
+    Ipv6Addr::from(u128::from(Ipv6Addr::new(0xfd00, 0x10, 0x244, 0, 0, 0, 0, 0)) + offset as u128)
+}
+
+fn block_of(ip: IpAddr) -> IpNet {
+    let len = if ip.is_ipv4() { 26 } else { 122 };
+    IpNet::new(ip, len)
+        .map(|n| n.trunc())
+        .unwrap_or_else(|_| IpNet::from(ip))
+}
+
+/// A simulated Calico node. Dropping it tears everything down.
+#[derive(Debug)]
+pub struct SimNode {
+    base: String,
+    node: NetnsThread,
+    outside: NetnsThread,
+    pods: BTreeMap<usize, SimPod>,
+    next_index: usize,
+    blocks: BTreeSet<IpNet>,
+}
+
+impl SimNode {
+    /// A node with `pods` pods; those whose index is in `dual_stack` also get IPv6.
+    pub fn new(pods: usize, dual_stack: &[usize]) -> Result<Self> {
+        let mut node = Self::empty()?;
+        for i in 0..pods {
+            node.add_pod(PodSpec::numbered(i, dual_stack.contains(&i)))?;
+        }
+        Ok(node)
+    }
+
+    /// A node and its outside network, without pods.
+    pub fn empty() -> Result<Self> {
+        netns::require_root()?;
+        netns::cleanup_leftovers()?;
+        let base = format!(
+            "{}{}x{}",
+            netns::NAME_PREFIX,
+            std::process::id(),
+            INSTANCES.fetch_add(1, Ordering::Relaxed)
+        );
+        let node = NetnsThread::create(&format!("{base}-node"))?;
+        let outside = match NetnsThread::create(&format!("{base}-out")) {
+            Ok(o) => o,
+            Err(e) => {
+                drop(node);
+                let _ = netns::delete(&format!("{base}-node"));
+                return Err(e);
+            }
+        };
+        let mut sim = SimNode {
+            base,
+            node,
+            outside,
+            pods: BTreeMap::new(),
+            next_index: 0,
+            blocks: BTreeSet::new(),
+        };
+        sim.wire_uplink().context("wiring the node's uplink")?;
+        Ok(sim)
+    }
+
+    fn wire_uplink(&mut self) -> Result<()> {
+        for ns in [&self.node, &self.outside] {
+            ns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
+            ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
+        }
+        self.node.sysctl("net.ipv4.ip_forward", "1")?;
+        self.node.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        let outside_path = netns::path(self.outside.name());
+        self.node.run(move |h| async move {
+            link_up(&h, "lo").await?;
+            h.link()
+                .add(LinkVeth::new("eth0", "uplink-peer").build())
+                .execute()
+                .await?;
+            let peer = index_of(&h, "uplink-peer").await?;
+            let f = File::open(&outside_path)?;
+            h.link()
+                .set(
+                    LinkUnspec::new_with_index(peer)
+                        .setns_by_fd(f.as_raw_fd())
+                        .build(),
+                )
+                .execute()
+                .await?;
+            let eth0 = index_of(&h, "eth0").await?;
+            add_address(&h, eth0, NODE_IPV4.into(), 24).await?;
+            add_address(&h, eth0, NODE_IPV6.into(), 64).await?;
+            h.link()
+                .set(LinkUnspec::new_with_index(eth0).up().build())
+                .execute()
+                .await?;
+            h.route()
+                .add(default_via(GATEWAY_IPV4.into(), eth0))
+                .execute()
+                .await?;
+            h.route()
+                .add(default_via(GATEWAY_IPV6.into(), eth0))
+                .execute()
+                .await?;
+            Ok(())
+        })?;
+        self.outside.run(move |h| async move {
+            link_up(&h, "lo").await?;
+            let lo = index_of(&h, "lo").await?;
+            add_address(&h, lo, OUTSIDE_IPV4.into(), 32).await?;
+            add_address(&h, lo, OUTSIDE_IPV6.into(), 128).await?;
+            let peer = index_of(&h, "uplink-peer").await?;
+            h.link()
+                .set(LinkUnspec::new_with_index(peer).name("eth0").build())
+                .execute()
+                .await?;
+            add_address(&h, peer, GATEWAY_IPV4.into(), 24).await?;
+            add_address(&h, peer, GATEWAY_IPV6.into(), 64).await?;
+            h.link()
+                .set(LinkUnspec::new_with_index(peer).up().build())
+                .execute()
+                .await?;
+            for (cidr, via) in [
+                ("10.244.0.0/16", IpAddr::from(NODE_IPV4)),
+                ("fd00::/8", IpAddr::from(NODE_IPV6)),
+            ] {
+                let net: IpNet = cidr.parse()?;
+                let msg = RouteMessageBuilder::<IpAddr>::new()
+                    .destination_prefix(net.addr(), net.prefix_len())?
+                    .gateway(via)?
+                    .output_interface(peer)
+                    .build();
+                h.route().add(msg).execute().await?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Name of the node's network namespace (where the agent runs).
+    pub fn node_netns(&self) -> &str {
+        self.node.name()
+    }
+
+    /// Name of the outside network's namespace.
+    pub fn outside_netns(&self) -> &str {
+        self.outside.name()
+    }
+
+    /// A thread inside the node namespace.
+    pub fn node(&self) -> &NetnsThread {
+        &self.node
+    }
+
+    /// A thread inside the outside namespace.
+    pub fn outside(&self) -> &NetnsThread {
+        &self.outside
+    }
+
+    /// The pods, by index.
+    pub fn pods(&self) -> impl Iterator<Item = &SimPod> {
+        self.pods.values()
+    }
+
+    /// One pod. Panics if there is no such pod (a test bug).
+    pub fn pod(&self, index: usize) -> &SimPod {
+        self.pods
+            .get(&index)
+            .unwrap_or_else(|| panic!("no pod {index}"))
+    }
+
+    /// Add a pod, wired as Calico's CNI plugin does. Returns its index.
+    pub fn add_pod(&mut self, spec: PodSpec) -> Result<usize> {
+        let index = self.next_index;
+        self.next_index += 1;
+        let netns_name = format!("{}-p{index}", self.base);
+        let interface = veth_name("cali", &spec.namespace, &spec.name);
+        let ipv4 = pod_ipv4(index);
+        let ipv6 = spec.dual_stack.then(|| pod_ipv6(index));
+        let mac = [
+            0x02,
+            0x42,
+            0x0a,
+            (index >> 16) as u8,
+            (index >> 8) as u8,
+            index as u8,
+        ];
+        let pod_ns = NetnsThread::create(&netns_name)?;
+        let wired = self.wire_pod(&pod_ns, &interface, ipv4, ipv6, mac);
+        drop(pod_ns);
+        let host_index = match wired {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = netns::delete(&netns_name);
+                return Err(e.context(format!("wiring pod {}/{}", spec.namespace, spec.name)));
+            }
+        };
+        self.pods.insert(
+            index,
+            SimPod {
+                index,
+                namespace: spec.namespace,
+                name: spec.name,
+                netns: netns_name,
+                interface,
+                host_index,
+                ipv4,
+                ipv6,
+                mac,
+            },
+        );
+        Ok(index)
+    }
+
+    fn wire_pod(
+        &mut self,
+        pod_ns: &NetnsThread,
+        interface: &str,
+        ipv4: Ipv4Addr,
+        ipv6: Option<Ipv6Addr>,
+        mac: [u8; 6],
+    ) -> Result<u32> {
+        pod_ns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
+        pod_ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
+        let node_path = netns::path(self.node.name());
+        let iface = interface.to_owned();
+        // Pod side, inside the pod namespace (CNI: DoNetworking).
+        pod_ns.run(move |h| async move {
+            link_up(&h, "lo").await?;
+            h.link()
+                .add(LinkVeth::new("eth0", &iface).build())
+                .execute()
+                .await?;
+            let eth0 = index_of(&h, "eth0").await?;
+            let host = index_of(&h, &iface).await?;
+            h.link()
+                .set(
+                    LinkUnspec::new_with_index(host)
+                        .address(CALI_MAC.to_vec())
+                        .build(),
+                )
+                .execute()
+                .await?;
+            h.link()
+                .set(
+                    LinkUnspec::new_with_index(eth0)
+                        .address(mac.to_vec())
+                        .up()
+                        .build(),
+                )
+                .execute()
+                .await?;
+            add_address(&h, eth0, ipv4.into(), 32).await?;
+            if let Some(v6) = ipv6 {
+                add_address(&h, eth0, v6.into(), 128).await?;
+            }
+            let gw = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(POD_GATEWAY_IPV4, 32)
+                .output_interface(eth0)
+                .scope(RouteScope::Link)
+                .build();
+            h.route().add(gw).execute().await?;
+            h.route()
+                .add(default_via(POD_GATEWAY_IPV4.into(), eth0))
+                .execute()
+                .await?;
+            if ipv6.is_some() {
+                h.route()
+                    .add(default_via(POD_GATEWAY_IPV6.into(), eth0))
+                    .execute()
+                    .await?;
+            }
+            // Hand the host side to the node.
+            let f = File::open(&node_path)?;
+            h.link()
+                .set(
+                    LinkUnspec::new_with_index(host)
+                        .setns_by_fd(f.as_raw_fd())
+                        .build(),
+                )
+                .execute()
+                .await?;
+            Ok(())
+        })?;
+        // Host side (CNI: configureSysctls, then SetupRoutes; felix: static ARP).
+        for (k, v) in [
+            ("net.ipv4.conf.{}.proxy_arp", "1"),
+            ("net.ipv4.neigh.{}.proxy_delay", "0"),
+            ("net.ipv4.conf.{}.forwarding", "1"),
+            ("net.ipv4.conf.{}.route_localnet", "1"),
+            ("net.ipv6.conf.{}.accept_dad", "0"),
+            ("net.ipv6.conf.{}.accept_ra", "0"),
+            ("net.ipv6.conf.{}.proxy_ndp", "1"),
+            ("net.ipv6.conf.{}.forwarding", "1"),
+        ] {
+            self.node.sysctl(&k.replace("{}", interface), v)?;
+        }
+        let iface = interface.to_owned();
+        let host_index = self.node.run(move |h| async move {
+            let idx = index_of(&h, &iface).await?;
+            h.link()
+                .set(LinkUnspec::new_with_index(idx).up().build())
+                .execute()
+                .await?;
+            h.route()
+                .add(pod_route(ipv4.into(), idx)?)
+                .execute()
+                .await?;
+            if let Some(v6) = ipv6 {
+                h.route().add(pod_route(v6.into(), idx)?).execute().await?;
+            }
+            h.neighbours()
+                .add(idx, ipv4.into())
+                .link_layer_address(&mac)
+                .state(NeighbourState::Permanent)
+                .execute()
+                .await?;
+            Ok(idx)
+        })?;
+        for ip in [Some(IpAddr::V4(ipv4)), ipv6.map(IpAddr::V6)]
+            .into_iter()
+            .flatten()
+        {
+            let block = block_of(ip);
+            if self.blocks.insert(block) {
+                self.node.run(move |h| async move {
+                    h.route().add(blackhole(block)?).execute().await?;
+                    Ok(())
+                })?;
+            }
+        }
+        Ok(host_index)
+    }
+
+    /// Delete a pod: its namespace goes, and the kernel removes its veth and host route.
+    pub fn remove_pod(&mut self, index: usize) -> Result<SimPod> {
+        let pod = self
+            .pods
+            .remove(&index)
+            .ok_or_else(|| anyhow!("no pod {index}"))?;
+        netns::delete(&pod.netns)?;
+        Ok(pod)
+    }
+
+    fn node_run<F, Fut>(&self, f: F) -> Result<()>
+    where
+        F: FnOnce(Handle) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<()>>,
+    {
+        self.node.run(f)
+    }
+
+    /// The incident: `ip route del <podIP>/32 dev caliX` for one of the pod's IPs.
+    pub fn delete_route(&self, index: usize, ip: IpAddr) -> Result<()> {
+        let oif = self.pod(index).host_index;
+        self.node_run(move |h| async move {
+            h.route().del(pod_route(ip, oif)?).execute().await?;
+            Ok(())
+        })
+    }
+
+    /// Repair: put every host route of the pod back as Calico has it (`ip route replace`).
+    pub fn restore_routes(&self, index: usize) -> Result<()> {
+        let pod = self.pod(index);
+        let (oif, ips) = (pod.host_index, pod.ips());
+        self.node_run(move |h| async move {
+            for ip in ips {
+                h.route()
+                    .add(pod_route(ip, oif)?)
+                    .replace()
+                    .execute()
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Point the pod's IPv4 route at another pod's interface (a stale route after IP reuse).
+    pub fn route_via_other_pod(&self, index: usize, other: usize) -> Result<()> {
+        let ip = IpAddr::V4(self.pod(index).ipv4);
+        let oif = self.pod(other).host_index;
+        self.node_run(move |h| async move {
+            h.route()
+                .add(pod_route(ip, oif)?)
+                .replace()
+                .execute()
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Replace the pod's IPv4 route with a blackhole route.
+    pub fn blackhole_route(&self, index: usize) -> Result<()> {
+        let net = IpNet::from(IpAddr::V4(self.pod(index).ipv4));
+        self.node_run(move |h| async move {
+            let mut msg = blackhole(net)?;
+            msg.header.protocol = RouteProtocol::Boot;
+            h.route().add(msg).replace().execute().await?;
+            Ok(())
+        })
+    }
+
+    /// `ip link set caliX up|down` on the node.
+    pub fn set_host_link(&self, index: usize, up: bool) -> Result<()> {
+        let idx = self.pod(index).host_index;
+        self.node_run(move |h| async move {
+            let b = LinkUnspec::new_with_index(idx);
+            let msg = if up { b.up() } else { b.down() }.build();
+            h.link().set(msg).execute().await?;
+            Ok(())
+        })
+    }
+
+    /// `ip link set eth0 up|down` inside the pod: the host side loses its carrier.
+    pub fn set_pod_link(&self, index: usize, up: bool) -> Result<()> {
+        netns::with_netns(&self.pod(index).netns, move |h| async move {
+            let eth0 = index_of(&h, "eth0").await?;
+            let b = LinkUnspec::new_with_index(eth0);
+            let msg = if up { b.up() } else { b.down() }.build();
+            h.link().set(msg).execute().await?;
+            Ok(())
+        })
+    }
+
+    /// `sysctl net.ipv4.conf.caliX.proxy_arp`.
+    pub fn set_proxy_arp(&self, index: usize, on: bool) -> Result<()> {
+        let key = format!("net.ipv4.conf.{}.proxy_arp", self.pod(index).interface);
+        self.node.sysctl(&key, if on { "1" } else { "0" })
+    }
+
+    /// `sysctl net.ipv4.conf.caliX.forwarding`.
+    pub fn set_interface_forwarding(&self, index: usize, on: bool) -> Result<()> {
+        let key = format!("net.ipv4.conf.{}.forwarding", self.pod(index).interface);
+        self.node.sysctl(&key, if on { "1" } else { "0" })
+    }
+
+    /// `sysctl net.ipv4.ip_forward` on the node. Turning it on again also turns it on for every
+    /// interface, as the kernel does.
+    pub fn set_forwarding(&self, on: bool) -> Result<()> {
+        self.node
+            .sysctl("net.ipv4.ip_forward", if on { "1" } else { "0" })
+    }
+
+    /// Tear everything down (also done on drop).
+    pub fn teardown(&mut self) -> Result<()> {
+        let mut first_err = None;
+        for pod in std::mem::take(&mut self.pods).into_values() {
+            if let Err(e) = netns::delete(&pod.netns) {
+                first_err.get_or_insert(e);
+            }
+        }
+        for t in [&mut self.node, &mut self.outside] {
+            t.stop();
+            if let Err(e) = netns::delete(t.name()) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for SimNode {
+    fn drop(&mut self) {
+        if let Err(e) = self.teardown() {
+            eprintln!("tearing down simulated node {}: {e:#}", self.base);
+        }
+    }
+}
+
+/// `ip link show NAME` → ifindex.
+pub async fn index_of(h: &Handle, name: &str) -> Result<u32> {
+    let msg = h
+        .link()
+        .get()
+        .match_name(name.to_owned())
+        .execute()
+        .try_next()
+        .await?
+        .ok_or_else(|| anyhow!("no link {name}"))?;
+    Ok(msg.header.index)
+}
+
+async fn link_up(h: &Handle, name: &str) -> Result<()> {
+    let idx = index_of(h, name).await?;
+    h.link()
+        .set(LinkUnspec::new_with_index(idx).up().build())
+        .execute()
+        .await?;
+    Ok(())
+}
+
+/// `ip addr add IP/LEN dev INDEX nodad`.
+async fn add_address(h: &Handle, index: u32, ip: IpAddr, len: u8) -> Result<()> {
+    let mut req = h.address().add(index, ip, len);
+    if ip.is_ipv6() {
+        req.message_mut().header.flags |= AddressHeaderFlags::Nodad;
+    }
+    req.execute().await?;
+    Ok(())
+}
+
+/// `ip route add default via GW dev INDEX`.
+fn default_via(gw: IpAddr, oif: u32) -> RouteMessage {
+    let b = RouteMessageBuilder::<IpAddr>::new();
+    let b = match gw {
+        IpAddr::V4(_) => b.destination_prefix(Ipv4Addr::UNSPECIFIED.into(), 0),
+        IpAddr::V6(_) => b.destination_prefix(Ipv6Addr::UNSPECIFIED.into(), 0),
+    };
+    // Both calls only fail on a family mismatch, impossible here.
+    let b = b.and_then(|b| b.gateway(gw)).unwrap_or_default();
+    b.output_interface(oif).build()
+}
+
+/// Calico's host route: `ip route add IP/32 dev caliX scope link proto boot` (`/128` for IPv6).
+pub fn pod_route(ip: IpAddr, oif: u32) -> Result<RouteMessage> {
+    let len = if ip.is_ipv4() { 32 } else { 128 };
+    let scope = if ip.is_ipv4() {
+        RouteScope::Link
+    } else {
+        RouteScope::Universe
+    };
+    Ok(RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(ip, len)?
+        .output_interface(oif)
+        .scope(scope)
+        .protocol(RouteProtocol::Boot)
+        .build())
+}
+
+/// Felix's IPAM block route: `ip route add blackhole BLOCK proto 80`.
+fn blackhole(net: IpNet) -> Result<RouteMessage> {
+    Ok(RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(net.addr(), net.prefix_len())?
+        .kind(RouteType::BlackHole)
+        .protocol(RouteProtocol::Other(PROTO_FELIX))
+        .build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addressing() {
+        assert_eq!(pod_ipv4(0), Ipv4Addr::new(10, 244, 0, 2));
+        assert_eq!(pod_ipv4(59), Ipv4Addr::new(10, 244, 0, 61));
+        assert_eq!(pod_ipv4(60), Ipv4Addr::new(10, 244, 0, 66));
+        assert_eq!(pod_ipv4(249), Ipv4Addr::new(10, 244, 1, 11));
+        assert_eq!(
+            block_of(pod_ipv4(60).into()),
+            "10.244.0.64/26".parse::<IpNet>().unwrap()
+        );
+        assert_eq!(pod_ipv6(0), "fd00:10:244::2".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(
+            block_of(pod_ipv6(61).into()),
+            "fd00:10:244::40/122".parse::<IpNet>().unwrap()
+        );
+    }
+}
