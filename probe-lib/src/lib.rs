@@ -5,6 +5,8 @@
 
 pub mod cni;
 mod error;
+#[cfg(test)]
+mod fixtures;
 pub mod host;
 pub mod metrics;
 pub mod monitor;

@@ -200,22 +200,11 @@ impl SimNode {
                 .execute()
                 .await?;
             let peer = index_of(&h, "uplink-peer").await?;
-            let f = File::open(&outside_path)?;
-            h.link()
-                .set(
-                    LinkUnspec::new_with_index(peer)
-                        .setns_by_fd(f.as_raw_fd())
-                        .build(),
-                )
-                .execute()
-                .await?;
+            move_link(&h, peer, &outside_path).await?;
             let eth0 = index_of(&h, "eth0").await?;
             add_address(&h, eth0, NODE_IPV4.into(), 24).await?;
             add_address(&h, eth0, NODE_IPV6.into(), 64).await?;
-            h.link()
-                .set(LinkUnspec::new_with_index(eth0).up().build())
-                .execute()
-                .await?;
+            set_link(&h, eth0, true).await?;
             h.route()
                 .add(default_via(GATEWAY_IPV4.into(), eth0))
                 .execute()
@@ -238,10 +227,7 @@ impl SimNode {
                 .await?;
             add_address(&h, peer, GATEWAY_IPV4.into(), 24).await?;
             add_address(&h, peer, GATEWAY_IPV6.into(), 64).await?;
-            h.link()
-                .set(LinkUnspec::new_with_index(peer).up().build())
-                .execute()
-                .await?;
+            set_link(&h, peer, true).await?;
             for (cidr, via) in [
                 ("10.244.0.0/16", IpAddr::from(NODE_IPV4)),
                 ("fd00::/8", IpAddr::from(NODE_IPV6)),
@@ -393,15 +379,7 @@ impl SimNode {
                     .await?;
             }
             // Hand the host side to the node.
-            let f = File::open(&node_path)?;
-            h.link()
-                .set(
-                    LinkUnspec::new_with_index(host)
-                        .setns_by_fd(f.as_raw_fd())
-                        .build(),
-                )
-                .execute()
-                .await?;
+            move_link(&h, host, &node_path).await?;
             Ok(())
         })?;
         // Host side (CNI: configureSysctls, then SetupRoutes; felix: static ARP).
@@ -420,10 +398,7 @@ impl SimNode {
         let iface = interface.to_owned();
         let host_index = self.node.run(move |h| async move {
             let idx = index_of(&h, &iface).await?;
-            h.link()
-                .set(LinkUnspec::new_with_index(idx).up().build())
-                .execute()
-                .await?;
+            set_link(&h, idx, true).await?;
             h.route()
                 .add(pod_route(ipv4.into(), idx)?)
                 .execute()
@@ -525,22 +500,14 @@ impl SimNode {
     /// `ip link set caliX up|down` on the node.
     pub fn set_host_link(&self, index: usize, up: bool) -> Result<()> {
         let idx = self.pod(index).host_index;
-        self.node_run(move |h| async move {
-            let b = LinkUnspec::new_with_index(idx);
-            let msg = if up { b.up() } else { b.down() }.build();
-            h.link().set(msg).execute().await?;
-            Ok(())
-        })
+        self.node_run(move |h| async move { set_link(&h, idx, up).await })
     }
 
     /// `ip link set eth0 up|down` inside the pod: the host side loses its carrier.
     pub fn set_pod_link(&self, index: usize, up: bool) -> Result<()> {
         netns::with_netns(&self.pod(index).netns, move |h| async move {
             let eth0 = index_of(&h, "eth0").await?;
-            let b = LinkUnspec::new_with_index(eth0);
-            let msg = if up { b.up() } else { b.down() }.build();
-            h.link().set(msg).execute().await?;
-            Ok(())
+            set_link(&h, eth0, up).await
         })
     }
 
@@ -603,9 +570,26 @@ pub async fn index_of(h: &Handle, name: &str) -> Result<u32> {
 }
 
 async fn link_up(h: &Handle, name: &str) -> Result<()> {
-    let idx = index_of(h, name).await?;
+    set_link(h, index_of(h, name).await?, true).await
+}
+
+/// `ip link set dev INDEX up|down`.
+async fn set_link(h: &Handle, index: u32, up: bool) -> Result<()> {
+    let b = LinkUnspec::new_with_index(index);
+    let msg = if up { b.up() } else { b.down() }.build();
+    h.link().set(msg).execute().await?;
+    Ok(())
+}
+
+/// `ip link set dev INDEX netns NS`.
+async fn move_link(h: &Handle, index: u32, netns: &std::path::Path) -> Result<()> {
+    let f = File::open(netns)?;
     h.link()
-        .set(LinkUnspec::new_with_index(idx).up().build())
+        .set(
+            LinkUnspec::new_with_index(index)
+                .setns_by_fd(f.as_raw_fd())
+                .build(),
+        )
         .execute()
         .await?;
     Ok(())

@@ -1,30 +1,16 @@
-use ipnet::IpNet;
-
 use super::*;
 
 fn link(index: u32, name: &str, nsid: Option<i32>) -> Link {
-    Link {
-        index,
-        name: name.into(),
-        kind: Some("veth".into()),
-        admin_up: true,
-        oper: OperState::Up,
-        peer_netnsid: nsid,
-        peer_index: Some(2),
-    }
+    let mut l = crate::fixtures::veth(index, name, nsid.unwrap_or(0));
+    l.peer_netnsid = nsid;
+    l
 }
 
 fn route(dst: &str, oif: u32, priority: u32, table: u32) -> Route {
     Route {
-        dst: dst.parse::<IpNet>().unwrap(),
-        table,
-        kind: RouteKind::Unicast,
-        scope: SCOPE_LINK,
-        protocol: 3,
-        oif: Some(oif),
-        gateway: None,
         priority,
-        tos: 0,
+        table,
+        ..crate::fixtures::route(dst, Some(oif))
     }
 }
 

@@ -5,35 +5,16 @@ use tokio::sync::watch;
 
 use super::*;
 use crate::host::fake::FakeHost;
-use crate::host::{
-    Address, HostDump, KernelEvent, Link, MAIN_TABLE, OperState, Route, RouteKind, SCOPE_LINK,
-};
+use crate::host::{Address, HostDump, KernelEvent, Route};
 use crate::metrics::Metrics;
 
-fn veth(index: u32, name: &str, nsid: i32) -> Link {
-    Link {
-        index,
-        name: name.into(),
-        kind: Some("veth".into()),
-        admin_up: true,
-        oper: OperState::Up,
-        peer_netnsid: Some(nsid),
-        peer_index: Some(2),
-    }
-}
+use crate::fixtures::veth;
 
 fn host_route(ip: &str, oif: u32) -> Route {
-    Route {
-        dst: IpNet::from(ip.parse::<IpAddr>().unwrap()),
-        table: MAIN_TABLE,
-        kind: RouteKind::Unicast,
-        scope: SCOPE_LINK,
-        protocol: 3,
-        oif: Some(oif),
-        gateway: None,
-        priority: 0,
-        tos: 0,
-    }
+    crate::fixtures::route(
+        &IpNet::from(ip.parse::<IpAddr>().unwrap()).to_string(),
+        Some(oif),
+    )
 }
 
 fn pod_addr(ip: &str) -> Address {

@@ -3,9 +3,7 @@ use std::collections::HashSet;
 use ipnet::IpNet;
 
 use super::*;
-use crate::host::{
-    HostDump, HostState, Link, MAIN_TABLE, Netconf, OperState, Route, RouteKind, SCOPE_LINK,
-};
+use crate::host::{HostDump, HostState, Link, Netconf, OperState, Route, RouteKind};
 use crate::pods::{ExpectedPod, PodId};
 
 const POD_A: &str = "caliaaaaaaaaaaa";
@@ -18,28 +16,13 @@ struct Node {
 }
 
 fn veth(index: u32, name: &str) -> Link {
-    Link {
-        index,
-        name: name.into(),
-        kind: Some("veth".into()),
-        admin_up: true,
-        oper: OperState::Up,
-        peer_netnsid: Some(index as i32),
-        peer_index: Some(2),
-    }
+    crate::fixtures::veth(index, name, index as i32)
 }
 
 fn route(dst: &str, oif: Option<u32>, kind: RouteKind) -> Route {
     Route {
-        dst: dst.parse::<IpNet>().unwrap(),
-        table: MAIN_TABLE,
         kind,
-        scope: SCOPE_LINK,
-        protocol: 3,
-        oif,
-        gateway: None,
-        priority: 0,
-        tos: 0,
+        ..crate::fixtures::route(dst, oif)
     }
 }
 
