@@ -2,9 +2,11 @@
 //! reported in one line and exit code 2 (see `main.rs`).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ColorChoice, Parser, ValueEnum};
+use podnet_probe::probe::target::Target;
 
 /// podnet-agent: proves, continuously, that every pod on this node is wired into the network.
 #[derive(Debug, Parser)]
@@ -33,6 +35,42 @@ pub struct Args {
     #[arg(long, env = "PODNET_RESYNC_INTERVAL", default_value = "60s", value_name = "DURATION",
           value_parser = resync_interval)]
     pub resync_interval: Duration,
+
+    /// A probe target for every pod, besides its gateway and the node: `[NAME=]icmp:ADDRESS`
+    /// or `[NAME=]tcp:ADDRESS:PORT` (IPv6 as `[ADDR]:PORT`). Repeatable; the environment
+    /// variable takes a comma-separated list.
+    #[arg(long = "probe", env = "PODNET_PROBES", value_name = "TARGET", value_delimiter = ',',
+          value_parser = probe_target)]
+    pub probes: Vec<Target>,
+
+    /// A file of probe targets, one per line as for --probe; `#` starts a comment.
+    #[arg(long, env = "PODNET_PROBE_FILE", value_name = "PATH")]
+    pub probe_file: Option<PathBuf>,
+
+    /// Each pod is probed once per interval (spread over it).
+    #[arg(long, env = "PODNET_PROBE_INTERVAL", default_value = "10s", value_name = "DURATION",
+          value_parser = probe_interval)]
+    pub probe_interval: Duration,
+
+    /// Time to wait for each probe's answer.
+    #[arg(long, env = "PODNET_PROBE_TIMEOUT", default_value = "1s", value_name = "DURATION",
+          value_parser = probe_timeout)]
+    pub probe_timeout: Duration,
+
+    /// Consecutive failures before a pod's target is reported (a single lost packet pages
+    /// nobody).
+    #[arg(long, env = "PODNET_PROBE_FAILURES", default_value = "2", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub probe_failures: u32,
+
+    /// Pods probed at the same time, at most.
+    #[arg(long, env = "PODNET_PROBE_CONCURRENCY", default_value = "32", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub probe_concurrency: u32,
+
+    /// Do not probe at all (route and wiring checks only).
+    #[arg(long, env = "PODNET_NO_PROBES")]
+    pub no_probes: bool,
 
     /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `podnet_probe=debug`).
     #[arg(long, env = "PODNET_LOG", default_value = "info", value_name = "FILTER",
@@ -94,6 +132,27 @@ fn resync_interval(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+fn probe_target(s: &str) -> Result<Target, String> {
+    s.parse()
+        .map_err(|e: podnet_probe::probe::target::TargetSpecError| e.to_string())
+}
+
+fn probe_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) {
+        return Err("must be at least 1s".into());
+    }
+    Ok(d)
+}
+
+fn probe_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(10) || d > Duration::from_secs(30) {
+        return Err("must be between 10ms and 30s".into());
+    }
+    Ok(d)
+}
+
 /// `250ms`, `10s`, `5m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -151,5 +210,23 @@ mod tests {
         assert_eq!(a.interface_prefix, "cali");
         assert_eq!(a.resync_interval, Duration::from_secs(60));
         assert_eq!(a.log_format, LogFormat::Text);
+        assert_eq!(a.probe_interval, Duration::from_secs(10));
+        assert_eq!(a.probe_timeout, Duration::from_secs(1));
+        assert_eq!(a.probe_failures, 2);
+        assert!(a.probes.is_empty() && !a.no_probes);
+    }
+
+    #[test]
+    fn probes_repeat_and_split() {
+        let a = Args::try_parse_from([
+            "podnet-agent",
+            "--probe",
+            "icmp:198.51.100.1",
+            "--probe",
+            "web=tcp:198.51.100.1:443,tcp:[2001:db8::1]:80",
+        ])
+        .unwrap();
+        let names: Vec<&str> = a.probes.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["icmp:198.51.100.1", "web", "tcp:[2001:db8::1]:80"]);
     }
 }

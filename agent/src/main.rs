@@ -14,7 +14,11 @@ use clap::Parser;
 use clap::error::ErrorKind;
 use podnet_probe::host::netlink::NetlinkHost;
 use podnet_probe::metrics::Metrics;
-use podnet_probe::monitor::{Monitor, MonitorConfig, PodSource};
+use podnet_probe::monitor::{Monitor, MonitorConfig, PodSource, ProbeSettings};
+use podnet_probe::probe::target::{
+    Gateways, HOST_TO_POD_TARGET, Target, check_unique, parse_probe_file,
+};
+use podnet_probe::probe::{NetnsDriver, Prober, ProberConfig};
 use tokio::sync::watch;
 use tracing::{error, info};
 
@@ -37,8 +41,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let targets = match probe_targets(&args) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("podnet-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
     init_logging(&args);
-    match run(args) {
+    match run(args, targets) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -60,6 +71,21 @@ fn init_logging(args: &Args) {
     }
 }
 
+/// Built-in targets, then `--probe`, then `--probe-file`; names must be unique.
+fn probe_targets(args: &Args) -> Result<Vec<Target>, String> {
+    let mut targets = Target::defaults().to_vec();
+    targets.extend(args.probes.iter().cloned());
+    if let Some(path) = &args.probe_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--probe-file {}: {e}", path.display()))?;
+        targets.extend(
+            parse_probe_file(&text).map_err(|e| format!("--probe-file {}: {e}", path.display()))?,
+        );
+    }
+    check_unique(&targets)?;
+    Ok(targets)
+}
+
 fn node_name(args: &Args) -> String {
     args.node_name.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -68,17 +94,17 @@ fn node_name(args: &Args) -> String {
     })
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+fn run(args: Args, targets: Vec<Target>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(4)
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(serve(args))
+    runtime.block_on(serve(args, targets))
 }
 
-async fn serve(args: Args) -> anyhow::Result<()> {
+async fn serve(args: Args, targets: Vec<Target>) -> anyhow::Result<()> {
     let node = node_name(&args);
     info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -95,9 +121,38 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             prefix: args.interface_prefix.clone(),
         },
         resync_interval: args.resync_interval,
+        probes: (!args.no_probes).then(|| ProbeSettings {
+            failure_threshold: args.probe_failures,
+            targets: targets
+                .iter()
+                .map(|t| t.name.clone())
+                .chain([HOST_TO_POD_TARGET.to_owned()])
+                .collect(),
+        }),
     };
     let (monitor, snapshots) = Monitor::new(host, config, metrics.monitor());
     metrics.serve_snapshots(snapshots.clone());
+    let prober = if args.no_probes {
+        None
+    } else {
+        let driver = NetnsDriver::new().context("starting the prober")?;
+        let config = ProberConfig {
+            targets,
+            gateways: Gateways::default(),
+            interval: args.probe_interval,
+            timeout: args.probe_timeout,
+            failure_threshold: args.probe_failures,
+            recheck: Duration::from_secs(1).min(args.probe_interval),
+            concurrency: args.probe_concurrency as usize,
+        };
+        Some(Prober::new(
+            driver,
+            config,
+            snapshots.clone(),
+            monitor.probe_sink(),
+            metrics.probe(),
+        ))
+    };
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -122,6 +177,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             state.monitor_alive.store(false, Ordering::Relaxed);
         })
     };
+    let prober_task = prober.map(|p| tokio::spawn(p.run(stopped(stop_rx.clone()))));
     tokio::spawn(async move {
         wait_for_signal().await;
         info!("shutting down");
@@ -132,6 +188,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .await
         .context("serving HTTP")?;
     monitor_task.await.context("monitor task")?;
+    if let Some(t) = prober_task {
+        t.await.context("prober task")?;
+    }
     info!("stopped");
     Ok(())
 }

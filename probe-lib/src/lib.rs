@@ -11,6 +11,7 @@ pub mod host;
 pub mod metrics;
 pub mod monitor;
 pub mod pods;
+pub mod probe;
 pub mod snapshot;
 pub mod verdict;
 

@@ -25,6 +25,10 @@ pub struct Snapshot {
     pub links: usize,
     /// Main-table routes on the host.
     pub routes: usize,
+    /// The node's own addresses (the "node" probe target), one per family at most.
+    pub node_ips: Vec<std::net::IpAddr>,
+    /// Names of every probe target, for gauges that are always present; empty without probes.
+    pub probe_targets: Vec<String>,
     /// Per-pod and node-level verdicts.
     #[serde(flatten)]
     pub verdicts: Verdicts,
@@ -41,6 +45,8 @@ impl Snapshot {
             generation: 0,
             links: 0,
             routes: 0,
+            node_ips: Vec::new(),
+            probe_targets: Vec::new(),
             verdicts: Verdicts::default(),
         }
     }

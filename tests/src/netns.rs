@@ -46,8 +46,13 @@ fn prepare_dir() -> Result<()> {
 
 /// Enter a named namespace on the current thread (`ip netns exec`, for this thread only).
 pub fn enter(name: &str) -> Result<()> {
-    let f = File::open(path(name)).with_context(|| format!("opening netns {name}"))?;
-    setns(&f, CloneFlags::CLONE_NEWNET).with_context(|| format!("entering netns {name}"))?;
+    enter_path(&path(name))
+}
+
+/// Enter the namespace behind a file (`/run/netns/X`, `/proc/PID/ns/net`) on this thread.
+pub fn enter_path(p: &Path) -> Result<()> {
+    let f = File::open(p).with_context(|| format!("opening {}", p.display()))?;
+    setns(&f, CloneFlags::CLONE_NEWNET).with_context(|| format!("entering {}", p.display()))?;
     Ok(())
 }
 
@@ -108,8 +113,13 @@ impl NetnsThread {
 
     /// A thread inside an existing named namespace.
     pub fn join(name: &str) -> Result<Self> {
-        let owned = name.to_owned();
-        Self::start(name, move || enter(&owned))
+        Self::join_path(name, &path(name))
+    }
+
+    /// A thread inside the namespace behind a file; `label` names the thread.
+    pub fn join_path(label: &str, p: &Path) -> Result<Self> {
+        let owned = p.to_owned();
+        Self::start(label, move || enter_path(&owned))
     }
 
     fn start(name: &str, setup: impl FnOnce() -> Result<()> + Send + 'static) -> Result<Self> {
@@ -224,14 +234,14 @@ impl Drop for NetnsThread {
     }
 }
 
-/// Run one async job in a named namespace on a short-lived thread.
-pub fn with_netns<R, F, Fut>(name: &str, f: F) -> Result<R>
+/// Run one async job in the namespace behind a file on a short-lived thread.
+pub fn with_netns<R, F, Fut>(p: &Path, f: F) -> Result<R>
 where
     R: Send + 'static,
     F: FnOnce(Handle) -> Fut + Send + 'static,
     Fut: Future<Output = Result<R>>,
 {
-    NetnsThread::join(name)?.run(f)
+    NetnsThread::join_path("job", p)?.run(f)
 }
 
 /// Prefix of every namespace the simulated node creates: `pn<pid>x<n>-…`.

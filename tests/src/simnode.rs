@@ -20,11 +20,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use futures::TryStreamExt;
 use ipnet::IpNet;
 use podnet_probe::cni::veth_name;
@@ -105,9 +109,19 @@ pub struct SimPod {
     pub ipv6: Option<Ipv6Addr>,
     /// MAC of its eth0.
     pub mac: [u8; 6],
+    /// When the namespace has no bind mount any more: the process that holds it.
+    pub holder: Option<u32>,
 }
 
 impl SimPod {
+    /// A file that is the pod's namespace.
+    pub fn netns_path(&self) -> PathBuf {
+        match self.holder {
+            Some(pid) => PathBuf::from(format!("/proc/{pid}/ns/net")),
+            None => netns::path(&self.netns),
+        }
+    }
+
     /// All its IPs.
     pub fn ips(&self) -> Vec<IpAddr> {
         let mut v = vec![IpAddr::V4(self.ipv4)];
@@ -142,6 +156,24 @@ pub struct SimNode {
     pods: BTreeMap<usize, SimPod>,
     next_index: usize,
     blocks: BTreeSet<IpNet>,
+    holders: BTreeMap<usize, Child>,
+    listeners: Vec<Listener>,
+}
+
+/// A TCP listener on a thread that accepts and drops connections until stopped.
+#[derive(Debug)]
+struct Listener {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Listener {
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl SimNode {
@@ -180,6 +212,8 @@ impl SimNode {
             pods: BTreeMap::new(),
             next_index: 0,
             blocks: BTreeSet::new(),
+            holders: BTreeMap::new(),
+            listeners: Vec::new(),
         };
         sim.wire_uplink().context("wiring the node's uplink")?;
         Ok(sim)
@@ -228,16 +262,7 @@ impl SimNode {
             add_address(&h, peer, GATEWAY_IPV4.into(), 24).await?;
             add_address(&h, peer, GATEWAY_IPV6.into(), 64).await?;
             set_link(&h, peer, true).await?;
-            for (cidr, via) in [
-                ("10.244.0.0/16", IpAddr::from(NODE_IPV4)),
-                ("fd00::/8", IpAddr::from(NODE_IPV6)),
-            ] {
-                let net: IpNet = cidr.parse()?;
-                let msg = RouteMessageBuilder::<IpAddr>::new()
-                    .destination_prefix(net.addr(), net.prefix_len())?
-                    .gateway(via)?
-                    .output_interface(peer)
-                    .build();
+            for msg in outside_return_routes(peer)? {
                 h.route().add(msg).execute().await?;
             }
             Ok(())
@@ -315,6 +340,7 @@ impl SimNode {
                 ipv4,
                 ipv6,
                 mac,
+                holder: None,
             },
         );
         Ok(index)
@@ -435,8 +461,100 @@ impl SimNode {
             .pods
             .remove(&index)
             .ok_or_else(|| anyhow!("no pod {index}"))?;
+        if let Some(mut holder) = self.holders.remove(&index) {
+            let _ = holder.kill();
+            let _ = holder.wait();
+        }
         netns::delete(&pod.netns)?;
         Ok(pod)
+    }
+
+    /// Make a pod's namespace reachable only through a process, as for containers whose
+    /// runtime does not bind-mount it: a process is started inside, the bind mount removed.
+    pub fn hold_by_process(&mut self, index: usize) -> Result<u32> {
+        let netns_name = self.pod(index).netns.clone();
+        let want = netns::inode(&netns::path(&netns_name)).context("pod namespace inode")?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &netns_name, "sleep", "1000000"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting the process that holds the pod's namespace")?;
+        let pid = child.id();
+        self.holders.insert(index, child);
+        let proc_ns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while netns::inode(&proc_ns) != Some(want) {
+            if Instant::now() > deadline {
+                bail!("the holder process did not enter the pod's namespace");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        netns::delete(&netns_name)?;
+        if let Some(p) = self.pods.get_mut(&index) {
+            p.holder = Some(pid);
+        }
+        Ok(pid)
+    }
+
+    /// `ip route del default` inside the pod (IPv4, or IPv6).
+    pub fn delete_pod_default_route(&self, index: usize, ipv4: bool) -> Result<()> {
+        let gw = if ipv4 {
+            IpAddr::V4(POD_GATEWAY_IPV4)
+        } else {
+            IpAddr::V6(POD_GATEWAY_IPV6)
+        };
+        netns::with_netns(&self.pod(index).netns_path(), move |h| async move {
+            let eth0 = index_of(&h, "eth0").await?;
+            h.route().del(default_via(gw, eth0)).execute().await?;
+            Ok(())
+        })
+    }
+
+    /// Put the pod's default routes back.
+    pub fn restore_pod_default_routes(&self, index: usize) -> Result<()> {
+        let v6 = self.pod(index).ipv6.is_some();
+        netns::with_netns(&self.pod(index).netns_path(), move |h| async move {
+            let eth0 = index_of(&h, "eth0").await?;
+            h.route()
+                .add(default_via(POD_GATEWAY_IPV4.into(), eth0))
+                .replace()
+                .execute()
+                .await?;
+            if v6 {
+                h.route()
+                    .add(default_via(POD_GATEWAY_IPV6.into(), eth0))
+                    .replace()
+                    .execute()
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A TCP listener on `addr` in the outside namespace (`198.51.100.1:PORT`), accepting and
+    /// closing connections until the node is torn down.
+    pub fn listen_outside(&mut self, addr: SocketAddr) -> Result<()> {
+        let listener = self.outside.run_blocking(move || {
+            let l = std::net::TcpListener::bind(addr)?;
+            l.set_nonblocking(true)?;
+            Ok(l)
+        })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => drop(conn),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        self.listeners.push(Listener {
+            stop,
+            thread: Some(thread),
+        });
+        Ok(())
     }
 
     fn node_run<F, Fut>(&self, f: F) -> Result<()>
@@ -505,9 +623,25 @@ impl SimNode {
 
     /// `ip link set eth0 up|down` inside the pod: the host side loses its carrier.
     pub fn set_pod_link(&self, index: usize, up: bool) -> Result<()> {
-        netns::with_netns(&self.pod(index).netns, move |h| async move {
+        netns::with_netns(&self.pod(index).netns_path(), move |h| async move {
             let eth0 = index_of(&h, "eth0").await?;
             set_link(&h, eth0, up).await
+        })
+    }
+
+    /// The outside network's routes back to the pods: without them every pod reaches its
+    /// gateway and the node, and nothing beyond.
+    pub fn set_outside_return_routes(&self, present: bool) -> Result<()> {
+        self.outside.run(move |h| async move {
+            let eth0 = index_of(&h, "eth0").await?;
+            for msg in outside_return_routes(eth0)? {
+                if present {
+                    h.route().add(msg).replace().execute().await?;
+                } else {
+                    h.route().del(msg).execute().await?;
+                }
+            }
+            Ok(())
         })
     }
 
@@ -533,6 +667,14 @@ impl SimNode {
     /// Tear everything down (also done on drop).
     pub fn teardown(&mut self) -> Result<()> {
         let mut first_err = None;
+        for l in &mut self.listeners {
+            l.stop();
+        }
+        self.listeners.clear();
+        for (_, mut holder) in std::mem::take(&mut self.holders) {
+            let _ = holder.kill();
+            let _ = holder.wait();
+        }
         for pod in std::mem::take(&mut self.pods).into_values() {
             if let Err(e) = netns::delete(&pod.netns) {
                 first_err.get_or_insert(e);
@@ -615,6 +757,24 @@ fn default_via(gw: IpAddr, oif: u32) -> RouteMessage {
     // Both calls only fail on a family mismatch, impossible here.
     let b = b.and_then(|b| b.gateway(gw)).unwrap_or_default();
     b.output_interface(oif).build()
+}
+
+/// `ip route add 10.244.0.0/16 via 192.0.2.10` and `fd00::/8 via 2001:db8::10` (outside).
+fn outside_return_routes(oif: u32) -> Result<Vec<RouteMessage>> {
+    [
+        ("10.244.0.0/16", IpAddr::from(NODE_IPV4)),
+        ("fd00::/8", IpAddr::from(NODE_IPV6)),
+    ]
+    .into_iter()
+    .map(|(cidr, via)| {
+        let net: IpNet = cidr.parse()?;
+        Ok(RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(net.addr(), net.prefix_len())?
+            .gateway(via)?
+            .output_interface(oif)
+            .build())
+    })
+    .collect()
 }
 
 /// Calico's host route: `ip route add IP/32 dev caliX scope link proto boot` (`/128` for IPv6).

@@ -241,6 +241,31 @@ impl HostState {
         &self.addresses
     }
 
+    /// The node's own address per family: the first global address of the interface holding
+    /// the default route (`ip route get` to the outside, in effect).
+    pub fn node_addresses(&self) -> Vec<IpAddr> {
+        let mut out = Vec::new();
+        for v4 in [true, false] {
+            let default = self
+                .routes()
+                .filter(|r| r.dst.prefix_len() == 0 && r.dst.addr().is_ipv4() == v4)
+                .filter(|r| r.kind == RouteKind::Unicast)
+                .min_by_key(|r| r.priority);
+            let Some(oif) = default.and_then(|r| r.oif) else {
+                continue;
+            };
+            let mut candidates: Vec<IpAddr> = self
+                .addresses
+                .iter()
+                .filter(|a| a.index == oif && a.is_global() && a.ip.is_ipv4() == v4)
+                .map(|a| a.ip)
+                .collect();
+            candidates.sort();
+            out.extend(candidates.first());
+        }
+        out
+    }
+
     /// Netconf values for a family and interface (or all/default).
     pub fn netconf(&self, family: Family, scope: NetconfScope) -> NetconfValues {
         self.netconf

@@ -18,6 +18,9 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::host::ResyncCause;
+use crate::probe::outcome::{Observation, ProbeResult};
+use crate::probe::plan::PlannedProbe;
+use crate::probe::target::{Direction, Protocol};
 use crate::snapshot::Snapshot;
 
 /// `cause` label of the re-sync counter.
@@ -31,6 +34,95 @@ pub struct CauseLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: String,
+}
+
+/// Labels of `podnet_probes_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeLabels {
+    target: String,
+    protocol: &'static str,
+    direction: &'static str,
+    result: &'static str,
+}
+
+/// Labels of `podnet_probe_duration_seconds`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeTargetLabels {
+    target: String,
+    protocol: &'static str,
+    direction: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn probe_histogram() -> Histogram {
+    // 50 µs to ~1.6 s.
+    Histogram::new(exponential_buckets(0.00005, 2.0, 16))
+}
+
+/// The handles the prober updates.
+#[derive(Debug, Clone)]
+pub struct ProbeMetrics {
+    probes: Family<ProbeLabels, Counter>,
+    duration: HistogramFamily<ProbeTargetLabels>,
+}
+
+impl ProbeMetrics {
+    /// Count one probe and, if it was answered, its round-trip time.
+    pub fn observe(&self, p: &PlannedProbe, obs: &Observation) {
+        self.probes
+            .get_or_create(&ProbeLabels {
+                target: p.target.clone(),
+                protocol: p.protocol.as_str(),
+                direction: p.direction.as_str(),
+                result: obs.result.as_str(),
+            })
+            .inc();
+        if let Some(rtt) = obs.rtt {
+            self.duration
+                .get_or_create(&ProbeTargetLabels {
+                    target: p.target.clone(),
+                    protocol: p.protocol.as_str(),
+                    direction: p.direction.as_str(),
+                })
+                .observe(rtt.as_secs_f64());
+        }
+    }
+
+    /// Create every series of one target at zero, so their number never changes at run time
+    /// and `rate()` works from the first scrape.
+    pub fn register_target(&self, target: &str, protocol: Protocol, direction: Direction) {
+        for result in ProbeResult::ALL {
+            let _ = self.probes.get_or_create(&ProbeLabels {
+                target: target.to_owned(),
+                protocol: protocol.as_str(),
+                direction: direction.as_str(),
+                result: result.as_str(),
+            });
+        }
+        let _ = self.duration.get_or_create(&ProbeTargetLabels {
+            target: target.to_owned(),
+            protocol: protocol.as_str(),
+            direction: direction.as_str(),
+        });
+    }
+
+    /// Probes counted so far for a target and result (for tests).
+    pub fn count(&self, target: &str, result: ProbeResult) -> u64 {
+        let mut total = 0;
+        for protocol in ["icmp", "tcp"] {
+            for direction in ["pod_to_target", "host_to_pod"] {
+                let labels = ProbeLabels {
+                    target: target.to_owned(),
+                    protocol,
+                    direction,
+                    result: result.as_str(),
+                };
+                total += self.probes.get(&labels).map_or(0, |c| c.get());
+            }
+        }
+        total
+    }
 }
 
 /// The handles the monitor updates.
@@ -78,6 +170,7 @@ impl MonitorMetrics {
 pub struct Metrics {
     registry: Registry,
     monitor: MonitorMetrics,
+    probe: ProbeMetrics,
 }
 
 impl Metrics {
@@ -123,7 +216,25 @@ impl Metrics {
             })
             .set(1);
         registry.register("podnet_build_info", "Always 1; the agent's version", build);
-        Metrics { registry, monitor }
+        let probe = ProbeMetrics {
+            probes: Family::default(),
+            duration: Family::new_with_constructor(probe_histogram),
+        };
+        registry.register(
+            "podnet_probes",
+            "Probes sent, by target, protocol, direction and result",
+            probe.probes.clone(),
+        );
+        registry.register(
+            "podnet_probe_duration_seconds",
+            "Round-trip time of answered probes, over all pods",
+            probe.duration.clone(),
+        );
+        Metrics {
+            registry,
+            monitor,
+            probe,
+        }
     }
 
     /// Render the verdict series from the latest snapshot on every scrape.
@@ -135,6 +246,11 @@ impl Metrics {
     /// Handles for the monitor.
     pub fn monitor(&self) -> MonitorMetrics {
         self.monitor.clone()
+    }
+
+    /// Handles for the prober.
+    pub fn probe(&self) -> ProbeMetrics {
+        self.probe.clone()
     }
 
     /// Render in the Prometheus text format (0.0.4).
@@ -213,6 +329,7 @@ impl Collector for VerdictCollector {
                 ConstGauge::new(1).encode(e.encode_family(&[("reason", reason)])?)?;
             }
         }
+        encode_probe_verdicts(&mut encoder, &snap)?;
         gauge(
             &mut encoder,
             "podnet_synced",
@@ -239,6 +356,60 @@ impl Collector for VerdictCollector {
         }
         Ok(())
     }
+}
+
+/// `podnet_pods_probe_failing{target}` (every target, always) and
+/// `podnet_pod_probe_failing{…}` (only while failing). Failures reported at node level
+/// (`target_unreachable`) are not pod failures.
+fn encode_probe_verdicts(
+    encoder: &mut DescriptorEncoder,
+    snap: &Snapshot,
+) -> Result<(), fmt::Error> {
+    if snap.probe_targets.is_empty() {
+        return Ok(());
+    }
+    // (pod index, target) → result of its first failing destination.
+    let mut failing: Vec<(usize, &str, &'static str)> = Vec::new();
+    for (i, pv) in snap.verdicts.pods.iter().enumerate() {
+        for t in pv.probes.iter().filter(|t| t.is_pod_failure()) {
+            if !failing
+                .iter()
+                .any(|(j, name, _)| *j == i && *name == t.state.target)
+            {
+                failing.push((i, &t.state.target, t.state.last.as_str()));
+            }
+        }
+    }
+    {
+        let mut e = encoder.encode_descriptor(
+            "podnet_pods_probe_failing",
+            "Pods on this node failing to reach this target",
+            None,
+            MetricType::Gauge,
+        )?;
+        for target in &snap.probe_targets {
+            let n = failing.iter().filter(|(_, t, _)| t == target).count() as i64;
+            ConstGauge::new(n).encode(e.encode_family(&[("target", target.as_str())])?)?;
+        }
+    }
+    let mut e = encoder.encode_descriptor(
+        "podnet_pod_probe_failing",
+        "1 while this pod fails to reach this target; absent otherwise",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (i, target, result) in failing {
+        let pv = &snap.verdicts.pods[i];
+        let labels = [
+            ("namespace", pv.pod.id.namespace.as_str()),
+            ("pod", pv.pod.id.name.as_str()),
+            ("interface", pv.pod.interface.as_str()),
+            ("target", target),
+            ("result", result),
+        ];
+        ConstGauge::new(1).encode(e.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -15,7 +15,10 @@ fn pod(i: usize, problems: Vec<PodProblem>) -> PodVerdict {
             interface: format!("cali{i:011}"),
             ips: vec![format!("10.244.0.{i}").parse().unwrap()],
         },
+        link: None,
         problems,
+        pod_side: None,
+        probes: Vec::new(),
     }
 }
 

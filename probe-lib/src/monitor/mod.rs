@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{MissedTickBehavior, interval, interval_at, sleep};
 use tracing::{debug, info, warn};
 
@@ -18,8 +18,9 @@ use crate::Error;
 use crate::host::{EventReceiver, HostNetwork, HostState, KernelEvent, Link, ResyncCause};
 use crate::metrics::MonitorMetrics;
 use crate::pods::{ExpectedPod, discover_from_links};
+use crate::probe::report::PodProbes;
 use crate::snapshot::Snapshot;
-use crate::verdict::{PodProblem, Verdicts, evaluate};
+use crate::verdict::{PodProblem, ProbeView, Verdicts, evaluate};
 
 /// Events applied before the verdicts are recomputed, at most; a longer burst is split so
 /// the published state never lags far behind.
@@ -48,6 +49,15 @@ impl PodSource {
     }
 }
 
+/// How probe results are judged (present when probes run).
+#[derive(Debug, Clone)]
+pub struct ProbeSettings {
+    /// Consecutive failures before a destination counts as failing.
+    pub failure_threshold: u32,
+    /// Every target name, for the gauges that are always present.
+    pub targets: Vec<String>,
+}
+
 /// Monitor settings.
 #[derive(Debug, Clone)]
 pub struct MonitorConfig {
@@ -57,6 +67,8 @@ pub struct MonitorConfig {
     pub pods: PodSource,
     /// Full re-dump period, the safety net behind kernel events.
     pub resync_interval: Duration,
+    /// Probe judgement, when probes run.
+    pub probes: Option<ProbeSettings>,
 }
 
 /// Keeps the node's state and verdicts current. Create with [`Monitor::new`], drive with
@@ -73,6 +85,10 @@ pub struct Monitor<H> {
     /// Pod namespaces with no global address yet, and how often we looked.
     unresolved: HashMap<i32, u32>,
     resync_pending: Option<ResyncCause>,
+    /// Latest probe round per pod, by host interface.
+    probe_reports: HashMap<String, PodProbes>,
+    probe_tx: mpsc::UnboundedSender<PodProbes>,
+    probe_rx: Option<mpsc::UnboundedReceiver<PodProbes>>,
 }
 
 /// What a batch of events asks for once it is applied.
@@ -94,6 +110,7 @@ impl<H: HostNetwork> Monitor<H> {
             config.pods.name(),
         ));
         let (publisher, rx) = watch::channel(Arc::clone(&initial));
+        let (probe_tx, probe_rx) = mpsc::unbounded_channel();
         let monitor = Monitor {
             host,
             config,
@@ -104,8 +121,16 @@ impl<H: HostNetwork> Monitor<H> {
             last_full_sync: None,
             unresolved: HashMap::new(),
             resync_pending: None,
+            probe_reports: HashMap::new(),
+            probe_tx,
+            probe_rx: Some(probe_rx),
         };
         (monitor, rx)
+    }
+
+    /// Where the prober sends each pod's latest round.
+    pub fn probe_sink(&self) -> mpsc::UnboundedSender<PodProbes> {
+        self.probe_tx.clone()
     }
 
     /// Run until `shutdown` completes. Kernel and socket errors are retried with backoff; the
@@ -119,6 +144,8 @@ impl<H: HostNetwork> Monitor<H> {
 
     async fn run_forever(&mut self) {
         let mut backoff = Backoff::default();
+        let (_, idle) = mpsc::unbounded_channel();
+        let mut probes = self.probe_rx.take().unwrap_or(idle);
         loop {
             let mut events = match self.host.subscribe().await {
                 Ok(rx) => rx,
@@ -140,13 +167,17 @@ impl<H: HostNetwork> Monitor<H> {
             }
             backoff = Backoff::default();
             self.publish();
-            self.event_loop(&mut events).await;
+            self.event_loop(&mut events, &mut probes).await;
             warn!("kernel event subscription ended; subscribing again");
         }
     }
 
     /// Returns when the event stream ends.
-    async fn event_loop(&mut self, events: &mut EventReceiver) {
+    async fn event_loop(
+        &mut self,
+        events: &mut EventReceiver,
+        probes: &mut mpsc::UnboundedReceiver<PodProbes>,
+    ) {
         let period = self.config.resync_interval;
         let mut periodic = interval_at(tokio::time::Instant::now() + period, period);
         periodic.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -165,6 +196,12 @@ impl<H: HostNetwork> Monitor<H> {
                         n += 1;
                     }
                     self.metrics.events_applied(n as u64);
+                }
+                Some(report) = probes.recv() => {
+                    self.probe_reports.insert(report.interface.clone(), report);
+                    while let Ok(r) = probes.try_recv() {
+                        self.probe_reports.insert(r.interface.clone(), r);
+                    }
                 }
                 _ = periodic.tick() => follow.resync = Some(ResyncCause::Periodic),
                 _ = retry.tick(), if !self.unresolved.is_empty() || self.resync_pending.is_some() => {
@@ -304,7 +341,15 @@ impl<H: HostNetwork> Monitor<H> {
 
     /// Judge the pods and publish a new snapshot; log what changed.
     fn publish(&mut self) {
-        let verdicts = evaluate(&self.expected_pods(), &self.state);
+        let pods = self.expected_pods();
+        // Reports of pods that went away must not come back with a new pod of the same name.
+        self.probe_reports
+            .retain(|k, _| pods.iter().any(|p| &p.interface == k));
+        let view = self.config.probes.as_ref().map(|p| ProbeView {
+            reports: &self.probe_reports,
+            failure_threshold: p.failure_threshold,
+        });
+        let verdicts = evaluate(&pods, &self.state, view.as_ref());
         log_changes(&self.last.verdicts, &verdicts, !self.last.synced);
         let snap = Arc::new(Snapshot {
             node: self.config.node_name.clone(),
@@ -314,6 +359,13 @@ impl<H: HostNetwork> Monitor<H> {
             generation: self.last.generation + 1,
             links: self.state.links().count(),
             routes: self.state.route_count(),
+            node_ips: self.state.node_addresses(),
+            probe_targets: self
+                .config
+                .probes
+                .as_ref()
+                .map(|p| p.targets.clone())
+                .unwrap_or_default(),
             verdicts,
         });
         if !self.last.synced {

@@ -55,6 +55,7 @@ fn start(host: FakeHost, resync: Duration) -> Running {
             prefix: "cali".into(),
         },
         resync_interval: resync,
+        probes: None,
     };
     let (monitor, rx) = Monitor::new(host, config, metrics.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel();

@@ -7,8 +7,13 @@ use std::net::IpAddr;
 
 use serde::{Serialize, Serializer};
 
+mod probes;
+
+pub use probes::{ProbeView, TargetVerdict};
+
 use crate::host::{Family, HostState, Link, NetconfScope, RouteKind};
 use crate::pods::ExpectedPod;
+use crate::probe::report::PodSide;
 
 /// Why one pod is not wired correctly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -29,11 +34,16 @@ pub enum PodReason {
     /// Forwarding is off on the host interface (while on for the node): nothing the pod sends
     /// leaves the node.
     ForwardingDisabled,
+    /// Inside the pod's namespace, its end of the veth is down (seen by the prober).
+    PodInterfaceDown,
+    /// Inside the pod's namespace, the default route of the IP's family is missing (seen by
+    /// the prober).
+    PodDefaultRouteMissing,
 }
 
 impl PodReason {
     /// Every reason, for documentation and exhaustive tests.
-    pub const ALL: [PodReason; 7] = [
+    pub const ALL: [PodReason; 9] = [
         PodReason::InterfaceMissing,
         PodReason::InterfaceDown,
         PodReason::RouteMissing,
@@ -41,6 +51,8 @@ impl PodReason {
         PodReason::RouteNotUnicast,
         PodReason::ProxyArpDisabled,
         PodReason::ForwardingDisabled,
+        PodReason::PodInterfaceDown,
+        PodReason::PodDefaultRouteMissing,
     ];
 
     /// Stable label value.
@@ -53,6 +65,8 @@ impl PodReason {
             PodReason::RouteNotUnicast => "route_not_unicast",
             PodReason::ProxyArpDisabled => "proxy_arp_disabled",
             PodReason::ForwardingDisabled => "forwarding_disabled",
+            PodReason::PodInterfaceDown => "pod_interface_down",
+            PodReason::PodDefaultRouteMissing => "pod_default_route_missing",
         }
     }
 }
@@ -62,16 +76,23 @@ impl PodReason {
 pub enum NodeReason {
     /// `net.ipv4.ip_forward` (or `net.ipv6.conf.all.forwarding` with IPv6 pods) is 0.
     ForwardingDisabled,
+    /// A probe target fails from every pod while their gateways answer: the target or the
+    /// path beyond the node is broken (detail: the target's name).
+    TargetUnreachable,
 }
 
 impl NodeReason {
     /// Every reason, for documentation and exhaustive tests.
-    pub const ALL: [NodeReason; 1] = [NodeReason::ForwardingDisabled];
+    pub const ALL: [NodeReason; 2] = [
+        NodeReason::ForwardingDisabled,
+        NodeReason::TargetUnreachable,
+    ];
 
     /// Stable label value.
     pub const fn as_str(self) -> &'static str {
         match self {
             NodeReason::ForwardingDisabled => "forwarding_disabled",
+            NodeReason::TargetUnreachable => "target_unreachable",
         }
     }
 }
@@ -98,14 +119,34 @@ pub struct PodProblem {
     pub detail: String,
 }
 
+/// The pod's host-side link as observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PodLink {
+    /// Host interface index.
+    pub index: u32,
+    /// Namespace id of the pod's namespace, as seen from the host.
+    pub netnsid: Option<i32>,
+    /// Index of the pod's end of the veth inside its namespace.
+    pub peer_index: Option<u32>,
+}
+
 /// The verdict on one pod.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PodVerdict {
     /// The pod as expected.
     #[serde(flatten)]
     pub pod: ExpectedPod,
+    /// Its host link, if it exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<PodLink>,
     /// Empty when the pod is wired correctly.
     pub problems: Vec<PodProblem>,
+    /// The pod's side, as the prober last saw it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_side: Option<PodSide>,
+    /// Probe verdicts, one per probed destination.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<TargetVerdict>,
 }
 
 impl PodVerdict {
@@ -141,20 +182,35 @@ impl Verdicts {
     }
 }
 
-/// Judge every expected pod and the node against what the kernel reports.
-pub fn evaluate(pods: &[ExpectedPod], host: &HostState) -> Verdicts {
-    let node = node_problems(pods, host);
+/// Judge every expected pod and the node against what the kernel reports and, when probes
+/// run, what they found.
+pub fn evaluate(
+    pods: &[ExpectedPod],
+    host: &HostState,
+    probes: Option<&ProbeView<'_>>,
+) -> Verdicts {
+    let mut node = node_problems(pods, host);
     let node_forwarding_off = |f: Family| {
         node.iter()
             .any(|p| p.reason == NodeReason::ForwardingDisabled && p.detail == f.as_str())
     };
-    let pods = pods
+    let mut pods: Vec<PodVerdict> = pods
         .iter()
         .map(|pod| PodVerdict {
             pod: pod.clone(),
+            link: host.link_by_name(&pod.interface).map(|l| PodLink {
+                index: l.index,
+                netnsid: l.peer_netnsid,
+                peer_index: l.peer_index,
+            }),
             problems: pod_problems(pod, host, &node_forwarding_off),
+            pod_side: None,
+            probes: Vec::new(),
         })
         .collect();
+    if let Some(view) = probes {
+        probes::judge(&mut pods, view, &mut node);
+    }
     Verdicts { pods, node }
 }
 
@@ -269,3 +325,6 @@ fn route_problem(ip: IpAddr, link: Option<&Link>, host: &HostState) -> Option<Po
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod probe_tests;

@@ -104,6 +104,7 @@ impl Node {
         evaluate(
             &Node::pods(),
             &HostState::from_dump(self.dump, Default::default()),
+            None,
         )
     }
 }
@@ -253,7 +254,11 @@ fn interface_down_without_known_ips() {
     let mut pods = Node::pods();
     pods[1].ips.clear();
     let n = Node::healthy().with_link(|l| l.admin_up = false, POD_B);
-    let v = evaluate(&pods, &HostState::from_dump(n.dump, Default::default()));
+    let v = evaluate(
+        &pods,
+        &HostState::from_dump(n.dump, Default::default()),
+        None,
+    );
     assert_eq!(problems(&v), vec![("b".into(), "interface_down", None)]);
 }
 
@@ -354,7 +359,11 @@ fn ipv6_forwarding_matters_only_with_ipv6_pods() {
     let n = Node::healthy().with_netconf(netconf(Family::Ipv6, NetconfScope::All, false, false));
     let mut pods = Node::pods();
     pods[0].ips.retain(IpAddr::is_ipv4);
-    let v = evaluate(&pods, &HostState::from_dump(n.dump, Default::default()));
+    let v = evaluate(
+        &pods,
+        &HostState::from_dump(n.dump, Default::default()),
+        None,
+    );
     assert!(v.node.is_empty());
 }
 
@@ -393,6 +402,6 @@ fn reason_strings_are_distinct_snake_case() {
 
 #[test]
 fn no_pods_no_verdicts() {
-    let v = evaluate(&[], &HostState::default());
+    let v = evaluate(&[], &HostState::default(), None);
     assert!(v.pods.is_empty() && v.node.is_empty());
 }

@@ -1,0 +1,357 @@
+//! The prober's boundary to the OS: run one round of probes for one pod. The real driver
+//! enters the pod's namespace through [`NetnsThread`], the fake in `fake.rs` is scripted.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use surge_ping::{Client, ICMP, IcmpPacket, PingIdentifier, PingSequence, SurgeError};
+use tracing::{debug, info, warn};
+
+use super::netns_thread::{IcmpWanted, NetnsThread, Visit, VisitRequest, icmp_client};
+use super::outcome::{IcmpReply, Observation, ProbeResult, classify_io};
+use super::plan::PlannedProbe;
+use super::report::PodSide;
+use super::target::{Direction, Protocol};
+
+/// One pod's round: where its namespace is, and what to probe.
+#[derive(Debug, Clone)]
+pub struct PodRound {
+    /// Host interface (for logs).
+    pub interface: String,
+    /// Its namespace id as seen from the host.
+    pub netnsid: Option<i32>,
+    /// Its interface index inside its namespace.
+    pub peer_index: Option<u32>,
+    /// The probes, in order.
+    pub probes: Vec<PlannedProbe>,
+    /// Per-probe timeout.
+    pub timeout: Duration,
+}
+
+/// What a round found, observations in the order of [`PodRound::probes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoundResult {
+    /// The pod's side, if its namespace could be entered.
+    pub pod_side: Option<PodSide>,
+    /// One per planned probe.
+    pub observations: Vec<Observation>,
+    /// Why in-pod probes could not run, if they could not.
+    pub error: Option<String>,
+}
+
+/// Runs rounds.
+pub trait PodNetwork: Send + Sync + 'static {
+    /// Probe one pod.
+    fn round(&self, round: PodRound) -> impl Future<Output = RoundResult> + Send;
+}
+
+/// The real driver: ICMP (surge-ping) and TCP from inside pod namespaces, ICMP from the host.
+pub struct NetnsDriver {
+    thread: NetnsThread,
+    locations: Mutex<HashMap<i32, PathBuf>>,
+    last_proc_scan: Mutex<Option<Instant>>,
+    host_v4: Option<Client>,
+    host_v6: Option<Client>,
+    ident: AtomicU16,
+    seq: AtomicU16,
+    logged_socket_kind: AtomicU8,
+}
+
+impl std::fmt::Debug for NetnsDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetnsDriver").finish_non_exhaustive()
+    }
+}
+
+/// How often `/proc` may be scanned for namespaces without a bind mount.
+const PROC_SCAN_EVERY: Duration = Duration::from_secs(5);
+const PAYLOAD: [u8; 16] = *b"podnet-probe-v1\0";
+
+impl NetnsDriver {
+    /// Start the namespace thread and open the host's ICMP sockets. Call inside the runtime.
+    pub fn new() -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Handle::current();
+        let host = |kind| match icmp_client(kind, None) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                warn!(error = %e, ?kind, "no host ICMP socket: host -> pod probes will report errors");
+                None
+            }
+        };
+        Ok(NetnsDriver {
+            thread: NetnsThread::start(runtime)?,
+            locations: Mutex::new(HashMap::new()),
+            last_proc_scan: Mutex::new(None),
+            host_v4: host(ICMP::V4),
+            host_v6: host(ICMP::V6),
+            ident: AtomicU16::new(std::process::id() as u16),
+            seq: AtomicU16::new(0),
+            logged_socket_kind: AtomicU8::new(0),
+        })
+    }
+
+    async fn locate(&self, nsid: i32, refresh: bool) -> Option<PathBuf> {
+        if !refresh && let Some(p) = lock(&self.locations).get(&nsid) {
+            return Some(p.clone());
+        }
+        let wanted = HashSet::from([nsid]);
+        let mut found = self.thread.locate(wanted.clone(), false).await?;
+        if found.is_empty() {
+            let scan = {
+                let mut last = lock(&self.last_proc_scan);
+                let due = last.is_none_or(|t| t.elapsed() >= PROC_SCAN_EVERY);
+                if due {
+                    *last = Some(Instant::now());
+                }
+                due
+            };
+            if scan {
+                found = self.thread.locate(wanted, true).await?;
+            }
+        }
+        let path = found.remove(&nsid)?;
+        lock(&self.locations).insert(nsid, path.clone());
+        Some(path)
+    }
+
+    async fn visit(&self, round: &PodRound) -> Result<Visit, String> {
+        let (Some(nsid), Some(peer_index)) = (round.netnsid, round.peer_index) else {
+            return Err("the pod's interface has no peer namespace".into());
+        };
+        let in_pod: Vec<&PlannedProbe> = round
+            .probes
+            .iter()
+            .filter(|p| p.direction == Direction::PodToTarget)
+            .collect();
+        let icmp = |v4: bool, gw: bool| {
+            in_pod.iter().any(|p| {
+                p.protocol == Protocol::Icmp && p.address.is_ipv4() == v4 && p.gateway == gw
+            })
+        };
+        let mut req = VisitRequest {
+            path: PathBuf::new(),
+            netnsid: nsid,
+            peer_index,
+            has_v4: in_pod.iter().any(|p| p.address.is_ipv4()),
+            has_v6: in_pod.iter().any(|p| p.address.is_ipv6()),
+            icmp: IcmpWanted {
+                v4: icmp(true, false),
+                v4_gateway: icmp(true, true),
+                v6: icmp(false, false),
+                v6_gateway: icmp(false, true),
+            },
+            tcp: in_pod
+                .iter()
+                .filter(|p| p.protocol == Protocol::Tcp)
+                .map(|p| p.address)
+                .collect(),
+        };
+        let mut last_err = String::new();
+        for refresh in [false, true] {
+            let Some(path) = self.locate(nsid, refresh).await else {
+                return Err(format!(
+                    "namespace id {nsid} not found in /var/run/netns or /proc (pod gone?)"
+                ));
+            };
+            req.path = path;
+            match self.thread.visit(req.clone()).await {
+                Some(Ok(v)) => return Ok(v),
+                Some(Err(e)) => {
+                    lock(&self.locations).remove(&nsid);
+                    last_err = e;
+                }
+                None => return Err("the namespace thread is gone".into()),
+            }
+        }
+        Err(last_err)
+    }
+
+    fn log_socket_kind(&self, visit: &Visit) {
+        let Some(c) = visit.icmp_v4.as_ref().or(visit.gateway_v4.as_ref()) else {
+            return;
+        };
+        let kind = if c.get_socket().get_type() == socket2::Type::RAW {
+            1
+        } else {
+            2
+        };
+        if self.logged_socket_kind.swap(kind, Ordering::Relaxed) != kind {
+            let name = if kind == 1 {
+                "raw"
+            } else {
+                "datagram (ping_group_range)"
+            };
+            info!(socket = name, "ICMP sockets in pod namespaces");
+            if kind == 2 {
+                warn!("without CAP_NET_RAW the gateway probe cannot see the gateway's ICMP errors");
+            }
+        }
+    }
+
+    async fn icmp(
+        &self,
+        client: Option<&Client>,
+        p: &PlannedProbe,
+        timeout: Duration,
+    ) -> Observation {
+        let Some(client) = client else {
+            return Observation::failed(ProbeResult::Error, "no ICMP socket");
+        };
+        let ident = PingIdentifier(self.ident.fetch_add(1, Ordering::Relaxed));
+        let seq = PingSequence(self.seq.fetch_add(1, Ordering::Relaxed));
+        let mut pinger = client.pinger(p.address.ip(), ident).await;
+        pinger.timeout(timeout);
+        if let SocketAddr::V6(sa) = p.address {
+            pinger.scope_id(sa.scope_id());
+        }
+        // Timed here: the library's own RTT starts after send returns (reads 0 on veth).
+        let started = Instant::now();
+        let res = pinger.ping(seq, &PAYLOAD).await;
+        let rtt = started.elapsed();
+        match res {
+            Ok((packet, _)) => {
+                let reply = match &packet {
+                    IcmpPacket::V4(p) => IcmpReply::from_v4(p.get_icmp_type().0),
+                    IcmpPacket::V6(p) => IcmpReply::from_v6(p.get_icmpv6_type().0),
+                };
+                let result = if p.gateway {
+                    reply.gateway_result()
+                } else {
+                    reply.result()
+                };
+                let mut obs = Observation::answered(result, rtt);
+                if reply != IcmpReply::Echo {
+                    obs.detail = Some(format!("ICMP {reply:?}"));
+                }
+                obs
+            }
+            Err(SurgeError::Timeout { .. }) => {
+                Observation::failed(ProbeResult::Timeout, "no reply")
+            }
+            Err(SurgeError::IOError(e)) => Observation::failed(classify_io(&e), e.to_string()),
+            Err(e) => Observation::failed(ProbeResult::Error, e.to_string()),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn tcp(
+    stream: Option<std::io::Result<std::net::TcpStream>>,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Observation {
+    let stream = match stream {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => return Observation::failed(ProbeResult::Error, format!("socket: {e}")),
+        None => return Observation::failed(ProbeResult::Error, "no socket"),
+    };
+    let socket = tokio::net::TcpSocket::from_std_stream(stream);
+    let started = Instant::now();
+    match tokio::time::timeout(timeout, socket.connect(addr)).await {
+        Ok(Ok(_conn)) => Observation::answered(ProbeResult::Ok, started.elapsed()),
+        Ok(Err(e)) => {
+            let result = classify_io(&e);
+            if result == ProbeResult::Refused {
+                Observation::answered(result, started.elapsed())
+            } else {
+                Observation::failed(result, e.to_string())
+            }
+        }
+        Err(_) => Observation::failed(ProbeResult::Timeout, "no answer to SYN"),
+    }
+}
+
+impl PodNetwork for NetnsDriver {
+    async fn round(&self, round: PodRound) -> RoundResult {
+        let needs_pod = round
+            .probes
+            .iter()
+            .any(|p| p.direction == Direction::PodToTarget);
+        let (mut visit, error) = if needs_pod {
+            match self.visit(&round).await {
+                Ok(v) => (Some(v), None),
+                Err(e) => {
+                    debug!(interface = %round.interface, error = %e, "cannot probe from inside the pod");
+                    (None, Some(e))
+                }
+            }
+        } else {
+            (None, None)
+        };
+        if let Some(v) = &visit {
+            self.log_socket_kind(v);
+        }
+        // TCP sockets were created in probe order.
+        let mut tcp_sockets = visit
+            .as_mut()
+            .map(|v| std::mem::take(&mut v.tcp))
+            .unwrap_or_default()
+            .into_iter();
+        let timeout = round.timeout;
+        let probes = round.probes.iter().map(|p| {
+            let stream = (p.direction == Direction::PodToTarget && p.protocol == Protocol::Tcp)
+                .then(|| tcp_sockets.next().map(|(_, s)| s))
+                .flatten();
+            let visit = visit.as_ref();
+            let error = error.as_deref();
+            async move {
+                match (p.direction, p.protocol) {
+                    (Direction::HostToPod, _) => {
+                        let host = if p.address.is_ipv4() {
+                            &self.host_v4
+                        } else {
+                            &self.host_v6
+                        };
+                        self.icmp(host.as_ref(), p, timeout).await
+                    }
+                    (Direction::PodToTarget, _) if visit.is_none() => Observation::failed(
+                        ProbeResult::Error,
+                        error.unwrap_or("no pod namespace").to_owned(),
+                    ),
+                    (Direction::PodToTarget, Protocol::Icmp) => {
+                        let v = visit.expect("checked above");
+                        let client = match (p.address.ip(), p.gateway) {
+                            (IpAddr::V4(_), false) => v.icmp_v4.as_ref(),
+                            (IpAddr::V4(_), true) => v.gateway_v4.as_ref(),
+                            (IpAddr::V6(_), false) => v.icmp_v6.as_ref(),
+                            (IpAddr::V6(_), true) => v.gateway_v6.as_ref(),
+                        };
+                        let mut obs = self.icmp(client, p, timeout).await;
+                        if client.is_none() {
+                            obs.detail = v.icmp_error.clone().or(obs.detail);
+                        }
+                        obs
+                    }
+                    (Direction::PodToTarget, Protocol::Tcp) => {
+                        tcp(stream, p.address, timeout).await
+                    }
+                }
+            }
+        });
+        let observations = join_all(probes).await;
+        let pod_side = match visit.as_ref().map(|v| &v.pod_side) {
+            Some(Ok(side)) => Some(*side),
+            Some(Err(e)) => {
+                debug!(interface = %round.interface, error = %e, "cannot read the pod's side");
+                None
+            }
+            None => None,
+        };
+        // Every socket of the round is dropped here: nothing keeps the pod's namespace alive.
+        drop(visit);
+        RoundResult {
+            pod_side,
+            observations,
+            error,
+        }
+    }
+}

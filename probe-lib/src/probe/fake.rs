@@ -1,0 +1,96 @@
+//! A scripted [`PodNetwork`] for tests of the prober.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::driver::{PodNetwork, PodRound, RoundResult};
+use super::outcome::{Observation, ProbeResult};
+use super::report::PodSide;
+
+#[derive(Debug, Default)]
+struct Script {
+    /// (interface, target) → result; everything else answers ok.
+    results: HashMap<(String, String), ProbeResult>,
+    pod_side: HashMap<String, PodSide>,
+    rounds: Vec<(String, tokio::time::Instant)>,
+    delay: Duration,
+    running: usize,
+    max_running: usize,
+}
+
+/// Answers every probe with `ok` unless told otherwise. Clones share the script.
+#[derive(Debug, Clone, Default)]
+pub struct FakePodNetwork {
+    script: Arc<Mutex<Script>>,
+}
+
+impl FakePodNetwork {
+    fn lock(&self) -> MutexGuard<'_, Script> {
+        self.script.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// From now on, probes of `target` from the pod on `interface` get `result`.
+    pub fn set(&self, interface: &str, target: &str, result: ProbeResult) {
+        self.lock()
+            .results
+            .insert((interface.to_owned(), target.to_owned()), result);
+    }
+
+    /// The pod's side as the next rounds will report it.
+    pub fn set_pod_side(&self, interface: &str, side: PodSide) {
+        self.lock().pod_side.insert(interface.to_owned(), side);
+    }
+
+    /// Make every round take this long.
+    pub fn set_delay(&self, d: Duration) {
+        self.lock().delay = d;
+    }
+
+    /// The most rounds that ran at the same time.
+    pub fn max_concurrent(&self) -> usize {
+        self.lock().max_running
+    }
+
+    /// Every round so far: interface and (tokio) time.
+    pub fn rounds(&self) -> Vec<(String, tokio::time::Instant)> {
+        self.lock().rounds.clone()
+    }
+}
+
+impl PodNetwork for FakePodNetwork {
+    async fn round(&self, round: PodRound) -> RoundResult {
+        let delay = {
+            let mut s = self.lock();
+            s.rounds
+                .push((round.interface.clone(), tokio::time::Instant::now()));
+            s.running += 1;
+            s.max_running = s.max_running.max(s.running);
+            s.delay
+        };
+        tokio::time::sleep(delay).await;
+        let mut s = self.lock();
+        s.running -= 1;
+        let observations = round
+            .probes
+            .iter()
+            .map(|p| {
+                let r = s
+                    .results
+                    .get(&(round.interface.clone(), p.target.clone()))
+                    .copied()
+                    .unwrap_or(ProbeResult::Ok);
+                if r.is_failure() {
+                    Observation::failed(r, "scripted")
+                } else {
+                    Observation::answered(r, Duration::from_micros(100))
+                }
+            })
+            .collect();
+        RoundResult {
+            pod_side: s.pod_side.get(&round.interface).copied(),
+            observations,
+            error: None,
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! Probes from inside every pod's network namespace (and from the host to every pod): ICMP to
+//! the pod's gateway, the node and configured targets, TCP connects to configured targets.
+//!
+//! Pure parts: [`target`] (what to probe), [`outcome`] (how results are classified),
+//! [`report`] (per-pod state). The rest touches the OS: finding pod namespaces, creating
+//! sockets inside them on a dedicated thread, and the probing task.
+
+pub mod outcome;
+pub mod report;
+pub mod target;
+
+pub mod driver;
+pub mod fake;
+mod netns_thread;
+mod nl;
+pub mod plan;
+pub mod prober;
+
+pub use driver::{NetnsDriver, PodNetwork, PodRound, RoundResult};
+pub use prober::{Prober, ProberConfig};

@@ -1,0 +1,302 @@
+//! The one thread that enters pods' network namespaces. It finds a pod's namespace file,
+//! enters it, reads the pod's side of the wiring, creates the round's sockets there and goes
+//! home to the host namespace before the next job, so it never keeps a pod namespace alive.
+//! It never runs anything else: sockets are handed to the tokio runtime, which drives them
+//! from its own threads (which never change namespace).
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::mpsc;
+
+use nix::sched::{CloneFlags, setns};
+use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
+use surge_ping::{Client, Config, ICMP};
+use tokio::sync::oneshot;
+use tracing::{debug, error};
+
+use super::nl::BlockingNetlink;
+use super::report::PodSide;
+
+/// Where named namespaces are bind-mounted (`ip netns`, containerd's `cni-…`).
+pub(crate) const NETNS_DIRS: [&str; 2] = ["/var/run/netns", "/run/netns"];
+
+/// ICMP sockets a round needs.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct IcmpWanted {
+    pub v4: bool,
+    pub v4_gateway: bool,
+    pub v6: bool,
+    pub v6_gateway: bool,
+}
+
+/// Everything to do inside one pod's namespace.
+#[derive(Debug, Clone)]
+pub(crate) struct VisitRequest {
+    pub path: PathBuf,
+    pub netnsid: i32,
+    pub peer_index: u32,
+    pub has_v4: bool,
+    pub has_v6: bool,
+    pub icmp: IcmpWanted,
+    pub tcp: Vec<SocketAddr>,
+}
+
+/// What a visit brings back: the pod's side and sockets that live in its namespace.
+pub(crate) struct Visit {
+    pub pod_side: Result<PodSide, String>,
+    pub icmp_v4: Option<Client>,
+    pub gateway_v4: Option<Client>,
+    pub icmp_v6: Option<Client>,
+    pub gateway_v6: Option<Client>,
+    pub icmp_error: Option<String>,
+    pub tcp: Vec<(SocketAddr, std::io::Result<std::net::TcpStream>)>,
+}
+
+enum Job {
+    Locate {
+        wanted: HashSet<i32>,
+        scan_proc: bool,
+        reply: oneshot::Sender<HashMap<i32, PathBuf>>,
+    },
+    Visit {
+        req: VisitRequest,
+        reply: oneshot::Sender<Result<Visit, String>>,
+    },
+}
+
+/// Handle to the namespace thread.
+#[derive(Debug, Clone)]
+pub(crate) struct NetnsThread {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl NetnsThread {
+    /// Start it. `runtime` is where the sockets it creates are registered.
+    pub(crate) fn start(runtime: tokio::runtime::Handle) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("podnet-netns".into())
+            .spawn(move || match Home::open() {
+                Ok(home) => {
+                    let _ = ready_tx.send(Ok(()));
+                    home.serve(rx, runtime);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })?;
+        ready_rx
+            .recv()
+            .map_err(|_| std::io::Error::other("namespace thread died at start"))??;
+        Ok(NetnsThread { jobs: tx })
+    }
+
+    /// Find the namespace files of these namespace ids: `/var/run/netns/*` first, then (if
+    /// `scan_proc`) `/proc/<pid>/ns/net` for namespaces without a bind mount.
+    pub(crate) async fn locate(
+        &self,
+        wanted: HashSet<i32>,
+        scan_proc: bool,
+    ) -> Option<HashMap<i32, PathBuf>> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Locate {
+                wanted,
+                scan_proc,
+                reply,
+            })
+            .ok()?;
+        rx.await.ok()
+    }
+
+    /// Enter a pod's namespace and prepare a round. `None` if the thread is gone.
+    pub(crate) async fn visit(&self, req: VisitRequest) -> Option<Result<Visit, String>> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs.send(Job::Visit { req, reply }).ok()?;
+        rx.await.ok()
+    }
+}
+
+/// The thread's own state: the host namespace it returns to.
+struct Home {
+    netns: File,
+    inode: u64,
+    netlink: BlockingNetlink,
+    /// Namespace file inode → its id, from the last scan.
+    known: HashMap<u64, Option<i32>>,
+}
+
+impl Home {
+    fn open() -> std::io::Result<Self> {
+        let netns = File::open("/proc/thread-self/ns/net")?;
+        let inode = netns.metadata()?.ino();
+        Ok(Home {
+            netns,
+            inode,
+            netlink: BlockingNetlink::open()?,
+            known: HashMap::new(),
+        })
+    }
+
+    fn serve(mut self, jobs: mpsc::Receiver<Job>, runtime: tokio::runtime::Handle) {
+        for job in jobs {
+            match job {
+                Job::Locate {
+                    wanted,
+                    scan_proc,
+                    reply,
+                } => {
+                    let _ = reply.send(self.locate(&wanted, scan_proc));
+                }
+                Job::Visit { req, reply } => {
+                    let result = self.visit(&req, &runtime);
+                    // Always go home, whatever happened inside.
+                    if let Err(e) = setns(&self.netns, CloneFlags::CLONE_NEWNET) {
+                        error!(error = %e, "cannot return to the host network namespace; stopping the namespace thread");
+                        return;
+                    }
+                    let _ = reply.send(result);
+                }
+            }
+        }
+    }
+
+    /// `ip netns identify`, in reverse: which file is namespace id N.
+    fn locate(&mut self, wanted: &HashSet<i32>, scan_proc: bool) -> HashMap<i32, PathBuf> {
+        let mut found = HashMap::new();
+        let mut seen = HashSet::new();
+        let mut candidates: Vec<PathBuf> = Vec::new();
+        for dir in NETNS_DIRS {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                candidates.extend(entries.flatten().map(|e| e.path()));
+            }
+        }
+        if scan_proc && let Ok(procs) = std::fs::read_dir("/proc") {
+            candidates.extend(
+                procs
+                    .flatten()
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .bytes()
+                            .all(|b| b.is_ascii_digit())
+                    })
+                    .map(|e| e.path().join("ns/net")),
+            );
+        }
+        for path in candidates {
+            let Ok(inode) = std::fs::metadata(&path).map(|m| m.ino()) else {
+                continue;
+            };
+            // Our own namespace gets an id as a side effect of target-netnsid dumps: skip it.
+            if inode == self.inode || !seen.insert(inode) {
+                continue;
+            }
+            let nsid = match self.known.get(&inode) {
+                Some(id) => *id,
+                None => {
+                    let id = File::open(&path)
+                        .ok()
+                        .and_then(|f| self.netlink.netnsid_of(&f).ok().flatten());
+                    self.known.insert(inode, id);
+                    id
+                }
+            };
+            if let Some(id) = nsid
+                && wanted.contains(&id)
+            {
+                found.entry(id).or_insert(path);
+            }
+            if found.len() == wanted.len() && !scan_proc {
+                break;
+            }
+        }
+        // Inodes not seen any more may be reused by new namespaces.
+        if scan_proc {
+            self.known.retain(|i, _| seen.contains(i));
+        }
+        debug!(
+            wanted = wanted.len(),
+            found = found.len(),
+            scan_proc,
+            "located pod namespaces"
+        );
+        found
+    }
+
+    fn visit(
+        &mut self,
+        req: &VisitRequest,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Visit, String> {
+        let file = File::open(&req.path).map_err(|e| format!("{}: {e}", req.path.display()))?;
+        // The path may now be another namespace (a reused pid, a recreated bind mount).
+        match self.netlink.netnsid_of(&file) {
+            Ok(Some(id)) if id == req.netnsid => {}
+            Ok(other) => {
+                return Err(format!(
+                    "{} is namespace {other:?}, not {}",
+                    req.path.display(),
+                    req.netnsid
+                ));
+            }
+            Err(e) => return Err(format!("RTM_GETNSID for {}: {e}", req.path.display())),
+        }
+        setns(&file, CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("setns {}: {e}", req.path.display()))?;
+        drop(file);
+        let pod_side = BlockingNetlink::open()
+            .and_then(|mut nl| nl.pod_side(req.peer_index, req.has_v4, req.has_v6))
+            .map_err(|e| format!("reading the pod's links and routes: {e}"));
+        let _guard = runtime.enter();
+        let mut icmp_error = None;
+        let mut icmp = |kind, hop_limit: Option<u32>| match icmp_client(kind, hop_limit) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                icmp_error.get_or_insert_with(|| format!("ICMP socket: {e}"));
+                None
+            }
+        };
+        let w = req.icmp;
+        let icmp_v4 = w.v4.then(|| icmp(ICMP::V4, None)).flatten();
+        let gateway_v4 = w.v4_gateway.then(|| icmp(ICMP::V4, Some(1))).flatten();
+        let icmp_v6 = w.v6.then(|| icmp(ICMP::V6, None)).flatten();
+        let gateway_v6 = w.v6_gateway.then(|| icmp(ICMP::V6, Some(1))).flatten();
+        let tcp = req.tcp.iter().map(|a| (*a, tcp_socket(a))).collect();
+        Ok(Visit {
+            pod_side,
+            icmp_v4,
+            gateway_v4,
+            icmp_v6,
+            gateway_v6,
+            icmp_error,
+            tcp,
+        })
+    }
+}
+
+/// An ICMP socket in the current namespace: raw if we may (it also sees the ICMP errors the
+/// gateway probe relies on), else an unprivileged datagram ping socket.
+pub(crate) fn icmp_client(kind: ICMP, hop_limit: Option<u32>) -> std::io::Result<Client> {
+    let mut b = Config::builder().kind(kind).sock_type_hint(Type::RAW);
+    if let Some(h) = hop_limit {
+        b = b.ttl(h);
+    }
+    Client::new(&b.build())
+}
+
+/// An unconnected, non-blocking TCP socket in the current namespace.
+fn tcp_socket(addr: &SocketAddr) -> std::io::Result<std::net::TcpStream> {
+    let s = Socket::new(
+        Domain::for_address(*addr),
+        Type::STREAM,
+        Some(SockProtocol::TCP),
+    )?;
+    s.set_nonblocking(true)?;
+    s.set_cloexec(true)?;
+    Ok(s.into())
+}

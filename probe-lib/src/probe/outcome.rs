@@ -1,0 +1,208 @@
+//! The result of one probe, and how errors and ICMP replies map onto it.
+
+use std::io;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Result of one probe (the `result` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeResult {
+    /// Answered.
+    Ok,
+    /// No answer within `--probe-timeout`.
+    Timeout,
+    /// TCP reset: the path works, nothing listens. Not a reachability failure.
+    Refused,
+    /// An ICMP unreachable came back, or the kernel had no route (EHOSTUNREACH, ENETUNREACH).
+    Unreachable,
+    /// Anything else (socket errors, a namespace that could not be entered).
+    Error,
+}
+
+impl ProbeResult {
+    /// Every result, for zero-initialised counters.
+    pub const ALL: [ProbeResult; 5] = [
+        ProbeResult::Ok,
+        ProbeResult::Timeout,
+        ProbeResult::Refused,
+        ProbeResult::Unreachable,
+        ProbeResult::Error,
+    ];
+
+    /// Label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ProbeResult::Ok => "ok",
+            ProbeResult::Timeout => "timeout",
+            ProbeResult::Refused => "refused",
+            ProbeResult::Unreachable => "unreachable",
+            ProbeResult::Error => "error",
+        }
+    }
+
+    /// Counts towards "cannot reach": everything but ok and refused.
+    pub const fn is_failure(self) -> bool {
+        !matches!(self, ProbeResult::Ok | ProbeResult::Refused)
+    }
+}
+
+/// One probe's outcome with its round-trip time (measured around the exchange by podnet,
+/// not taken from the ICMP library).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    /// The result.
+    pub result: ProbeResult,
+    /// Round-trip time of an answered probe (ok or refused).
+    pub rtt: Option<Duration>,
+    /// Evidence for logs and `/status` (the error, the ICMP type).
+    pub detail: Option<String>,
+}
+
+impl Observation {
+    /// An answered probe.
+    pub fn answered(result: ProbeResult, rtt: Duration) -> Self {
+        Observation {
+            result,
+            rtt: Some(rtt),
+            detail: None,
+        }
+    }
+
+    /// A probe without an answer.
+    pub fn failed(result: ProbeResult, detail: impl Into<String>) -> Self {
+        Observation {
+            result,
+            rtt: None,
+            detail: Some(detail.into()),
+        }
+    }
+}
+
+/// Classify a socket error from sending a probe or connecting.
+pub fn classify_io(e: &io::Error) -> ProbeResult {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => return ProbeResult::Refused,
+        io::ErrorKind::TimedOut => return ProbeResult::Timeout,
+        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
+            return ProbeResult::Unreachable;
+        }
+        _ => {}
+    }
+    match e.raw_os_error() {
+        // No route, a prohibit/unreachable route, or a blackhole route (EINVAL on send).
+        Some(libc_errno::EHOSTUNREACH | libc_errno::ENETUNREACH | libc_errno::EACCES) => {
+            ProbeResult::Unreachable
+        }
+        Some(libc_errno::EINVAL) => ProbeResult::Unreachable,
+        Some(libc_errno::ECONNREFUSED) => ProbeResult::Refused,
+        _ => ProbeResult::Error,
+    }
+}
+
+/// ICMP message types a probe can get back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IcmpReply {
+    /// Echo reply.
+    Echo,
+    /// Destination unreachable.
+    Unreachable,
+    /// Time (hop limit) exceeded: a router on the way answered.
+    TimeExceeded,
+    /// Anything else.
+    Other(u8),
+}
+
+impl IcmpReply {
+    /// From an ICMPv4 type.
+    pub fn from_v4(t: u8) -> Self {
+        match t {
+            0 => IcmpReply::Echo,
+            3 => IcmpReply::Unreachable,
+            11 => IcmpReply::TimeExceeded,
+            o => IcmpReply::Other(o),
+        }
+    }
+
+    /// From an ICMPv6 type.
+    pub fn from_v6(t: u8) -> Self {
+        match t {
+            129 => IcmpReply::Echo,
+            1 => IcmpReply::Unreachable,
+            3 => IcmpReply::TimeExceeded,
+            o => IcmpReply::Other(o),
+        }
+    }
+
+    /// The result for a normal target: only an echo reply is success.
+    pub fn result(self) -> ProbeResult {
+        match self {
+            IcmpReply::Echo => ProbeResult::Ok,
+            IcmpReply::Unreachable => ProbeResult::Unreachable,
+            IcmpReply::TimeExceeded | IcmpReply::Other(_) => ProbeResult::Error,
+        }
+    }
+
+    /// The result for the gateway probe, which is sent with a hop limit of 1: the gateway
+    /// answering at all (echo, time exceeded, or unreachable when it will not forward) proves
+    /// the link to it, its proxy ARP and its route back to the pod.
+    pub fn gateway_result(self) -> ProbeResult {
+        match self {
+            IcmpReply::Echo | IcmpReply::TimeExceeded | IcmpReply::Unreachable => ProbeResult::Ok,
+            IcmpReply::Other(_) => ProbeResult::Error,
+        }
+    }
+}
+
+/// errno values (Linux), without pulling libc into the library's API.
+mod libc_errno {
+    pub const EACCES: i32 = 13;
+    pub const EINVAL: i32 = 22;
+    pub const ENETUNREACH: i32 = 101;
+    pub const ECONNREFUSED: i32 = 111;
+    pub const EHOSTUNREACH: i32 = 113;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors() {
+        let e = |n| io::Error::from_raw_os_error(n);
+        assert_eq!(classify_io(&e(111)), ProbeResult::Refused);
+        assert_eq!(classify_io(&e(113)), ProbeResult::Unreachable);
+        assert_eq!(classify_io(&e(101)), ProbeResult::Unreachable);
+        assert_eq!(classify_io(&e(22)), ProbeResult::Unreachable);
+        assert_eq!(classify_io(&e(13)), ProbeResult::Unreachable);
+        assert_eq!(classify_io(&e(110)), ProbeResult::Timeout);
+        assert_eq!(classify_io(&e(24)), ProbeResult::Error);
+    }
+
+    #[test]
+    fn icmp_replies() {
+        assert_eq!(IcmpReply::from_v4(0).result(), ProbeResult::Ok);
+        assert_eq!(IcmpReply::from_v4(3).result(), ProbeResult::Unreachable);
+        assert_eq!(IcmpReply::from_v6(129).result(), ProbeResult::Ok);
+        assert_eq!(IcmpReply::from_v6(1).result(), ProbeResult::Unreachable);
+        assert_eq!(IcmpReply::from_v4(11).result(), ProbeResult::Error);
+        assert_eq!(IcmpReply::from_v4(11).gateway_result(), ProbeResult::Ok);
+        assert_eq!(IcmpReply::from_v6(3).gateway_result(), ProbeResult::Ok);
+        assert_eq!(IcmpReply::from_v4(3).gateway_result(), ProbeResult::Ok);
+        assert_eq!(IcmpReply::from_v4(5).gateway_result(), ProbeResult::Error);
+    }
+
+    #[test]
+    fn failures() {
+        assert!(!ProbeResult::Ok.is_failure());
+        assert!(!ProbeResult::Refused.is_failure());
+        for r in [
+            ProbeResult::Timeout,
+            ProbeResult::Unreachable,
+            ProbeResult::Error,
+        ] {
+            assert!(r.is_failure());
+        }
+    }
+}

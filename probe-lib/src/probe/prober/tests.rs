@@ -1,0 +1,201 @@
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::*;
+use crate::metrics::Metrics;
+use crate::pods::{ExpectedPod, PodId};
+use crate::probe::fake::FakePodNetwork;
+use crate::probe::outcome::ProbeResult;
+use crate::probe::report::PodProbes;
+use crate::verdict::{PodLink, PodVerdict};
+
+const INTERVAL: Duration = Duration::from_secs(10);
+
+fn snapshot(n: usize) -> Snapshot {
+    let mut s = Snapshot::initial("n".into(), "node");
+    s.synced = true;
+    s.node_ips = vec!["192.0.2.10".parse().unwrap()];
+    s.verdicts.pods = (0..n).map(pod).collect();
+    s
+}
+
+fn pod(i: usize) -> PodVerdict {
+    PodVerdict {
+        pod: ExpectedPod {
+            id: PodId::default(),
+            interface: format!("cali{i}"),
+            ips: vec![format!("10.244.0.{}", i + 2).parse().unwrap()],
+        },
+        link: Some(PodLink {
+            index: 10 + i as u32,
+            netnsid: Some(i as i32),
+            peer_index: Some(2),
+        }),
+        problems: vec![],
+        pod_side: None,
+        probes: vec![],
+    }
+}
+
+struct Running {
+    net: FakePodNetwork,
+    snaps: watch::Sender<Arc<Snapshot>>,
+    reports: mpsc::UnboundedReceiver<PodProbes>,
+    metrics: ProbeMetrics,
+    start: Instant,
+}
+
+fn start(n: usize, concurrency: usize) -> Running {
+    let net = FakePodNetwork::default();
+    let (snaps, rx) = watch::channel(Arc::new(snapshot(n)));
+    let (tx, reports) = mpsc::unbounded_channel();
+    let metrics = Metrics::new("t").probe();
+    let mut targets = Target::defaults().to_vec();
+    targets.push("icmp:198.51.100.1".parse().unwrap());
+    let config = ProberConfig {
+        targets,
+        gateways: Gateways::default(),
+        interval: INTERVAL,
+        timeout: Duration::from_secs(1),
+        failure_threshold: 2,
+        recheck: Duration::from_secs(1),
+        concurrency,
+    };
+    let prober = Prober::new(net.clone(), config, rx, tx, metrics.clone());
+    tokio::spawn(prober.run(std::future::pending()));
+    Running {
+        net,
+        snaps,
+        reports,
+        metrics,
+        start: Instant::now(),
+    }
+}
+
+fn rounds_of(net: &FakePodNetwork, iface: &str, start: Instant) -> Vec<Duration> {
+    net.rounds()
+        .into_iter()
+        .filter(|(i, _)| i == iface)
+        .map(|(_, t)| t - start)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn pods_present_at_start_are_spread_over_the_interval() {
+    let r = start(50, 64);
+    tokio::time::sleep(INTERVAL - Duration::from_millis(1)).await;
+    let rounds = r.net.rounds();
+    assert_eq!(
+        rounds.len(),
+        50,
+        "each pod exactly once in the first interval"
+    );
+    let mut offsets: Vec<Duration> = rounds.iter().map(|(_, t)| *t - r.start).collect();
+    offsets.sort();
+    assert!(
+        offsets[49] - offsets[0] > INTERVAL / 2,
+        "not spread: {offsets:?}"
+    );
+    tokio::time::sleep(INTERVAL).await;
+    assert_eq!(r.net.rounds().len(), 100);
+    // Every probe of every round was counted.
+    assert_eq!(r.metrics.count("gateway", ProbeResult::Ok), 100);
+    assert_eq!(r.metrics.count("pod", ProbeResult::Ok), 100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_pod_is_probed_at_once() {
+    let r = start(3, 8);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    r.snaps.send_replace(Arc::new(snapshot(4)));
+    let added = Instant::now();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let rounds = rounds_of(&r.net, "cali3", r.start);
+    assert_eq!(rounds.len(), 1);
+    assert!(rounds[0] <= added - r.start + Duration::from_millis(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_are_rechecked_quickly_then_reported() {
+    let mut r = start(2, 8);
+    r.net
+        .set("cali1", "icmp:198.51.100.1", ProbeResult::Timeout);
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let rounds = rounds_of(&r.net, "cali1", r.start);
+    // First round, a re-check one second later, then the normal interval.
+    assert!(rounds.len() >= 3, "{rounds:?}");
+    assert_eq!(rounds[1] - rounds[0], Duration::from_secs(1));
+    assert_eq!(rounds[2] - rounds[1], INTERVAL - Duration::from_secs(1));
+    let mut last = None;
+    while let Ok(p) = r.reports.try_recv() {
+        if p.interface == "cali1" {
+            last = Some(p);
+        }
+    }
+    let last = last.unwrap();
+    let d = last
+        .dests
+        .iter()
+        .find(|d| d.target == "icmp:198.51.100.1")
+        .unwrap();
+    assert!(d.is_failing(2));
+    assert_eq!(d.last, ProbeResult::Timeout);
+    assert!(
+        last.dests
+            .iter()
+            .filter(|d| d.target != "icmp:198.51.100.1")
+            .all(|d| !d.is_failing(1))
+    );
+    // The healthy pod was not re-checked.
+    let healthy = rounds_of(&r.net, "cali0", r.start);
+    assert!(
+        healthy.windows(2).all(|w| w[1] - w[0] == INTERVAL),
+        "{healthy:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn removed_pods_are_no_longer_probed() {
+    let r = start(3, 8);
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    r.snaps.send_replace(Arc::new(snapshot(2)));
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let before = rounds_of(&r.net, "cali2", r.start).len();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(rounds_of(&r.net, "cali2", r.start).len(), before);
+    assert!(rounds_of(&r.net, "cali0", r.start).len() >= 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrency_is_bounded() {
+    let r = start(40, 4);
+    r.net.set_delay(Duration::from_millis(900));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(r.net.max_concurrent() <= 4, "{}", r.net.max_concurrent());
+    assert!(r.net.rounds().len() >= 40);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unsynced_snapshots_are_ignored() {
+    let net = FakePodNetwork::default();
+    let mut s = snapshot(3);
+    s.synced = false;
+    let (_snaps, rx) = watch::channel(Arc::new(s));
+    let (tx, _reports) = mpsc::unbounded_channel();
+    let config = ProberConfig {
+        targets: Target::defaults().to_vec(),
+        gateways: Gateways::default(),
+        interval: INTERVAL,
+        timeout: Duration::from_secs(1),
+        failure_threshold: 2,
+        recheck: Duration::from_secs(1),
+        concurrency: 4,
+    };
+    tokio::spawn(
+        Prober::new(net.clone(), config, rx, tx, Metrics::new("t").probe())
+            .run(std::future::pending()),
+    );
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(net.rounds().is_empty());
+}

@@ -1,0 +1,143 @@
+//! What the prober knows about one pod after its latest round: the pod-side wiring seen inside
+//! its namespace and the history of every probed destination. Plain data, sent to the monitor.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::outcome::{Observation, ProbeResult};
+use super::target::{Direction, Protocol};
+
+/// The pod's own side of its wiring, read inside its namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PodSide {
+    /// The pod's end of the veth (`eth0`) is up.
+    pub interface_up: bool,
+    /// A default IPv4 route exists; `None` when the pod has no IPv4 address.
+    pub default_route_v4: Option<bool>,
+    /// A default IPv6 route exists; `None` when the pod has no IPv6 address.
+    pub default_route_v6: Option<bool>,
+}
+
+/// History of one probed destination of one pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DestState {
+    /// Target name (label value).
+    pub target: String,
+    /// ICMP or TCP.
+    pub protocol: Protocol,
+    /// From the pod, or from the host to the pod.
+    pub direction: Direction,
+    /// The address probed.
+    pub address: IpAddr,
+    /// The TCP port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Latest result.
+    pub last: ProbeResult,
+    /// Latest round-trip time, if answered.
+    #[serde(serialize_with = "secs")]
+    pub rtt: Option<Duration>,
+    /// Latest evidence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Failures in a row (0 after a success).
+    pub consecutive_failures: u32,
+    /// Probes sent so far.
+    pub probes: u64,
+}
+
+fn secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64(d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
+impl DestState {
+    /// A destination not probed yet.
+    pub fn new(
+        target: &str,
+        protocol: Protocol,
+        direction: Direction,
+        address: IpAddr,
+        port: Option<u16>,
+    ) -> Self {
+        DestState {
+            target: target.to_owned(),
+            protocol,
+            direction,
+            address,
+            port,
+            last: ProbeResult::Ok,
+            rtt: None,
+            detail: None,
+            consecutive_failures: 0,
+            probes: 0,
+        }
+    }
+
+    /// Record one probe.
+    pub fn record(&mut self, obs: &Observation) {
+        self.last = obs.result;
+        self.rtt = obs.rtt;
+        self.detail.clone_from(&obs.detail);
+        self.probes += 1;
+        if obs.result.is_failure() {
+            self.consecutive_failures += 1;
+        } else {
+            self.consecutive_failures = 0;
+        }
+    }
+
+    /// Failing once `threshold` probes in a row failed.
+    pub fn is_failing(&self, threshold: u32) -> bool {
+        self.last.is_failure() && self.consecutive_failures >= threshold.max(1)
+    }
+}
+
+/// One pod's probe state after its latest round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PodProbes {
+    /// The pod's host interface (its key).
+    pub interface: String,
+    /// Seen inside the pod's namespace; `None` if the namespace could not be entered.
+    pub pod_side: Option<PodSide>,
+    /// Every destination probed for this pod.
+    pub dests: Vec<DestState>,
+    /// Why the pod's namespace could not be used, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consecutive_failures_and_threshold() {
+        let mut d = DestState::new(
+            "t",
+            Protocol::Icmp,
+            Direction::PodToTarget,
+            [1, 2, 3, 4].into(),
+            None,
+        );
+        let fail = Observation::failed(ProbeResult::Timeout, "no reply");
+        let ok = Observation::answered(ProbeResult::Ok, Duration::from_micros(80));
+        d.record(&fail);
+        assert!(!d.is_failing(2), "one lost packet pages nobody");
+        d.record(&fail);
+        assert!(d.is_failing(2));
+        d.record(&ok);
+        assert!(!d.is_failing(2));
+        assert_eq!(d.consecutive_failures, 0);
+        assert_eq!(d.probes, 3);
+        d.record(&Observation::answered(
+            ProbeResult::Refused,
+            Duration::from_micros(50),
+        ));
+        assert!(!d.is_failing(1), "refused means the path works");
+    }
+}

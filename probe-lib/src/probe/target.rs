@@ -1,0 +1,283 @@
+//! What pods are probed against: the CNI's gateway, the node, and configured targets.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
+
+use serde::Serialize;
+
+/// Probe protocol (the `protocol` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// ICMP / ICMPv6 echo.
+    Icmp,
+    /// TCP connect.
+    Tcp,
+}
+
+impl Protocol {
+    /// Label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Icmp => "icmp",
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
+
+/// Where a probe is sent from (the `direction` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// From inside the pod's network namespace to a target.
+    PodToTarget,
+    /// From the host to the pod's IP.
+    HostToPod,
+}
+
+impl Direction {
+    /// Label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Direction::PodToTarget => "pod_to_target",
+            Direction::HostToPod => "host_to_pod",
+        }
+    }
+}
+
+/// Where a target is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Destination {
+    /// The pod's default gateway as its CNI sets it (Calico: 169.254.1.1 and
+    /// fe80::ecee:eeff:feee:eeee, i.e. the host side of the pod's veth).
+    Gateway,
+    /// The node's own address of the pod's family.
+    Node,
+    /// A fixed address; with a port for TCP.
+    Address(SocketAddr),
+}
+
+/// One probe target: a name (the `target` label), a protocol and a destination.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// Label value; bounded by configuration, never derived from pods.
+    pub name: String,
+    /// ICMP or TCP.
+    pub protocol: Protocol,
+    /// Where to.
+    pub destination: Destination,
+}
+
+/// Label value of the host → pod probe.
+pub const HOST_TO_POD_TARGET: &str = "pod";
+/// Label value of the gateway probe.
+pub const GATEWAY_TARGET: &str = "gateway";
+/// Label value of the node probe.
+pub const NODE_TARGET: &str = "node";
+
+impl Target {
+    /// Probed by default from every pod: its gateway and the node, over ICMP.
+    pub fn defaults() -> [Target; 2] {
+        [
+            Target {
+                name: GATEWAY_TARGET.into(),
+                protocol: Protocol::Icmp,
+                destination: Destination::Gateway,
+            },
+            Target {
+                name: NODE_TARGET.into(),
+                protocol: Protocol::Icmp,
+                destination: Destination::Node,
+            },
+        ]
+    }
+}
+
+/// The CNI's gateway addresses inside a pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gateways {
+    /// IPv4 next hop (Calico and AWS VPC CNI: 169.254.1.1).
+    pub ipv4: Ipv4Addr,
+    /// IPv6 next hop, link-local on the pod's interface.
+    pub ipv6: Ipv6Addr,
+}
+
+impl Default for Gateways {
+    /// Calico's: 169.254.1.1 and the link-local of a veth with MAC ee:ee:ee:ee:ee:ee.
+    fn default() -> Self {
+        Gateways {
+            ipv4: Ipv4Addr::new(169, 254, 1, 1),
+            ipv6: Ipv6Addr::new(0xfe80, 0, 0, 0, 0xecee, 0xeeff, 0xfeee, 0xeeee),
+        }
+    }
+}
+
+/// A target specification that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid probe '{spec}': {why} (expected [NAME=]icmp:ADDRESS or [NAME=]tcp:ADDRESS:PORT)")]
+pub struct TargetSpecError {
+    spec: String,
+    why: &'static str,
+}
+
+impl FromStr for Target {
+    type Err = TargetSpecError;
+
+    /// `icmp:198.51.100.1`, `tcp:198.51.100.1:443`, `tcp:[2001:db8::1]:443`,
+    /// `dns=tcp:10.96.0.10:53`. Without a name the specification itself is the name.
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        let err = |why| TargetSpecError {
+            spec: spec.to_owned(),
+            why,
+        };
+        let spec_trim = spec.trim();
+        let (name, body) = match spec_trim.split_once('=') {
+            Some((n, b)) => (n.trim(), b.trim()),
+            None => (spec_trim, spec_trim),
+        };
+        if name.is_empty() || name.len() > 64 {
+            return Err(err("the name must be 1 to 64 characters"));
+        }
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:[]".contains(c))
+        {
+            return Err(err("the name may use letters, digits and - _ . : [ ]"));
+        }
+        if [GATEWAY_TARGET, NODE_TARGET, HOST_TO_POD_TARGET].contains(&name) {
+            return Err(err("gateway, node and pod are built-in target names"));
+        }
+        let (proto, addr) = body.split_once(':').ok_or_else(|| err("no protocol"))?;
+        let (protocol, destination) = match proto {
+            "icmp" => {
+                let ip: IpAddr = addr.parse().map_err(|_| err("not an IP address"))?;
+                (Protocol::Icmp, Destination::Address(SocketAddr::new(ip, 0)))
+            }
+            "tcp" => {
+                let sa: SocketAddr = addr
+                    .parse()
+                    .map_err(|_| err("not IP:PORT ([IPv6]:PORT for IPv6)"))?;
+                if sa.port() == 0 {
+                    return Err(err("port 0"));
+                }
+                (Protocol::Tcp, Destination::Address(sa))
+            }
+            _ => return Err(err("the protocol must be icmp or tcp")),
+        };
+        if let Destination::Address(sa) = destination
+            && (sa.ip().is_unspecified() || sa.ip().is_multicast())
+        {
+            return Err(err("not a unicast address"));
+        }
+        Ok(Target {
+            name: name.to_owned(),
+            protocol,
+            destination,
+        })
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.destination {
+            Destination::Gateway | Destination::Node => {
+                write!(f, "{}={}:{}", self.name, self.protocol.as_str(), self.name)
+            }
+            Destination::Address(sa) if self.protocol == Protocol::Icmp => {
+                write!(f, "{}=icmp:{}", self.name, sa.ip())
+            }
+            Destination::Address(sa) => write!(f, "{}=tcp:{sa}", self.name),
+        }
+    }
+}
+
+/// Parse a probe file: one target per line, `#` starts a comment, blank lines ignored.
+/// Errors name the line.
+pub fn parse_probe_file(text: &str) -> Result<Vec<Target>, String> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.split('#').next().unwrap_or("").trim()))
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(n, l)| l.parse().map_err(|e| format!("line {n}: {e}")))
+        .collect()
+}
+
+/// Reject two targets with the same name.
+pub fn check_unique(targets: &[Target]) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for t in targets {
+        if !seen.insert(t.name.as_str()) {
+            return Err(format!("probe name '{}' is used twice", t.name));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_specs() {
+        let t: Target = "icmp:198.51.100.1".parse().unwrap();
+        assert_eq!(t.name, "icmp:198.51.100.1");
+        assert_eq!(t.protocol, Protocol::Icmp);
+        assert_eq!(
+            t.destination,
+            Destination::Address("198.51.100.1:0".parse().unwrap())
+        );
+        let t: Target = "web=tcp:198.51.100.1:443".parse().unwrap();
+        assert_eq!(t.name, "web");
+        assert_eq!(
+            t.destination,
+            Destination::Address("198.51.100.1:443".parse().unwrap())
+        );
+        let t: Target = "tcp:[2001:db8::1]:443".parse().unwrap();
+        assert_eq!(
+            t.destination,
+            Destination::Address("[2001:db8::1]:443".parse().unwrap())
+        );
+        let t: Target = " v6 = icmp:2001:db8::1 ".parse().unwrap();
+        assert_eq!(t.name, "v6");
+        assert_eq!(t.to_string(), "v6=icmp:2001:db8::1");
+    }
+
+    #[test]
+    fn rejects_bad_specs() {
+        for bad in [
+            "",
+            "icmp",
+            "udp:1.2.3.4:53",
+            "icmp:not-an-ip",
+            "tcp:1.2.3.4",
+            "tcp:1.2.3.4:0",
+            "tcp:2001:db8::1:443",
+            "icmp:0.0.0.0",
+            "icmp:224.0.0.1",
+            "gateway=icmp:1.2.3.4",
+            "a b=icmp:1.2.3.4",
+            "=icmp:1.2.3.4",
+        ] {
+            assert!(bad.parse::<Target>().is_err(), "{bad:?} accepted");
+        }
+        let e = "udp:1.2.3.4:53".parse::<Target>().unwrap_err().to_string();
+        assert!(
+            e.contains("udp:1.2.3.4:53") && e.contains("icmp or tcp"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn probe_file_and_uniqueness() {
+        let t =
+            parse_probe_file("# targets\nicmp:198.51.100.1\n\nweb=tcp:198.51.100.1:443 # https\n")
+                .unwrap();
+        assert_eq!(t.len(), 2);
+        let e = parse_probe_file("icmp:1.2.3.4\nbogus\n").unwrap_err();
+        assert!(e.starts_with("line 2:"), "{e}");
+        assert!(check_unique(&t).is_ok());
+        let dup = [t[0].clone(), t[0].clone()];
+        assert!(check_unique(&dup).is_err());
+    }
+}

@@ -1,0 +1,253 @@
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::*;
+use crate::fixtures::{route, veth};
+use crate::host::{HostDump, HostState};
+use crate::pods::{ExpectedPod, PodId};
+use crate::probe::outcome::{Observation, ProbeResult};
+use crate::probe::report::{DestState, PodProbes, PodSide};
+use crate::probe::target::{Direction, Protocol};
+
+const OUTSIDE: &str = "icmp:198.51.100.1";
+
+fn pods(n: usize) -> Vec<ExpectedPod> {
+    (0..n)
+        .map(|i| ExpectedPod {
+            id: PodId {
+                namespace: "ns".into(),
+                name: format!("p{i}"),
+            },
+            interface: format!("cali{i}"),
+            ips: vec![format!("10.244.0.{}", i + 2).parse().unwrap()],
+        })
+        .collect()
+}
+
+fn host(n: usize) -> HostState {
+    HostState::from_dump(
+        HostDump {
+            links: (0..n)
+                .map(|i| veth(10 + i as u32, &format!("cali{i}"), i as i32))
+                .collect(),
+            routes: (0..n)
+                .map(|i| route(&format!("10.244.0.{}/32", i + 2), Some(10 + i as u32)))
+                .collect(),
+            ..HostDump::default()
+        },
+        HashMap::new(),
+    )
+}
+
+fn dest(target: &str, results: &[ProbeResult]) -> DestState {
+    let mut d = DestState::new(
+        target,
+        Protocol::Icmp,
+        Direction::PodToTarget,
+        "198.51.100.1".parse().unwrap(),
+        None,
+    );
+    for r in results {
+        let obs = if r.is_failure() {
+            Observation::failed(*r, "x")
+        } else {
+            Observation::answered(*r, Duration::from_micros(100))
+        };
+        d.record(&obs);
+    }
+    d
+}
+
+const OK: ProbeResult = ProbeResult::Ok;
+const TO: ProbeResult = ProbeResult::Timeout;
+
+fn healthy_side() -> PodSide {
+    PodSide {
+        interface_up: true,
+        default_route_v4: Some(true),
+        default_route_v6: None,
+    }
+}
+
+/// Reports where pod i's gateway has `gw[i]` and the outside target `out[i]`.
+fn reports(gw: &[&[ProbeResult]], out: &[&[ProbeResult]]) -> HashMap<String, PodProbes> {
+    gw.iter()
+        .zip(out)
+        .enumerate()
+        .map(|(i, (g, o))| {
+            (
+                format!("cali{i}"),
+                PodProbes {
+                    interface: format!("cali{i}"),
+                    pod_side: Some(healthy_side()),
+                    dests: vec![dest("gateway", g), dest(OUTSIDE, o)],
+                    error: None,
+                },
+            )
+        })
+        .collect()
+}
+
+fn run(n: usize, host: &HostState, reports: &HashMap<String, PodProbes>) -> Verdicts {
+    let view = ProbeView {
+        reports,
+        failure_threshold: 2,
+    };
+    evaluate(&pods(n), host, Some(&view))
+}
+
+fn pod_failures(v: &Verdicts) -> Vec<(String, String, Option<&'static str>)> {
+    v.pods
+        .iter()
+        .flat_map(|p| {
+            p.probes
+                .iter()
+                .filter(|t| t.is_pod_failure())
+                .map(|t| (p.pod.interface.clone(), t.state.target.clone(), t.diagnosis))
+        })
+        .collect()
+}
+
+#[test]
+fn one_failure_is_not_failing_two_are() {
+    let r = reports(&[&[OK], &[OK]], &[&[TO], &[OK]]);
+    assert!(pod_failures(&run(2, &host(2), &r)).is_empty());
+    let r = reports(&[&[OK], &[OK]], &[&[TO, TO], &[OK, OK]]);
+    let v = run(2, &host(2), &r);
+    assert_eq!(
+        pod_failures(&v),
+        vec![("cali0".into(), OUTSIDE.into(), None)]
+    );
+    assert!(v.node.is_empty());
+}
+
+#[test]
+fn refused_is_not_a_failure() {
+    let r = reports(&[&[OK]], &[&[ProbeResult::Refused, ProbeResult::Refused]]);
+    assert!(pod_failures(&run(1, &host(1), &r)).is_empty());
+}
+
+#[test]
+fn a_target_failing_everywhere_is_one_node_problem() {
+    let r = reports(&[&[OK], &[OK], &[OK]], &[&[TO, TO], &[TO, TO], &[TO, TO]]);
+    let v = run(3, &host(3), &r);
+    assert!(
+        pod_failures(&v).is_empty(),
+        "no pod alarms: {:?}",
+        pod_failures(&v)
+    );
+    assert_eq!(v.node.len(), 1);
+    assert_eq!(v.node[0].reason, NodeReason::TargetUnreachable);
+    assert_eq!(v.node[0].detail, OUTSIDE);
+    assert!(
+        v.pods
+            .iter()
+            .all(|p| p.probes[1].failing && p.probes[1].node_wide)
+    );
+    assert!(
+        v.pods
+            .iter()
+            .all(|p| p.probes[1].diagnosis == Some("target_unreachable"))
+    );
+}
+
+#[test]
+fn node_wide_needs_every_pod_two_pods_and_answering_gateways() {
+    // One pod still reaches it: pod alarms, no node problem.
+    let r = reports(&[&[OK], &[OK], &[OK]], &[&[TO, TO], &[TO, TO], &[OK]]);
+    let v = run(3, &host(3), &r);
+    assert!(v.node.is_empty());
+    assert_eq!(pod_failures(&v).len(), 2);
+    // Gateways fail too: the pods are cut off, not the target.
+    let r = reports(&[&[TO, TO], &[TO, TO]], &[&[TO, TO], &[TO, TO]]);
+    let v = run(2, &host(2), &r);
+    assert!(v.node.is_empty());
+    assert!(
+        pod_failures(&v)
+            .iter()
+            .any(|(_, t, d)| t == OUTSIDE && *d == Some("gateway_unreachable"))
+    );
+    // A single pod cannot tell the node from itself.
+    let r = reports(&[&[OK]], &[&[TO, TO]]);
+    assert!(run(1, &host(1), &r).node.is_empty());
+}
+
+#[test]
+fn failures_are_explained_by_the_pods_wiring() {
+    let mut h = host(2);
+    h.apply(&crate::host::KernelEvent::RouteRemoved(route(
+        "10.244.0.2/32",
+        Some(10),
+    )));
+    let r = reports(&[&[TO, TO], &[OK]], &[&[TO, TO], &[OK]]);
+    let v = run(2, &h, &r);
+    assert_eq!(
+        pod_failures(&v),
+        vec![
+            ("cali0".into(), "gateway".into(), Some("route_missing")),
+            ("cali0".into(), OUTSIDE.into(), Some("route_missing")),
+        ]
+    );
+}
+
+#[test]
+fn pod_side_problems_become_wiring_reasons() {
+    let mut r = reports(&[&[OK], &[OK]], &[&[OK], &[OK]]);
+    r.get_mut("cali1").unwrap().pod_side = Some(PodSide {
+        interface_up: true,
+        default_route_v4: Some(false),
+        default_route_v6: None,
+    });
+    r.get_mut("cali0").unwrap().pod_side = Some(PodSide {
+        interface_up: false,
+        default_route_v4: Some(true),
+        default_route_v6: Some(false),
+    });
+    let v = run(2, &host(2), &r);
+    let reasons = |i: usize| -> Vec<&str> {
+        v.pods[i]
+            .problems
+            .iter()
+            .map(|p| p.reason.as_str())
+            .collect()
+    };
+    // Pod 0 has no IPv6 address: only its interface counts.
+    assert_eq!(reasons(0), ["pod_interface_down"]);
+    assert_eq!(reasons(1), ["pod_default_route_missing"]);
+    assert_eq!(v.pods_with_problems(), 2);
+}
+
+#[test]
+fn forwarding_off_explains_targets_beyond_the_node() {
+    use crate::host::{Family, Netconf, NetconfScope};
+    let mut h = host(1);
+    h.apply(&crate::host::KernelEvent::NetconfChanged(Netconf {
+        family: Family::Ipv4,
+        scope: NetconfScope::All,
+        forwarding: Some(false),
+        proxy_neigh: None,
+    }));
+    // Pods lose even their gateway (no proxy ARP without forwarding): no pod alarms.
+    let r = reports(&[&[TO, TO]], &[&[TO, TO]]);
+    let v = run(1, &h, &r);
+    assert!(pod_failures(&v).is_empty(), "{:?}", pod_failures(&v));
+    assert!(v.pods[0].probes.iter().all(|t| t.failing && t.node_wide));
+    assert!(
+        v.pods[0]
+            .probes
+            .iter()
+            .all(|t| t.diagnosis == Some("forwarding_disabled"))
+    );
+    assert_eq!(v.node.len(), 1);
+}
+
+#[test]
+fn pods_without_reports_have_no_probe_verdicts() {
+    let v = run(2, &host(2), &HashMap::new());
+    assert!(
+        v.pods
+            .iter()
+            .all(|p| p.probes.is_empty() && p.pod_side.is_none())
+    );
+    assert!(v.pods.iter().all(|p| p.link.is_some()));
+}
