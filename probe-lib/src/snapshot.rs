@@ -62,6 +62,53 @@ impl Snapshot {
     }
 }
 
+/// What the prober needs from the monitor: the pods to probe, where they live, and the node's
+/// addresses. Published only when it changes, not on every verdict.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodSet {
+    /// A full read of the node's state has happened.
+    pub synced: bool,
+    /// The node's own addresses.
+    pub node_ips: Vec<std::net::IpAddr>,
+    /// Pods with at least one IP.
+    pub pods: Vec<PodEntry>,
+}
+
+/// One pod to probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodEntry {
+    /// Host interface (the key).
+    pub interface: String,
+    /// Its IPs.
+    pub ips: Vec<std::net::IpAddr>,
+    /// Its namespace id as seen from the host.
+    pub netnsid: Option<i32>,
+    /// Its interface index inside its namespace.
+    pub peer_index: Option<u32>,
+}
+
+impl PodSet {
+    /// Derived from a snapshot.
+    pub fn of(snap: &Snapshot) -> Self {
+        PodSet {
+            synced: snap.synced,
+            node_ips: snap.node_ips.clone(),
+            pods: snap
+                .verdicts
+                .pods
+                .iter()
+                .filter(|p| !p.pod.ips.is_empty())
+                .map(|p| PodEntry {
+                    interface: p.pod.interface.clone(),
+                    ips: p.pod.ips.clone(),
+                    netnsid: p.link.and_then(|l| l.netnsid),
+                    peer_index: p.link.and_then(|l| l.peer_index),
+                })
+                .collect(),
+        }
+    }
+}
+
 fn unix_seconds<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
     match t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()) {
         Some(d) => s.serialize_f64(d.as_secs_f64()),

@@ -19,7 +19,7 @@ use crate::host::{EventReceiver, HostNetwork, HostState, KernelEvent, Link, Resy
 use crate::metrics::MonitorMetrics;
 use crate::pods::{ExpectedPod, discover_from_links};
 use crate::probe::report::PodProbes;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{PodSet, Snapshot};
 use crate::verdict::{PodProblem, ProbeView, Verdicts, evaluate};
 
 /// Events applied before the verdicts are recomputed, at most; a longer burst is split so
@@ -27,6 +27,8 @@ use crate::verdict::{PodProblem, ProbeView, Verdicts, evaluate};
 const MAX_BATCH: usize = 4096;
 /// How often namespaces whose pod addresses were not readable yet are read again.
 const PEER_RETRY: Duration = Duration::from_millis(500);
+/// Probe results are folded into the verdicts at most this often.
+const PROBE_FLUSH: Duration = Duration::from_secs(1);
 /// After this many fruitless reads, leave a namespace to the periodic re-sync.
 const PEER_RETRY_LIMIT: u32 = 20;
 
@@ -89,6 +91,9 @@ pub struct Monitor<H> {
     probe_reports: HashMap<String, PodProbes>,
     probe_tx: mpsc::UnboundedSender<PodProbes>,
     probe_rx: Option<mpsc::UnboundedReceiver<PodProbes>>,
+    pod_set: watch::Sender<Arc<PodSet>>,
+    /// Expected pods as of the last state change (probe results alone do not change them).
+    expected: Option<Vec<ExpectedPod>>,
 }
 
 /// What a batch of events asks for once it is applied.
@@ -111,6 +116,7 @@ impl<H: HostNetwork> Monitor<H> {
         ));
         let (publisher, rx) = watch::channel(Arc::clone(&initial));
         let (probe_tx, probe_rx) = mpsc::unbounded_channel();
+        let (pod_set, _) = watch::channel(Arc::new(PodSet::default()));
         let monitor = Monitor {
             host,
             config,
@@ -124,8 +130,15 @@ impl<H: HostNetwork> Monitor<H> {
             probe_reports: HashMap::new(),
             probe_tx,
             probe_rx: Some(probe_rx),
+            pod_set,
+            expected: None,
         };
         (monitor, rx)
+    }
+
+    /// The pods to probe, updated only when they change.
+    pub fn pod_set(&self) -> watch::Receiver<Arc<PodSet>> {
+        self.pod_set.subscribe()
     }
 
     /// Where the prober sends each pod's latest round.
@@ -183,6 +196,9 @@ impl<H: HostNetwork> Monitor<H> {
         periodic.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut retry = interval(PEER_RETRY);
         retry.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Probe results arrive one pod at a time; they are folded into the published verdicts
+        // at most every PROBE_FLUSH, not once per pod (which would be quadratic in pods).
+        let mut flush_at: Option<tokio::time::Instant> = None;
         loop {
             let mut follow = Followups::default();
             tokio::select! {
@@ -202,7 +218,10 @@ impl<H: HostNetwork> Monitor<H> {
                     while let Ok(r) = probes.try_recv() {
                         self.probe_reports.insert(r.interface.clone(), r);
                     }
+                    flush_at.get_or_insert_with(|| tokio::time::Instant::now() + PROBE_FLUSH);
+                    continue;
                 }
+                () = tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)), if flush_at.is_some() => {}
                 _ = periodic.tick() => follow.resync = Some(ResyncCause::Periodic),
                 _ = retry.tick(), if !self.unresolved.is_empty() || self.resync_pending.is_some() => {
                     follow.resync = self.resync_pending;
@@ -217,6 +236,7 @@ impl<H: HostNetwork> Monitor<H> {
             } else if !follow.peers.is_empty() {
                 self.read_peers(follow.peers).await;
             }
+            flush_at = None;
             self.publish();
         }
     }
@@ -235,6 +255,7 @@ impl<H: HostNetwork> Monitor<H> {
             KernelEvent::LinkChanged(l) => self.state.link(l.index).cloned(),
             _ => None,
         };
+        self.expected = None;
         if let Some(cause) = self.state.apply(&ev) {
             follow.resync.get_or_insert(cause);
         }
@@ -285,6 +306,7 @@ impl<H: HostNetwork> Monitor<H> {
         };
         let peers = self.state.take_peers();
         self.state = HostState::from_dump(dump, peers);
+        self.expected = None;
         let nsids: HashSet<i32> = self
             .state
             .links()
@@ -308,6 +330,7 @@ impl<H: HostNetwork> Monitor<H> {
     /// Read the addresses inside these pod namespaces, one after another: the kernel runs one
     /// dump at a time per netlink socket and answers a concurrent one with EBUSY.
     async fn read_peers(&mut self, nsids: HashSet<i32>) {
+        self.expected = None;
         for nsid in nsids {
             match self.host.peer_addresses(nsid).await {
                 Ok(addrs) if addrs.iter().any(|a| a.is_global()) => {
@@ -341,15 +364,18 @@ impl<H: HostNetwork> Monitor<H> {
 
     /// Judge the pods and publish a new snapshot; log what changed.
     fn publish(&mut self) {
-        let pods = self.expected_pods();
+        if self.expected.is_none() {
+            self.expected = Some(self.expected_pods());
+        }
+        let pods: &[ExpectedPod] = self.expected.as_deref().unwrap_or_default();
         // Reports of pods that went away must not come back with a new pod of the same name.
-        self.probe_reports
-            .retain(|k, _| pods.iter().any(|p| &p.interface == k));
+        let live: HashSet<&str> = pods.iter().map(|p| p.interface.as_str()).collect();
+        self.probe_reports.retain(|k, _| live.contains(k.as_str()));
         let view = self.config.probes.as_ref().map(|p| ProbeView {
             reports: &self.probe_reports,
             failure_threshold: p.failure_threshold,
         });
-        let verdicts = evaluate(&pods, &self.state, view.as_ref());
+        let verdicts = evaluate(pods, &self.state, view.as_ref());
         log_changes(&self.last.verdicts, &verdicts, !self.last.synced);
         let snap = Arc::new(Snapshot {
             node: self.config.node_name.clone(),
@@ -376,6 +402,15 @@ impl<H: HostNetwork> Monitor<H> {
                 "initial sync complete"
             );
         }
+        let pod_set = PodSet::of(&snap);
+        self.pod_set.send_if_modified(|current| {
+            if **current == pod_set {
+                false
+            } else {
+                *current = Arc::new(pod_set);
+                true
+            }
+        });
         self.publisher.send_replace(Arc::clone(&snap));
         self.last = snap;
     }

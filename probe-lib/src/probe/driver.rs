@@ -13,7 +13,7 @@ use futures::future::join_all;
 use surge_ping::{Client, ICMP, IcmpPacket, PingIdentifier, PingSequence, SurgeError};
 use tracing::{debug, info, warn};
 
-use super::netns_thread::{IcmpWanted, NetnsThread, Visit, VisitRequest, icmp_client};
+use super::netns_thread::{IcmpWanted, Located, NetnsThread, Visit, VisitRequest, icmp_client};
 use super::outcome::{IcmpReply, Observation, ProbeResult, classify_io};
 use super::plan::PlannedProbe;
 use super::report::PodSide;
@@ -32,6 +32,8 @@ pub struct PodRound {
     pub probes: Vec<PlannedProbe>,
     /// Per-probe timeout.
     pub timeout: Duration,
+    /// Also read the pod's side of the wiring (its interface and default routes).
+    pub read_pod_side: bool,
 }
 
 /// What a round found, observations in the order of [`PodRound::probes`].
@@ -54,7 +56,7 @@ pub trait PodNetwork: Send + Sync + 'static {
 /// The real driver: ICMP (surge-ping) and TCP from inside pod namespaces, ICMP from the host.
 pub struct NetnsDriver {
     thread: NetnsThread,
-    locations: Mutex<HashMap<i32, PathBuf>>,
+    locations: Mutex<HashMap<i32, Located>>,
     last_proc_scan: Mutex<Option<Instant>>,
     host_v4: Option<Client>,
     host_v6: Option<Client>,
@@ -96,7 +98,7 @@ impl NetnsDriver {
         })
     }
 
-    async fn locate(&self, nsid: i32, refresh: bool) -> Option<PathBuf> {
+    async fn locate(&self, nsid: i32, refresh: bool) -> Option<Located> {
         if !refresh && let Some(p) = lock(&self.locations).get(&nsid) {
             return Some(p.clone());
         }
@@ -115,9 +117,9 @@ impl NetnsDriver {
                 found = self.thread.locate(wanted, true).await?;
             }
         }
-        let path = found.remove(&nsid)?;
-        lock(&self.locations).insert(nsid, path.clone());
-        Some(path)
+        let located = found.remove(&nsid)?;
+        lock(&self.locations).insert(nsid, located.clone());
+        Some(located)
     }
 
     async fn visit(&self, round: &PodRound) -> Result<Visit, String> {
@@ -136,8 +138,10 @@ impl NetnsDriver {
         };
         let mut req = VisitRequest {
             path: PathBuf::new(),
+            inode: 0,
             netnsid: nsid,
             peer_index,
+            read_pod_side: round.read_pod_side,
             has_v4: in_pod.iter().any(|p| p.address.is_ipv4()),
             has_v6: in_pod.iter().any(|p| p.address.is_ipv6()),
             icmp: IcmpWanted {
@@ -154,12 +158,13 @@ impl NetnsDriver {
         };
         let mut last_err = String::new();
         for refresh in [false, true] {
-            let Some(path) = self.locate(nsid, refresh).await else {
+            let Some(located) = self.locate(nsid, refresh).await else {
                 return Err(format!(
                     "namespace id {nsid} not found in /var/run/netns or /proc (pod gone?)"
                 ));
             };
-            req.path = path;
+            req.path = located.path;
+            req.inode = located.inode;
             match self.thread.visit(req.clone()).await {
                 Some(Ok(v)) => return Ok(v),
                 Some(Err(e)) => {
@@ -338,7 +343,7 @@ impl PodNetwork for NetnsDriver {
             }
         });
         let observations = join_all(probes).await;
-        let pod_side = match visit.as_ref().map(|v| &v.pod_side) {
+        let pod_side = match visit.as_ref().and_then(|v| v.pod_side.as_ref()) {
             Some(Ok(side)) => Some(*side),
             Some(Err(e)) => {
                 debug!(interface = %round.interface, error = %e, "cannot read the pod's side");

@@ -88,7 +88,10 @@ impl PodNetwork for FakePodNetwork {
             })
             .collect();
         RoundResult {
-            pod_side: s.pod_side.get(&round.interface).copied(),
+            pod_side: round
+                .read_pod_side
+                .then(|| s.pod_side.get(&round.interface).copied())
+                .flatten(),
             observations,
             error: None,
         }

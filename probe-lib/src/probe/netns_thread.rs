@@ -36,8 +36,11 @@ pub(crate) struct IcmpWanted {
 #[derive(Debug, Clone)]
 pub(crate) struct VisitRequest {
     pub path: PathBuf,
+    /// Inode of the namespace when it was located: the path must still be that namespace.
+    pub inode: u64,
     pub netnsid: i32,
     pub peer_index: u32,
+    pub read_pod_side: bool,
     pub has_v4: bool,
     pub has_v6: bool,
     pub icmp: IcmpWanted,
@@ -46,7 +49,7 @@ pub(crate) struct VisitRequest {
 
 /// What a visit brings back: the pod's side and sockets that live in its namespace.
 pub(crate) struct Visit {
-    pub pod_side: Result<PodSide, String>,
+    pub pod_side: Option<Result<PodSide, String>>,
     pub icmp_v4: Option<Client>,
     pub gateway_v4: Option<Client>,
     pub icmp_v6: Option<Client>,
@@ -59,12 +62,19 @@ enum Job {
     Locate {
         wanted: HashSet<i32>,
         scan_proc: bool,
-        reply: oneshot::Sender<HashMap<i32, PathBuf>>,
+        reply: oneshot::Sender<HashMap<i32, Located>>,
     },
     Visit {
         req: VisitRequest,
         reply: oneshot::Sender<Result<Visit, String>>,
     },
+}
+
+/// A pod namespace's file and its inode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Located {
+    pub path: PathBuf,
+    pub inode: u64,
 }
 
 /// Handle to the namespace thread.
@@ -101,7 +111,7 @@ impl NetnsThread {
         &self,
         wanted: HashSet<i32>,
         scan_proc: bool,
-    ) -> Option<HashMap<i32, PathBuf>> {
+    ) -> Option<HashMap<i32, Located>> {
         let (reply, rx) = oneshot::channel();
         self.jobs
             .send(Job::Locate {
@@ -166,7 +176,7 @@ impl Home {
     }
 
     /// `ip netns identify`, in reverse: which file is namespace id N.
-    fn locate(&mut self, wanted: &HashSet<i32>, scan_proc: bool) -> HashMap<i32, PathBuf> {
+    fn locate(&mut self, wanted: &HashSet<i32>, scan_proc: bool) -> HashMap<i32, Located> {
         let mut found = HashMap::new();
         let mut seen = HashSet::new();
         let mut candidates: Vec<PathBuf> = Vec::new();
@@ -209,7 +219,7 @@ impl Home {
             if let Some(id) = nsid
                 && wanted.contains(&id)
             {
-                found.entry(id).or_insert(path);
+                found.entry(id).or_insert(Located { path, inode });
             }
             if found.len() == wanted.len() && !scan_proc {
                 break;
@@ -235,23 +245,22 @@ impl Home {
     ) -> Result<Visit, String> {
         let file = File::open(&req.path).map_err(|e| format!("{}: {e}", req.path.display()))?;
         // The path may now be another namespace (a reused pid, a recreated bind mount).
-        match self.netlink.netnsid_of(&file) {
-            Ok(Some(id)) if id == req.netnsid => {}
-            Ok(other) => {
-                return Err(format!(
-                    "{} is namespace {other:?}, not {}",
-                    req.path.display(),
-                    req.netnsid
-                ));
-            }
-            Err(e) => return Err(format!("RTM_GETNSID for {}: {e}", req.path.display())),
+        let inode = file.metadata().map_err(|e| e.to_string())?.ino();
+        if inode != req.inode {
+            return Err(format!(
+                "{} is no longer namespace id {}",
+                req.path.display(),
+                req.netnsid
+            ));
         }
         setns(&file, CloneFlags::CLONE_NEWNET)
             .map_err(|e| format!("setns {}: {e}", req.path.display()))?;
         drop(file);
-        let pod_side = BlockingNetlink::open()
-            .and_then(|mut nl| nl.pod_side(req.peer_index, req.has_v4, req.has_v6))
-            .map_err(|e| format!("reading the pod's links and routes: {e}"));
+        let pod_side = req.read_pod_side.then(|| {
+            BlockingNetlink::open()
+                .and_then(|mut nl| nl.pod_side(req.peer_index, req.has_v4, req.has_v6))
+                .map_err(|e| format!("reading the pod's links and routes: {e}"))
+        });
         let _guard = runtime.enter();
         let mut icmp_error = None;
         let mut icmp = |kind, hop_limit: Option<u32>| match icmp_client(kind, hop_limit) {

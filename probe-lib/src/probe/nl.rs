@@ -4,14 +4,13 @@
 use std::io;
 
 use rtnetlink::packet_core::{
-    NLM_F_DUMP, NLM_F_MULTIPART, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload,
+    NLM_F_DUMP, NLM_F_MULTIPART, NLM_F_REQUEST, NetlinkBuffer, NetlinkDeserializable,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
-use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::RouteNetlinkMessage;
-use rtnetlink::packet_route::link::{LinkFlags, LinkMessage};
+use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::packet_route::nsid::{NsidAttribute, NsidMessage};
-use rtnetlink::packet_route::route::{RouteAttribute, RouteMessage, RouteType};
+use rtnetlink::packet_route::route::RouteMessage;
 use rtnetlink::sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 use super::report::PodSide;
@@ -32,12 +31,14 @@ impl BlockingNetlink {
         Ok(BlockingNetlink { socket, seq: 0 })
     }
 
-    /// Send one request and collect every answer until the end of the dump or the reply.
-    fn request(
+    /// Send one request; the payloads (message type, bytes after the netlink header) of every
+    /// answer until the end of the dump or the reply. Parsing is left to the caller, so hot
+    /// paths can read just the fixed headers they need.
+    fn request_raw(
         &mut self,
         msg: RouteNetlinkMessage,
         dump: bool,
-    ) -> io::Result<Vec<RouteNetlinkMessage>> {
+    ) -> io::Result<Vec<(u16, Vec<u8>)>> {
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { 0 };
@@ -47,44 +48,62 @@ impl BlockingNetlink {
         let mut buf = vec![0u8; req.buffer_len()];
         req.serialize(&mut buf);
         self.socket.send(&buf, 0)?;
+        let invalid = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_owned());
         let mut out = Vec::new();
         loop {
             let (data, _) = self.socket.recv_from_full()?;
             let mut offset = 0;
-            while offset < data.len() {
-                let bytes = &data[offset..];
-                let len = NetlinkBuffer::new_checked(bytes)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?
-                    .length() as usize;
-                if len == 0 || len > bytes.len() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "bad netlink length",
-                    ));
+            while offset + 16 <= data.len() {
+                let msg = NetlinkBuffer::new_checked(&data[offset..])
+                    .map_err(|e| invalid(&e.to_string()))?;
+                let len = msg.length() as usize;
+                if len < 16 || offset + len > data.len() {
+                    return Err(invalid("bad netlink message length"));
                 }
-                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[..len])
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
                 offset += (len + 3) & !3;
-                if msg.header.sequence_number != self.seq {
+                if msg.sequence_number() != self.seq {
                     continue;
                 }
-                let multipart = msg.header.flags & NLM_F_MULTIPART != 0;
-                match msg.payload {
-                    NetlinkPayload::InnerMessage(m) => {
-                        out.push(m);
-                        if !multipart {
+                let payload = &data[offset - ((len + 3) & !3) + 16..][..len - 16];
+                match msg.message_type() {
+                    NLMSG_DONE => return Ok(out),
+                    NLMSG_ERROR => {
+                        let code = payload
+                            .get(..4)
+                            .and_then(|b| b.try_into().ok())
+                            .map_or(0, i32::from_ne_bytes);
+                        return if code < 0 {
+                            Err(io::Error::from_raw_os_error(-code))
+                        } else {
+                            Ok(out)
+                        };
+                    }
+                    t => {
+                        out.push((t, payload.to_vec()));
+                        if msg.flags() & NLM_F_MULTIPART == 0 {
                             return Ok(out);
                         }
                     }
-                    NetlinkPayload::Done(_) => return Ok(out),
-                    NetlinkPayload::Error(e) => match e.code {
-                        Some(_) => return Err(io::Error::from(e)),
-                        None => return Ok(out),
-                    },
-                    _ => {}
                 }
             }
         }
+    }
+
+    /// Send one request and parse every answer.
+    fn request(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        dump: bool,
+    ) -> io::Result<Vec<RouteNetlinkMessage>> {
+        self.request_raw(msg, dump)?
+            .into_iter()
+            .map(|(t, payload)| {
+                let mut header = NetlinkHeader::default();
+                header.message_type = t;
+                RouteNetlinkMessage::deserialize(&header, &payload)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+            })
+            .collect()
     }
 
     /// `ip netns identify`-like: the id this namespace (open file `fd`) has as seen from here
@@ -103,45 +122,51 @@ impl BlockingNetlink {
     }
 
     /// Inside a pod's namespace: is its interface `index` up, and does it have default routes
-    /// (`ip link show dev eth0; ip route show default; ip -6 route show default`)?
+    /// (`ip link show dev eth0; ip route show default; ip -6 route show default`)? Only the
+    /// fixed `ifinfomsg` / `rtmsg` headers are read: this runs for every pod every round.
     pub(crate) fn pod_side(&mut self, index: u32, v4: bool, v6: bool) -> io::Result<PodSide> {
+        const IFF_UP: u32 = 0x1;
+        const IFF_LOWER_UP: u32 = 0x10000;
         let mut link = LinkMessage::default();
         link.header.index = index;
         let up = self
-            .request(RouteNetlinkMessage::GetLink(link), false)?
+            .request_raw(RouteNetlinkMessage::GetLink(link), false)?
             .iter()
-            .any(|m| matches!(m, RouteNetlinkMessage::NewLink(l) if l.header.flags.contains(LinkFlags::Up) && l.header.flags.contains(LinkFlags::LowerUp)));
-        let mut has_default = |family| -> io::Result<bool> {
-            let mut r = RouteMessage::default();
-            r.header.address_family = family;
-            Ok(self
-                .request(RouteNetlinkMessage::GetRoute(r), true)?
-                .iter()
-                .any(|m| match m {
-                    RouteNetlinkMessage::NewRoute(r) => {
-                        r.header.destination_prefix_length == 0
-                            && r.header.kind == RouteType::Unicast
-                            && !r
-                                .attributes
-                                .iter()
-                                .any(|a| matches!(a, RouteAttribute::Destination(_)))
-                            && u32::from(r.header.table) == crate::host::MAIN_TABLE
-                    }
-                    _ => false,
-                }))
-        };
+            .filter(|(t, p)| *t == RTM_NEWLINK && p.len() >= 16)
+            .any(|(_, p)| {
+                // struct ifinfomsg { u8 family, pad; u16 type; i32 index; u32 flags; u32 change }
+                let flags = u32::from_ne_bytes([p[8], p[9], p[10], p[11]]);
+                flags & IFF_UP != 0 && flags & IFF_LOWER_UP != 0
+            });
+        // One dump of both families; default routes of the main table.
+        let (mut default_v4, mut default_v6) = (false, false);
+        for (t, p) in
+            self.request_raw(RouteNetlinkMessage::GetRoute(RouteMessage::default()), true)?
+        {
+            // struct rtmsg { u8 family, dst_len, src_len, tos, table, protocol, scope, type; u32 flags }
+            if t != RTM_NEWROUTE || p.len() < 12 {
+                continue;
+            }
+            let is_default =
+                p[1] == 0 && u32::from(p[4]) == crate::host::MAIN_TABLE && p[7] == RTN_UNICAST;
+            match p[0] {
+                AF_INET => default_v4 |= is_default,
+                AF_INET6 => default_v6 |= is_default,
+                _ => {}
+            }
+        }
         Ok(PodSide {
             interface_up: up,
-            default_route_v4: if v4 {
-                Some(has_default(AddressFamily::Inet)?)
-            } else {
-                None
-            },
-            default_route_v6: if v6 {
-                Some(has_default(AddressFamily::Inet6)?)
-            } else {
-                None
-            },
+            default_route_v4: v4.then_some(default_v4),
+            default_route_v6: v6.then_some(default_v6),
         })
     }
 }
+
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const RTM_NEWLINK: u16 = 16;
+const RTM_NEWROUTE: u16 = 24;
+const RTN_UNICAST: u8 = 1;
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;

@@ -1,8 +1,8 @@
-//! The probing task: follows the monitor's snapshots for the pod set, probes every pod once per
+//! The probing task: follows the monitor's pod set, probes every pod once per
 //! interval (phases spread over the interval, new pods at once), re-checks failures quickly, and
 //! sends each pod's state to the monitor after every round.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
@@ -19,7 +19,7 @@ use super::plan::{PlannedProbe, plan};
 use super::report::{DestState, PodProbes};
 use super::target::{Direction, Gateways, HOST_TO_POD_TARGET, Protocol, Target};
 use crate::metrics::ProbeMetrics;
-use crate::snapshot::Snapshot;
+use crate::snapshot::PodSet;
 
 /// Prober settings.
 #[derive(Debug, Clone)]
@@ -40,6 +40,9 @@ pub struct ProberConfig {
     pub concurrency: usize,
 }
 
+/// The pod's side is read at least every this many rounds.
+const POD_SIDE_EVERY: u32 = 6;
+
 #[derive(Debug)]
 struct Pod {
     netnsid: Option<i32>,
@@ -50,6 +53,8 @@ struct Pod {
     /// The pod's regular schedule: its phase plus whole intervals.
     regular: Instant,
     in_flight: bool,
+    /// Rounds since the pod's side was last read.
+    since_pod_side: u32,
     state: PodProbes,
 }
 
@@ -58,10 +63,12 @@ struct Pod {
 pub struct Prober<N> {
     net: Arc<N>,
     config: ProberConfig,
-    snapshots: watch::Receiver<Arc<Snapshot>>,
+    pod_set: watch::Receiver<Arc<PodSet>>,
     sink: mpsc::UnboundedSender<PodProbes>,
     metrics: ProbeMetrics,
     pods: HashMap<String, Pod>,
+    /// Pods not in flight, by due time.
+    queue: BTreeSet<(Instant, String)>,
     node_ips: Vec<IpAddr>,
     spread_done: bool,
 }
@@ -69,11 +76,11 @@ pub struct Prober<N> {
 type Done = (String, Vec<PlannedProbe>, RoundResult);
 
 impl<N: PodNetwork> Prober<N> {
-    /// A prober over `net`; results go to `sink` (the monitor).
+    /// A prober over `net` for the pods of `pod_set`; results go to `sink` (the monitor).
     pub fn new(
         net: N,
         config: ProberConfig,
-        snapshots: watch::Receiver<Arc<Snapshot>>,
+        pod_set: watch::Receiver<Arc<PodSet>>,
         sink: mpsc::UnboundedSender<PodProbes>,
         metrics: ProbeMetrics,
     ) -> Self {
@@ -84,10 +91,11 @@ impl<N: PodNetwork> Prober<N> {
         Prober {
             net: Arc::new(net),
             config,
-            snapshots,
+            pod_set,
             sink,
             metrics,
             pods: HashMap::new(),
+            queue: BTreeSet::new(),
             node_ips: Vec::new(),
             spread_done: false,
         }
@@ -100,16 +108,11 @@ impl<N: PodNetwork> Prober<N> {
         self.reconcile();
         loop {
             self.start_due(&mut in_flight);
-            let next = self
-                .pods
-                .values()
-                .filter(|p| !p.in_flight)
-                .map(|p| p.due)
-                .min();
+            let next = self.queue.first().map(|(due, _)| *due);
             let can_start = in_flight.len() < self.config.concurrency.max(1);
             tokio::select! {
                 () = &mut shutdown => break,
-                changed = self.snapshots.changed() => {
+                changed = self.pod_set.changed() => {
                     if changed.is_err() {
                         break;
                     }
@@ -128,64 +131,77 @@ impl<N: PodNetwork> Prober<N> {
 
     /// Follow the pod set: new pods are probed at once (at start, spread over one interval).
     fn reconcile(&mut self) {
-        let snap = Arc::clone(&self.snapshots.borrow_and_update());
-        if !snap.synced {
+        let set = Arc::clone(&self.pod_set.borrow_and_update());
+        if !set.synced {
             return;
         }
-        self.node_ips.clone_from(&snap.node_ips);
+        self.node_ips.clone_from(&set.node_ips);
         let now = Instant::now();
         let spread = !self.spread_done;
         self.spread_done = true;
         let interval = self.config.interval;
-        let mut seen = Vec::with_capacity(snap.verdicts.pods.len());
-        for pv in &snap.verdicts.pods {
-            if pv.pod.ips.is_empty() {
-                continue;
-            }
-            let key = pv.pod.interface.clone();
-            let (netnsid, peer_index) = pv.link.map_or((None, None), |l| (l.netnsid, l.peer_index));
-            seen.push(key.clone());
+        for entry in &set.pods {
             let first = if spread {
-                now + phase(&key, interval)
+                now + phase(&entry.interface, interval)
             } else {
                 now
             };
-            let pod = self.pods.entry(key.clone()).or_insert_with(|| Pod {
-                netnsid,
-                peer_index,
-                ips: pv.pod.ips.clone(),
-                due: first,
-                regular: first,
-                in_flight: false,
-                state: PodProbes {
-                    interface: key.clone(),
-                    pod_side: None,
-                    dests: Vec::new(),
-                    error: None,
-                },
+            let queue = &mut self.queue;
+            let pod = self.pods.entry(entry.interface.clone()).or_insert_with(|| {
+                queue.insert((first, entry.interface.clone()));
+                Pod {
+                    netnsid: entry.netnsid,
+                    peer_index: entry.peer_index,
+                    ips: entry.ips.clone(),
+                    due: first,
+                    regular: first,
+                    in_flight: false,
+                    since_pod_side: u32::MAX - 1,
+                    state: PodProbes {
+                        interface: entry.interface.clone(),
+                        pod_side: None,
+                        dests: Vec::new(),
+                        error: None,
+                    },
+                }
             });
-            if pod.netnsid != netnsid || pod.peer_index != peer_index || pod.ips != pv.pod.ips {
+            if pod.netnsid != entry.netnsid
+                || pod.peer_index != entry.peer_index
+                || pod.ips != entry.ips
+            {
                 // Re-wired or re-addressed: probe the new wiring now.
-                pod.netnsid = netnsid;
-                pod.peer_index = peer_index;
-                pod.ips.clone_from(&pv.pod.ips);
+                pod.netnsid = entry.netnsid;
+                pod.peer_index = entry.peer_index;
+                pod.ips.clone_from(&entry.ips);
+                if !pod.in_flight && queue.remove(&(pod.due, entry.interface.clone())) {
+                    queue.insert((now, entry.interface.clone()));
+                }
                 pod.due = now;
             }
         }
-        let seen: std::collections::HashSet<String> = seen.into_iter().collect();
-        self.pods.retain(|k, _| seen.contains(k));
+        let seen: HashSet<&str> = set.pods.iter().map(|p| p.interface.as_str()).collect();
+        let queue = &mut self.queue;
+        self.pods.retain(|k, p| {
+            let keep = seen.contains(k.as_str());
+            if !keep && !p.in_flight {
+                queue.remove(&(p.due, k.clone()));
+            }
+            keep
+        });
     }
 
     fn start_due(&mut self, in_flight: &mut JoinSet<Done>) {
         let now = Instant::now();
         while in_flight.len() < self.config.concurrency.max(1) {
-            let Some((key, pod)) = self
-                .pods
-                .iter_mut()
-                .filter(|(_, p)| !p.in_flight && p.due <= now)
-                .min_by_key(|(_, p)| p.due)
-            else {
+            match self.queue.first() {
+                Some((due, _)) if *due <= now => {}
+                _ => return,
+            }
+            let Some((_, key)) = self.queue.pop_first() else {
                 return;
+            };
+            let Some(pod) = self.pods.get_mut(&key) else {
+                continue;
             };
             pod.in_flight = true;
             let probes = plan(
@@ -195,15 +211,24 @@ impl<N: PodNetwork> Prober<N> {
                 &self.config.gateways,
                 pod.peer_index.filter(|_| pod.netnsid.is_some()),
             );
+            // The pod's own routes rarely change: read them every few rounds, and whenever the
+            // last round failed, so a failure is diagnosed before it is confirmed.
+            let failed_last = pod.state.dests.iter().any(|d| d.last.is_failure());
+            let read_pod_side = failed_last || pod.since_pod_side >= POD_SIDE_EVERY - 1;
+            pod.since_pod_side = if read_pod_side {
+                0
+            } else {
+                pod.since_pod_side + 1
+            };
             let round = PodRound {
                 interface: key.clone(),
                 netnsid: pod.netnsid,
                 peer_index: pod.peer_index,
                 probes: probes.clone(),
                 timeout: self.config.timeout,
+                read_pod_side,
             };
             let net = Arc::clone(&self.net);
-            let key = key.clone();
             in_flight.spawn(async move {
                 let result = net.round(round).await;
                 (key, probes, result)
@@ -216,7 +241,9 @@ impl<N: PodNetwork> Prober<N> {
             return; // The pod went away while it was probed.
         };
         pod.in_flight = false;
-        pod.state.pod_side = result.pod_side;
+        if result.pod_side.is_some() || result.error.is_some() {
+            pod.state.pod_side = result.pod_side;
+        }
         pod.state.error = result.error;
         let mut dests = Vec::with_capacity(probes.len());
         for (p, obs) in probes.iter().zip(&result.observations) {
@@ -251,6 +278,7 @@ impl<N: PodNetwork> Prober<N> {
         } else {
             pod.regular
         };
+        self.queue.insert((pod.due, key.clone()));
         debug!(interface = %key, unconfirmed, "probe round done");
         let _ = self.sink.send(pod.state.clone());
     }

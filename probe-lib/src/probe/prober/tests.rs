@@ -8,16 +8,17 @@ use crate::pods::{ExpectedPod, PodId};
 use crate::probe::fake::FakePodNetwork;
 use crate::probe::outcome::ProbeResult;
 use crate::probe::report::PodProbes;
+use crate::snapshot::Snapshot;
 use crate::verdict::{PodLink, PodVerdict};
 
 const INTERVAL: Duration = Duration::from_secs(10);
 
-fn snapshot(n: usize) -> Snapshot {
+fn snapshot(n: usize) -> PodSet {
     let mut s = Snapshot::initial("n".into(), "node");
     s.synced = true;
     s.node_ips = vec!["192.0.2.10".parse().unwrap()];
     s.verdicts.pods = (0..n).map(pod).collect();
-    s
+    PodSet::of(&s)
 }
 
 fn pod(i: usize) -> PodVerdict {
@@ -40,7 +41,7 @@ fn pod(i: usize) -> PodVerdict {
 
 struct Running {
     net: FakePodNetwork,
-    snaps: watch::Sender<Arc<Snapshot>>,
+    snaps: watch::Sender<Arc<PodSet>>,
     reports: mpsc::UnboundedReceiver<PodProbes>,
     metrics: ProbeMetrics,
     start: Instant,

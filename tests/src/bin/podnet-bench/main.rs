@@ -2,6 +2,11 @@
 //!
 //! `podnet-bench core [--pods 250] [--deletions 300] [--idle 60] [--extra-routes 10000]`:
 //! route deletion → metric latency, idle CPU and RSS, full re-sync time with extra routes.
+//!
+//! `podnet-bench probes [--pods 250] [--seconds 300]`: the agent probing every pod (gateway,
+//! node, an outside ICMP and an outside TCP target, host → pod) at the default interval, side
+//! by side with prometheus-blackbox-exporter doing the same host → pod ICMP probes at the same
+//! rate; CPU, memory and per-probe cost of both.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
@@ -17,9 +22,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("core") => core(&Opts::parse(&args[1..])),
+        Some("probes") => probes::run(&Opts::parse(&args[1..])),
         _ => {
             eprintln!(
-                "usage: podnet-bench core [--pods N] [--deletions N] [--idle SECS] [--extra-routes N]"
+                "usage: podnet-bench core [--pods N] [--deletions N] [--idle SECS] [--extra-routes N]\n       podnet-bench probes [--pods N] [--seconds N]"
             );
             return ExitCode::from(2);
         }
@@ -38,6 +44,7 @@ struct Opts {
     deletions: usize,
     idle: u64,
     extra_routes: usize,
+    seconds: u64,
 }
 
 impl Opts {
@@ -54,9 +61,12 @@ impl Opts {
             deletions: get("--deletions", 300),
             idle: get("--idle", 60) as u64,
             extra_routes: get("--extra-routes", 10_000),
+            seconds: get("--seconds", 300) as u64,
         }
     }
 }
+
+mod probes;
 
 /// The benchmark's report is its output.
 #[allow(clippy::print_stdout)]
@@ -76,62 +86,16 @@ fn core(o: &Opts) -> Result<()> {
         o.pods.div_ceil(10),
         started.elapsed().as_secs_f64()
     ));
-    let mut agent = Agent::start(&node, &[])?;
+    // Route verification alone first (probes off), logging at info as in production.
+    let mut agent = Agent::start(&node, &["--no-probes", "--log-level", "info"])?;
     let pid = agent.pid().context("agent pid")?;
     agent.wait_metrics("all pods", Duration::from_secs(60), |m| {
         m.value("podnet_local_pods") == Some(o.pods as f64)
     })?;
 
     // 1. Route deletion in the kernel → metric changed, and repair → metric cleared.
-    let targets: Vec<(IpAddr, u32, String)> = node
-        .pods()
-        .map(|p| (IpAddr::V4(p.ipv4), p.host_index, p.interface.clone()))
-        .collect();
-    let n = o.deletions;
-    let (mut detect, mut recover) = node.node().run(move |h| async move {
-        let addr = SocketAddr::from(([127, 0, 0, 1], PORT));
-        let mut detect = Vec::with_capacity(n);
-        let mut recover = Vec::with_capacity(n);
-        for k in 0..n {
-            let (ip, oif, iface) = &targets[(k * 7) % targets.len()];
-            let needle = format!("interface=\"{iface}\",ip=\"{ip}\",reason=\"route_missing\"");
-            let msg = pod_route(*ip, *oif)?;
-            let t0 = Instant::now();
-            h.route().del(msg.clone()).execute().await?;
-            let del_took = t0.elapsed();
-            wait_body(addr, t0, |b| b.contains(&needle))?;
-            let took = t0.elapsed();
-            detect.push(took);
-            if took > Duration::from_millis(5) {
-                eprintln!("slow detection #{k}: {took:?} (the delete call took {del_took:?})");
-            }
-            let t1 = Instant::now();
-            h.route().add(msg).execute().await?;
-            wait_body(addr, t1, |b| !b.contains("podnet_pod_route_problem{"))?;
-            recover.push(t1.elapsed());
-        }
-        Ok((detect, recover))
-    })?;
-    detect.sort();
-    recover.sort();
-    out(&format!(
-        "\nroute deletion -> /metrics shows route_missing ({n} deletions):"
-    ));
-    out(&format!(
-        "  p50 {} ms  p99 {} ms  max {} ms",
-        ms(percentile(&detect, 0.5)),
-        ms(percentile(&detect, 0.99)),
-        ms(percentile(&detect, 1.0))
-    ));
-    out(&format!(
-        "route re-added -> problem series gone ({n} repairs):"
-    ));
-    out(&format!(
-        "  p50 {} ms  p99 {} ms  max {} ms",
-        ms(percentile(&recover, 0.5)),
-        ms(percentile(&recover, 0.99)),
-        ms(percentile(&recover, 1.0))
-    ));
+    let (detect, recover) = latency(&node, o.deletions)?;
+    report_latency("route checks only (--no-probes)", &detect, &recover);
 
     // 2. Idle: nothing changes, nobody scrapes.
     let cpu0 = cpu_time(pid)?;
@@ -146,8 +110,22 @@ fn core(o: &Opts) -> Result<()> {
         status_kib(pid, "VmHWM")? as f64 / 1024.0
     ));
 
-    // 3. Full re-sync time, without and with extra routes in the main table.
+    // 1b. The same with the default configuration: probes running.
     agent.stop()?;
+    let agent = Agent::start(&node, &["--log-level", "info"])?;
+    agent.wait_metrics("every pod probed", Duration::from_secs(60), |m| {
+        m.value_with(
+            "podnet_probes_total",
+            &[("target", "pod"), ("result", "ok")],
+        )
+        .unwrap_or(0.0)
+            >= o.pods as f64
+    })?;
+    let (detect, recover) = latency(&node, o.deletions)?;
+    report_latency("default configuration (probes running)", &detect, &recover);
+    drop(agent);
+
+    // 3. Full re-sync time, without and with extra routes in the main table.
     let base = resync_times(&node, "without extra routes")?;
     let extra = o.extra_routes;
     node.node().run(move |h| async move {
@@ -187,6 +165,60 @@ fn core(o: &Opts) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Delete and re-add `n` pod routes (a different pod each time); the time from each change to
+/// `/metrics` reflecting it.
+fn latency(node: &SimNode, n: usize) -> Result<(Vec<Duration>, Vec<Duration>)> {
+    let targets: Vec<(IpAddr, u32, String)> = node
+        .pods()
+        .map(|p| (IpAddr::V4(p.ipv4), p.host_index, p.interface.clone()))
+        .collect();
+    let (mut detect, mut recover) = node.node().run(move |h| async move {
+        let addr = SocketAddr::from(([127, 0, 0, 1], PORT));
+        let mut detect = Vec::with_capacity(n);
+        let mut recover = Vec::with_capacity(n);
+        for k in 0..n {
+            let (ip, oif, iface) = &targets[(k * 7) % targets.len()];
+            let needle = format!("interface=\"{iface}\",ip=\"{ip}\",reason=\"route_missing\"");
+            let msg = pod_route(*ip, *oif)?;
+            let t0 = Instant::now();
+            h.route().del(msg.clone()).execute().await?;
+            let del_took = t0.elapsed();
+            wait_body(addr, t0, |b| b.contains(&needle))?;
+            let took = t0.elapsed();
+            detect.push(took);
+            if took > Duration::from_millis(5) {
+                eprintln!("slow detection #{k}: {took:?} (the delete call took {del_took:?})");
+            }
+            let t1 = Instant::now();
+            h.route().add(msg).execute().await?;
+            wait_body(addr, t1, |b| !b.contains("podnet_pod_route_problem{"))?;
+            recover.push(t1.elapsed());
+        }
+        Ok((detect, recover))
+    })?;
+    detect.sort();
+    recover.sort();
+    Ok((detect, recover))
+}
+
+fn report_latency(label: &str, detect: &[Duration], recover: &[Duration]) {
+    out(&format!("\n{label}:"));
+    out(&format!(
+        "  route deletion -> /metrics shows route_missing ({} deletions): p50 {} ms  p99 {} ms  max {} ms",
+        detect.len(),
+        ms(percentile(detect, 0.5)),
+        ms(percentile(detect, 0.99)),
+        ms(percentile(detect, 1.0))
+    ));
+    out(&format!(
+        "  route re-added -> problem series gone ({} repairs): p50 {} ms  p99 {} ms  max {} ms",
+        recover.len(),
+        ms(percentile(recover, 0.5)),
+        ms(percentile(recover, 0.99)),
+        ms(percentile(recover, 1.0))
+    ));
 }
 
 /// Poll /metrics until `done(body)`.
