@@ -5,5 +5,6 @@
 pub mod agent;
 pub mod bench;
 pub mod exposition;
+pub mod kubeapi;
 pub mod netns;
 pub mod simnode;
