@@ -1,0 +1,287 @@
+#!/usr/bin/env python3
+"""Consistency checks for deploy/ that no off-the-shelf validator makes (.ci/static-checks).
+
+Subcommands:
+  alerts RULES TESTS RUNBOOKS      every alert follows the conventions, has a runbook section
+                                   and unit tests that see it both silent and firing
+  prometheusrule RENDERED RULES OUT  the rendered PrometheusRule's spec equals the rule file;
+                                   writes the spec to OUT for promtool
+  manifests RENDERED               the rendered objects fit together (selectors, ports,
+                                   ServiceAccount, RBAC, capabilities, ServiceMonitor)
+  promconfig CONFIG OUT            copy of a Prometheus config with kubernetes_sd_configs
+                                   checked here and replaced by static_configs (Debian's
+                                   Prometheus is built without Kubernetes discovery)
+  dashboard JSON OUT               Grafana dashboard fields; writes every panel query as a
+                                   recording rule to OUT so promtool parses the PromQL
+"""
+import json
+import re
+import sys
+
+import yaml
+
+
+def fail(msg):
+    print(f"FAIL: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def load_all(path):
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def load(path):
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+SEVERITIES = {"critical", "warning", "info"}
+
+
+def alerts(rules_path, tests_path, runbooks_path):
+    rules = [r for g in load(rules_path)["groups"] for r in g["rules"] if "alert" in r]
+    with open(runbooks_path) as f:
+        headings = {
+            re.sub(r"[^a-z0-9 -]", "", line[3:].strip().lower()).replace(" ", "-")
+            for line in f
+            if line.startswith("## ")
+        }
+    with open(runbooks_path) as f:
+        table = {
+            m.group(1): (m.group(2), m.group(3))
+            for m in re.finditer(r"^\| \[(\w+)\]\(#\w+\) \| (\w+) \| (\w+) \|", f.read(), re.M)
+        }
+    with open("README.md") as f:
+        readme = {
+            m.group(1): (m.group(2), m.group(3))
+            for m in re.finditer(r"^\| `(Podnet\w+)` \| (\w+) \| (\w+) \|", f.read(), re.M)
+        }
+    silent, firing = set(), set()
+    for t in load(tests_path)["tests"]:
+        for case in t.get("alert_rule_test", []):
+            (firing if case.get("exp_alerts") else silent).add(case["alertname"])
+    names = set()
+    for r in rules:
+        name = r["alert"]
+        if name in names:
+            fail(f"alert {name} defined twice")
+        names.add(name)
+        if not re.fullmatch(r"Podnet(?:[A-Z][a-z0-9]*)+", name):
+            fail(f"{name}: not CamelCase with the Podnet prefix")
+        sev = r.get("labels", {}).get("severity")
+        if sev not in SEVERITIES:
+            fail(f"{name}: severity {sev!r} is not one of {sorted(SEVERITIES)}")
+        ann = r.get("annotations", {})
+        for key in ("summary", "description", "runbook_url"):
+            if not ann.get(key):
+                fail(f"{name}: no {key} annotation")
+        url = ann["runbook_url"]
+        if not url.startswith("https://github.com/podnet/podnet/blob/main/docs/runbooks.md#"):
+            fail(f"{name}: runbook_url {url} does not point into docs/runbooks.md")
+        anchor = url.split("#", 1)[1]
+        if anchor != name.lower():
+            fail(f"{name}: runbook anchor #{anchor} should be #{name.lower()}")
+        if anchor not in headings:
+            fail(f"{name}: docs/runbooks.md has no '## {name}' section")
+        if "for" not in r:
+            fail(f"{name}: no for: duration")
+        if table.get(name) != (sev, r["for"]):
+            fail(f"{name}: docs/runbooks.md's table says {table.get(name)}, the rule ({sev}, {r['for']})")
+        if readme.get(name) != (sev, r["for"]):
+            fail(f"{name}: README.md's alert table says {readme.get(name)}, the rule ({sev}, {r['for']})")
+        if name not in firing:
+            fail(f"{name}: no unit test in which it fires")
+        if name not in silent:
+            fail(f"{name}: no unit test in which it stays silent")
+    for doc, listed in (("docs/runbooks.md", table), ("README.md", readme)):
+        if set(listed) != names:
+            fail(f"{doc}'s alert table lists {sorted(set(listed) ^ names)} differently from the rules")
+    if "PodnetPodRouteMissing" not in names:
+        fail("PodnetPodRouteMissing is missing")
+    print(f"{len(names)} alerts: conventions, runbook sections and unit tests (firing and silent) ok")
+
+
+def prometheusrule(rendered, rules_path, out):
+    docs = [d for d in load_all(rendered) if d.get("kind") == "PrometheusRule"]
+    if len(docs) != 1:
+        fail(f"{rendered}: expected one PrometheusRule, found {len(docs)}")
+    spec = docs[0]["spec"]
+    if spec != load(rules_path):
+        fail(f"the PrometheusRule's spec differs from {rules_path}: run deploy/gen-prometheusrule")
+    with open(out, "w") as f:
+        yaml.safe_dump(spec, f, sort_keys=False)
+    print(f"PrometheusRule spec == {rules_path}")
+
+
+CAPS = {"NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE"}
+
+
+def manifests(rendered):
+    docs = load_all(rendered)
+    by_kind = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], []).append(d)
+
+    def selected(selector, labels):
+        return all(labels.get(k) == v for k, v in selector.items())
+
+    for ds in by_kind.get("DaemonSet", []):
+        spec, tpl = ds["spec"], ds["spec"]["template"]
+        pod = tpl["spec"]
+        labels = tpl["metadata"]["labels"]
+        if not selected(spec["selector"]["matchLabels"], labels):
+            fail("DaemonSet selector does not match its pod template")
+        if spec.get("updateStrategy", {}).get("type") != "RollingUpdate":
+            fail("DaemonSet is not RollingUpdate")
+        if not pod.get("hostNetwork"):
+            fail("DaemonSet is not hostNetwork")
+        if pod.get("priorityClassName") != "system-node-critical":
+            fail("DaemonSet priorityClassName is not system-node-critical")
+        if {"operator": "Exists"} not in pod.get("tolerations", []):
+            fail("DaemonSet does not tolerate every taint (control-plane nodes)")
+        sas = {(s["metadata"]["name"], s["metadata"].get("namespace")) for s in by_kind.get("ServiceAccount", [])}
+        if (pod["serviceAccountName"], ds["metadata"].get("namespace")) not in sas:
+            fail(f"ServiceAccount {pod['serviceAccountName']} is not in the same kustomization")
+        (c,) = pod["containers"]
+        env = {e["name"]: e for e in c.get("env", [])}
+        if env.get("NODE_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != "spec.nodeName":
+            fail("NODE_NAME does not come from the downward API (spec.nodeName)")
+        sc = c["securityContext"]
+        if sc.get("privileged") or not sc.get("readOnlyRootFilesystem"):
+            fail("agent container is privileged or has a writable root filesystem")
+        if sc.get("capabilities", {}).get("drop") != ["ALL"] or set(sc["capabilities"]["add"]) != CAPS:
+            fail(f"agent capabilities are not exactly drop ALL + {sorted(CAPS)}")
+        if "SYS_PTRACE" in sc["capabilities"]["add"] and not pod.get("hostPID"):
+            fail("SYS_PTRACE (the /proc fallback) without hostPID is useless")
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+            get = c.get(probe, {}).get("httpGet", {})
+            if get.get("path") != path or get.get("port") not in ports:
+                fail(f"{probe} is not GET {path} on a named container port")
+        mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
+        if mounts.get("/var/run/netns", {}).get("mountPropagation") != "HostToContainer":
+            fail("/var/run/netns is not mounted with HostToContainer propagation")
+        res = c.get("resources", {})
+        if not res.get("requests") or not res.get("limits"):
+            fail("agent has no resource requests and limits")
+        listen = env.get("PODNET_LISTEN", {}).get("value", "0.0.0.0:9710")
+        if int(listen.rsplit(":", 1)[1]) != ports["metrics"]:
+            fail(f"PODNET_LISTEN {listen} is not the metrics port {ports['metrics']}")
+        for svc in by_kind.get("Service", []):
+            if not selected(svc["spec"]["selector"], labels):
+                fail(f"Service {svc['metadata']['name']} does not select the agent pods")
+            if svc["spec"].get("clusterIP") != "None":
+                fail(f"Service {svc['metadata']['name']} is not headless")
+            for p in svc["spec"]["ports"]:
+                if p["targetPort"] not in ports:
+                    fail(f"Service port {p['name']} targets {p['targetPort']}, not a container port")
+
+    for role in by_kind.get("ClusterRole", []):
+        got = sorted(
+            (tuple(r["apiGroups"]), res, tuple(sorted(r["verbs"])))
+            for r in role["rules"]
+            for res in r["resources"]
+        )
+        want = [(("",), "nodes", ("get",)), (("",), "pods", ("get", "list", "watch"))]
+        if got != want:
+            fail(f"ClusterRole {role['metadata']['name']} grants {got}, want exactly {want}")
+    for b in by_kind.get("ClusterRoleBinding", []):
+        roles = {r["metadata"]["name"] for r in by_kind.get("ClusterRole", [])}
+        if b["roleRef"]["name"] not in roles:
+            fail(f"ClusterRoleBinding {b['metadata']['name']} refers to an unknown ClusterRole")
+        sas = {(s["metadata"]["name"], s["metadata"].get("namespace")) for s in by_kind.get("ServiceAccount", [])}
+        for s in b["subjects"]:
+            if (s["name"], s.get("namespace")) not in sas:
+                fail(f"ClusterRoleBinding subject {s} is not the agent's ServiceAccount")
+
+    for sm in by_kind.get("ServiceMonitor", []):
+        svcs = [s for s in by_kind.get("Service", []) if s["metadata"].get("namespace") == sm["metadata"].get("namespace")]
+        match = [s for s in svcs if selected(sm["spec"]["selector"]["matchLabels"], s["metadata"].get("labels", {}))]
+        if len(match) != 1:
+            fail(f"ServiceMonitor selects {len(match)} Services, want 1")
+        if match[0]["metadata"]["name"] != "podnet":
+            fail("the Service must be named podnet: its name is the job label the alerts select")
+        names = {p["name"] for p in match[0]["spec"]["ports"]}
+        for ep in sm["spec"]["endpoints"]:
+            if ep.get("port") not in names:
+                fail(f"ServiceMonitor endpoint port {ep.get('port')} is not a Service port")
+            if ep.get("honorLabels") is not True:
+                fail("ServiceMonitor endpoint without honorLabels: the checked pods' labels would be lost")
+            if not any(r.get("targetLabel") == "node" for r in ep.get("relabelings", [])):
+                fail("ServiceMonitor endpoint does not set the node label")
+    kinds = ", ".join(f"{k} x{len(v)}" for k, v in sorted(by_kind.items()))
+    print(f"{rendered}: consistent ({kinds})")
+
+
+K8S_SD_KEYS = {"role", "namespaces", "selectors", "api_server", "kubeconfig_file", "attach_metadata",
+               "basic_auth", "authorization", "oauth2", "bearer_token", "bearer_token_file",
+               "tls_config", "proxy_url", "follow_redirects", "enable_http2"}
+
+
+def promconfig(path, out):
+    cfg = load(path)
+    for job in cfg.get("scrape_configs", []):
+        sds = job.pop("kubernetes_sd_configs", None)
+        if sds is None:
+            continue
+        for sd in sds:
+            unknown = set(sd) - K8S_SD_KEYS
+            if unknown:
+                fail(f"job {job['job_name']}: unknown kubernetes_sd_configs keys {sorted(unknown)}")
+            if sd.get("role") not in {"node", "service", "pod", "endpoints", "endpointslice", "ingress"}:
+                fail(f"job {job['job_name']}: bad role {sd.get('role')}")
+            for sel in sd.get("selectors", []):
+                if set(sel) - {"role", "label", "field"} or sel.get("role") != sd["role"]:
+                    fail(f"job {job['job_name']}: bad selector {sel}")
+        job["static_configs"] = [{"targets": ["placeholder:9710"]}]
+        if job["job_name"] == "podnet" and not job.get("honor_labels"):
+            fail("job podnet without honor_labels")
+    with open(out, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    print(f"{path}: kubernetes_sd_configs ok, rest handed to promtool")
+
+
+def dashboard(path, out):
+    with open(path) as f:
+        d = json.load(f)
+    for key in ("title", "uid", "schemaVersion", "panels"):
+        if not d.get(key):
+            fail(f"dashboard has no {key}")
+    if not isinstance(d["schemaVersion"], int) or d["schemaVersion"] < 30:
+        fail("dashboard schemaVersion is not a recent integer")
+    var_names = {v["name"] for v in d.get("templating", {}).get("list", [])}
+    exprs, ids = [], set()
+    panels = list(d["panels"])
+    for p in panels:
+        panels.extend(p.get("panels", []))
+        if p.get("id") in ids:
+            fail(f"panel id {p.get('id')} used twice")
+        ids.add(p.get("id"))
+        if p.get("type") == "row":
+            continue
+        for k in ("title", "type", "gridPos", "targets", "datasource"):
+            if not p.get(k):
+                fail(f"panel {p.get('title')!r} has no {k}")
+        for t in p["targets"]:
+            if not t.get("expr") or not t.get("refId"):
+                fail(f"panel {p['title']!r}: a target without expr or refId")
+            exprs.append((p["title"], t["expr"]))
+    for title, e in exprs:
+        for v in re.findall(r"\$(\w+)", e):
+            if v not in var_names and not v.startswith("__"):
+                fail(f"panel {title!r} uses undefined variable ${v}")
+    # Grafana's variables → something promtool can parse.
+    subst = lambda e: e.replace("$__rate_interval", "5m").replace("$node", ".*")
+    rules = [{"record": f"dashboard:panel_{i}", "expr": subst(e)} for i, (_, e) in enumerate(exprs)]
+    with open(out, "w") as f:
+        yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, f, sort_keys=False)
+    print(f"{path}: {len(ids)} panels, {len(exprs)} queries; uid {d['uid']}")
+
+
+if __name__ == "__main__":
+    cmds = {"alerts": alerts, "prometheusrule": prometheusrule, "manifests": manifests,
+            "promconfig": promconfig, "dashboard": dashboard}
+    if len(sys.argv) < 2 or sys.argv[1] not in cmds:
+        fail(__doc__)
+    cmds[sys.argv[1]](*sys.argv[2:])

@@ -1,0 +1,671 @@
+//! The shipped alert rules, end to end, with the real components: a simulated Calico node, the
+//! real agent, the real Prometheus and Alertmanager (Debian packages), and a webhook receiver,
+//! all inside the node's network namespace on its loopback.
+//!
+//! A pod's host route is deleted → the webhook receives `PodnetPodRouteMissing` firing for that
+//! pod; the route is restored → it receives the resolved notification. Then the agent is
+//! stopped → `PodnetAgentDown` fires; started again → resolved. Prometheus uses a copy of
+//! `deploy/prometheus/podnet-rules.yaml` whose `for:` durations are shortened to
+//! [`TEST_FOR`]; everything else is the shipped file. Every process is stopped and every
+//! temporary directory removed on drop, also when the test fails.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use podnet_tests::agent::{Agent, HttpClient, PORT as AGENT_PORT};
+use podnet_tests::netns::NetnsThread;
+use podnet_tests::simnode::SimNode;
+use serde_json::Value;
+
+const PROMETHEUS_PORT: u16 = 9090;
+const ALERTMANAGER_PORT: u16 = 9093;
+const WEBHOOK_PORT: u16 = 9095;
+/// The `for:` of every rule in the test's copy of the rules.
+const TEST_FOR: &str = "2s";
+/// Generous guard for every wait; the real latencies are a few seconds.
+const WAIT: Duration = Duration::from_secs(90);
+/// Target labels the shipped scrape configs give the agent's target (node from
+/// `__meta_kubernetes_pod_node_name`, the agent pod's namespace and name).
+const AGENT_POD: &str = "podnet-agent-e2e";
+
+fn rules_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/podnet-rules.yaml")
+}
+
+/// An executable on `PATH`, or a failure that says how to get it (never a skip).
+fn require(name: &str, package: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "`{name}` (Debian package {package}) is not on PATH: this test needs the real \
+                 Prometheus and Alertmanager. Install them with `apt-get install prometheus \
+                 prometheus-alertmanager` (.ci/run does)"
+            )
+        })
+}
+
+/// A temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<Self> {
+        let p = std::env::temp_dir().join(format!("podnet-alerting-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
+        Ok(TempDir(p))
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() && std::env::var_os("PODNET_KEEP_LOG").is_some() {
+            eprintln!("keeping {}", self.0.display());
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A process started inside a namespace (`ip netns exec`), stopped on drop: SIGTERM, then
+/// SIGKILL after 10 s.
+struct Daemon {
+    name: &'static str,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(
+        netns: &str,
+        name: &'static str,
+        bin: &Path,
+        args: &[String],
+        dir: &TempDir,
+    ) -> Result<Self> {
+        let log = dir.path(&format!("{name}.log"));
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", netns])
+            .arg(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {name} in {netns}"))?;
+        Ok(Daemon {
+            name,
+            child: Some(child),
+            log,
+        })
+    }
+
+    /// Fail if it has exited.
+    fn check(&mut self) -> Result<()> {
+        if let Some(status) = self
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+        {
+            bail!("{} exited with {status}", self.name);
+        }
+        Ok(())
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let from = lines.len().saturating_sub(25);
+        format!(
+            "--- {} log (last lines) ---\n{}",
+            self.name,
+            lines[from..].join("\n")
+        )
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// One webhook notification from Alertmanager, with the time it arrived.
+#[derive(Debug, Clone)]
+struct Notification {
+    at: Instant,
+    body: Value,
+}
+
+impl Notification {
+    /// Every alert in it (each with its own `status`).
+    fn alerts(&self) -> impl Iterator<Item = &Value> {
+        self.body["alerts"].as_array().into_iter().flatten()
+    }
+}
+
+/// Alertmanager's webhook receiver: a `TcpListener` bound inside the node's namespace, served
+/// by a dedicated thread inside that namespace until dropped.
+struct Webhook {
+    received: Arc<Mutex<Vec<Notification>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl Webhook {
+    fn start(netns: &str, port: u16) -> Result<Self> {
+        let ns = NetnsThread::join(netns)?;
+        let listener = ns.run_blocking(move || {
+            let l = TcpListener::bind(("127.0.0.1", port))?;
+            l.set_nonblocking(true)?;
+            Ok(l)
+        })?;
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, s) = (Arc::clone(&received), Arc::clone(&stop));
+        let thread = std::thread::Builder::new()
+            .name("webhook".into())
+            .spawn(move || ns.run_blocking(move || serve(&listener, &r, &s)))?;
+        Ok(Webhook {
+            received,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn received(&self) -> Vec<Notification> {
+        self.received.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Fail if the receiver thread died (a malformed request, an I/O error).
+    fn check(&mut self) -> Result<()> {
+        if self.thread.as_ref().is_some_and(JoinHandle::is_finished) {
+            let t = self.thread.take().ok_or_else(|| anyhow!("no thread"))?;
+            t.join()
+                .map_err(|_| anyhow!("webhook thread panicked"))?
+                .context("webhook receiver")?;
+            bail!("webhook receiver stopped");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(
+    listener: &TcpListener,
+    received: &Mutex<Vec<Notification>>,
+    stop: &AtomicBool,
+) -> Result<()> {
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let body = read_request(stream)?;
+                let body: Value =
+                    serde_json::from_slice(&body).context("webhook body is not JSON")?;
+                received
+                    .lock()
+                    .map_err(|_| anyhow!("poisoned"))?
+                    .push(Notification {
+                        at: Instant::now(),
+                        body,
+                    });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Read one HTTP/1.1 POST (headers, then `Content-Length` bytes), answer 200 and close.
+fn read_request(mut s: TcpStream) -> Result<Vec<u8>> {
+    s.set_nonblocking(false)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let header_end = loop {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            bail!("connection closed inside the request headers");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..header_end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .ok_or_else(|| anyhow!("no Content-Length in {head:?}"))?
+        .trim()
+        .parse()?;
+    while buf.len() < header_end + len {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            bail!("connection closed inside the body");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+    Ok(buf[header_end..header_end + len].to_vec())
+}
+
+/// The shipped rules with every `for:` set to [`TEST_FOR`].
+fn test_rules() -> Result<String> {
+    let shipped = std::fs::read_to_string(rules_file()).context("reading the shipped rules")?;
+    let mut changed = 0;
+    let mut out = String::new();
+    for line in shipped.lines() {
+        let indent = &line[..line.len() - line.trim_start().len()];
+        if line.trim_start().starts_with("for: ") {
+            out.push_str(&format!("{indent}for: {TEST_FOR}\n"));
+            changed += 1;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    let alerts = shipped.matches("- alert: ").count();
+    if changed != alerts {
+        bail!("shortened {changed} `for:` lines, but the rules have {alerts} alerts");
+    }
+    Ok(out)
+}
+
+fn prometheus_config() -> String {
+    format!(
+        r#"global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+rule_files:
+  - rules.yaml
+alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: ["127.0.0.1:{ALERTMANAGER_PORT}"]
+scrape_configs:
+  # As deploy/prometheus/prometheus.yaml and the ServiceMonitor label the agent's target.
+  - job_name: podnet
+    honor_labels: true
+    static_configs:
+      - targets: ["127.0.0.1:{AGENT_PORT}"]
+        labels:
+          node: sim-node
+          namespace: podnet
+          pod: {AGENT_POD}
+"#
+    )
+}
+
+fn alertmanager_config() -> String {
+    format!(
+        r#"route:
+  receiver: webhook
+  group_by: ["..."]
+  group_wait: 0s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: webhook
+    webhook_configs:
+      - url: http://127.0.0.1:{WEBHOOK_PORT}/alerts
+        send_resolved: true
+"#
+    )
+}
+
+/// Everything the test runs, in drop order: webhook and daemons first, the node last.
+struct Bed {
+    webhook: Webhook,
+    prometheus: Daemon,
+    alertmanager: Daemon,
+    api: HttpClient,
+    am_api: HttpClient,
+    agent: Option<Agent>,
+    _dir: TempDir,
+    node: SimNode,
+}
+
+impl Bed {
+    fn start() -> Result<Self> {
+        let prometheus_bin = require("prometheus", "prometheus");
+        let alertmanager_bin = require("prometheus-alertmanager", "prometheus-alertmanager");
+        let node = SimNode::new(3, &[])?;
+        let ns = node.node_netns().to_owned();
+        let dir = TempDir::new()?;
+        std::fs::write(dir.path("rules.yaml"), test_rules()?)?;
+        std::fs::write(dir.path("prometheus.yaml"), prometheus_config())?;
+        std::fs::write(dir.path("alertmanager.yaml"), alertmanager_config())?;
+        let path = |n: &str| dir.path(n).display().to_string();
+
+        let agent = Agent::start(&node, &[])?;
+        let webhook = Webhook::start(&ns, WEBHOOK_PORT)?;
+        let alertmanager = Daemon::start(
+            &ns,
+            "alertmanager",
+            &alertmanager_bin,
+            &[
+                format!("--config.file={}", path("alertmanager.yaml")),
+                format!("--storage.path={}", path("alertmanager-data")),
+                format!("--web.listen-address=127.0.0.1:{ALERTMANAGER_PORT}"),
+                "--cluster.listen-address=".into(),
+            ],
+            &dir,
+        )?;
+        let prometheus = Daemon::start(
+            &ns,
+            "prometheus",
+            &prometheus_bin,
+            &[
+                format!("--config.file={}", path("prometheus.yaml")),
+                format!("--storage.tsdb.path={}", path("prometheus-data")),
+                format!("--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"),
+            ],
+            &dir,
+        )?;
+        Ok(Bed {
+            webhook,
+            prometheus,
+            alertmanager,
+            api: HttpClient::new(&ns, PROMETHEUS_PORT)?,
+            am_api: HttpClient::new(&ns, ALERTMANAGER_PORT)?,
+            agent: Some(agent),
+            _dir: dir,
+            node,
+        })
+    }
+
+    fn check(&mut self) -> Result<()> {
+        self.prometheus.check()?;
+        self.alertmanager.check()?;
+        self.webhook.check()
+    }
+
+    /// GET a Prometheus API path and return its `data`.
+    fn api(&self, path: &str) -> Result<Value> {
+        let (code, body) = self.api.get(path)?;
+        if code != 200 {
+            bail!("GET {path}: {code} {body}");
+        }
+        let v: Value = serde_json::from_str(&body)?;
+        Ok(v["data"].clone())
+    }
+
+    /// Poll `f` until it returns `Some`; fail after [`WAIT`] or when a process died.
+    fn wait<T>(&mut self, what: &str, mut f: impl FnMut(&Self) -> Result<Option<T>>) -> Result<T> {
+        let deadline = Instant::now() + WAIT;
+        let mut last_err = None;
+        loop {
+            self.check()?;
+            match f(self) {
+                Ok(Some(v)) => return Ok(v),
+                Ok(None) => {}
+                Err(e) => last_err = Some(e),
+            }
+            if Instant::now() > deadline {
+                bail!("timed out after {WAIT:?} waiting for {what} (last error: {last_err:?})");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The first notification received after `since` that holds an alert named `alertname`
+    /// with `status` and these labels.
+    fn wait_notification(
+        &mut self,
+        what: &str,
+        since: Instant,
+        alertname: &str,
+        status: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<(Instant, Value)> {
+        self.wait(what, |bed| {
+            Ok(bed.webhook.received().into_iter().find_map(|n| {
+                let at = n.at;
+                (at >= since)
+                    .then(|| {
+                        n.alerts()
+                            .find(|a| {
+                                a["status"] == status
+                                    && a["labels"]["alertname"] == alertname
+                                    && labels.iter().all(|(k, v)| a["labels"][*k] == *v)
+                            })
+                            .cloned()
+                    })
+                    .flatten()
+                    .map(|a| (at, a))
+            }))
+        })
+    }
+
+    fn diagnostics(&self) -> String {
+        let alerts = self
+            .api("/api/v1/alerts")
+            .map(|v| v.to_string())
+            .unwrap_or_else(|e| format!("{e:#}"));
+        let notifications: Vec<String> = self
+            .webhook
+            .received()
+            .iter()
+            .map(|n| n.body.to_string())
+            .collect();
+        format!(
+            "Prometheus alerts: {alerts}\nnotifications: {notifications:#?}\n{}\n{}\n{}",
+            self.prometheus.log_tail(),
+            self.alertmanager.log_tail(),
+            self.agent.as_ref().map(Agent::log_tail).unwrap_or_default()
+        )
+    }
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+#[test]
+fn route_missing_reaches_alertmanager_and_resolves() {
+    let mut bed = Bed::start().expect("starting the node, the agent, Prometheus and Alertmanager");
+    if let Err(e) = scenario(&mut bed) {
+        panic!("{e:#}\n{}", bed.diagnostics());
+    }
+}
+
+fn scenario(bed: &mut Bed) -> Result<()> {
+    let started = Instant::now();
+    // Prometheus scrapes the agent and has found Alertmanager.
+    bed.wait("Prometheus to scrape the agent (up == 1)", |b| {
+        let data = b.api("/api/v1/query?query=up")?;
+        Ok(data["result"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|s| s["value"][1] == "1"))
+            .then_some(()))
+    })?;
+    bed.wait("Prometheus to discover Alertmanager", |b| {
+        let data = b.api("/api/v1/alertmanagers")?;
+        Ok(data["activeAlertmanagers"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+            .then_some(()))
+    })?;
+    bed.wait("Alertmanager to be ready", |b| {
+        Ok(matches!(b.am_api.get("/-/ready"), Ok((200, _))).then_some(()))
+    })?;
+    eprintln!(
+        "Prometheus scraping, Alertmanager discovered after {}",
+        seconds(started.elapsed())
+    );
+
+    // Healthy node: a few evaluation rounds (rules are evaluated every second) with no alert,
+    // not even a pending one, and no notification.
+    std::thread::sleep(Duration::from_secs(4));
+    bed.check()?;
+    let alerts = bed.api("/api/v1/alerts")?;
+    if alerts["alerts"].as_array().is_none_or(|a| !a.is_empty()) {
+        bail!("alerts on a healthy node: {alerts}");
+    }
+    if !bed.webhook.received().is_empty() {
+        bail!("notifications on a healthy node");
+    }
+
+    // The incident: pod 1's host route disappears.
+    let pod = bed.node.pod(1).clone();
+    let ip = pod.ipv4.to_string();
+    let broken = Instant::now();
+    bed.node.delete_route(1, pod.ipv4.into())?;
+    let (fired_at, alert) = bed.wait_notification(
+        "PodnetPodRouteMissing firing for the pod",
+        broken,
+        "PodnetPodRouteMissing",
+        "firing",
+        &[("interface", &pod.interface), ("ip", &ip)],
+    )?;
+    let firing_latency = fired_at - broken;
+    eprintln!(
+        "route deleted → firing PodnetPodRouteMissing at the webhook: {} (for: {TEST_FOR})",
+        seconds(firing_latency)
+    );
+    let labels = &alert["labels"];
+    for (k, v) in [
+        ("severity", "critical"),
+        ("reason", "route_missing"),
+        ("job", "podnet"),
+        ("node", "sim-node"),
+        ("instance", &format!("127.0.0.1:{AGENT_PORT}")),
+    ] {
+        if labels[k] != v {
+            bail!("label {k} is {} (want {v}) in {alert}", labels[k]);
+        }
+    }
+    // Node mode: the agent leaves namespace/pod empty, and honor_labels must not replace them
+    // with the agent pod's own.
+    for k in ["namespace", "pod"] {
+        if !labels[k].is_null() && labels[k] != "" {
+            bail!(
+                "the alert names the agent's {k} ({}) instead of none: {alert}",
+                labels[k]
+            );
+        }
+    }
+    let description = alert["annotations"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    for want in [
+        ip.as_str(),
+        pod.interface.as_str(),
+        "sim-node",
+        "calico-node",
+    ] {
+        if !description.contains(want) {
+            bail!("description does not mention {want}: {description:?}");
+        }
+    }
+    if !alert["annotations"]["runbook_url"]
+        .as_str()
+        .is_some_and(|u| u.ends_with("docs/runbooks.md#podnetpodroutemissing"))
+    {
+        bail!("runbook_url: {alert}");
+    }
+
+    // The repair.
+    let repaired = Instant::now();
+    bed.node.restore_routes(1)?;
+    let (resolved_at, _) = bed.wait_notification(
+        "PodnetPodRouteMissing resolved",
+        repaired,
+        "PodnetPodRouteMissing",
+        "resolved",
+        &[("interface", &pod.interface), ("ip", &ip)],
+    )?;
+    let resolved_latency = resolved_at - repaired;
+    eprintln!(
+        "route restored → resolved PodnetPodRouteMissing at the webhook: {}",
+        seconds(resolved_latency)
+    );
+    // Nothing but that pod's route alert was raised on the way.
+    for n in bed.webhook.received() {
+        for a in n.alerts() {
+            if a["labels"]["alertname"] != "PodnetPodRouteMissing"
+                || a["labels"]["ip"] != ip.as_str()
+            {
+                bail!("unexpected alert while one route was missing: {a}");
+            }
+        }
+    }
+
+    // The agent goes away: PodnetAgentDown, labelled with the agent pod (target labels).
+    let mut agent = bed.agent.take().ok_or_else(|| anyhow!("no agent"))?;
+    let stopped = Instant::now();
+    agent.stop()?;
+    drop(agent);
+    let (down_at, down) = bed.wait_notification(
+        "PodnetAgentDown firing",
+        stopped,
+        "PodnetAgentDown",
+        "firing",
+        &[
+            ("pod", AGENT_POD),
+            ("namespace", "podnet"),
+            ("node", "sim-node"),
+        ],
+    )?;
+    eprintln!(
+        "agent stopped → firing PodnetAgentDown: {} ({})",
+        seconds(down_at - stopped),
+        down["annotations"]["description"]
+    );
+    let restarted = Instant::now();
+    bed.agent = Some(Agent::start(&bed.node, &[])?);
+    bed.wait_notification(
+        "PodnetAgentDown resolved",
+        restarted,
+        "PodnetAgentDown",
+        "resolved",
+        &[("pod", AGENT_POD)],
+    )?;
+    eprintln!(
+        "agent restarted → resolved PodnetAgentDown: {}",
+        seconds(restarted.elapsed())
+    );
+    bed.check()
+}
