@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ColorChoice, Parser, ValueEnum};
+use podnet_probe::cni::Cni;
 use podnet_probe::probe::target::Target;
 
 /// podnet-agent: proves, continuously, that every pod on this node is wired into the network.
@@ -25,10 +26,47 @@ pub struct Args {
     #[arg(long, env = "NODE_NAME", value_name = "NAME", value_parser = non_empty)]
     pub node_name: Option<String>,
 
-    /// Name prefix of pods' host-side interfaces: `cali` for Calico, `eni` for AWS VPC CNI.
-    #[arg(long, env = "PODNET_INTERFACE_PREFIX", default_value = "cali", value_name = "PREFIX",
+    /// Where the node's pods come from: the Kubernetes API (`kubernetes`), the node's own
+    /// interfaces (`node`), or `auto`: the API when in a cluster or given --kubeconfig.
+    #[arg(
+        long,
+        env = "PODNET_POD_SOURCE",
+        default_value = "auto",
+        value_name = "SOURCE"
+    )]
+    pub pod_source: PodSourceArg,
+
+    /// Kubeconfig to reach the API with (one file); without it, the in-cluster service account.
+    #[arg(long, env = "KUBECONFIG", value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// The CNI plugin, which names pods' host interfaces: `calico` (cali…), `aws-vpc-cni`
+    /// (eni…), or `generic` (no naming rule: pods are checked by their IPs' routes).
+    #[arg(long, env = "PODNET_CNI", default_value = "calico", value_name = "CNI",
+          value_parser = cni)]
+    pub cni: Cni,
+
+    /// Name prefix of pods' host interfaces, if not the CNI's default (`cali`, `eni`).
+    #[arg(long, env = "PODNET_INTERFACE_PREFIX", value_name = "PREFIX",
           value_parser = interface_prefix)]
-    pub interface_prefix: String,
+    pub interface_prefix: Option<String>,
+
+    /// How long a pod's new IP may go without its interface, and host wiring without a pod,
+    /// before that is reported (the CNI wires pods after the API assigns their IP).
+    #[arg(long, env = "PODNET_WIRING_GRACE", default_value = "30s", value_name = "DURATION",
+          value_parser = parse_duration)]
+    pub wiring_grace: Duration,
+
+    /// Length of each watch request to the API; a watch silent for this plus 30 s counts as
+    /// stalled and is replaced.
+    #[arg(long, env = "PODNET_KUBE_WATCH_TIMEOUT", default_value = "60s", value_name = "DURATION",
+          value_parser = kube_watch_timeout)]
+    pub kube_watch_timeout: Duration,
+
+    /// A Kubernetes watch unhealthy for this long is a node problem (`kube_watch_stalled`).
+    #[arg(long, env = "PODNET_KUBE_UNHEALTHY_THRESHOLD", default_value = "60s",
+          value_name = "DURATION", value_parser = parse_duration)]
+    pub kube_unhealthy_threshold: Duration,
 
     /// Full re-read of links, routes and settings, the safety net behind kernel events
     /// (e.g. 60s, 5m).
@@ -87,6 +125,17 @@ pub struct Args {
     pub log_format: LogFormat,
 }
 
+/// `--pod-source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PodSourceArg {
+    /// The API when in a cluster or given a kubeconfig, else the node.
+    Auto,
+    /// The Kubernetes API.
+    Kubernetes,
+    /// The node's own interfaces.
+    Node,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -116,6 +165,18 @@ fn interface_prefix(s: &str) -> Result<String, String> {
         return Err("may contain only letters, digits, '-', '_' and '.'".into());
     }
     Ok(s.to_owned())
+}
+
+fn cni(s: &str) -> Result<Cni, String> {
+    s.parse()
+}
+
+fn kube_watch_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(5) || d > Duration::from_secs(3600) {
+        return Err("must be between 5s and 1h".into());
+    }
+    Ok(d)
 }
 
 fn log_filter(s: &str) -> Result<String, String> {
@@ -207,7 +268,10 @@ mod tests {
     fn defaults() {
         let a = Args::try_parse_from(["podnet-agent"]).unwrap();
         assert_eq!(a.listen.port(), 9710);
-        assert_eq!(a.interface_prefix, "cali");
+        assert_eq!(a.interface_prefix, None);
+        assert_eq!(a.cni, Cni::Calico);
+        assert_eq!(a.pod_source, PodSourceArg::Auto);
+        assert_eq!(a.wiring_grace, Duration::from_secs(30));
         assert_eq!(a.resync_interval, Duration::from_secs(60));
         assert_eq!(a.log_format, LogFormat::Text);
         assert_eq!(a.probe_interval, Duration::from_secs(10));

@@ -3,6 +3,7 @@
 
 mod config;
 mod http;
+mod source;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use clap::Parser;
 use clap::error::ErrorKind;
 use podnet_probe::host::netlink::NetlinkHost;
 use podnet_probe::metrics::Metrics;
-use podnet_probe::monitor::{Monitor, MonitorConfig, PodSource, ProbeSettings};
+use podnet_probe::monitor::{Monitor, MonitorConfig, ProbeSettings};
 use podnet_probe::probe::target::{
     Gateways, HOST_TO_POD_TARGET, Target, check_unique, parse_probe_file,
 };
@@ -41,15 +42,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let targets = match probe_targets(&args) {
-        Ok(t) => t,
+    let checked = probe_targets(&args).and_then(|t| Ok((t, source::choose(&args)?)));
+    let (targets, choice) = match checked {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("podnet-agent: {e}");
             return ExitCode::from(2);
         }
     };
     init_logging(&args);
-    match run(args, targets) {
+    match run(args, targets, choice) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -94,7 +96,7 @@ fn node_name(args: &Args) -> String {
     })
 }
 
-fn run(args: Args, targets: Vec<Target>) -> anyhow::Result<()> {
+fn run(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyhow::Result<()> {
     // One runtime thread is plenty for this load; namespace work runs on its own thread. Fewer
     // threads also means fewer malloc arenas, i.e. a smaller resident set.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -102,25 +104,29 @@ fn run(args: Args, targets: Vec<Target>) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(serve(args, targets))
+    runtime.block_on(serve(args, targets, choice))
 }
 
-async fn serve(args: Args, targets: Vec<Target>) -> anyhow::Result<()> {
+async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyhow::Result<()> {
     let node = node_name(&args);
     info!(
         version = env!("CARGO_PKG_VERSION"),
         node = %node,
         listen = %args.listen,
-        interface_prefix = %args.interface_prefix,
+        pod_source = ?choice,
         "podnet-agent starting"
     );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
     let mut metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
+    let (pods, watch_task) =
+        source::start(choice, &args, &node, &mut metrics, stopped(stop_rx.clone())).await?;
     let host = NetlinkHost::new().context("opening netlink")?;
     let config = MonitorConfig {
         node_name: node,
-        pods: PodSource::Links {
-            prefix: args.interface_prefix.clone(),
-        },
+        pods,
         resync_interval: args.resync_interval,
         probes: (!args.no_probes).then(|| ProbeSettings {
             failure_threshold: args.probe_failures,
@@ -166,10 +172,6 @@ async fn serve(args: Args, targets: Vec<Target>) -> anyhow::Result<()> {
         monitor_alive: AtomicBool::new(true),
     });
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
     let monitor_task = {
         let state = Arc::clone(&state);
         let shutdown = stopped(stop_rx.clone());
@@ -191,6 +193,9 @@ async fn serve(args: Args, targets: Vec<Target>) -> anyhow::Result<()> {
     monitor_task.await.context("monitor task")?;
     if let Some(t) = prober_task {
         t.await.context("prober task")?;
+    }
+    if let Some(t) = watch_task {
+        t.await.context("Kubernetes watch task")?;
     }
     info!("stopped");
     Ok(())

@@ -18,6 +18,22 @@ fn help_documents_every_flag_and_its_environment_variable() {
         ("--resync-interval", "PODNET_RESYNC_INTERVAL"),
         ("--log-level", "PODNET_LOG"),
         ("--log-format", "PODNET_LOG_FORMAT"),
+        ("--probe", "PODNET_PROBES"),
+        ("--probe-file", "PODNET_PROBE_FILE"),
+        ("--probe-interval", "PODNET_PROBE_INTERVAL"),
+        ("--probe-timeout", "PODNET_PROBE_TIMEOUT"),
+        ("--probe-failures", "PODNET_PROBE_FAILURES"),
+        ("--probe-concurrency", "PODNET_PROBE_CONCURRENCY"),
+        ("--no-probes", "PODNET_NO_PROBES"),
+        ("--pod-source", "PODNET_POD_SOURCE"),
+        ("--kubeconfig", "KUBECONFIG"),
+        ("--cni", "PODNET_CNI"),
+        ("--wiring-grace", "PODNET_WIRING_GRACE"),
+        ("--kube-watch-timeout", "PODNET_KUBE_WATCH_TIMEOUT"),
+        (
+            "--kube-unhealthy-threshold",
+            "PODNET_KUBE_UNHEALTHY_THRESHOLD",
+        ),
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
         assert!(
@@ -51,6 +67,49 @@ fn bad_flags_and_values_exit_2_with_one_line() {
         "--interface-prefix",
     );
     assert_rejected(agent().args(["--log-level", "info,=["]), "--log-level");
+    assert_rejected(
+        agent().args(["--probe", "udp:1.2.3.4:53"]),
+        "udp:1.2.3.4:53",
+    );
+    assert_rejected(
+        agent().args(["--probe", "gateway=icmp:1.2.3.4"]),
+        "built-in",
+    );
+    assert_rejected(
+        agent().args(["--probe", "a=icmp:1.2.3.4", "--probe", "a=icmp:1.2.3.5"]),
+        "used twice",
+    );
+    assert_rejected(
+        agent().args(["--probe-file", "/nonexistent/probes"]),
+        "--probe-file",
+    );
+    assert_rejected(agent().args(["--probe-timeout", "1h"]), "--probe-timeout");
+    assert_rejected(agent().args(["--cni", "flannel"]), "--cni");
+    assert_rejected(agent().args(["--pod-source", "everywhere"]), "--pod-source");
+    assert_rejected(
+        agent()
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .args(["--pod-source", "kubernetes"]),
+        "--kubeconfig",
+    );
+    assert_rejected(
+        agent().args(["--kubeconfig", "/nonexistent/kubeconfig"]),
+        "--kubeconfig",
+    );
+    assert_rejected(
+        agent().args(["--pod-source", "node", "--cni", "generic"]),
+        "--interface-prefix",
+    );
+}
+
+#[test]
+fn a_bad_probe_file_names_its_line() {
+    let dir = std::env::temp_dir().join(format!("podnet-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("probes");
+    std::fs::write(&file, "# targets\nicmp:198.51.100.1\nnot-a-probe\n").unwrap();
+    assert_rejected(agent().arg("--probe-file").arg(&file), "line 3");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

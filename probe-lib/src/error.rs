@@ -23,6 +23,9 @@ pub enum Error {
     /// A dump did not complete in time.
     #[error("netlink dump of {0} timed out")]
     Timeout(&'static str),
+    /// Talking to the Kubernetes API could not even start (configuration, client).
+    #[error("Kubernetes: {0}")]
+    Kube(String),
     /// A dump was interrupted by concurrent changes every time it was retried.
     #[error("netlink dump of {0} was interrupted by concurrent changes {1} times in a row")]
     Interrupted(&'static str, u32),

@@ -8,6 +8,7 @@ mod error;
 #[cfg(test)]
 mod fixtures;
 pub mod host;
+pub mod kube;
 pub mod metrics;
 pub mod monitor;
 pub mod pods;

@@ -4,7 +4,11 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+use std::time::{Duration, Instant};
+
+use crate::cni::Cni;
 use crate::host::HostState;
+use crate::kube::KubeView;
 
 /// A pod's identity. Both fields are empty when the pod was found from its interface alone
 /// (node mode), where no API tells us its name.
@@ -27,6 +31,10 @@ pub struct ExpectedPod {
     pub interface: String,
     /// Its IPs (at most one per family in practice), sorted.
     pub ips: Vec<IpAddr>,
+    /// Its IPs are newer than the wiring grace period: a missing interface is not a problem
+    /// yet (the CNI may still be wiring it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub in_grace: bool,
 }
 
 /// Node mode: every veth whose name starts with `prefix` and whose peer lives in another
@@ -51,11 +59,51 @@ pub fn discover_from_links(host: &HostState, prefix: &str) -> Vec<ExpectedPod> {
                 id: PodId::default(),
                 interface: l.name.clone(),
                 ips,
+                in_grace: false,
             }
         })
         .collect();
     pods.sort_by(|a, b| a.interface.cmp(&b.interface));
     pods
+}
+
+/// The pods the API puts on this node, each with the interface its CNI gives it. Pods without
+/// an IP yet and terminating pods are not expected to be wired. With a CNI that names interfaces
+/// unpredictably, the interface is the one the pod IP's route uses (empty without a route).
+pub fn expected_from_api(
+    view: &KubeView,
+    cni: &Cni,
+    prefix: Option<&str>,
+    host: &HostState,
+    now: Instant,
+    grace: Duration,
+) -> Vec<ExpectedPod> {
+    view.pods
+        .iter()
+        .filter(|t| !t.pod.terminating && !t.pod.ips.is_empty())
+        .map(|t| {
+            let p = &t.pod;
+            let interface = cni
+                .interface_for(prefix, &p.namespace, &p.name)
+                .or_else(|| {
+                    p.ips
+                        .iter()
+                        .find_map(|ip| host.host_route(*ip)?.oif)
+                        .and_then(|i| host.link(i))
+                        .map(|l| l.name.clone())
+                })
+                .unwrap_or_default();
+            ExpectedPod {
+                id: PodId {
+                    namespace: p.namespace.clone(),
+                    name: p.name.clone(),
+                },
+                interface,
+                ips: p.ips.clone(),
+                in_grace: t.ips_since.is_some_and(|since| now < since + grace),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -120,5 +168,81 @@ mod tests {
         assert_eq!(ips, ["10.244.0.5", "fd00::5"]);
         assert!(pods.iter().all(|p| p.id == PodId::default()));
         assert_eq!(discover_from_links(&host, "eni").len(), 1);
+    }
+
+    fn view(pods: &[(&str, Option<&str>, bool, Option<Instant>)]) -> KubeView {
+        KubeView {
+            synced: true,
+            pods: pods
+                .iter()
+                .map(|(name, ip, terminating, since)| crate::kube::Tracked {
+                    pod: crate::kube::KubePod {
+                        namespace: "default".into(),
+                        name: (*name).into(),
+                        uid: String::new(),
+                        ips: ip.iter().map(|i| i.parse().unwrap()).collect(),
+                        terminating: *terminating,
+                    },
+                    ips_since: *since,
+                })
+                .collect(),
+            health: Default::default(),
+        }
+    }
+
+    #[test]
+    fn api_pods_get_their_cni_interface_and_grace() {
+        let now = Instant::now();
+        let grace = Duration::from_secs(30);
+        let v = view(&[
+            (
+                "web-0",
+                Some("10.244.0.5"),
+                false,
+                Some(now - Duration::from_secs(60)),
+            ),
+            (
+                "new",
+                Some("10.244.0.6"),
+                false,
+                Some(now - Duration::from_secs(5)),
+            ),
+            ("pending", None, false, None),
+            (
+                "leaving",
+                Some("10.244.0.7"),
+                true,
+                Some(now - Duration::from_secs(60)),
+            ),
+        ]);
+        let host = HostState::default();
+        let pods = expected_from_api(&v, &Cni::Calico, None, &host, now, grace);
+        assert_eq!(pods.len(), 2);
+        assert_eq!(pods[0].interface, "cali0d7763386da");
+        assert_eq!(pods[0].id.name, "web-0");
+        assert!(!pods[0].in_grace);
+        assert!(pods[1].in_grace);
+        let eni = expected_from_api(&v, &Cni::AwsVpcCni, None, &host, now, grace);
+        assert_eq!(eni[0].interface, "eni0d7763386da");
+    }
+
+    #[test]
+    fn generic_cni_uses_the_routes_interface() {
+        let now = Instant::now();
+        let v = view(&[
+            ("web-0", Some("10.244.0.5"), false, None),
+            ("x", Some("10.244.0.9"), false, None),
+        ]);
+        let host = HostState::from_dump(
+            HostDump {
+                links: vec![link(7, "veth1234", "veth", Some(1))],
+                routes: vec![crate::fixtures::route("10.244.0.5/32", Some(7))],
+                ..HostDump::default()
+            },
+            Default::default(),
+        );
+        let pods = expected_from_api(&v, &Cni::Generic, None, &host, now, Duration::ZERO);
+        assert_eq!(pods[0].interface, "veth1234");
+        assert_eq!(pods[1].interface, "", "no route, no interface");
     }
 }

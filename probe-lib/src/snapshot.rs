@@ -12,8 +12,11 @@ use crate::verdict::Verdicts;
 pub struct Snapshot {
     /// Node name.
     pub node: String,
-    /// Where the expected pods come from (`node`: the node's own interfaces).
+    /// Where the expected pods come from (`node`: the node's own interfaces; `kubernetes`).
     pub pod_source: &'static str,
+    /// The Kubernetes watch, when pods come from the API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kube: Option<crate::monitor::KubeStatus>,
     /// A full dump has been read: verdicts mean something.
     pub synced: bool,
     /// When the last full re-sync completed.
@@ -40,6 +43,7 @@ impl Snapshot {
         Snapshot {
             node,
             pod_source,
+            kube: None,
             synced: false,
             last_full_sync: None,
             generation: 0,
@@ -97,7 +101,7 @@ impl PodSet {
                 .verdicts
                 .pods
                 .iter()
-                .filter(|p| !p.pod.ips.is_empty())
+                .filter(|p| !p.pod.ips.is_empty() && !p.pod.interface.is_empty())
                 .map(|p| PodEntry {
                     interface: p.pod.interface.clone(),
                     ips: p.pod.ips.clone(),
@@ -109,7 +113,7 @@ impl PodSet {
     }
 }
 
-fn unix_seconds<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn unix_seconds<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
     match t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()) {
         Some(d) => s.serialize_f64(d.as_secs_f64()),
         None => s.serialize_none(),

@@ -74,6 +74,10 @@ pub struct PodSpec {
     pub name: String,
     /// Also give it an IPv6 address.
     pub dual_stack: bool,
+    /// Its IPv4 address, if not the next free one (e.g. an IP reused from a deleted pod).
+    pub ipv4: Option<Ipv4Addr>,
+    /// Add its host routes (the CNI's last step). Off: the route step never happened.
+    pub host_route: bool,
 }
 
 impl PodSpec {
@@ -84,7 +88,32 @@ impl PodSpec {
             namespace: NAMESPACES[n % NAMESPACES.len()].to_owned(),
             name: format!("app-{n}"),
             dual_stack,
+            ipv4: None,
+            host_route: true,
         }
+    }
+
+    /// A pod with this namespace and name.
+    pub fn named(namespace: &str, name: &str) -> Self {
+        PodSpec {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            dual_stack: false,
+            ipv4: None,
+            host_route: true,
+        }
+    }
+
+    /// Use this IPv4 address.
+    pub fn with_ipv4(mut self, ip: Ipv4Addr) -> Self {
+        self.ipv4 = Some(ip);
+        self
+    }
+
+    /// Do not add its host routes.
+    pub fn without_host_route(mut self) -> Self {
+        self.host_route = false;
+        self
     }
 }
 
@@ -308,7 +337,7 @@ impl SimNode {
         self.next_index += 1;
         let netns_name = format!("{}-p{index}", self.base);
         let interface = veth_name("cali", &spec.namespace, &spec.name);
-        let ipv4 = pod_ipv4(index);
+        let ipv4 = spec.ipv4.unwrap_or_else(|| pod_ipv4(index));
         let ipv6 = spec.dual_stack.then(|| pod_ipv6(index));
         let mac = [
             0x02,
@@ -319,7 +348,7 @@ impl SimNode {
             index as u8,
         ];
         let pod_ns = NetnsThread::create(&netns_name)?;
-        let wired = self.wire_pod(&pod_ns, &interface, ipv4, ipv6, mac);
+        let wired = self.wire_pod(&pod_ns, &interface, ipv4, ipv6, mac, spec.host_route);
         drop(pod_ns);
         let host_index = match wired {
             Ok(i) => i,
@@ -353,6 +382,7 @@ impl SimNode {
         ipv4: Ipv4Addr,
         ipv6: Option<Ipv6Addr>,
         mac: [u8; 6],
+        host_route: bool,
     ) -> Result<u32> {
         pod_ns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
         pod_ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
@@ -425,12 +455,14 @@ impl SimNode {
         let host_index = self.node.run(move |h| async move {
             let idx = index_of(&h, &iface).await?;
             set_link(&h, idx, true).await?;
-            h.route()
-                .add(pod_route(ipv4.into(), idx)?)
-                .execute()
-                .await?;
-            if let Some(v6) = ipv6 {
-                h.route().add(pod_route(v6.into(), idx)?).execute().await?;
+            if host_route {
+                h.route()
+                    .add(pod_route(ipv4.into(), idx)?)
+                    .execute()
+                    .await?;
+                if let Some(v6) = ipv6 {
+                    h.route().add(pod_route(v6.into(), idx)?).execute().await?;
+                }
             }
             h.neighbours()
                 .add(idx, ipv4.into())

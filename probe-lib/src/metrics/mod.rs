@@ -125,6 +125,52 @@ impl ProbeMetrics {
     }
 }
 
+/// Labels of `podnet_kube_watch_restarts_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// Labels of `podnet_kube_requests_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerbLabels {
+    verb: &'static str,
+}
+
+/// The handles the Kubernetes watch updates.
+#[derive(Debug, Clone, Default)]
+pub struct KubeMetrics {
+    healthy: Gauge,
+    restarts: Family<ReasonLabels, Counter>,
+    last_event: Gauge<f64, std::sync::atomic::AtomicU64>,
+    requests: Family<VerbLabels, Counter>,
+}
+
+impl KubeMetrics {
+    /// The watch is (un)healthy.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.set(i64::from(healthy));
+    }
+
+    /// Count a restart.
+    pub fn restarted(&self, reason: &'static str) {
+        self.restarts.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Something arrived from the API (list, event, bookmark).
+    pub fn event_seen(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_event.set(now);
+    }
+
+    /// Count a request to the API.
+    pub fn request(&self, verb: &'static str) {
+        self.requests.get_or_create(&VerbLabels { verb }).inc();
+    }
+}
+
 /// The handles the monitor updates.
 #[derive(Debug, Clone)]
 pub struct MonitorMetrics {
@@ -253,6 +299,39 @@ impl Metrics {
         self.probe.clone()
     }
 
+    /// Register the Kubernetes watch's metrics (only when pods come from the API) and return
+    /// their handles.
+    pub fn kube(&mut self) -> KubeMetrics {
+        let m = KubeMetrics::default();
+        for reason in crate::kube::RESTART_REASONS {
+            let _ = m.restarts.get_or_create(&ReasonLabels { reason });
+        }
+        for verb in ["list", "watch"] {
+            let _ = m.requests.get_or_create(&VerbLabels { verb });
+        }
+        self.registry.register(
+            "podnet_kube_watch_healthy",
+            "1 while listing and watching this node's pods works",
+            m.healthy.clone(),
+        );
+        self.registry.register(
+            "podnet_kube_watch_restarts",
+            "Times the pod watch started over, by reason",
+            m.restarts.clone(),
+        );
+        self.registry.register(
+            "podnet_kube_last_event_timestamp_seconds",
+            "When the last list, watch event or bookmark arrived",
+            m.last_event.clone(),
+        );
+        self.registry.register(
+            "podnet_kube_requests",
+            "Requests to the Kubernetes API, by verb",
+            m.requests.clone(),
+        );
+        m
+    }
+
     /// Render in the Prometheus text format (0.0.4).
     pub fn encode(&self) -> Result<String, fmt::Error> {
         let mut out = String::with_capacity(4096);
@@ -358,9 +437,9 @@ impl Collector for VerdictCollector {
     }
 }
 
-/// `podnet_pods_probe_failing{target}` (every target, always) and
-/// `podnet_pod_probe_failing{…}` (only while failing). Failures reported at node level
-/// (`target_unreachable`) are not pod failures.
+/// `podnet_pods_probe_failing{target}` (every target, always: how many pods fail it, whatever
+/// the explanation) and `podnet_pod_probe_failing{…}` (only pod alarms: failures not explained
+/// at node level by `target_unreachable` or `forwarding_disabled`).
 fn encode_probe_verdicts(
     encoder: &mut DescriptorEncoder,
     snap: &Snapshot,
@@ -368,15 +447,19 @@ fn encode_probe_verdicts(
     if snap.probe_targets.is_empty() {
         return Ok(());
     }
+    let mut counts: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
     // (pod index, target) → result of its first failing destination.
-    let mut failing: Vec<(usize, &str, &'static str)> = Vec::new();
+    let mut alarms: Vec<(usize, &str, &'static str)> = Vec::new();
     for (i, pv) in snap.verdicts.pods.iter().enumerate() {
-        for t in pv.probes.iter().filter(|t| t.is_pod_failure()) {
-            if !failing
-                .iter()
-                .any(|(j, name, _)| *j == i && *name == t.state.target)
-            {
-                failing.push((i, &t.state.target, t.state.last.as_str()));
+        let mut counted: Vec<&str> = Vec::new();
+        for t in pv.probes.iter().filter(|t| t.failing) {
+            let target = t.state.target.as_str();
+            if !counted.contains(&target) {
+                counted.push(target);
+                *counts.entry(target).or_default() += 1;
+            }
+            if t.is_pod_failure() && !alarms.iter().any(|(j, name, _)| *j == i && *name == target) {
+                alarms.push((i, target, t.state.last.as_str()));
             }
         }
     }
@@ -388,17 +471,17 @@ fn encode_probe_verdicts(
             MetricType::Gauge,
         )?;
         for target in &snap.probe_targets {
-            let n = failing.iter().filter(|(_, t, _)| t == target).count() as i64;
+            let n = counts.get(target.as_str()).copied().unwrap_or(0);
             ConstGauge::new(n).encode(e.encode_family(&[("target", target.as_str())])?)?;
         }
     }
     let mut e = encoder.encode_descriptor(
         "podnet_pod_probe_failing",
-        "1 while this pod fails to reach this target; absent otherwise",
+        "1 while this pod fails to reach this target and the node does not explain it; absent otherwise",
         None,
         MetricType::Gauge,
     )?;
-    for (i, target, result) in failing {
+    for (i, target, result) in alarms {
         let pv = &snap.verdicts.pods[i];
         let labels = [
             ("namespace", pv.pod.id.namespace.as_str()),

@@ -14,6 +14,7 @@ fn pod(i: usize, problems: Vec<PodProblem>) -> PodVerdict {
             },
             interface: format!("cali{i:011}"),
             ips: vec![format!("10.244.0.{i}").parse().unwrap()],
+            in_grace: false,
         },
         link: None,
         problems,

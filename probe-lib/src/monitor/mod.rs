@@ -16,11 +16,17 @@ use tracing::{debug, info, warn};
 
 use crate::Error;
 use crate::host::{EventReceiver, HostNetwork, HostState, KernelEvent, Link, ResyncCause};
+use crate::kube::KubeView;
 use crate::metrics::MonitorMetrics;
-use crate::pods::{ExpectedPod, discover_from_links};
+use crate::pods::ExpectedPod;
 use crate::probe::report::PodProbes;
 use crate::snapshot::{PodSet, Snapshot};
 use crate::verdict::{PodProblem, ProbeView, Verdicts, evaluate};
+
+mod source;
+
+use source::{Expectation, SourceState};
+pub use source::{KubeStatus, PodSource};
 
 /// Events applied before the verdicts are recomputed, at most; a longer burst is split so
 /// the published state never lags far behind.
@@ -31,25 +37,6 @@ const PEER_RETRY: Duration = Duration::from_millis(500);
 const PROBE_FLUSH: Duration = Duration::from_secs(1);
 /// After this many fruitless reads, leave a namespace to the periodic re-sync.
 const PEER_RETRY_LIMIT: u32 = 20;
-
-/// Where the monitor learns which pods should be on this node.
-#[derive(Debug, Clone)]
-pub enum PodSource {
-    /// Node mode: every veth named with this prefix whose peer is in another namespace.
-    Links {
-        /// Interface prefix, e.g. `cali`.
-        prefix: String,
-    },
-}
-
-impl PodSource {
-    /// Short name for `/status`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            PodSource::Links { .. } => "node",
-        }
-    }
-}
 
 /// How probe results are judged (present when probes run).
 #[derive(Debug, Clone)]
@@ -92,8 +79,9 @@ pub struct Monitor<H> {
     probe_tx: mpsc::UnboundedSender<PodProbes>,
     probe_rx: Option<mpsc::UnboundedReceiver<PodProbes>>,
     pod_set: watch::Sender<Arc<PodSet>>,
-    /// Expected pods as of the last state change (probe results alone do not change them).
-    expected: Option<Vec<ExpectedPod>>,
+    /// Expected pods as of the last change (probe results alone do not change them).
+    expected: Option<Expectation>,
+    source_state: SourceState,
 }
 
 /// What a batch of events asks for once it is applied.
@@ -132,6 +120,7 @@ impl<H: HostNetwork> Monitor<H> {
             probe_rx: Some(probe_rx),
             pod_set,
             expected: None,
+            source_state: SourceState::default(),
         };
         (monitor, rx)
     }
@@ -159,6 +148,10 @@ impl<H: HostNetwork> Monitor<H> {
         let mut backoff = Backoff::default();
         let (_, idle) = mpsc::unbounded_channel();
         let mut probes = self.probe_rx.take().unwrap_or(idle);
+        let mut kube = match &self.config.pods {
+            PodSource::Kubernetes { view, .. } => Some(view.clone()),
+            PodSource::Links { .. } => None,
+        };
         loop {
             let mut events = match self.host.subscribe().await {
                 Ok(rx) => rx,
@@ -180,7 +173,7 @@ impl<H: HostNetwork> Monitor<H> {
             }
             backoff = Backoff::default();
             self.publish();
-            self.event_loop(&mut events, &mut probes).await;
+            self.event_loop(&mut events, &mut probes, &mut kube).await;
             warn!("kernel event subscription ended; subscribing again");
         }
     }
@@ -190,6 +183,7 @@ impl<H: HostNetwork> Monitor<H> {
         &mut self,
         events: &mut EventReceiver,
         probes: &mut mpsc::UnboundedReceiver<PodProbes>,
+        kube: &mut Option<watch::Receiver<Arc<KubeView>>>,
     ) {
         let period = self.config.resync_interval;
         let mut periodic = interval_at(tokio::time::Instant::now() + period, period);
@@ -201,6 +195,11 @@ impl<H: HostNetwork> Monitor<H> {
         let mut flush_at: Option<tokio::time::Instant> = None;
         loop {
             let mut follow = Followups::default();
+            let deadline = self
+                .expected
+                .as_ref()
+                .and_then(|e| e.next_deadline)
+                .map(tokio::time::Instant::from_std);
             tokio::select! {
                 ev = events.recv() => {
                     let Some(ev) = ev else { return };
@@ -222,6 +221,20 @@ impl<H: HostNetwork> Monitor<H> {
                     continue;
                 }
                 () = tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)), if flush_at.is_some() => {}
+                changed = async {
+                    match kube.as_mut() {
+                        Some(rx) => rx.changed().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if changed.is_err() {
+                        *kube = None; // The watch is gone; keep the last view.
+                    }
+                    self.expected = None;
+                }
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                    self.expected = None;
+                }
                 _ = periodic.tick() => follow.resync = Some(ResyncCause::Periodic),
                 _ = retry.tick(), if !self.unresolved.is_empty() || self.resync_pending.is_some() => {
                     follow.resync = self.resync_pending;
@@ -242,11 +255,10 @@ impl<H: HostNetwork> Monitor<H> {
     }
 
     fn is_pod_link(&self, link: &Link) -> bool {
-        match &self.config.pods {
-            PodSource::Links { prefix } => {
-                link.name.starts_with(prefix.as_str()) && link.is_veth_to_other_netns()
-            }
-        }
+        self.config
+            .pods
+            .link_prefix()
+            .is_some_and(|p| link.name.starts_with(p) && link.is_veth_to_other_netns())
     }
 
     /// Apply one event and note what it asks for.
@@ -356,18 +368,13 @@ impl<H: HostNetwork> Monitor<H> {
         self.unresolved.retain(|nsid, _| live.contains(nsid));
     }
 
-    fn expected_pods(&self) -> Vec<ExpectedPod> {
-        match &self.config.pods {
-            PodSource::Links { prefix } => discover_from_links(&self.state, prefix),
-        }
-    }
-
     /// Judge the pods and publish a new snapshot; log what changed.
     fn publish(&mut self) {
-        if self.expected.is_none() {
-            self.expected = Some(self.expected_pods());
-        }
-        let pods: &[ExpectedPod] = self.expected.as_deref().unwrap_or_default();
+        let expectation = self.expected.get_or_insert_with(|| {
+            self.source_state
+                .expect(&self.config.pods, &self.state, Instant::now())
+        });
+        let pods: &[ExpectedPod] = &expectation.pods;
         // Reports of pods that went away must not come back with a new pod of the same name.
         let live: HashSet<&str> = pods.iter().map(|p| p.interface.as_str()).collect();
         self.probe_reports.retain(|k, _| live.contains(k.as_str()));
@@ -375,11 +382,15 @@ impl<H: HostNetwork> Monitor<H> {
             reports: &self.probe_reports,
             failure_threshold: p.failure_threshold,
         });
-        let verdicts = evaluate(pods, &self.state, view.as_ref());
+        let mut verdicts = evaluate(pods, &self.state, view.as_ref());
+        verdicts
+            .node
+            .extend(expectation.node_problems.iter().cloned());
         log_changes(&self.last.verdicts, &verdicts, !self.last.synced);
         let snap = Arc::new(Snapshot {
             node: self.config.node_name.clone(),
-            pod_source: self.config.pods.name(),
+            pod_source: expectation.source_name,
+            kube: expectation.kube.clone(),
             synced: true,
             last_full_sync: self.last_full_sync,
             generation: self.last.generation + 1,

@@ -7,8 +7,10 @@ use std::net::IpAddr;
 
 use serde::{Serialize, Serializer};
 
+mod orphans;
 mod probes;
 
+pub use orphans::{Orphan, find_orphans};
 pub use probes::{ProbeView, TargetVerdict};
 
 use crate::host::{Family, HostState, Link, NetconfScope, RouteKind};
@@ -79,6 +81,13 @@ pub enum NodeReason {
     /// A probe target fails from every pod while their gateways answer: the target or the
     /// path beyond the node is broken (detail: the target's name).
     TargetUnreachable,
+    /// A pod route (`/32`, `/128` via a pod interface) for an IP no pod here owns.
+    OrphanedRoute,
+    /// A pod interface that belongs to no pod here.
+    OrphanedInterface,
+    /// The Kubernetes watch has been unhealthy for longer than the threshold: the pod set may
+    /// be stale.
+    KubeWatchStalled,
 }
 
 impl NodeReason {
@@ -93,6 +102,9 @@ impl NodeReason {
         match self {
             NodeReason::ForwardingDisabled => "forwarding_disabled",
             NodeReason::TargetUnreachable => "target_unreachable",
+            NodeReason::OrphanedRoute => "orphaned_route",
+            NodeReason::OrphanedInterface => "orphaned_interface",
+            NodeReason::KubeWatchStalled => "kube_watch_stalled",
         }
     }
 }
@@ -238,7 +250,17 @@ fn pod_problems(
 ) -> Vec<PodProblem> {
     let mut out = Vec::new();
     let problem = |reason, ip, detail: String| PodProblem { reason, ip, detail };
+    if pod.interface.is_empty() {
+        // No naming rule and no route: all that can be said is about the routes.
+        for &ip in &pod.ips {
+            out.extend(route_problem(ip, None, host));
+        }
+        return out;
+    }
     let Some(link) = host.link_by_name(&pod.interface) else {
+        if pod.in_grace {
+            return out; // The CNI may still be wiring it.
+        }
         out.push(problem(
             PodReason::InterfaceMissing,
             pod.ips.first().copied(),

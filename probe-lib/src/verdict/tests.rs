@@ -67,6 +67,7 @@ impl Node {
                 },
                 interface: POD_A.into(),
                 ips: vec!["10.244.0.2".parse().unwrap(), "fd00::2".parse().unwrap()],
+                in_grace: false,
             },
             ExpectedPod {
                 id: PodId {
@@ -75,6 +76,7 @@ impl Node {
                 },
                 interface: POD_B.into(),
                 ips: vec!["10.244.0.3".parse().unwrap()],
+                in_grace: false,
             },
         ]
     }

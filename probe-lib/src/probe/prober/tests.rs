@@ -27,6 +27,7 @@ fn pod(i: usize) -> PodVerdict {
             id: PodId::default(),
             interface: format!("cali{i}"),
             ips: vec![format!("10.244.0.{}", i + 2).parse().unwrap()],
+            in_grace: false,
         },
         link: Some(PodLink {
             index: 10 + i as u32,

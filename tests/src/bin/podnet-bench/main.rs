@@ -7,6 +7,9 @@
 //! node, an outside ICMP and an outside TCP target, host → pod) at the default interval, side
 //! by side with prometheus-blackbox-exporter doing the same host → pod ICMP probes at the same
 //! rate; CPU, memory and per-probe cost of both.
+//!
+//! `podnet-bench kube [--pods 250] [--others 50000] [--seconds 300]`: Kubernetes mode with this
+//! node's pods among many others in the API double: memory, time to sync, API requests/min.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
@@ -23,9 +26,10 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("core") => core(&Opts::parse(&args[1..])),
         Some("probes") => probes::run(&Opts::parse(&args[1..])),
+        Some("kube") => kube::run(&Opts::parse(&args[1..])),
         _ => {
             eprintln!(
-                "usage: podnet-bench core [--pods N] [--deletions N] [--idle SECS] [--extra-routes N]\n       podnet-bench probes [--pods N] [--seconds N]"
+                "usage: podnet-bench core [--pods N] [--deletions N] [--idle SECS] [--extra-routes N]\n       podnet-bench probes [--pods N] [--seconds N]\n       podnet-bench kube [--pods N] [--others N] [--seconds N]"
             );
             return ExitCode::from(2);
         }
@@ -45,6 +49,7 @@ struct Opts {
     idle: u64,
     extra_routes: usize,
     seconds: u64,
+    others: usize,
 }
 
 impl Opts {
@@ -62,10 +67,12 @@ impl Opts {
             idle: get("--idle", 60) as u64,
             extra_routes: get("--extra-routes", 10_000),
             seconds: get("--seconds", 300) as u64,
+            others: get("--others", 50_000),
         }
     }
 }
 
+mod kube;
 mod probes;
 
 /// The benchmark's report is its output.

@@ -1,0 +1,87 @@
+//! Wiring of the pod source: the node's own interfaces, or a Kubernetes watch.
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use podnet_probe::kube::{KubeWatcher, WatchConfig, in_cluster};
+use podnet_probe::metrics::Metrics;
+use podnet_probe::monitor::PodSource;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::config::{Args, PodSourceArg};
+
+/// The pod source the flags ask for, checked before anything starts.
+#[derive(Debug)]
+pub enum Choice {
+    /// Node mode with this interface prefix.
+    Node(String),
+    /// The API, through this kubeconfig or in-cluster.
+    Kubernetes(Option<PathBuf>),
+}
+
+/// Decide, or explain in one line why the flags do not work together.
+pub fn choose(args: &Args) -> Result<Choice, String> {
+    let kube = match args.pod_source {
+        PodSourceArg::Kubernetes => true,
+        PodSourceArg::Node => false,
+        PodSourceArg::Auto => args.kubeconfig.is_some() || in_cluster(),
+    };
+    if kube {
+        if args.kubeconfig.is_none() && !in_cluster() {
+            return Err(
+                "--pod-source kubernetes needs --kubeconfig or an in-cluster service account"
+                    .into(),
+            );
+        }
+        if let Some(path) = &args.kubeconfig {
+            // A bad file is bad input: say so now, in one line.
+            kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?;
+        }
+        return Ok(Choice::Kubernetes(args.kubeconfig.clone()));
+    }
+    let prefix = args
+        .interface_prefix
+        .clone()
+        .or_else(|| args.cni.interface_prefix().map(str::to_owned))
+        .ok_or("node mode needs --interface-prefix with --cni generic")?;
+    Ok(Choice::Node(prefix))
+}
+
+/// Build the source; for the API, start the watch (stopped by `shutdown`).
+pub async fn start(
+    choice: Choice,
+    args: &Args,
+    node: &str,
+    metrics: &mut Metrics,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(PodSource, Option<JoinHandle<()>>)> {
+    match choice {
+        Choice::Node(prefix) => Ok((PodSource::Links { prefix }, None)),
+        Choice::Kubernetes(kubeconfig) => {
+            let client = podnet_probe::kube::client(kubeconfig.as_deref())
+                .await
+                .context("connecting to the Kubernetes API")?;
+            let config = WatchConfig {
+                node: node.to_owned(),
+                watch_timeout: args.kube_watch_timeout,
+                page_size: 500,
+            };
+            let (watcher, view) = KubeWatcher::new(client, config, metrics.kube());
+            info!(node, "watching this node's pods in the Kubernetes API");
+            let task = tokio::spawn(watcher.run(shutdown));
+            Ok((
+                PodSource::Kubernetes {
+                    view,
+                    cni: args.cni.clone(),
+                    prefix: args.interface_prefix.clone(),
+                    grace: args.wiring_grace,
+                    unhealthy_after: args.kube_unhealthy_threshold,
+                },
+                Some(task),
+            ))
+        }
+    }
+}

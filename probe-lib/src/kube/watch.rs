@@ -1,0 +1,335 @@
+//! List and watch this node's pods, and never stall silently (the incident's root cause was a
+//! watcher that looped on "resourceVersion too old" while reporting ready).
+//!
+//! A list (paginated, `fieldSelector=spec.nodeName=<node>`) gives the full set and a resource
+//! version; a watch from there (with bookmarks) applies changes. A 410 Gone — as an HTTP status
+//! or as a watch `ERROR` event — always means a fresh list, never a retry of the same version.
+//! A watch that sends nothing, not even a bookmark or its own end, for longer than its timeout
+//! plus a margin is declared stalled and replaced. Errors back off exponentially with jitter
+//! (at most 5 s, so the watch is back within seconds of the API's return). Health and restarts
+//! are exported; the monitor turns a long unhealthy spell into a node-level problem.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use kube::Api;
+use kube::api::{ApiResource, DynamicObject, ListParams, WatchEvent, WatchParams};
+use serde_json::Value;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::store::{KubeHealth, KubeView, PodStore};
+use crate::metrics::KubeMetrics;
+
+/// Watch settings.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    /// This node's name (`spec.nodeName`).
+    pub node: String,
+    /// `timeoutSeconds` of each watch request; the server ends the watch then and we start the
+    /// next one from the last resource version (not an error).
+    pub watch_timeout: Duration,
+    /// Items per list page.
+    pub page_size: u32,
+}
+
+/// Why a watch was restarted (the `reason` label of `podnet_kube_watch_restarts_total`).
+pub const RESTART_REASONS: [&str; 8] = [
+    "gone",
+    "server_error",
+    "client_error",
+    "connect",
+    "timeout",
+    "stalled",
+    "closed",
+    "decode",
+];
+
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A watch silent for its timeout plus this (or half its timeout, if less) is stalled.
+const STALL_MARGIN: Duration = Duration::from_secs(30);
+/// How long one list page or the start of a watch may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+enum WatchEnd {
+    /// The server ended the watch at its timeout: start the next one.
+    Timeout,
+    /// Watch again from the same resource version after this problem.
+    Retry(&'static str, String),
+    /// Start over with a list after this problem.
+    Relist(&'static str, String),
+}
+
+/// The pods API for a type-erased Pod: a malformed pod is still a `DynamicObject`, so one bad
+/// object never fails a whole list.
+fn pods_api(client: kube::Client) -> Api<DynamicObject> {
+    let ar = ApiResource {
+        group: String::new(),
+        version: "v1".into(),
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        plural: "pods".into(),
+    };
+    Api::all_with(client, &ar)
+}
+
+fn classify(e: &kube::Error) -> &'static str {
+    match e {
+        kube::Error::Api(s) if s.code == 410 => "gone",
+        kube::Error::Api(s) if s.code >= 500 => "server_error",
+        kube::Error::Api(_) => "client_error",
+        kube::Error::SerdeError(_) | kube::Error::LinesCodecMaxLineLengthExceeded => "decode",
+        other if other.to_string().contains("timed out") => "timeout",
+        _ => "connect",
+    }
+}
+
+fn to_value(o: &DynamicObject) -> Value {
+    serde_json::to_value(o).unwrap_or(Value::Null)
+}
+
+/// Follows this node's pods and publishes a [`KubeView`] on every change.
+pub struct KubeWatcher {
+    api: Api<DynamicObject>,
+    config: WatchConfig,
+    selector: String,
+    store: PodStore,
+    health: KubeHealth,
+    synced: bool,
+    tx: watch::Sender<Arc<KubeView>>,
+    metrics: KubeMetrics,
+    jitter: u64,
+}
+
+impl std::fmt::Debug for KubeWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeWatcher")
+            .field("node", &self.config.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubeWatcher {
+    /// A watcher over `client`, and the receiver of its views.
+    pub fn new(
+        client: kube::Client,
+        config: WatchConfig,
+        metrics: KubeMetrics,
+    ) -> (Self, watch::Receiver<Arc<KubeView>>) {
+        let (tx, rx) = watch::channel(Arc::new(KubeView::default()));
+        let selector = format!("spec.nodeName={}", config.node);
+        let watcher = KubeWatcher {
+            api: pods_api(client),
+            store: PodStore::new(&config.node),
+            config,
+            selector,
+            health: KubeHealth::default(),
+            synced: false,
+            tx,
+            metrics,
+            jitter: u64::from(std::process::id()) | 1,
+        };
+        (watcher, rx)
+    }
+
+    /// Run until `shutdown` completes.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        tokio::select! {
+            () = shutdown => debug!("Kubernetes watch stopping"),
+            () = self.run_forever() => {}
+        }
+    }
+
+    async fn run_forever(&mut self) {
+        let mut delay = BACKOFF_MIN;
+        loop {
+            let mut rv = match self.list().await {
+                Ok(rv) => {
+                    delay = BACKOFF_MIN;
+                    rv
+                }
+                Err((reason, e)) => {
+                    self.failed(reason, &e);
+                    delay = self.sleep(delay).await;
+                    continue;
+                }
+            };
+            loop {
+                match self.watch_once(&mut rv).await {
+                    WatchEnd::Timeout => {}
+                    WatchEnd::Retry(reason, e) => {
+                        self.failed(reason, &e);
+                        delay = self.sleep(delay).await;
+                    }
+                    WatchEnd::Relist(reason, e) => {
+                        self.failed(reason, &e);
+                        delay = self.sleep(delay).await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleep for about `delay` (±25 %), return the next delay.
+    async fn sleep(&mut self, delay: Duration) -> Duration {
+        self.jitter ^= self.jitter << 13;
+        self.jitter ^= self.jitter >> 7;
+        self.jitter ^= self.jitter << 17;
+        let factor = 0.75 + (self.jitter % 1000) as f64 / 2000.0;
+        tokio::time::sleep(delay.mul_f64(factor)).await;
+        (delay * 2).min(BACKOFF_MAX)
+    }
+
+    fn failed(&mut self, reason: &'static str, error: &str) {
+        self.metrics.restarted(reason);
+        self.health.restarts += 1;
+        self.health.last_error = Some(format!("{reason}: {error}"));
+        if self.health.healthy || self.health.unhealthy_since.is_none() {
+            warn!(reason, error, "Kubernetes watch failed; starting over");
+            self.health.unhealthy_since = Some(Instant::now());
+        } else {
+            debug!(reason, error, "Kubernetes watch still failing");
+        }
+        self.health.healthy = false;
+        self.metrics.set_healthy(false);
+        self.publish();
+    }
+
+    fn contact(&mut self) {
+        self.health.last_event = Some(SystemTime::now());
+        self.metrics.event_seen();
+    }
+
+    fn ok(&mut self) {
+        if !self.health.healthy {
+            if self.health.unhealthy_since.is_some() {
+                info!(pods = self.store.len(), "Kubernetes watch healthy again");
+            }
+            self.health.healthy = true;
+            self.health.unhealthy_since = None;
+            self.metrics.set_healthy(true);
+        }
+        self.contact();
+    }
+
+    fn publish(&self) {
+        let view = KubeView {
+            synced: self.synced,
+            pods: self.store.pods(),
+            health: self.health.clone(),
+        };
+        self.tx.send_if_modified(|current| {
+            if **current == view {
+                false
+            } else {
+                *current = Arc::new(view);
+                true
+            }
+        });
+    }
+
+    /// `GET /api/v1/pods?fieldSelector=spec.nodeName=<node>&limit=N` (and its pages).
+    async fn list(&mut self) -> Result<String, (&'static str, String)> {
+        let mut lp = ListParams::default()
+            .fields(&self.selector)
+            .limit(self.config.page_size);
+        let mut items = Vec::new();
+        let rv = loop {
+            self.metrics.request("list");
+            let page = match tokio::time::timeout(REQUEST_TIMEOUT, self.api.list(&lp)).await {
+                Err(_) => return Err(("timeout", "list timed out".into())),
+                Ok(Err(e)) => return Err((classify(&e), e.to_string())),
+                Ok(Ok(p)) => p,
+            };
+            items.extend(page.items.iter().map(to_value));
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => lp = lp.continue_token(&token),
+                None => break page.metadata.resource_version.unwrap_or_default(),
+            }
+        };
+        self.store.replace(items.iter(), Instant::now());
+        self.synced = true;
+        self.ok();
+        debug!(pods = self.store.len(), resource_version = %rv, "listed this node's pods");
+        self.publish();
+        Ok(rv)
+    }
+
+    /// `GET …&watch=1&resourceVersion=RV&allowWatchBookmarks=true&timeoutSeconds=T`.
+    async fn watch_once(&mut self, rv: &mut String) -> WatchEnd {
+        let timeout = self.config.watch_timeout.as_secs().clamp(1, 3600) as u32;
+        let wp = WatchParams::default()
+            .fields(&self.selector)
+            .timeout(timeout);
+        self.metrics.request("watch");
+        let started = Instant::now();
+        let stream = match tokio::time::timeout(REQUEST_TIMEOUT, self.api.watch(&wp, rv)).await {
+            Err(_) => return WatchEnd::Retry("timeout", "watch request timed out".into()),
+            Ok(Err(e)) if classify(&e) == "gone" => return WatchEnd::Relist("gone", e.to_string()),
+            Ok(Err(e)) => return WatchEnd::Retry(classify(&e), e.to_string()),
+            Ok(Ok(s)) => s,
+        };
+        self.ok();
+        self.publish();
+        let mut stream = std::pin::pin!(stream);
+        let idle_limit =
+            self.config.watch_timeout + (self.config.watch_timeout / 2).min(STALL_MARGIN);
+        loop {
+            let item = match tokio::time::timeout(idle_limit, stream.next()).await {
+                Err(_) => {
+                    return WatchEnd::Relist(
+                        "stalled",
+                        format!("nothing from the watch for {idle_limit:?}"),
+                    );
+                }
+                Ok(None) => {
+                    // Ended by the server: at its timeout that is normal, earlier it was dropped.
+                    return if started.elapsed() + Duration::from_secs(1)
+                        >= self.config.watch_timeout
+                    {
+                        WatchEnd::Timeout
+                    } else {
+                        WatchEnd::Retry("closed", "the watch ended early".into())
+                    };
+                }
+                Ok(Some(Err(e))) => return WatchEnd::Retry(classify(&e), e.to_string()),
+                Ok(Some(Ok(ev))) => ev,
+            };
+            self.contact();
+            match item {
+                WatchEvent::Added(o) | WatchEvent::Modified(o) => {
+                    if let Some(v) = &o.metadata.resource_version {
+                        rv.clone_from(v);
+                    }
+                    self.store.upsert(&to_value(&o), Instant::now());
+                    self.publish();
+                }
+                WatchEvent::Deleted(o) => {
+                    if let Some(v) = &o.metadata.resource_version {
+                        rv.clone_from(v);
+                    }
+                    self.store.delete(&to_value(&o));
+                    self.publish();
+                }
+                WatchEvent::Bookmark(b) => rv.clone_from(&b.metadata.resource_version),
+                WatchEvent::Error(status) if status.code == 410 => {
+                    // Our version is compacted away: only a fresh list helps (the incident's
+                    // watcher retried the same version forever).
+                    return WatchEnd::Relist("gone", status.message.clone());
+                }
+                WatchEvent::Error(status) => {
+                    let reason = if status.code >= 500 {
+                        "server_error"
+                    } else {
+                        "client_error"
+                    };
+                    return WatchEnd::Relist(reason, status.message.clone());
+                }
+            }
+        }
+    }
+}
