@@ -67,7 +67,7 @@ pub async fn start(
             let config = WatchConfig {
                 node: node.to_owned(),
                 watch_timeout: args.kube_watch_timeout,
-                page_size: 500,
+                page_size: 100,
             };
             let (watcher, view) = KubeWatcher::new(client, config, metrics.kube());
             info!(node, "watching this node's pods in the Kubernetes API");

@@ -87,8 +87,32 @@ fn classify(e: &kube::Error) -> &'static str {
     }
 }
 
+/// Just the fields [`parse_pod`](super::parse_pod) reads, so a list of fat pod specs is not
+/// copied whole.
 fn to_value(o: &DynamicObject) -> Value {
-    serde_json::to_value(o).unwrap_or(Value::Null)
+    let m = &o.metadata;
+    let pick = |section: &str, fields: &[&str]| -> Value {
+        match o.data.get(section) {
+            Some(Value::Object(map)) => Value::Object(
+                fields
+                    .iter()
+                    .filter_map(|f| map.get(*f).map(|v| ((*f).to_owned(), v.clone())))
+                    .collect(),
+            ),
+            Some(other) => other.clone(),
+            None => Value::Null,
+        }
+    };
+    serde_json::json!({
+        "metadata": {
+            "name": m.name,
+            "namespace": m.namespace,
+            "uid": m.uid,
+            "deletionTimestamp": m.deletion_timestamp.as_ref().map(|_| true),
+        },
+        "spec": pick("spec", &["nodeName", "hostNetwork"]),
+        "status": pick("status", &["phase", "podIP", "podIPs"]),
+    })
 }
 
 /// Follows this node's pods and publishes a [`KubeView`] on every change.
@@ -238,6 +262,7 @@ impl KubeWatcher {
             .fields(&self.selector)
             .limit(self.config.page_size);
         let mut items = Vec::new();
+        // Pages are converted as they come, keeping only what podnet reads of each pod.
         let rv = loop {
             self.metrics.request("list");
             let page = match tokio::time::timeout(REQUEST_TIMEOUT, self.api.list(&lp)).await {

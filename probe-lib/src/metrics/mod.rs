@@ -262,6 +262,7 @@ impl Metrics {
             })
             .set(1);
         registry.register("podnet_build_info", "Always 1; the agent's version", build);
+        registry.register_collector(Box::new(process::ProcessCollector));
         let probe = ProbeMetrics {
             probes: Family::default(),
             duration: Family::new_with_constructor(probe_histogram),
@@ -494,6 +495,8 @@ fn encode_probe_verdicts(
     }
     Ok(())
 }
+
+mod process;
 
 #[cfg(test)]
 mod tests;

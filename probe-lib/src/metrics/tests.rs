@@ -113,4 +113,13 @@ fn counters_info_and_timestamps() {
     assert!(text.contains("podnet_netlink_last_resync_timestamp_seconds 7"));
     assert!(text.contains("podnet_synced 1\n"));
     assert!(text.contains("# TYPE podnet_netlink_resync_duration_seconds histogram"));
+    // Process metrics, from /proc/self.
+    let rss = samples(&text)
+        .into_iter()
+        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap();
+    assert!(rss > 1e6, "{rss}");
+    assert!(text.contains("\nprocess_cpu_seconds_total "), "{text}");
+    assert!(text.contains("process_open_fds "));
 }

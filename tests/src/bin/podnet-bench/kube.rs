@@ -66,13 +66,13 @@ pub(super) fn run(o: &Opts) -> Result<()> {
         let rss = status_kib(pid, "VmRSS")? as f64 / 1024.0;
         let hwm = status_kib(pid, "VmHWM")? as f64 / 1024.0;
         rows.push(format!(
-            "| {} | {} | {:.1} s | {rss:.1} MiB | {hwm:.1} MiB | {lists:.2} | {watches:.2} |",
+            "| {} | {} | {:.3} s | {rss:.1} MiB | {hwm:.1} MiB | {lists:.2} | {watches:.2} |",
             api.pod_count(),
             o.pods,
             synced.as_secs_f64(),
         ));
         out(&format!(
-            "{} pods in the API ({others} on other nodes, filled in {:.1} s): agent ready with all {} of this node's pods {:.1} s after start; RSS {rss:.1} MiB (peak {hwm:.1}); over {} s: {lists:.2} lists/min, {watches:.2} watches/min",
+            "{} pods in the API ({others} on other nodes, filled in {:.1} s): agent ready with all {} of this node's pods {:.3} s after start; RSS {rss:.1} MiB (peak {hwm:.1}); over {} s: {lists:.2} lists/min, {watches:.2} watches/min",
             api.pod_count(),
             filled.as_secs_f64(),
             o.pods,
