@@ -77,6 +77,17 @@ fn wait_status(agent: &Agent, what: &str, pred: impl Fn(&Value) -> bool) -> Valu
     }
 }
 
+/// One pod's entry in /status.
+fn pod_status(agent: &Agent, interface: &str) -> Value {
+    agent.status().unwrap()["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["interface"] == interface)
+        .unwrap_or_else(|| panic!("{interface} not in /status"))
+        .clone()
+}
+
 /// Pod failure series as `(interface, target)`.
 fn pod_failures(m: &Samples) -> BTreeSet<(String, String)> {
     m.named("podnet_pod_probe_failing")
@@ -175,14 +186,8 @@ fn a_deleted_host_route_fails_only_that_pod_and_names_the_route() {
         f.iter().all(|(i, _)| *i == victim.interface),
         "other pods failing: {f:?}"
     );
-    assert!(m.node_problems().is_empty() || m.node_problems() == BTreeSet::from(["".to_owned()]));
-    let status = agent.status().unwrap();
-    let p = status["pods"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["interface"] == victim.interface.as_str())
-        .unwrap();
+    assert!(m.node_problems().is_empty());
+    let p = pod_status(&agent, &victim.interface);
     for d in p["probes"]
         .as_array()
         .unwrap()
@@ -225,13 +230,7 @@ fn a_pod_without_its_default_route_fails_with_a_pod_side_reason() {
         f.contains(&(victim.interface.clone(), "pod".into())),
         "{f:?}"
     );
-    let status = agent.status().unwrap();
-    let p = status["pods"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["interface"] == victim.interface.as_str())
-        .unwrap();
+    let p = pod_status(&agent, &victim.interface);
     assert_eq!(p["pod_side"]["default_route_v4"], false);
     let d = p["probes"]
         .as_array()

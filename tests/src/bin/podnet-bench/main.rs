@@ -120,14 +120,7 @@ fn core(o: &Opts) -> Result<()> {
     // 1b. The same with the default configuration: probes running.
     agent.stop()?;
     let agent = Agent::start(&node, &["--log-level", "info"])?;
-    agent.wait_metrics("every pod probed", Duration::from_secs(60), |m| {
-        m.value_with(
-            "podnet_probes_total",
-            &[("target", "pod"), ("result", "ok")],
-        )
-        .unwrap_or(0.0)
-            >= o.pods as f64
-    })?;
+    wait_every_pod_probed(&agent, o.pods)?;
     let (detect, recover) = latency(&node, o.deletions)?;
     report_latency("default configuration (probes running)", &detect, &recover);
     drop(agent);
@@ -226,6 +219,19 @@ fn report_latency(label: &str, detect: &[Duration], recover: &[Duration]) {
         ms(percentile(recover, 0.99)),
         ms(percentile(recover, 1.0))
     ));
+}
+
+/// Wait until the agent has probed every pod from the host at least once.
+fn wait_every_pod_probed(agent: &Agent, pods: usize) -> Result<()> {
+    agent.wait_metrics("every pod probed", Duration::from_secs(60), |m| {
+        m.value_with(
+            "podnet_probes_total",
+            &[("target", "pod"), ("result", "ok")],
+        )
+        .unwrap_or(0.0)
+            >= pods as f64
+    })?;
+    Ok(())
 }
 
 /// Poll /metrics until `done(body)`.

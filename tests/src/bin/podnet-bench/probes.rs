@@ -77,14 +77,7 @@ pub(super) fn run(o: &Opts) -> Result<()> {
     let pod_ips: Vec<String> = node.pods().map(|p| p.ipv4.to_string()).collect();
 
     // Warm up: every pod probed at least once, blackbox answering.
-    agent.wait_metrics("every pod probed", Duration::from_secs(60), |m| {
-        m.value_with(
-            "podnet_probes_total",
-            &[("target", "pod"), ("result", "ok")],
-        )
-        .unwrap_or(0.0)
-            >= o.pods as f64
-    })?;
+    super::wait_every_pod_probed(&agent, o.pods)?;
     let driver = NetnsThread::join(node.node_netns())?;
     let (a0, b0) = (cpu_time(agent_pid)?, cpu_time(bb_pid)?);
     let probes0 = total_probes(&agent.metrics()?);
