@@ -3,6 +3,7 @@
 
 mod config;
 mod http;
+mod memory;
 mod source;
 
 use std::process::ExitCode;
@@ -107,6 +108,10 @@ fn run(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyhow::Resu
     runtime.block_on(serve(args, targets, choice))
 }
 
+/// How often freed heap is returned to the kernel (see `memory`); each call costs well under a
+/// millisecond.
+const MALLOC_TRIM_EVERY: Duration = Duration::from_secs(10);
+
 async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyhow::Result<()> {
     let node = node_name(&args);
     info!(
@@ -181,6 +186,7 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
         })
     };
     let prober_task = prober.map(|p| tokio::spawn(p.run(stopped(stop_rx.clone()))));
+    tokio::spawn(memory::trim_forever(MALLOC_TRIM_EVERY));
     tokio::spawn(async move {
         wait_for_signal().await;
         info!("shutting down");

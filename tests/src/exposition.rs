@@ -63,6 +63,15 @@ impl Samples {
             .collect()
     }
 
+    /// Samples of per-pod series (those labelled with a pod's interface). With every pod
+    /// healthy there are none: series must not grow with the number of pods.
+    pub fn pod_series(&self) -> Vec<&Sample> {
+        self.0
+            .iter()
+            .filter(|s| s.labels.contains_key("interface"))
+            .collect()
+    }
+
     /// Number of samples.
     pub fn len(&self) -> usize {
         self.0.len()

@@ -464,10 +464,13 @@ impl SimNode {
                     h.route().add(pod_route(v6.into(), idx)?).execute().await?;
                 }
             }
+            // Replace, as felix does (`ip neigh replace`): the agent may already have
+            // probed the pod through its new route, leaving an incomplete entry.
             h.neighbours()
                 .add(idx, ipv4.into())
                 .link_layer_address(&mac)
                 .state(NeighbourState::Permanent)
+                .replace()
                 .execute()
                 .await?;
             Ok(idx)

@@ -227,7 +227,14 @@ fn pods_added_and_removed_while_running_leave_no_stale_series() {
             m.value("podnet_local_pods") == Some(12.0) && m.problems().is_empty()
         })
         .unwrap();
-    assert_eq!(before.len(), after.len(), "series grew with healthy pods");
+    // Per-pod series only: counters of probe results may gain a `result` value when a new
+    // pod's first probe races its wiring, which is not growth with the number of pods.
+    assert!(before.pod_series().is_empty(), "{:?}", before.pod_series());
+    assert!(
+        after.pod_series().is_empty(),
+        "series grew with healthy pods: {:?}",
+        after.pod_series()
+    );
     let status = agent.status().unwrap();
     let new = status["pods"]
         .as_array()

@@ -10,7 +10,7 @@ use rtnetlink::packet_core::{
     NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
-use rtnetlink::packet_route::link::LinkMessage;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkExtentMask, LinkMessage};
 use rtnetlink::packet_route::route::RouteMessage;
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::proto::{ConnectionHandle, new_connection};
@@ -61,11 +61,14 @@ impl NetlinkHost {
         Ok(NetlinkHost { dumps })
     }
 
-    async fn dump_once(
+    /// One dump request, each reply converted as it arrives (`keep`): a full message is never
+    /// held longer than its conversion, which keeps the re-sync's transient memory small.
+    async fn dump_once<T>(
         &self,
         what: &'static str,
         request: KernelMessage,
-    ) -> Result<Vec<KernelMessage>, Error> {
+        mut keep: impl FnMut(KernelMessage, &mut Vec<T>),
+    ) -> Result<Vec<T>, Error> {
         for _ in 0..DUMP_ATTEMPTS {
             let mut header = NetlinkHeader::default();
             header.flags = NLM_F_REQUEST | NLM_F_DUMP;
@@ -82,7 +85,7 @@ impl NetlinkHost {
                 while let Some(resp) = responses.next().await {
                     interrupted |= resp.header.flags & NLM_F_DUMP_INTR != 0;
                     match resp.payload {
-                        NetlinkPayload::InnerMessage(m) => out.push(m),
+                        NetlinkPayload::InnerMessage(m) => keep(m, &mut out),
                         NetlinkPayload::Error(e) if e.code.is_some() => {
                             return Err(Error::Kernel {
                                 what,
@@ -168,36 +171,42 @@ impl HostNetwork for NetlinkHost {
     /// ip -4 netconf; ip -6 netconf`.
     async fn dump(&self) -> Result<HostDump, Error> {
         let mut dump = HostDump::default();
-        let links = KernelMessage::Route(RouteNetlinkMessage::GetLink(LinkMessage::default()));
-        for m in self.dump_once("links", links).await? {
-            if let KernelMessage::Route(RouteNetlinkMessage::NewLink(l)) = &m {
-                dump.links.extend(convert::link(l));
-            }
-        }
-        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-            for m in self
-                .dump_once("routes", Self::route_request(family))
-                .await?
-            {
-                if let KernelMessage::Route(RouteNetlinkMessage::NewRoute(r)) = &m {
-                    dump.routes.extend(convert::route(r));
+        // Statistics are most of a link message and podnet reads none of them.
+        let mut links = LinkMessage::default();
+        links
+            .attributes
+            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        let links = KernelMessage::Route(RouteNetlinkMessage::GetLink(links));
+        dump.links = self
+            .dump_once("links", links, |m, out| {
+                if let KernelMessage::Route(RouteNetlinkMessage::NewLink(l)) = &m {
+                    out.extend(convert::link(l));
                 }
-            }
+            })
+            .await?;
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let routes = self
+                .dump_once("routes", Self::route_request(family), |m, out| {
+                    if let KernelMessage::Route(RouteNetlinkMessage::NewRoute(r)) = &m {
+                        out.extend(convert::route(r));
+                    }
+                })
+                .await?;
+            dump.routes.extend(routes);
         }
         let addrs =
             KernelMessage::Route(RouteNetlinkMessage::GetAddress(AddressMessage::default()));
-        for m in self.dump_once("addresses", addrs).await? {
-            if let KernelMessage::Route(RouteNetlinkMessage::NewAddress(a)) = &m {
-                dump.addresses.extend(convert::address(a));
-            }
-        }
+        dump.addresses = self.dump_once("addresses", addrs, keep_address).await?;
         for family in [Family::Ipv4, Family::Ipv6] {
             let req = KernelMessage::Netconf(NetconfMessage::Get(family));
-            for m in self.dump_once("netconf", req).await? {
-                if let KernelMessage::Netconf(NetconfMessage::New(nc)) = m {
-                    dump.netconf.push(nc);
-                }
-            }
+            let netconf = self
+                .dump_once("netconf", req, |m, out| {
+                    if let KernelMessage::Netconf(NetconfMessage::New(nc)) = m {
+                        out.push(nc);
+                    }
+                })
+                .await?;
+            dump.netconf.extend(netconf);
         }
         Ok(dump)
     }
@@ -208,12 +217,12 @@ impl HostNetwork for NetlinkHost {
         req.attributes
             .push(AddressAttribute::TargetNetNsId(netnsid));
         let req = KernelMessage::Route(RouteNetlinkMessage::GetAddress(req));
-        let mut out = Vec::new();
-        for m in self.dump_once("peer addresses", req).await? {
-            if let KernelMessage::Route(RouteNetlinkMessage::NewAddress(a)) = &m {
-                out.extend(convert::address(a));
-            }
-        }
-        Ok(out)
+        self.dump_once("peer addresses", req, keep_address).await
+    }
+}
+
+fn keep_address(m: KernelMessage, out: &mut Vec<Address>) {
+    if let KernelMessage::Route(RouteNetlinkMessage::NewAddress(a)) = &m {
+        out.extend(convert::address(a));
     }
 }

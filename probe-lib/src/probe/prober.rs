@@ -55,6 +55,11 @@ struct Pod {
     in_flight: bool,
     /// Rounds since the pod's side was last read.
     since_pod_side: u32,
+    /// Consecutive reads of the pod's side showing a problem. A problem is published only
+    /// once seen `failure_threshold` times in a row (re-read after `recheck`), like a probe
+    /// failure: a pod caught mid-wiring (host side not up yet, so its eth0 has no carrier)
+    /// must not be reported until the next regular read.
+    pod_side_problems: u32,
     state: PodProbes,
 }
 
@@ -157,6 +162,7 @@ impl<N: PodNetwork> Prober<N> {
                     regular: first,
                     in_flight: false,
                     since_pod_side: u32::MAX - 1,
+                    pod_side_problems: 0,
                     state: PodProbes {
                         interface: entry.interface.clone(),
                         pod_side: None,
@@ -213,7 +219,8 @@ impl<N: PodNetwork> Prober<N> {
             );
             // The pod's own routes rarely change: read them every few rounds, and whenever the
             // last round failed, so a failure is diagnosed before it is confirmed.
-            let failed_last = pod.state.dests.iter().any(|d| d.last.is_failure());
+            let failed_last =
+                pod.state.dests.iter().any(|d| d.last.is_failure()) || pod.pod_side_problems > 0;
             let read_pod_side = failed_last || pod.since_pod_side >= POD_SIDE_EVERY - 1;
             pod.since_pod_side = if read_pod_side {
                 0
@@ -241,8 +248,23 @@ impl<N: PodNetwork> Prober<N> {
             return; // The pod went away while it was probed.
         };
         pod.in_flight = false;
-        if result.pod_side.is_some() || result.error.is_some() {
-            pod.state.pod_side = result.pod_side;
+        let threshold = self.config.failure_threshold.max(1);
+        match result.pod_side {
+            Some(side) if !side.is_healthy() => {
+                pod.pod_side_problems = pod.pod_side_problems.saturating_add(1);
+                if pod.pod_side_problems >= threshold {
+                    pod.state.pod_side = Some(side);
+                }
+            }
+            Some(side) => {
+                pod.pod_side_problems = 0;
+                pod.state.pod_side = Some(side);
+            }
+            None if result.error.is_some() => {
+                pod.pod_side_problems = 0;
+                pod.state.pod_side = None;
+            }
+            None => {}
         }
         pod.state.error = result.error;
         let mut dests = Vec::with_capacity(probes.len());
@@ -262,12 +284,12 @@ impl<N: PodNetwork> Prober<N> {
             dests.push(d);
         }
         pod.state.dests = dests;
-        let threshold = self.config.failure_threshold.max(1);
         let unconfirmed = pod
             .state
             .dests
             .iter()
-            .any(|d| d.last.is_failure() && d.consecutive_failures < threshold);
+            .any(|d| d.last.is_failure() && d.consecutive_failures < threshold)
+            || (pod.pod_side_problems > 0 && pod.pod_side_problems < threshold);
         let now = Instant::now();
         let interval = self.config.interval.max(Duration::from_millis(100));
         while pod.regular <= now {

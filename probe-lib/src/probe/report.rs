@@ -20,6 +20,15 @@ pub struct PodSide {
     pub default_route_v6: Option<bool>,
 }
 
+impl PodSide {
+    /// Interface up and every default route the pod needs present.
+    pub fn is_healthy(&self) -> bool {
+        self.interface_up
+            && self.default_route_v4 != Some(false)
+            && self.default_route_v6 != Some(false)
+    }
+}
+
 /// History of one probed destination of one pod.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DestState {

@@ -7,7 +7,7 @@ use crate::metrics::Metrics;
 use crate::pods::{ExpectedPod, PodId};
 use crate::probe::fake::FakePodNetwork;
 use crate::probe::outcome::ProbeResult;
-use crate::probe::report::PodProbes;
+use crate::probe::report::{PodProbes, PodSide};
 use crate::snapshot::Snapshot;
 use crate::verdict::{PodLink, PodVerdict};
 
@@ -200,4 +200,62 @@ async fn unsynced_snapshots_are_ignored() {
     );
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert!(net.rounds().is_empty());
+}
+
+fn side(interface_up: bool) -> PodSide {
+    PodSide {
+        interface_up,
+        default_route_v4: Some(true),
+        default_route_v6: None,
+    }
+}
+
+/// Every report for `iface` so far, in order.
+fn reports_of(r: &mut Running, iface: &str) -> Vec<PodProbes> {
+    let mut out = Vec::new();
+    while let Ok(p) = r.reports.try_recv() {
+        if p.interface == iface {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_side_problem_seen_once_is_rechecked_and_not_reported() {
+    // A pod caught mid-wiring: its eth0 has no carrier until the host side is up.
+    let mut r = start(2, 8);
+    r.net.set_pod_side("cali1", side(false));
+    r.net.set_pod_side("cali0", side(true));
+    while rounds_of(&r.net, "cali1", r.start).is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    r.net.set_pod_side("cali1", side(true));
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let rounds = rounds_of(&r.net, "cali1", r.start);
+    assert_eq!(rounds[1] - rounds[0], Duration::from_secs(1), "{rounds:?}");
+    let reports = reports_of(&mut r, "cali1");
+    assert!(reports.len() >= 3, "{reports:?}");
+    assert!(
+        reports
+            .iter()
+            .all(|p| p.pod_side.is_none_or(|s| s.is_healthy())),
+        "a transient pod-side problem was reported: {reports:?}"
+    );
+    assert_eq!(reports.last().unwrap().pod_side, Some(side(true)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_side_problem_seen_twice_is_reported() {
+    let mut r = start(2, 8);
+    r.net.set_pod_side("cali1", side(false));
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let rounds = rounds_of(&r.net, "cali1", r.start);
+    assert_eq!(rounds[1] - rounds[0], Duration::from_secs(1), "{rounds:?}");
+    let reports = reports_of(&mut r, "cali1");
+    assert_eq!(reports[0].pod_side, None, "reported after one read");
+    assert_eq!(reports[1].pod_side, Some(side(false)));
+    assert_eq!(reports.last().unwrap().pod_side, Some(side(false)));
+    // Once confirmed, the problem keeps the pod side read every round.
+    assert!(rounds.len() >= 3, "{rounds:?}");
 }

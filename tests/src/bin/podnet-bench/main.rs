@@ -22,15 +22,21 @@ use podnet_tests::simnode::{GATEWAY_IPV4, GATEWAY_IPV6, PodSpec, SimNode, pod_ro
 use rtnetlink::RouteMessageBuilder;
 
 fn main() -> ExitCode {
+    const USAGE: &str = "usage: podnet-bench core [--pods N] [--deletions N] [--idle SECS] [--extra-routes N]\n       podnet-bench probes [--pods N] [--seconds N]\n       podnet-bench kube [--pods N] [--others N] [--seconds N]";
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let opts = match Opts::parse(args.get(1..).unwrap_or_default()) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("podnet-bench: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
     let result = match args.first().map(String::as_str) {
-        Some("core") => core(&Opts::parse(&args[1..])),
-        Some("probes") => probes::run(&Opts::parse(&args[1..])),
-        Some("kube") => kube::run(&Opts::parse(&args[1..])),
+        Some("core") => core(&opts),
+        Some("probes") => probes::run(&opts),
+        Some("kube") => kube::run(&opts),
         _ => {
-            eprintln!(
-                "usage: podnet-bench core [--pods N] [--deletions N] [--idle SECS] [--extra-routes N]\n       podnet-bench probes [--pods N] [--seconds N]\n       podnet-bench kube [--pods N] [--others N] [--seconds N]"
-            );
+            eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -53,22 +59,45 @@ struct Opts {
 }
 
 impl Opts {
-    fn parse(args: &[String]) -> Self {
-        let get = |name: &str, default: usize| {
-            args.iter()
-                .position(|a| a == name)
-                .and_then(|i| args.get(i + 1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(default)
+    /// `--name N` pairs; anything else (including `--help`) is an error, so a typo never runs
+    /// a five-minute benchmark with the defaults.
+    fn parse(args: &[String]) -> Result<Self, String> {
+        let mut o = Opts {
+            pods: 250,
+            deletions: 300,
+            idle: 60,
+            extra_routes: 10_000,
+            seconds: 300,
+            others: 50_000,
         };
-        Opts {
-            pods: get("--pods", 250),
-            deletions: get("--deletions", 300),
-            idle: get("--idle", 60) as u64,
-            extra_routes: get("--extra-routes", 10_000),
-            seconds: get("--seconds", 300) as u64,
-            others: get("--others", 50_000),
+        let mut it = args.iter();
+        const KNOWN: [&str; 6] = [
+            "--pods",
+            "--deletions",
+            "--idle",
+            "--extra-routes",
+            "--seconds",
+            "--others",
+        ];
+        while let Some(name) = it.next() {
+            if !KNOWN.contains(&name.as_str()) {
+                return Err(format!("unknown option {name}"));
+            }
+            let value = it.next().ok_or_else(|| format!("{name} needs a value"))?;
+            let n: u64 = value
+                .parse()
+                .map_err(|_| format!("{name} {value}: not a number"))?;
+            let size = || usize::try_from(n).map_err(|_| format!("{name} {value}: too large"));
+            match name.as_str() {
+                "--pods" => o.pods = size()?,
+                "--deletions" => o.deletions = size()?,
+                "--idle" => o.idle = n,
+                "--extra-routes" => o.extra_routes = size()?,
+                "--seconds" => o.seconds = n,
+                _ => o.others = size()?,
+            }
         }
+        Ok(o)
     }
 }
 
