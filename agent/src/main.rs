@@ -186,7 +186,10 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
         })
     };
     let prober_task = prober.map(|p| tokio::spawn(p.run(stopped(stop_rx.clone()))));
-    tokio::spawn(memory::trim_forever(MALLOC_TRIM_EVERY));
+    tokio::spawn(memory::trim_forever(
+        MALLOC_TRIM_EVERY,
+        state.snapshots.clone(),
+    ));
     tokio::spawn(async move {
         wait_for_signal().await;
         info!("shutting down");

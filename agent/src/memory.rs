@@ -7,17 +7,34 @@
 //! memory of which `malloc_trim` released 3.5 MiB. Trimming periodically keeps the resident
 //! set at what the agent actually uses, which is what its memory limit has to cover.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
+use podnet_probe::snapshot::Snapshot;
+use tokio::sync::watch;
 use tracing::debug;
 
-/// Release free heap pages every `every` (`malloc_trim(0)`); a no-op where the C library is
-/// not glibc (musl returns memory on its own).
-pub(crate) async fn trim_forever(every: Duration) {
+/// Release free heap pages (`malloc_trim(0)`) right after every full re-sync, the agent's
+/// largest transient, and every `every` for the rest; a no-op where the C library is not
+/// glibc (musl returns memory on its own).
+pub(crate) async fn trim_forever(every: Duration, mut snapshots: watch::Receiver<Arc<Snapshot>>) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_sync: Option<SystemTime> = None;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = snapshots.changed() => {
+                if changed.is_err() {
+                    return; // The monitor is gone: shutting down.
+                }
+                let sync = snapshots.borrow_and_update().last_full_sync;
+                if sync == last_sync {
+                    continue;
+                }
+                last_sync = sync;
+            }
+        }
         let started = Instant::now();
         let released = trim();
         debug!(released, took = ?started.elapsed(), "malloc_trim");

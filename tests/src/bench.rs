@@ -65,3 +65,78 @@ mod tests {
         assert!(cpu_time(me).is_ok());
     }
 }
+
+/// Samples the resident set (`VmRSS`) of processes once a second until dropped: a reading at
+/// one instant says little when a process has periodic peaks (re-syncs, GC, scrapes).
+pub struct RssSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<Vec<u64>>>>,
+}
+
+/// Mean and maximum of one process's samples, in KiB.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RssStats {
+    /// Mean over the samples.
+    pub mean_kib: f64,
+    /// Largest sample.
+    pub max_kib: u64,
+    /// Number of samples.
+    pub samples: usize,
+}
+
+impl RssSampler {
+    /// Start sampling `pids` once `settle` has passed (so a start-up transient that the
+    /// process gives back within seconds does not count as its steady state).
+    pub fn start(pids: Vec<u32>, settle: Duration) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut out = vec![Vec::new(); pids.len()];
+            let settled = std::time::Instant::now() + settle;
+            while !flag.load(Ordering::Relaxed) && std::time::Instant::now() < settled {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            while !flag.load(Ordering::Relaxed) {
+                for (i, pid) in pids.iter().enumerate() {
+                    if let Ok(kib) = status_kib(*pid, "VmRSS") {
+                        out[i].push(kib);
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            out
+        });
+        RssSampler {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop and summarise, one entry per pid in the order given to [`RssSampler::start`].
+    pub fn finish(mut self) -> Vec<RssStats> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let samples = self
+            .thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        samples
+            .iter()
+            .map(|s| RssStats {
+                mean_kib: s.iter().sum::<u64>() as f64 / s.len().max(1) as f64,
+                max_kib: s.iter().copied().max().unwrap_or(0),
+                samples: s.len(),
+            })
+            .collect()
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use podnet_tests::agent::{Agent, PORT, http_get};
-use podnet_tests::bench::{cpu_time, status_kib};
+use podnet_tests::bench::{RssSampler, cpu_time, status_kib};
 use podnet_tests::exposition::Samples;
 use podnet_tests::netns::NetnsThread;
 use podnet_tests::simnode::{OUTSIDE_IPV4, PodSpec, SimNode};
@@ -54,6 +54,9 @@ impl Drop for Blackbox {
     }
 }
 
+/// How long after the warm-up memory sampling starts.
+const RSS_SETTLE: Duration = Duration::from_secs(15);
+
 fn total_probes(m: &Samples) -> f64 {
     m.named("podnet_probes_total").map(|s| s.value).sum()
 }
@@ -79,6 +82,9 @@ pub(super) fn run(o: &Opts) -> Result<()> {
     // Warm up: every pod probed at least once, blackbox answering.
     super::wait_every_pod_probed(&agent, o.pods)?;
     let driver = NetnsThread::join(node.node_netns())?;
+    // Memory in steady state: sampled every second, after the agent's start-up and warm-up
+    // transient (initial sync, every pod's first round) has had time to be given back.
+    let rss = RssSampler::start(vec![agent_pid, bb_pid], RSS_SETTLE);
     let (a0, b0) = (cpu_time(agent_pid)?, cpu_time(bb_pid)?);
     let probes0 = total_probes(&agent.metrics()?);
     let seconds = o.seconds;
@@ -113,6 +119,8 @@ pub(super) fn run(o: &Opts) -> Result<()> {
         Ok((ok, total))
     })?;
     let (a, b) = (cpu_time(agent_pid)? - a0, cpu_time(bb_pid)? - b0);
+    let rss = rss.finish();
+    let (a_rss, b_rss) = (rss[0], rss[1]);
     let m = agent.metrics()?;
     let probes = total_probes(&m) - probes0;
     let failing: f64 = m.named("podnet_pods_probe_failing").map(|s| s.value).sum();
@@ -122,35 +130,39 @@ pub(super) fn run(o: &Opts) -> Result<()> {
         );
     }
     let secs = seconds as f64;
-    let (a_rss, a_hwm) = (
-        status_kib(agent_pid, "VmRSS")?,
+    let (a_hwm, b_hwm) = (
         status_kib(agent_pid, "VmHWM")?,
+        status_kib(bb_pid, "VmHWM")?,
     );
-    let (b_rss, b_hwm) = (status_kib(bb_pid, "VmRSS")?, status_kib(bb_pid, "VmHWM")?);
+    let mib = |kib: f64| kib / 1024.0;
     out(&format!(
         "{} pods, {seconds} s at a 10 s interval; podnet: gateway, node, {icmp}, {tcp} from every pod + host -> pod",
         o.pods
     ));
     out(&format!(
-        "podnet-agent:   CPU {:.2}% of one core, RSS {:.1} MiB (peak {:.1}), {probes:.0} probes ({:.1}/s), {:.1} µs CPU per probe",
+        "podnet-agent:   CPU {:.2}% of one core, RSS mean {:.1} MiB, max {:.1} (peak since start {:.1}), {probes:.0} probes ({:.1}/s), {:.1} µs CPU per probe",
         a.as_secs_f64() / secs * 100.0,
-        a_rss as f64 / 1024.0,
-        a_hwm as f64 / 1024.0,
+        mib(a_rss.mean_kib),
+        mib(a_rss.max_kib as f64),
+        mib(a_hwm as f64),
         probes / secs,
         a.as_secs_f64() / probes * 1e6
     ));
     out(&format!(
-        "blackbox:       CPU {:.2}% of one core, RSS {:.1} MiB (peak {:.1}), {bb_total} host -> pod ICMP probes ({:.1}/s, {bb_ok} ok), {:.1} µs CPU per probe",
+        "blackbox:       CPU {:.2}% of one core, RSS mean {:.1} MiB, max {:.1} (peak since start {:.1}), {bb_total} host -> pod ICMP probes ({:.1}/s, {bb_ok} ok), {:.1} µs CPU per probe",
         b.as_secs_f64() / secs * 100.0,
-        b_rss as f64 / 1024.0,
-        b_hwm as f64 / 1024.0,
+        mib(b_rss.mean_kib),
+        mib(b_rss.max_kib as f64),
+        mib(b_hwm as f64),
         bb_total as f64 / secs,
         b.as_secs_f64() / bb_total as f64 * 1e6
     ));
     out(&format!(
-        "ratios podnet/blackbox: CPU {:.2}, RSS {:.2}",
+        "ratios podnet/blackbox ({} RSS samples each): CPU {:.2}, RSS mean {:.2}, RSS max {:.2}",
+        a_rss.samples.min(b_rss.samples),
         a.as_secs_f64() / b.as_secs_f64(),
-        a_rss as f64 / b_rss as f64
+        a_rss.mean_kib / b_rss.mean_kib,
+        a_rss.max_kib as f64 / b_rss.max_kib as f64
     ));
     drop(blackbox);
     Ok(())
