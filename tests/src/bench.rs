@@ -115,13 +115,7 @@ impl RssSampler {
 
     /// Stop and summarise, one entry per pid in the order given to [`RssSampler::start`].
     pub fn finish(mut self) -> Vec<RssStats> {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let samples = self
-            .thread
-            .take()
-            .and_then(|t| t.join().ok())
-            .unwrap_or_default();
-        samples
+        self.halt()
             .iter()
             .map(|s| RssStats {
                 mean_kib: s.iter().sum::<u64>() as f64 / s.len().max(1) as f64,
@@ -130,13 +124,18 @@ impl RssSampler {
             })
             .collect()
     }
+
+    fn halt(&mut self) -> Vec<Vec<u64>> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
 }
 
 impl Drop for RssSampler {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.halt();
     }
 }

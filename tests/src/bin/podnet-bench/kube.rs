@@ -58,7 +58,7 @@ pub(super) fn run(o: &Opts) -> Result<()> {
         let synced = started.elapsed();
         api.clear_request_log();
         let before = api.stats();
-        std::thread::sleep(Duration::from_secs(o.seconds));
+        std::thread::sleep(Duration::from_secs(o.seconds as u64));
         let after = api.stats();
         let minutes = o.seconds as f64 / 60.0;
         let lists = (after.lists() - before.lists()) as f64 / minutes;

@@ -52,9 +52,9 @@ fn main() -> ExitCode {
 struct Opts {
     pods: usize,
     deletions: usize,
-    idle: u64,
+    idle: usize,
     extra_routes: usize,
-    seconds: u64,
+    seconds: usize,
     others: usize,
 }
 
@@ -71,31 +71,20 @@ impl Opts {
             others: 50_000,
         };
         let mut it = args.iter();
-        const KNOWN: [&str; 6] = [
-            "--pods",
-            "--deletions",
-            "--idle",
-            "--extra-routes",
-            "--seconds",
-            "--others",
-        ];
         while let Some(name) = it.next() {
-            if !KNOWN.contains(&name.as_str()) {
-                return Err(format!("unknown option {name}"));
-            }
+            let field = match name.as_str() {
+                "--pods" => &mut o.pods,
+                "--deletions" => &mut o.deletions,
+                "--idle" => &mut o.idle,
+                "--extra-routes" => &mut o.extra_routes,
+                "--seconds" => &mut o.seconds,
+                "--others" => &mut o.others,
+                _ => return Err(format!("unknown option {name}")),
+            };
             let value = it.next().ok_or_else(|| format!("{name} needs a value"))?;
-            let n: u64 = value
+            *field = value
                 .parse()
                 .map_err(|_| format!("{name} {value}: not a number"))?;
-            let size = || usize::try_from(n).map_err(|_| format!("{name} {value}: too large"));
-            match name.as_str() {
-                "--pods" => o.pods = size()?,
-                "--deletions" => o.deletions = size()?,
-                "--idle" => o.idle = n,
-                "--extra-routes" => o.extra_routes = size()?,
-                "--seconds" => o.seconds = n,
-                _ => o.others = size()?,
-            }
         }
         Ok(o)
     }
@@ -135,7 +124,7 @@ fn core(o: &Opts) -> Result<()> {
 
     // 2. Idle: nothing changes, nobody scrapes.
     let cpu0 = cpu_time(pid)?;
-    std::thread::sleep(Duration::from_secs(o.idle));
+    std::thread::sleep(Duration::from_secs(o.idle as u64));
     let cpu = cpu_time(pid)? - cpu0;
     out(&format!(
         "\nidle {} s at {} pods: CPU {:.3}% of one core, RSS {:.1} MiB (peak {:.1} MiB)",

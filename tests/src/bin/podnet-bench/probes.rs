@@ -97,7 +97,7 @@ pub(super) fn run(o: &Opts) -> Result<()> {
         let start = Instant::now();
         let (mut ok, mut total, mut k) = (0u64, 0u64, 0usize);
         let mut next_scrape = start;
-        while start.elapsed() < Duration::from_secs(seconds) {
+        while start.elapsed() < Duration::from_secs(seconds as u64) {
             let due = start + step * k as u32;
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
