@@ -6,8 +6,8 @@ use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use podnet_tests::netns::{self, NetnsThread};
-use podnet_tests::simnode::{
+use podnet_testbed::netns::{self, NetnsThread};
+use podnet_testbed::simnode::{
     CALI_MAC, NODE_IPV4, NODE_IPV6, OUTSIDE_IPV4, OUTSIDE_IPV6, PROTO_FELIX, SimNode,
 };
 use rtnetlink::packet_route::link::LinkAttribute;

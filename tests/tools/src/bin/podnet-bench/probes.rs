@@ -6,11 +6,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use podnet_tests::agent::{Agent, PORT, http_get};
-use podnet_tests::bench::{RssSampler, cpu_time, status_kib};
-use podnet_tests::exposition::Samples;
-use podnet_tests::netns::NetnsThread;
-use podnet_tests::simnode::{OUTSIDE_IPV4, PodSpec, SimNode};
+use podnet_testbed::agent::{Agent, PORT, http_get};
+use podnet_testbed::bench::{RssSampler, cpu_time, status_kib};
+use podnet_testbed::exposition::Samples;
+use podnet_testbed::netns::NetnsThread;
+use podnet_testbed::simnode::{OUTSIDE_IPV4, PodSpec, SimNode};
 
 use super::{Opts, out};
 

@@ -6,11 +6,14 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use podnet_tests::agent::Agent;
-use podnet_tests::exposition::Samples;
-use podnet_tests::kubeapi::{Config, KubeApiServer, Outage, PodBuilder, malformed, numbered_pods};
-use podnet_tests::simnode::{PodSpec, SimNode, SimPod};
+use podnet_kube_double::{Config, KubeApiServer, Outage, PodBuilder, malformed, numbered_pods};
+use podnet_testbed::agent::Agent;
+use podnet_testbed::exposition::Samples;
+use podnet_testbed::simnode::{PodSpec, SimNode, SimPod};
 use serde_json::Value;
+
+/// The agent binary Cargo built for these tests.
+const AGENT: &str = env!("CARGO_BIN_EXE_podnet-agent");
 
 const NODE: &str = "sim-node";
 const WAIT: Duration = Duration::from_secs(60);
@@ -62,7 +65,7 @@ impl Cluster {
             "--no-probes",
         ];
         args.extend_from_slice(extra);
-        Agent::start(&self.node, &args).unwrap()
+        Agent::start_binary(AGENT.as_ref(), &self.node, &args).unwrap()
     }
 }
 

@@ -280,6 +280,15 @@ fn api_v1_resources() -> Value {
     })
 }
 
+/// Join the named network namespace on this thread only (`ip netns exec NAME`). The double
+/// serves from a thread of its own, so nothing else moves.
+fn enter_netns(name: &str) -> Result<()> {
+    let path = std::path::Path::new("/run/netns").join(name);
+    let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("entering {}", path.display()))
+}
+
 /// Start the server thread: enter `netns` (if any), build a runtime, bind, serve until stopped.
 pub(crate) fn spawn(
     shared: Arc<Shared>,
@@ -292,7 +301,7 @@ pub(crate) fn spawn(
         .spawn(move || {
             let setup = || -> Result<(tokio::runtime::Runtime, TcpListener)> {
                 if let Some(ns) = &netns {
-                    crate::netns::enter(ns)?;
+                    enter_netns(ns)?;
                 }
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()

@@ -1,5 +1,5 @@
-//! Faults, hosting and scale of the double, over real HTTP on 127.0.0.1 (list and watch
-//! semantics are tested in `tests/tests/kubeapi_double.rs`).
+//! Faults and scale of the double, over real HTTP on 127.0.0.1 (list and watch semantics are
+//! tested in `tests/list_watch.rs`, hosting inside a network namespace in `tests/in_netns.rs`).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::agent::http_get;
+use crate::client::http_get;
 
 const T: Duration = Duration::from_secs(5);
 
@@ -237,38 +237,4 @@ fn nodes_discovery_and_unknown_paths() {
     );
     assert!(text.contains("current-context: podnet-double\n"), "{text}");
     assert!(text.contains("    token: "), "{text}");
-}
-
-#[test]
-fn runs_inside_a_network_namespace() {
-    use crate::netns::{self, NetnsThread};
-    struct Remove(String);
-    impl Drop for Remove {
-        fn drop(&mut self) {
-            let _ = netns::delete(&self.0);
-        }
-    }
-    netns::require_root().unwrap();
-    netns::cleanup_leftovers().unwrap();
-    let name = format!("{}{}x0-kubeapi", netns::NAME_PREFIX, std::process::id());
-    let ns = NetnsThread::create(&name).unwrap();
-    let _remove = Remove(name.clone());
-    ns.run(|h| async move {
-        let lo = rtnetlink::LinkUnspec::new_with_index(1).up().build();
-        h.link().set(lo).execute().await?;
-        Ok(())
-    })
-    .unwrap();
-    let s = KubeApiServer::start(Some(&name), local()).unwrap();
-    s.apply(pod("ns", "a", "n1", 1)).unwrap();
-    let addr = s.addr();
-    let (code, body) = ns
-        .run_blocking(move || http_get(addr, "/api/v1/pods"))
-        .unwrap();
-    assert_eq!(code, 200, "{body}");
-    assert!(body.contains("\"name\":\"a\""));
-    assert!(
-        http_get(addr, "/api/v1/pods").is_err(),
-        "not reachable from the host namespace"
-    );
 }

@@ -1,5 +1,5 @@
-//! A small blocking HTTP/1.1 client for tests of the double: JSON GETs and streaming watches
-//! read event by event from a chunked response.
+//! A small blocking HTTP/1.1 client for tests of the double (and the test bed's agent driver):
+//! plain and JSON GETs, and streaming watches read event by event from a chunked response.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -10,9 +10,53 @@ use serde_json::Value;
 
 /// `GET path`, parsing the body as JSON: `(status, body)`.
 pub fn get_json(addr: SocketAddr, path: &str) -> Result<(u16, Value)> {
-    let (code, body) = crate::agent::http_get(addr, path)?;
+    let (code, body) = http_get(addr, path)?;
     let v = serde_json::from_str(&body).with_context(|| format!("non-JSON body: {body:?}"))?;
     Ok((code, v))
+}
+
+/// One `GET` with `Connection: close`.
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8(raw).context("non-UTF-8 response")?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("malformed HTTP response"))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow!("no status code in {head:?}"))?;
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_owned()
+    };
+    Ok((code, body))
+}
+
+fn dechunk(mut s: &str) -> Result<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = s.split_once("\r\n").ok_or_else(|| anyhow!("bad chunk"))?;
+        let n = usize::from_str_radix(size.trim(), 16)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        out.push_str(rest.get(..n).ok_or_else(|| anyhow!("short chunk"))?);
+        s = rest.get(n + 2..).ok_or_else(|| anyhow!("short chunk"))?;
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

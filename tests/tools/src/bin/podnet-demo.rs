@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use podnet_tests::agent::Agent;
-use podnet_tests::simnode::SimNode;
+use podnet_testbed::agent::Agent;
+use podnet_testbed::simnode::SimNode;
 
 const PODS: usize = 6;
 
@@ -120,7 +120,7 @@ fn run() -> Result<()> {
     drop(agent);
     let base = node.node_netns().to_owned();
     drop(node);
-    let left: Vec<String> = std::fs::read_dir(podnet_tests::netns::NETNS_DIR)
+    let left: Vec<String> = std::fs::read_dir(podnet_testbed::netns::NETNS_DIR)
         .map(|d| {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())

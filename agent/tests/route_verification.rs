@@ -5,9 +5,12 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use podnet_tests::agent::Agent;
-use podnet_tests::exposition::Samples;
-use podnet_tests::simnode::{SimNode, SimPod};
+use podnet_testbed::agent::Agent;
+use podnet_testbed::exposition::Samples;
+use podnet_testbed::simnode::{SimNode, SimPod};
+
+/// The agent binary Cargo built for these tests.
+const AGENT: &str = env!("CARGO_BIN_EXE_podnet-agent");
 
 /// Generous guard; the agent reacts in milliseconds.
 const WAIT: Duration = Duration::from_secs(30);
@@ -45,7 +48,7 @@ fn healthy(agent: &Agent, what: &str) {
 #[test]
 fn healthy_node_reports_every_pod_and_no_problem() {
     let node = SimNode::new(8, &[0]).unwrap();
-    let agent = Agent::start(&node, &[]).unwrap();
+    let agent = Agent::start_binary(AGENT.as_ref(), &node, &[]).unwrap();
     let m = agent
         .wait_metrics("8 pods", WAIT, |m| {
             m.value("podnet_local_pods") == Some(8.0)
@@ -89,7 +92,7 @@ fn healthy_node_reports_every_pod_and_no_problem() {
 #[test]
 fn each_fault_is_reported_on_exactly_that_pod_and_cleared() {
     let node = SimNode::new(8, &[0]).unwrap();
-    let agent = Agent::start(&node, &[]).unwrap();
+    let agent = Agent::start_binary(AGENT.as_ref(), &node, &[]).unwrap();
     healthy(&agent, "healthy start");
     let p = |i| node.pod(i);
 
@@ -209,7 +212,7 @@ fn each_fault_is_reported_on_exactly_that_pod_and_cleared() {
 #[test]
 fn pods_added_and_removed_while_running_leave_no_stale_series() {
     let mut node = SimNode::new(8, &[0]).unwrap();
-    let agent = Agent::start(&node, &[]).unwrap();
+    let agent = Agent::start_binary(AGENT.as_ref(), &node, &[]).unwrap();
     let before = agent
         .wait_metrics("8 pods", WAIT, |m| {
             m.value("podnet_local_pods") == Some(8.0)
@@ -218,7 +221,7 @@ fn pods_added_and_removed_while_running_leave_no_stale_series() {
 
     let added: Vec<usize> = (8..12)
         .map(|i| {
-            node.add_pod(podnet_tests::simnode::PodSpec::numbered(i, i % 2 == 0))
+            node.add_pod(podnet_testbed::simnode::PodSpec::numbered(i, i % 2 == 0))
                 .unwrap()
         })
         .collect();
@@ -281,10 +284,10 @@ fn pods_added_and_removed_while_running_leave_no_stale_series() {
 fn new_pod_without_its_route_is_caught() {
     // The incident's exact shape: a new pod whose route calico-node never programs.
     let mut node = SimNode::new(4, &[]).unwrap();
-    let agent = Agent::start(&node, &[]).unwrap();
+    let agent = Agent::start_binary(AGENT.as_ref(), &node, &[]).unwrap();
     healthy(&agent, "start");
     let i = node
-        .add_pod(podnet_tests::simnode::PodSpec::numbered(4, true))
+        .add_pod(podnet_testbed::simnode::PodSpec::numbered(4, true))
         .unwrap();
     let pod = node.pod(i).clone();
     node.delete_route(i, pod.ipv4.into()).unwrap();
@@ -304,7 +307,7 @@ fn new_pod_without_its_route_is_caught() {
 #[test]
 fn burst_of_route_changes_ends_matching_the_kernel() {
     let node = SimNode::new(16, &[0, 1]).unwrap();
-    let agent = Agent::start(&node, &[]).unwrap();
+    let agent = Agent::start_binary(AGENT.as_ref(), &node, &[]).unwrap();
     healthy(&agent, "start");
     let routes: Vec<(IpAddr, u32)> = node
         .pods()
@@ -325,7 +328,7 @@ fn burst_of_route_changes_ends_matching_the_kernel() {
                 x ^= x << 17;
                 let k = (x % ops.len() as u64) as usize;
                 let (ip, oif) = ops[k];
-                let msg = podnet_tests::simnode::pod_route(ip, oif)?;
+                let msg = podnet_testbed::simnode::pod_route(ip, oif)?;
                 if present[k] {
                     h.route().del(msg).execute().await?;
                 } else {
@@ -370,7 +373,7 @@ fn burst_of_route_changes_ends_matching_the_kernel() {
 #[test]
 fn interface_prefix_selects_the_cni() {
     let node = SimNode::new(3, &[]).unwrap();
-    let agent = Agent::start(&node, &["--interface-prefix", "eni"]).unwrap();
+    let agent = Agent::start_binary(AGENT.as_ref(), &node, &["--interface-prefix", "eni"]).unwrap();
     let m = agent.metrics().unwrap();
     assert_eq!(m.value("podnet_local_pods"), Some(0.0));
 }
@@ -378,7 +381,7 @@ fn interface_prefix_selects_the_cni() {
 #[test]
 fn sigterm_stops_the_agent_cleanly() {
     let node = SimNode::new(2, &[]).unwrap();
-    let mut agent = Agent::start(&node, &["--log-format", "json"]).unwrap();
+    let mut agent = Agent::start_binary(AGENT.as_ref(), &node, &["--log-format", "json"]).unwrap();
     assert_eq!(agent.stop().unwrap(), Some(0));
     let log = agent.log();
     let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();

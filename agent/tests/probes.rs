@@ -4,10 +4,13 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use podnet_tests::agent::Agent;
-use podnet_tests::exposition::Samples;
-use podnet_tests::simnode::{OUTSIDE_IPV4, OUTSIDE_IPV6, SimNode};
+use podnet_testbed::agent::Agent;
+use podnet_testbed::exposition::Samples;
+use podnet_testbed::simnode::{OUTSIDE_IPV4, OUTSIDE_IPV6, SimNode};
 use serde_json::Value;
+
+/// The agent binary Cargo built for these tests.
+const AGENT: &str = env!("CARGO_BIN_EXE_podnet-agent");
 
 const WAIT: Duration = Duration::from_secs(60);
 const TCP_PORT: u16 = 8443;
@@ -40,7 +43,7 @@ fn setup(extra: &[&str]) -> (SimNode, Agent) {
         &out6,
     ];
     args.extend_from_slice(extra);
-    let agent = Agent::start(&node, &args).unwrap();
+    let agent = Agent::start_binary(AGENT.as_ref(), &node, &args).unwrap();
     (node, agent)
 }
 
@@ -370,7 +373,7 @@ fn deleting_a_pod_namespace_while_probing_leaves_nothing_behind() {
             let present = node
                 .node()
                 .run(move |h| async move {
-                    Ok(podnet_tests::simnode::index_of(&h, &iface).await.is_ok())
+                    Ok(podnet_testbed::simnode::index_of(&h, &iface).await.is_ok())
                 })
                 .unwrap();
             if !present {

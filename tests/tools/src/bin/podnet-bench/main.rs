@@ -16,9 +16,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use podnet_tests::agent::{Agent, PORT, http_get};
-use podnet_tests::bench::{cpu_time, ms, percentile, status_kib};
-use podnet_tests::simnode::{GATEWAY_IPV4, GATEWAY_IPV6, PodSpec, SimNode, pod_route};
+use podnet_testbed::agent::{Agent, PORT, http_get};
+use podnet_testbed::bench::{cpu_time, ms, percentile, status_kib};
+use podnet_testbed::simnode::{GATEWAY_IPV4, GATEWAY_IPV6, PodSpec, SimNode, pod_route};
 use rtnetlink::RouteMessageBuilder;
 
 fn main() -> ExitCode {

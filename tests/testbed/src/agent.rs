@@ -1,13 +1,14 @@
 //! The real `podnet-agent` binary, started inside a simulated node (`ip netns exec`), and an
 //! HTTP client that talks to it from inside the same namespace.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
+
+pub use podnet_kube_double::http_get;
 
 use crate::exposition::Samples;
 use crate::netns::NetnsThread;
@@ -16,9 +17,10 @@ use crate::simnode::SimNode;
 /// Port the agent listens on inside the node namespace (each node has its own loopback).
 pub const PORT: u16 = 9710;
 
-/// Path of the agent binary: `$PODNET_AGENT_BIN`, else next to the running test's target
-/// directory (`cargo test --workspace` builds it, because the agent crate has integration
-/// tests).
+/// Path of the agent binary for the tools (demo, benchmarks): `$PODNET_AGENT_BIN`, else next
+/// to the running executable (`cargo build --release --workspace --bins` puts them side by
+/// side). The agent's own integration tests do not search: they pass the binary Cargo built for
+/// them (`env!("CARGO_BIN_EXE_podnet-agent")`) to [`Agent::start_binary`].
 pub fn agent_binary() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("PODNET_AGENT_BIN") {
         return Ok(PathBuf::from(p));
@@ -31,8 +33,8 @@ pub fn agent_binary() -> Result<PathBuf> {
         }
     }
     bail!(
-        "podnet-agent binary not found near {}; run `cargo test --workspace` or build it \
-         (`cargo build -p podnet-agent`) and/or set PODNET_AGENT_BIN",
+        "podnet-agent binary not found near {}; build it (`cargo build -p podnet-agent`, \
+         with --release for a release tool) and/or set PODNET_AGENT_BIN",
         exe.display()
     )
 }
@@ -46,15 +48,19 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Start the agent in the node's namespace with extra flags. Logs go to a file printed
-    /// when a wait fails.
+    /// Start the agent found by [`agent_binary`] in the node's namespace with extra flags.
     pub fn start(node: &SimNode, extra: &[&str]) -> Result<Self> {
-        let bin = agent_binary()?;
+        Self::start_binary(&agent_binary()?, node, extra)
+    }
+
+    /// Start the agent binary `bin` in the node's namespace with extra flags. Logs go to a file
+    /// printed when a wait fails.
+    pub fn start_binary(bin: &Path, node: &SimNode, extra: &[&str]) -> Result<Self> {
         let log = std::env::temp_dir().join(format!("{}-agent.log", node.node_netns()));
         let log_file = std::fs::File::create(&log)?;
         let child = Command::new("ip")
             .args(["netns", "exec", node.node_netns()])
-            .arg(&bin)
+            .arg(bin)
             .args([
                 "--listen",
                 &format!("127.0.0.1:{PORT}"),
@@ -230,49 +236,5 @@ impl HttpClient {
         let addr = self.addr;
         let path = path.to_owned();
         self.thread.run_blocking(move || http_get(addr, &path))
-    }
-}
-
-/// One `GET` with `Connection: close`.
-pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8(raw).context("non-UTF-8 response")?;
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!("malformed HTTP response"))?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| anyhow!("no status code in {head:?}"))?;
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked")
-    });
-    let body = if chunked {
-        dechunk(body)?
-    } else {
-        body.to_owned()
-    };
-    Ok((code, body))
-}
-
-fn dechunk(mut s: &str) -> Result<String> {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = s.split_once("\r\n").ok_or_else(|| anyhow!("bad chunk"))?;
-        let n = usize::from_str_radix(size.trim(), 16)?;
-        if n == 0 {
-            return Ok(out);
-        }
-        out.push_str(rest.get(..n).ok_or_else(|| anyhow!("short chunk"))?);
-        s = rest.get(n + 2..).ok_or_else(|| anyhow!("short chunk"))?;
     }
 }

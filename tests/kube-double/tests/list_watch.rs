@@ -3,7 +3,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use podnet_tests::kubeapi::{
+use podnet_kube_double::{
     Config, KubeApiServer, PodBuilder, RequestKind, WatchStream, get_json, malformed, numbered_pods,
 };
 use serde_json::{Value, json};

@@ -1,5 +1,7 @@
 //! A Kubernetes API server double for pods, speaking the real protocol over plain HTTP, so the
-//! agent's Kubernetes integration (kube-rs `watcher`) can be tested without a cluster.
+//! agent's Kubernetes source can be tested without a cluster. (The agent runs its own list/watch
+//! loop on kube-rs `Api::list`/`Api::watch`, not kube-rs `watcher`, because `watcher` hides
+//! bookmarks; the double serves what a real apiserver would to either.)
 //!
 //! Served (GET only): `/api/v1/pods` and `/api/v1/namespaces/{ns}/pods` (list and watch),
 //! `/api/v1/namespaces/{ns}/pods/{name}`, `/api/v1/nodes/{name}`, `/version`, `/api`, `/apis`,
@@ -57,7 +59,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-pub use client::{WatchStream, get_json};
+pub use client::{WatchStream, get_json, http_get};
 pub use control::{Outage, RequestKind, RequestRecord, RequestStats};
 pub use pod::{CREATION_TIMESTAMP, PodBuilder, malformed, numbered_pods, uid_for};
 

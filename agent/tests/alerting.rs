@@ -21,10 +21,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use podnet_tests::agent::{Agent, HttpClient, PORT as AGENT_PORT};
-use podnet_tests::netns::NetnsThread;
-use podnet_tests::simnode::SimNode;
+use podnet_testbed::agent::{Agent, HttpClient, PORT as AGENT_PORT};
+use podnet_testbed::netns::NetnsThread;
+use podnet_testbed::simnode::SimNode;
 use serde_json::Value;
+
+/// The agent binary Cargo built for these tests.
+const AGENT: &str = env!("CARGO_BIN_EXE_podnet-agent");
 
 const PROMETHEUS_PORT: u16 = 9090;
 const ALERTMANAGER_PORT: u16 = 9093;
@@ -379,7 +382,7 @@ impl Bed {
         std::fs::write(dir.path("alertmanager.yaml"), alertmanager_config())?;
         let path = |n: &str| dir.path(n).display().to_string();
 
-        let agent = Agent::start(&node, &[])?;
+        let agent = Agent::start_binary(AGENT.as_ref(), &node, &[])?;
         let webhook = Webhook::start(&ns, WEBHOOK_PORT)?;
         let alertmanager = Daemon::start(
             &ns,
@@ -655,7 +658,7 @@ fn scenario(bed: &mut Bed) -> Result<()> {
         down["annotations"]["description"]
     );
     let restarted = Instant::now();
-    bed.agent = Some(Agent::start(&bed.node, &[])?);
+    bed.agent = Some(Agent::start_binary(AGENT.as_ref(), &bed.node, &[])?);
     bed.wait_notification(
         "PodnetAgentDown resolved",
         restarted,

@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use podnet_tests::agent::Agent;
-use podnet_tests::bench::status_kib;
-use podnet_tests::kubeapi::{KubeApiServer, PodBuilder, numbered_pods};
-use podnet_tests::simnode::{PodSpec, SimNode};
+use podnet_kube_double::{KubeApiServer, PodBuilder, numbered_pods};
+use podnet_testbed::agent::Agent;
+use podnet_testbed::bench::status_kib;
+use podnet_testbed::simnode::{PodSpec, SimNode};
 
 use super::{Opts, out};
 

@@ -1,0 +1,10 @@
+//! podnet's test bed: a simulated Calico node built from real network namespaces, the real
+//! agent binary started inside it, and helpers to read what it reports. Used by the agent's
+//! integration tests (`agent/tests/`), the demo (`podnet-demo`) and the benchmarks
+//! (`podnet-bench`). The Kubernetes API double is a crate of its own, `podnet-kube-double`.
+
+pub mod agent;
+pub mod bench;
+pub mod exposition;
+pub mod netns;
+pub mod simnode;
