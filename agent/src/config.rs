@@ -53,7 +53,7 @@ pub struct Args {
     pub http_request_timeout: Duration,
 
     /// Open connections on --listen at most; further ones are closed at once, not queued.
-    #[arg(long, env = "PODNET_HTTP_MAX_CONNECTIONS", default_value = "64", value_name = "N",
+    #[arg(long, env = "PODNET_HTTP_MAX_CONNECTIONS", default_value = "512", value_name = "N",
           value_parser = clap::value_parser!(u32).range(4..=4096))]
     pub http_max_connections: u32,
 
@@ -422,7 +422,7 @@ mod tests {
             StatusListen::On(SocketAddr::from(([127, 0, 0, 1], 9711)))
         );
         assert!(!a.secure_metrics && a.tls_cert_file.is_none());
-        assert_eq!(a.http_max_connections, 64);
+        assert_eq!(a.http_max_connections, 512);
     }
 
     #[test]

@@ -177,9 +177,7 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
     let listeners = args.listeners(secure_metrics(&args).await?);
     let mut sockets = Vec::with_capacity(listeners.len());
     for l in &listeners {
-        let socket = server::bind(l)
-            .await
-            .with_context(|| format!("listening on {}", l.addr))?;
+        let socket = server::bind(l).with_context(|| format!("listening on {}", l.addr))?;
         server::announce(l);
         sockets.push(socket);
     }

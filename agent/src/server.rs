@@ -17,7 +17,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
@@ -30,6 +30,8 @@ const READ_BUFFER: usize = 8192;
 const MAX_HEADERS: usize = 32;
 /// A connection lives at most this many request timeouts (bounds a client that never reads).
 const LIFETIME_IN_REQUEST_TIMEOUTS: u32 = 6;
+/// Completed handshakes the kernel queues for `accept` (capped by `net.core.somaxconn`).
+const BACKLOG: u32 = 1024;
 /// At most one "connection refused" warning this often (a flood must not flood the log).
 const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -69,9 +71,17 @@ impl std::fmt::Debug for Listener {
     }
 }
 
-/// Bind `listener` (errors here fail the start).
-pub async fn bind(listener: &Listener) -> std::io::Result<TcpListener> {
-    TcpListener::bind(listener.addr).await
+/// Bind `listener` (errors here fail the start) with a backlog of [`BACKLOG`]: tokio's
+/// default of 128 overflows under a burst of scrapers (SYNs dropped, clients wait out a 1 s
+/// retransmission), while connections in the backlog cost no agent memory.
+pub fn bind(listener: &Listener) -> std::io::Result<TcpListener> {
+    let socket = match listener.addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(listener.addr)?;
+    socket.listen(BACKLOG)
 }
 
 /// Accept and serve until `shutdown`; connections in flight are dropped with the runtime.
@@ -107,6 +117,7 @@ pub async fn serve(
                 warn!(
                     listen = %listener.addr,
                     refused_total = n,
+                    open = listener.limits.max_connections - slots.available_permits(),
                     max = listener.limits.max_connections,
                     "HTTP connection cap reached: connections closed at once"
                 );
