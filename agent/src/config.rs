@@ -24,14 +24,11 @@ const STATUS_MAX_CONNECTIONS: usize = 16;
 #[command(name = "podnet-agent", version, color = ColorChoice::Never, max_term_width = 100)]
 pub struct Args {
     /// Address to serve /metrics, /healthz and /readyz on (the DaemonSet passes the node's own
-    /// IP). /status is served here only if ADDR is a loopback address, or with
-    /// --secure-metrics (behind the same authorization as /metrics).
-    #[arg(
-        long,
-        env = "PODNET_LISTEN",
-        default_value = "0.0.0.0:9710",
-        value_name = "ADDR"
-    )]
+    /// IP; an IPv6 address may come without brackets). /status is served here only if ADDR
+    /// is a loopback address, or with --secure-metrics (behind the same authorization as
+    /// /metrics).
+    #[arg(long, env = "PODNET_LISTEN", default_value = "0.0.0.0:9710", value_name = "ADDR",
+          value_parser = listen_addr)]
     pub listen: SocketAddr,
 
     /// Loopback address serving /status (the node's pod inventory), /metrics, /healthz and
@@ -263,6 +260,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// `IP:PORT`, `[IPv6]:PORT`, or `IPv6:PORT` as the downward API's `$(HOST_IP):9710` gives it.
+fn listen_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    let bad = || format!("'{s}' is not an address with a port (e.g. 192.0.2.10:9710)");
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let ip: std::net::IpAddr = host.parse().map_err(|_| bad())?;
+    Ok(SocketAddr::new(ip, port.parse().map_err(|_| bad())?))
+}
+
 fn status_listen(s: &str) -> Result<StatusListen, String> {
     if s == "off" {
         return Ok(StatusListen::Off);
@@ -427,6 +435,23 @@ mod tests {
 
     #[test]
     fn http_flags() {
+        assert_eq!(
+            listen_addr("2001:db8::10:9710"),
+            Ok("[2001:db8::10]:9710".parse().unwrap())
+        );
+        assert_eq!(
+            listen_addr("192.0.2.10:9710"),
+            Ok("192.0.2.10:9710".parse().unwrap())
+        );
+        for bad in [
+            ":9710",
+            "192.0.2.10",
+            "2001:db8::10",
+            "host:9710",
+            "192.0.2.10:x",
+        ] {
+            assert!(listen_addr(bad).is_err(), "{bad}");
+        }
         assert_eq!(status_listen("off"), Ok(StatusListen::Off));
         assert!(status_listen("[::1]:9711").is_ok());
         assert!(status_listen("0.0.0.0:9711").is_err());
