@@ -112,3 +112,51 @@ impl KubeApiServer {
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(r: Response) -> (u16, Value) {
+        let code = r.status().as_u16();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let body = rt
+            .block_on(axum::body::to_bytes(r.into_body(), MAX_REVIEW_BODY))
+            .unwrap();
+        (code, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[test]
+    fn reviews_answer_from_tokens_and_grants() {
+        let g = Grants::default();
+        g.lock()
+            .tokens
+            .insert("t".into(), ("alice".into(), vec!["readers".into()]));
+        g.lock()
+            .allowed
+            .insert(("readers".into(), "/metrics".into(), "get".into()));
+        let review = |token: &str| {
+            let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                              "spec": {"token": token}});
+            status(g.token_review(body.to_string().as_bytes()).unwrap())
+        };
+        let (code, known) = review("t");
+        assert_eq!(code, 201);
+        assert_eq!(known["status"]["authenticated"], true);
+        assert_eq!(known["status"]["user"]["username"], "alice");
+        assert!(review("x").1["status"].get("authenticated").is_none());
+        let access = |path: &str| {
+            let body = json!({"kind": "SubjectAccessReview", "spec": {
+                "user": "alice", "groups": ["readers"],
+                "nonResourceAttributes": {"path": path, "verb": "get"}}});
+            status(g.access_review(body.to_string().as_bytes()).unwrap()).1["status"]["allowed"]
+                .clone()
+        };
+        assert_eq!(access("/metrics"), true);
+        assert_eq!(access("/status"), false);
+        assert!(g.token_review(b"{}").is_err());
+        assert!(g.access_review(b"{\"spec\":{}}").is_err());
+    }
+}

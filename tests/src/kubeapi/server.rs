@@ -414,6 +414,10 @@ mod tests {
         );
         assert_eq!(Route::parse("/api/v1/nodes/n1"), Route::Node("n1"));
         assert_eq!(Route::parse("/version"), Route::Version);
+        assert_eq!(
+            Route::parse("/apis/authentication.k8s.io/v1/tokenreviews"),
+            Route::TokenReviews
+        );
         assert_eq!(Route::parse("/api/v1/services"), Route::Unknown);
         assert_eq!(Route::parse("/"), Route::Unknown);
     }
