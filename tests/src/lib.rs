@@ -3,6 +3,7 @@
 //! integration tests, the demo (`podnet-demo`) and the benchmarks (`podnet-bench`).
 
 pub mod agent;
+pub mod agent_proc;
 pub mod bench;
 pub mod exposition;
 pub mod kubeapi;

@@ -10,83 +10,22 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use podnet_tests::agent::{HttpClient, agent_binary, http_get};
+use podnet_tests::agent_proc::{AgentProc, STATUS_PORT};
 use podnet_tests::kubeapi::KubeApiServer;
 use podnet_tests::netns::{self, NetnsThread};
 use podnet_tests::simnode::{NODE_IPV4, SimNode};
 
 const PORT: u16 = 9710;
-const STATUS_PORT: u16 = 9711;
+
 /// The DaemonSet's memory limit.
 const MEMORY_LIMIT_KIB: u64 = 64 * 1024;
-
-/// The agent as a child process in the node's namespace; killed (and its log removed) on drop.
-struct AgentProc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl AgentProc {
-    fn start(node: &SimNode, args: &[&str]) -> Result<Self> {
-        let log = std::env::temp_dir().join(format!("{}-http-agent.log", node.node_netns()));
-        let file = std::fs::File::create(&log)?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", node.node_netns()])
-            .arg(agent_binary()?)
-            .args(["--node-name", "sim-node"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .spawn()
-            .context("starting the agent")?;
-        let mut agent = AgentProc { child, log };
-        // Ready on the loopback status listener, which every test leaves on.
-        let client = HttpClient::new(node.node_netns(), STATUS_PORT)?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !matches!(client.get("/readyz"), Ok((200, _))) {
-            if let Some(status) = agent.child.try_wait()? {
-                bail!("agent exited with {status}:\n{}", agent.log());
-            }
-            if Instant::now() > deadline {
-                bail!("agent not ready:\n{}", agent.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(agent)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Peak resident set so far (`VmHWM`), KiB.
-    fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for AgentProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_file(&self.log);
-        }
-    }
-}
 
 /// Run `f` on a new thread inside namespace `ns` (sockets it opens stay in that namespace).
 fn in_netns<R: Send + 'static>(
@@ -113,6 +52,7 @@ fn slowloris_and_200_scrapers_stay_within_limits() {
     let header_timeout = Duration::from_secs(3);
     let agent = AgentProc::start(
         &node,
+        &[],
         &[
             "--listen",
             &format!("127.0.0.1:{PORT}"),
@@ -276,7 +216,12 @@ fn status_is_not_served_on_the_public_address() {
     netns::require_root().unwrap();
     let node = SimNode::new(1, &[0]).unwrap();
     let public = SocketAddr::new(NODE_IPV4.into(), PORT);
-    let agent = AgentProc::start(&node, &["--listen", &public.to_string(), "--no-probes"]).unwrap();
+    let agent = AgentProc::start(
+        &node,
+        &[],
+        &["--listen", &public.to_string(), "--no-probes"],
+    )
+    .unwrap();
     let node_ns = NetnsThread::join(node.node_netns()).unwrap();
     let get = |path: &'static str| node_ns.run_blocking(move || http_get(public, path));
     assert_eq!(get("/metrics").unwrap().0, 200);
@@ -403,6 +348,7 @@ fn secure_metrics_need_an_authorized_token_over_tls() {
     {
         let agent = AgentProc::start(
             &node,
+            &[],
             &[
                 "--listen",
                 &format!("127.0.0.1:{PORT}"),
