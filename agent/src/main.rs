@@ -174,13 +174,7 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
         ))
     };
 
-    let listeners = args.listeners(secure_metrics(&args).await?);
-    let mut sockets = Vec::with_capacity(listeners.len());
-    for l in &listeners {
-        let socket = server::bind(l).with_context(|| format!("listening on {}", l.addr))?;
-        server::announce(l);
-        sockets.push(socket);
-    }
+    let listeners = server::bind_all(args.listeners(secure_metrics(&args).await?))?;
     let state = Arc::new(http::AppState {
         metrics,
         snapshots,
@@ -210,11 +204,7 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
     });
     let http_tasks: Vec<_> = listeners
         .into_iter()
-        .zip(sockets)
-        .map(|(l, socket)| {
-            let shutdown = stopped(stop_rx.clone());
-            tokio::spawn(server::serve(socket, l, Arc::clone(&state), shutdown))
-        })
+        .map(|l| l.spawn(Arc::clone(&state), stopped(stop_rx.clone())))
         .collect();
     for t in http_tasks {
         t.await.context("HTTP server task")?;

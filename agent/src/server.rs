@@ -13,12 +13,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
@@ -71,10 +73,41 @@ impl std::fmt::Debug for Listener {
     }
 }
 
-/// Bind `listener` (errors here fail the start) with a backlog of [`BACKLOG`]: tokio's
-/// default of 128 overflows under a burst of scrapers (SYNs dropped, clients wait out a 1 s
-/// retransmission), while connections in the backlog cost no agent memory.
-pub fn bind(listener: &Listener) -> std::io::Result<TcpListener> {
+/// A listener with its socket, bound before anything else starts.
+#[derive(Debug)]
+pub struct Bound {
+    listener: Listener,
+    socket: TcpListener,
+}
+
+impl Bound {
+    /// Serve on the runtime until `shutdown`.
+    pub fn spawn(
+        self,
+        state: Arc<AppState>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> JoinHandle<()> {
+        tokio::spawn(serve(self.socket, self.listener, state, shutdown))
+    }
+}
+
+/// Bind every listener (an error fails the start) and log what is served where.
+pub fn bind_all(listeners: Vec<Listener>) -> anyhow::Result<Vec<Bound>> {
+    listeners
+        .into_iter()
+        .map(|listener| {
+            let socket =
+                bind(&listener).with_context(|| format!("listening on {}", listener.addr))?;
+            announce(&listener);
+            Ok(Bound { listener, socket })
+        })
+        .collect()
+}
+
+/// `listener`'s socket with a backlog of [`BACKLOG`]: tokio's default of 128 overflows under a
+/// burst of scrapers (SYNs dropped, clients wait out a 1 s retransmission), while connections
+/// in the backlog cost no agent memory.
+fn bind(listener: &Listener) -> std::io::Result<TcpListener> {
     let socket = match listener.addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
@@ -85,7 +118,7 @@ pub fn bind(listener: &Listener) -> std::io::Result<TcpListener> {
 }
 
 /// Accept and serve until `shutdown`; connections in flight are dropped with the runtime.
-pub async fn serve(
+async fn serve(
     socket: TcpListener,
     listener: Listener,
     state: Arc<AppState>,
@@ -178,7 +211,7 @@ where
 }
 
 /// Log what is served where (one line per listener).
-pub fn announce(listener: &Listener) {
+fn announce(listener: &Listener) {
     info!(
         listen = %listener.addr,
         tls = listener.tls.is_some(),
