@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use podnet_tests::agent::{HttpClient, agent_binary, http_get};
 use podnet_tests::agent_proc::{AgentProc, STATUS_PORT};
+use podnet_tests::exposition::Samples;
 use podnet_tests::kubeapi::KubeApiServer;
 use podnet_tests::netns::{self, NetnsThread};
 use podnet_tests::simnode::{NODE_IPV4, SimNode};
@@ -37,6 +38,36 @@ fn in_netns<R: Send + 'static>(
         netns::enter(&ns)?;
         Ok(f())
     })
+}
+
+/// Delete pod `index`'s host route (a kernel event) and time until `/metrics` on the loopback
+/// status listener reports it; then restore it and wait until the problem is gone.
+fn event_to_metric(node: &SimNode, status: &HttpClient, index: usize) -> Duration {
+    let ip = node.pod(index).ipv4.to_string();
+    let reported = |want: bool| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok((200, body)) = status.get("/metrics") {
+                let seen = Samples::parse(&body).problems().iter().any(|p| p.1 == ip);
+                if seen == want {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "route problem of {ip} never {want}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let t = Instant::now();
+    node.delete_route(index, node.pod(index).ipv4.into())
+        .unwrap();
+    reported(true);
+    let took = t.elapsed();
+    node.restore_routes(index).unwrap();
+    reported(false);
+    took
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -68,6 +99,8 @@ fn slowloris_and_200_scrapers_stay_within_limits() {
     let addr = SocketAddr::from(([127, 0, 0, 1], PORT));
     let ns = node.node_netns().to_owned();
     let stop = Arc::new(AtomicBool::new(false));
+    let status = HttpClient::new(&ns, STATUS_PORT).unwrap();
+    let idle_event = event_to_metric(&node, &status, 1);
 
     // 300 slowloris connections: a request head, one byte a second, never finished.
     let slow = 300;
@@ -130,6 +163,8 @@ fn slowloris_and_200_scrapers_stay_within_limits() {
         }
         Ok(lat)
     });
+    std::thread::sleep(Duration::from_secs(2));
+    let loaded_event = event_to_metric(&node, &status, 2);
     let mut lat = good.join().unwrap().unwrap().unwrap();
     stop.store(true, Ordering::Relaxed);
     for s in scrapers {
@@ -144,7 +179,8 @@ fn slowloris_and_200_scrapers_stay_within_limits() {
     eprintln!(
         "slowloris {slow} + 200 scrapers: {} scrapes served, well-behaved scraper {} GETs \
          p50 {p50:?} p99 {p99:?}; slow connections closed {stalled_closed}/{slow}, last after \
-         {latest_close:?}; agent peak RSS {} KiB",
+         {latest_close:?}; agent peak RSS {} KiB; route deleted → metric {idle_event:?} idle, \
+         {loaded_event:?} under load",
         served.load(Ordering::Relaxed),
         lat.len(),
         rss,
@@ -163,6 +199,11 @@ fn slowloris_and_200_scrapers_stay_within_limits() {
         "{latest_close:?}"
     );
     assert!(rss > 0 && rss < MEMORY_LIMIT_KIB, "peak RSS {rss} KiB");
+    // Kernel events are not starved by the HTTP load (same runtime thread).
+    assert!(
+        loaded_event < Duration::from_secs(1),
+        "{loaded_event:?} under load"
+    );
 
     // Beyond the cap: connections are closed at once, not queued.
     let extra = 100;
