@@ -10,10 +10,12 @@ mod fixtures;
 pub mod host;
 pub mod kube;
 pub mod metrics;
+pub mod model;
 pub mod monitor;
 pub mod pods;
 pub mod probe;
 pub mod snapshot;
+pub mod util;
 pub mod verdict;
 
-pub use error::Error;
+pub use error::{Error, KubeClientError};

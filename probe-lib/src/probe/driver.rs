@@ -18,6 +18,7 @@ use super::outcome::{IcmpReply, Observation, ProbeResult, classify_io};
 use super::plan::PlannedProbe;
 use super::report::PodSide;
 use super::target::{Direction, Protocol};
+use crate::util::lock;
 
 /// One pod's round: where its namespace is, and what to probe.
 #[derive(Debug, Clone)]
@@ -243,10 +244,6 @@ impl NetnsDriver {
             Err(e) => Observation::failed(ProbeResult::Error, e.to_string()),
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 async fn tcp(

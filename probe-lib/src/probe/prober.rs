@@ -18,8 +18,7 @@ use super::driver::{PodNetwork, PodRound, RoundResult};
 use super::plan::{PlannedProbe, plan};
 use super::report::{DestState, PodProbes};
 use super::target::{Direction, Gateways, HOST_TO_POD_TARGET, Protocol, Target};
-use crate::metrics::ProbeMetrics;
-use crate::snapshot::PodSet;
+use crate::model::{PodSet, ProbeMetrics};
 
 /// Prober settings.
 #[derive(Debug, Clone)]
@@ -280,7 +279,8 @@ impl<N: PodNetwork> Prober<N> {
                     DestState::new(&p.target, p.protocol, p.direction, p.address.ip(), port)
                 });
             d.record(obs);
-            self.metrics.observe(p, obs);
+            self.metrics
+                .observe(&p.target, p.protocol, p.direction, obs);
             dests.push(d);
         }
         pod.state.dests = dests;
