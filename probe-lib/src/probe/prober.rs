@@ -265,7 +265,7 @@ impl<N: PodNetwork> Prober<N> {
             }
             None => {}
         }
-        pod.state.error = result.error;
+        pod.state.error = result.error.as_ref().map(ToString::to_string);
         let mut dests = Vec::with_capacity(probes.len());
         for (p, obs) in probes.iter().zip(&result.observations) {
             let port = (p.address.port() != 0).then_some(p.address.port());
