@@ -268,7 +268,8 @@ impl KubeWatcher {
             .fields(&self.selector)
             .timeout(timeout);
         self.metrics.request("watch");
-        let started = Instant::now();
+        // tokio's clock (the same in production), so tests can pause it.
+        let started = tokio::time::Instant::now();
         let stream = match tokio::time::timeout(REQUEST_TIMEOUT, self.api.watch(&wp, rv)).await {
             Err(_) => {
                 return WatchEnd::Failed(WatchError::RequestTimeout {
@@ -340,3 +341,6 @@ impl KubeWatcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
