@@ -1,4 +1,6 @@
-//! Prometheus metrics (names and meaning: `docs/metrics.md`).
+//! Prometheus metrics (names and meaning: `docs/metrics.md`). An exporter: it registers the
+//! counters the sources update (defined in [`crate::model`], so no source imports this module)
+//! and renders everything else from the snapshot.
 //!
 //! Verdict-derived series are not stored in metric families: a collector renders them from
 //! the latest [`Snapshot`] at scrape time, so a repaired problem or a deleted pod can never

@@ -1,4 +1,5 @@
-//! The event loop: keep [`HostState`] current from kernel events, re-dump when events cannot
+//! Orchestration (the layer above the verdicts, below the exporters). The event loop: keep
+//! [`HostState`] current from kernel events, re-dump when events cannot
 //! be trusted (overrun, link down) and periodically, judge the pods after every batch of
 //! changes and publish a [`Snapshot`].
 //!
