@@ -1,7 +1,7 @@
 //! Orchestration (the layer above the verdicts, below the exporters). The event loop: keep
-//! [`HostState`] current from kernel events, re-dump when events cannot
-//! be trusted (overrun, link down) and periodically, judge the pods after every batch of
-//! changes and publish a [`Snapshot`].
+//! [`HostState`] current from kernel events, re-dump when events cannot be trusted (overrun,
+//! link down) and periodically, judge the pods after every batch of changes and publish a
+//! [`Snapshot`] (and the prober's [`PodSet`]).
 //!
 //! No check waits for a timer when the kernel told us something changed: every batch of events
 //! is followed by an evaluation, within the same wake-up.
