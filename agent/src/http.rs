@@ -268,14 +268,20 @@ mod tests {
 
     #[test]
     fn status_is_serialized_once_per_snapshot() {
-        let (tx, rx) = watch::channel(Arc::new(Snapshot::initial("n".into(), "node")));
+        let (tx, rx) = watch::channel(Arc::new(Snapshot::initial(
+            "n".into(),
+            podnet_probe::model::SourceName::Node,
+        )));
         let cache = StatusCache::default();
         let a = cache.body(&rx).unwrap();
         let b = cache.body(&rx).unwrap();
         // The same allocation: no second serialization.
         assert_eq!(a.as_ptr(), b.as_ptr());
         assert!(!a.contains(&b'\n'), "compact JSON");
-        tx.send_replace(Arc::new(Snapshot::initial("n".into(), "node")));
+        tx.send_replace(Arc::new(Snapshot::initial(
+            "n".into(),
+            podnet_probe::model::SourceName::Node,
+        )));
         let c = cache.body(&rx).unwrap();
         assert_ne!(a.as_ptr(), c.as_ptr());
         assert_eq!(a, c);
