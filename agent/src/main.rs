@@ -149,6 +149,7 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
                 .chain([HOST_TO_POD_TARGET.to_owned()])
                 .collect(),
         }),
+        cni: args.cni.clone(),
     };
     let (monitor, snapshots) = Monitor::new(host, config, metrics.monitor());
     metrics.serve_snapshots(snapshots.clone());

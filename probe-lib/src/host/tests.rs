@@ -110,6 +110,30 @@ fn admin_down_flushes_routes_carrier_down_keeps_them() {
     assert!(s.host_route(ip("10.244.0.2")).is_none());
 }
 
+/// Verified with `ip link set X down` on a ptp-style `10.244.0.2 dev X scope host` route: the
+/// kernel keeps it (and `ip route get` still answers with it).
+#[test]
+fn admin_down_keeps_ipv4_scope_host_routes() {
+    let mut s = HostState::default();
+    s.apply(&KernelEvent::LinkChanged(link(6, "veth1", Some(2))));
+    let mut host_scope = route("10.244.0.2/32", 6, 0, MAIN_TABLE);
+    host_scope.scope = SCOPE_HOST;
+    s.apply(&KernelEvent::RouteAdded(host_scope));
+    s.apply(&KernelEvent::RouteAdded(route(
+        "fd00::2/128",
+        6,
+        0,
+        MAIN_TABLE,
+    )));
+    let mut down = link(6, "veth1", Some(2));
+    down.admin_up = false;
+    down.oper = OperState::Down;
+    s.apply(&KernelEvent::LinkChanged(down));
+    assert!(s.host_route(ip("10.244.0.2")).is_some());
+    assert!(s.host_route(ip("fd00::2")).is_none());
+    assert_eq!(s.route_count(), 1);
+}
+
 #[test]
 fn rename_updates_the_name_index() {
     let mut s = state();
@@ -196,4 +220,96 @@ fn host_addresses_follow_events() {
     assert_eq!(s.addresses(), &[a]);
     s.apply(&KernelEvent::AddressRemoved(a));
     assert!(s.addresses().is_empty());
+}
+
+/// `ip route get` over tricky main tables: longest prefix, then lowest metric; TOS-specific
+/// routes and other tables never answer; the default route is the last resort.
+#[test]
+fn route_lookup_is_the_kernels_longest_prefix_match() {
+    let mut s = HostState::default();
+    let lookup = |s: &HostState, a: &str| s.route_lookup(ip(a)).map(|r| (r.dst.to_string(), r.oif));
+    assert_eq!(lookup(&s, "10.244.0.5"), None, "empty table");
+    s.apply(&KernelEvent::RouteAdded(route(
+        "0.0.0.0/0",
+        1,
+        0,
+        MAIN_TABLE,
+    )));
+    s.apply(&KernelEvent::RouteAdded(route(
+        "10.244.0.0/24",
+        3,
+        0,
+        MAIN_TABLE,
+    )));
+    s.apply(&KernelEvent::RouteAdded(route(
+        "10.244.0.0/16",
+        2,
+        0,
+        MAIN_TABLE,
+    )));
+    s.apply(&KernelEvent::RouteAdded(route("10.244.0.5/32", 9, 0, 100)));
+    assert_eq!(
+        lookup(&s, "10.244.0.5"),
+        Some(("10.244.0.0/24".into(), Some(3)))
+    );
+    assert_eq!(
+        lookup(&s, "10.244.1.5"),
+        Some(("10.244.0.0/16".into(), Some(2)))
+    );
+    assert_eq!(
+        lookup(&s, "10.245.0.1"),
+        Some(("0.0.0.0/0".into(), Some(1)))
+    );
+    // The /24 boundary: .255 is inside, the next address is not.
+    assert_eq!(lookup(&s, "10.244.0.255").unwrap().1, Some(3));
+    // A host route beats the subnet; of two host routes the lower metric wins.
+    s.apply(&KernelEvent::RouteAdded(route(
+        "10.244.0.5/32",
+        7,
+        100,
+        MAIN_TABLE,
+    )));
+    s.apply(&KernelEvent::RouteAdded(route(
+        "10.244.0.5/32",
+        8,
+        10,
+        MAIN_TABLE,
+    )));
+    assert_eq!(
+        lookup(&s, "10.244.0.5"),
+        Some(("10.244.0.5/32".into(), Some(8)))
+    );
+    // A TOS-specific host route does not answer for ordinary traffic.
+    let mut tos = route("10.244.0.6/32", 9, 0, MAIN_TABLE);
+    tos.tos = 0x10;
+    s.apply(&KernelEvent::RouteAdded(tos));
+    assert_eq!(lookup(&s, "10.244.0.6").unwrap().1, Some(3));
+    // Removing the subnet lets the /16 answer.
+    s.apply(&KernelEvent::RouteRemoved(route(
+        "10.244.0.0/24",
+        3,
+        0,
+        MAIN_TABLE,
+    )));
+    assert_eq!(lookup(&s, "10.244.0.7").unwrap().1, Some(2));
+    // IPv6: /128, /64 and no default.
+    s.apply(&KernelEvent::RouteAdded(route(
+        "fd00::/64",
+        4,
+        0,
+        MAIN_TABLE,
+    )));
+    s.apply(&KernelEvent::RouteAdded(route(
+        "fd00::5/128",
+        5,
+        0,
+        MAIN_TABLE,
+    )));
+    assert_eq!(lookup(&s, "fd00::5").unwrap().1, Some(5));
+    assert_eq!(lookup(&s, "fd00::6").unwrap().1, Some(4));
+    assert_eq!(lookup(&s, "fd01::6"), None);
+    // The families never mix: ::/0 does not answer for IPv4 and v.v.
+    s.apply(&KernelEvent::RouteAdded(route("::/0", 6, 0, MAIN_TABLE)));
+    assert_eq!(lookup(&s, "fd01::6").unwrap().1, Some(6));
+    assert_eq!(lookup(&s, "10.245.0.1").unwrap().1, Some(1));
 }
