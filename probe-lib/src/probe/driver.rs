@@ -73,6 +73,8 @@ impl std::fmt::Debug for NetnsDriver {
 
 /// How often `/proc` may be scanned for namespaces without a bind mount.
 const PROC_SCAN_EVERY: Duration = Duration::from_secs(5);
+/// Namespace locations remembered, at most: far above the pods a node runs.
+const LOCATIONS_MAX: usize = 8192;
 const PAYLOAD: [u8; 16] = *b"podnet-probe-v1\0";
 
 impl NetnsDriver {
@@ -116,7 +118,12 @@ impl NetnsDriver {
             }
         }
         let located = found.remove(&nsid)?;
-        lock(&self.locations).insert(nsid, located.clone());
+        let mut locations = lock(&self.locations);
+        // Ids of deleted pods are never asked for again: bounded, not pruned one by one.
+        if locations.len() >= LOCATIONS_MAX {
+            locations.clear();
+        }
+        locations.insert(nsid, located.clone());
         Some(located)
     }
 
