@@ -254,3 +254,27 @@ async fn lost_subscription_is_renewed_with_a_resync() {
         .await;
     m.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_flapping_pod_link_causes_spaced_resyncs() {
+    let host = fake_node();
+    let mut m = start(host.clone(), Duration::from_secs(3600));
+    m.until("healthy", healthy_with(2)).await;
+    let mut down = veth(5, "cali1", 1);
+    down.oper = crate::host::OperState::Down;
+    let up = veth(5, "cali1", 1);
+    // Down and up every 100 ms for 10 s: 100 link-down events.
+    for i in 0..200 {
+        host.emit(KernelEvent::LinkChanged(if i % 2 == 0 {
+            down.clone()
+        } else {
+            up.clone()
+        }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let n = m.metrics.resync_count(ResyncCause::LinkDown);
+    assert!((5..=12).contains(&n), "{n} re-syncs for 100 flaps in 10 s");
+    m.until("healthy after the flapping", healthy_with(2)).await;
+    m.stop().await;
+}
