@@ -183,7 +183,7 @@ fn node_problem_reasons_once_even_when_not_adjacent() {
 
 #[test]
 fn workers_are_exported() {
-    let workers = crate::model::Workers::default();
+    let workers = Workers::default();
     let alive = workers.register("monitor");
     drop(workers.register("prober"));
     let mut m = Metrics::new("1");

@@ -270,9 +270,9 @@ async fn a_flapping_pod_link_causes_spaced_resyncs() {
         } else {
             up.clone()
         }));
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    sleep(Duration::from_secs(2)).await;
     let n = m.metrics.resync_count(ResyncCause::LinkDown);
     assert!((5..=12).contains(&n), "{n} re-syncs for 100 flaps in 10 s");
     m.until("healthy after the flapping", healthy_with(2)).await;
