@@ -131,9 +131,29 @@ impl Workers {
         lock(&self.inner).fault = Some((name.to_owned(), fault));
     }
 
+    /// The fault injected for worker `name`, if any (tests only).
+    pub fn fault(&self, name: &str) -> Option<Fault> {
+        match &lock(&self.inner).fault {
+            Some((n, f)) if n == name => Some(*f),
+            _ => None,
+        }
+    }
+
+    /// A supervisor caught worker `name`'s panic (e.g. from a task's `JoinHandle`): its
+    /// guard may have been dropped outside the unwinding, as tokio drops a panicked task's
+    /// future only after catching the panic.
+    pub fn mark_panicked(&self, name: &str) {
+        if let Some(e) = lock(&self.inner).workers.get_mut(name) {
+            e.ended = Some(WorkerState::Panicked);
+        }
+    }
+
+    /// The first end recorded wins (a supervisor's verdict is not overwritten by the guard's
+    /// later drop).
     fn end(&self, name: &'static str, id: u64, state: WorkerState) {
         if let Some(e) = lock(&self.inner).workers.get_mut(name)
             && e.id == id
+            && e.ended.is_none()
         {
             e.ended = Some(state);
         }
@@ -173,10 +193,7 @@ impl WorkerGuard {
 
     /// The fault injected for this worker, if any (tests only).
     pub fn fault(&self) -> Option<Fault> {
-        match &lock(&self.workers.inner).fault {
-            Some((n, f)) if n == self.name => Some(*f),
-            _ => None,
-        }
+        self.workers.fault(self.name)
     }
 }
 
@@ -242,6 +259,19 @@ mod tests {
         );
         drop(g2);
         assert_eq!(w.problems(Instant::now()), ["monitor: stopped"]);
+    }
+
+    #[test]
+    fn a_supervisor_verdict_stands() {
+        let w = Workers::default();
+        let g = w.register("prober");
+        drop(g);
+        w.mark_panicked("prober");
+        assert_eq!(w.problems(Instant::now()), ["prober: panicked"]);
+        let g = w.register("prober");
+        w.mark_panicked("prober");
+        drop(g);
+        assert_eq!(w.problems(Instant::now()), ["prober: panicked"]);
     }
 
     #[test]
