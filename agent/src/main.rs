@@ -13,7 +13,7 @@ mod tls;
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::Parser;
@@ -230,47 +230,47 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
         supervise::start_watchdog();
         let _ = stop_tx.send(true);
     });
-    let http_tasks: Vec<_> = listeners
+    let http_tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)> = listeners
         .into_iter()
         .enumerate()
         .map(|(i, l)| {
             let task = l.spawn(Arc::clone(&state), stopped(stop_rx.clone()));
             let name = HTTP_WORKERS.get(i).copied().unwrap_or("http-other");
-            supervise::watch_task(&workers, name, task)
+            (name, supervise::watch_task(&workers, name, task))
         })
         .collect();
-    let join_all = async {
-        for t in http_tasks {
-            t.await.context("HTTP server task")?;
-        }
-        monitor_task.await.context("monitor task")?;
-        if let Some(t) = prober_task {
-            t.await.context("prober task")?;
-        }
-        if let Some(t) = watch_task {
-            t.await.context("Kubernetes watch task")?;
-        }
-        anyhow::Ok(())
-    };
+    let mut tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)> = http_tasks;
+    tasks.push(("monitor", monitor_task));
+    tasks.extend(prober_task.map(|t| ("prober", t)));
+    tasks.extend(watch_task.map(|t| ("watch", t)));
     let deadline = async {
         stopped(stop_rx.clone()).await;
         tokio::time::sleep(SHUTDOWN_DEADLINE).await;
     };
-    tokio::select! {
-        r = join_all => r?,
-        () = deadline => {
-            let running: Vec<&str> = workers
-                .states(Instant::now())
-                .into_iter()
-                .filter(|(_, s)| *s == podnet_probe::model::WorkerState::Running)
-                .map(|(n, _)| n)
-                .collect();
-            anyhow::bail!(
-                "shutdown deadline of {SHUTDOWN_DEADLINE:?} passed; exiting with workers still running: {}",
-                running.join(", ")
-            );
+    let joined = {
+        let join_all = async {
+            for (name, t) in tasks.iter_mut() {
+                t.await.with_context(|| format!("{name} task"))?;
+            }
+            anyhow::Ok(())
+        };
+        tokio::select! {
+            r = join_all => Some(r),
+            () = deadline => None,
         }
+    };
+    if joined.is_none() {
+        let stuck: Vec<&str> = tasks
+            .iter()
+            .filter(|(_, t)| !t.is_finished())
+            .map(|(n, _)| *n)
+            .collect();
+        anyhow::bail!(
+            "shutdown deadline of {SHUTDOWN_DEADLINE:?} passed; exiting without waiting for: {}",
+            stuck.join(", ")
+        );
     }
+    joined.into_iter().try_for_each(|r| r)?;
     info!("stopped");
     Ok(())
 }

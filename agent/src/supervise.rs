@@ -83,7 +83,8 @@ where
     supervise(workers.clone(), name, None, task)
 }
 
-/// A task already spawned elsewhere (an HTTP accept loop), watched as worker `name`.
+/// A task already spawned elsewhere (an HTTP accept loop), watched as worker `name`. An
+/// injected `kill` aborts it (`hang` is not supported here).
 pub fn watch_task(workers: &Workers, name: &'static str, task: JoinHandle<()>) -> JoinHandle<()> {
     let guard = workers.register(name);
     supervise(workers.clone(), name, Some(guard), task)
@@ -96,8 +97,23 @@ fn supervise(
     guard: Option<WorkerGuard>,
     task: JoinHandle<()>,
 ) -> JoinHandle<()> {
+    let fault = workers.fault(name).filter(|_| guard.is_some());
     tokio::spawn(async move {
-        let result = task.await;
+        let mut task = task;
+        let result = if fault == Some(Fault::Kill) {
+            // A task spawned elsewhere cannot be made to panic from here: stop it, then
+            // panic in its place.
+            tokio::select! {
+                r = &mut task => r,
+                () = tokio::time::sleep(FAULT_AFTER) => {
+                    task.abort();
+                    workers.mark_panicked(name);
+                    panic!("injected fault: kill:{name}");
+                }
+            }
+        } else {
+            task.await
+        };
         if let Err(e) = result
             && e.is_panic()
         {
