@@ -93,21 +93,11 @@ pub(super) const LOG_LINES_PER_WINDOW: u32 = 20;
 pub(super) const LOG_WINDOW: Duration = Duration::from_secs(10);
 
 /// A fixed-window rate limit on log lines; what it holds back is counted.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(super) struct LogLimiter {
     window_start: Option<Instant>,
     used: u32,
     suppressed: u64,
-}
-
-impl Default for LogLimiter {
-    fn default() -> Self {
-        LogLimiter {
-            window_start: None,
-            used: 0,
-            suppressed: 0,
-        }
-    }
 }
 
 impl LogLimiter {
