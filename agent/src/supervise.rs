@@ -3,7 +3,9 @@
 //! the shutdown deadline.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::str::FromStr;
+use std::task::Poll;
 use std::time::Duration;
 
 use podnet_probe::model::{Fault, WorkerGuard, Workers};
@@ -50,8 +52,9 @@ impl FromStr for TestFault {
 }
 
 /// Spawn worker `name`: `make` receives its guard and returns the worker's future, which
-/// must keep the guard as long as it runs. A panic inside ends the task with the guard dropped
-/// while unwinding, i.e. recorded as panicked.
+/// must keep the guard as long as it runs. A panic inside is caught at the task boundary and
+/// recorded before anything else can observe the worker (tokio would drop the future, and
+/// with it the guard, only after catching the panic), then re-raised for whoever joins.
 pub fn spawn_worker<F, Fut>(workers: &Workers, name: &'static str, make: F) -> JoinHandle<()>
 where
     F: FnOnce(WorkerGuard) -> Fut,
@@ -59,7 +62,8 @@ where
 {
     let fault = workers.fault(name);
     let work = make(workers.register(name));
-    let task = tokio::spawn(async move {
+    let workers = workers.clone();
+    tokio::spawn(async move {
         let injected = async {
             match fault {
                 Some(f) => {
@@ -69,35 +73,41 @@ where
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            () = work => {}
-            f = injected => match f {
-                Fault::Kill => panic!("injected fault: kill:{name}"),
-                Fault::Hang => {
-                    warn!(worker = name, "injected fault: this worker stops and ignores shutdown");
-                    std::future::pending::<()>().await;
-                }
-            },
+        let run = async {
+            tokio::select! {
+                () = work => {}
+                f = injected => match f {
+                    Fault::Kill => panic!("injected fault: kill:{name}"),
+                    Fault::Hang => {
+                        warn!(worker = name, "injected fault: this worker stops and ignores shutdown");
+                        std::future::pending::<()>().await;
+                    }
+                },
+            }
+        };
+        let mut run = std::pin::pin!(run);
+        let outcome = std::future::poll_fn(|cx| {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(cx))) {
+                Ok(Poll::Ready(())) => Poll::Ready(Ok(())),
+                Ok(Poll::Pending) => Poll::Pending,
+                Err(panic) => Poll::Ready(Err(panic)),
+            }
+        })
+        .await;
+        if let Err(panic) = outcome {
+            error!(worker = name, "worker panicked; /healthz fails from now on");
+            workers.mark_panicked(name);
+            std::panic::resume_unwind(panic);
         }
-    });
-    supervise(workers.clone(), name, None, task)
+    })
 }
 
 /// A task already spawned elsewhere (an HTTP accept loop), watched as worker `name`. An
 /// injected `kill` aborts it (`hang` is not supported here).
 pub fn watch_task(workers: &Workers, name: &'static str, task: JoinHandle<()>) -> JoinHandle<()> {
     let guard = workers.register(name);
-    supervise(workers.clone(), name, Some(guard), task)
-}
-
-/// Await `task`; if it panicked, record that and re-raise the panic for whoever joins.
-fn supervise(
-    workers: Workers,
-    name: &'static str,
-    guard: Option<WorkerGuard>,
-    task: JoinHandle<()>,
-) -> JoinHandle<()> {
-    let fault = workers.fault(name).filter(|_| guard.is_some());
+    let fault = workers.fault(name);
+    let workers = workers.clone();
     tokio::spawn(async move {
         let mut task = task;
         let result = if fault == Some(Fault::Kill) {
