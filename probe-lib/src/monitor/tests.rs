@@ -279,3 +279,31 @@ async fn a_flapping_pod_link_causes_spaced_resyncs() {
     m.until("healthy after the flapping", healthy_with(2)).await;
     m.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn problem_logs_are_rate_limited_and_counted() {
+    // 30 pods whose routes all vanish at once: 30 "pod wiring problem" lines, 20 allowed.
+    let links: Vec<_> = (0..30)
+        .map(|i| veth(10 + i, &format!("cali{i}"), i as i32 + 1))
+        .collect();
+    let routes = (0..30)
+        .map(|i| host_route(&format!("10.244.1.{i}"), 10 + i))
+        .collect();
+    let host = FakeHost::new(HostDump {
+        links,
+        routes,
+        ..HostDump::default()
+    });
+    for i in 0..30 {
+        host.set_peer_addresses(i + 1, vec![pod_addr(&format!("10.244.1.{i}"))]);
+    }
+    let mut m = start(host.clone(), Duration::from_secs(3600));
+    m.until("healthy", healthy_with(30)).await;
+    assert_eq!(m.metrics.suppressed_count(), 0);
+    host.change_silently(|d| d.routes.clear());
+    host.overrun();
+    m.until("all routes missing", |s| reasons(s).len() == 30)
+        .await;
+    assert_eq!(m.metrics.suppressed_count(), 10);
+    m.stop().await;
+}
