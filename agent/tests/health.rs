@@ -107,3 +107,37 @@ fn sigterm_without_faults_exits_cleanly_and_fast() {
     assert_eq!(agent.stop().unwrap(), Some(0), "{}", agent.log_tail());
     assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
 }
+
+#[test]
+fn killing_the_kubernetes_watch_turns_healthz_red() {
+    use podnet_kube_double::{Config, KubeApiServer};
+    let node = SimNode::new(1, &[]).unwrap();
+    let api = KubeApiServer::start_with(
+        Some(node.node_netns()),
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        Config::default(),
+    )
+    .unwrap();
+    api.register_node("sim-node");
+    let kubeconfig = std::env::temp_dir().join(format!("{}-health-kubeconfig", node.node_netns()));
+    api.kubeconfig(&kubeconfig).unwrap();
+    let args = [
+        "--pod-source",
+        "kubernetes",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--no-probes",
+        "--test-fault",
+        "kill:watch",
+    ];
+    let agent = Agent::start_binary(AGENT.as_ref(), &node, &args);
+    let _ = std::fs::remove_file(&kubeconfig);
+    let agent = agent.unwrap();
+    let body = wait_red(&agent);
+    assert!(
+        body.contains("watch: panicked"),
+        "{body:?}\n{}",
+        agent.log_tail()
+    );
+    assert_eq!(worker_up(&agent, "watch"), Some(0.0));
+}
