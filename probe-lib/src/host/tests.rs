@@ -197,3 +197,27 @@ fn host_addresses_follow_events() {
     s.apply(&KernelEvent::AddressRemoved(a));
     assert!(s.addresses().is_empty());
 }
+
+#[tokio::test]
+async fn a_full_event_queue_turns_into_one_overrun() {
+    let (tx, mut rx) = event_channel(2);
+    let ev = |i| KernelEvent::LinkRemoved(i);
+    tx.push(ev(1)).await.unwrap();
+    tx.push(ev(2)).await.unwrap();
+    // Full: event 3 is dropped; the overrun waits for room instead of growing the queue.
+    let pusher = tokio::spawn(async move {
+        tx.push(ev(3)).await.unwrap();
+        tx.push(ev(4)).await.unwrap();
+        tx
+    });
+    tokio::task::yield_now().await;
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(rx.recv().await.unwrap());
+    }
+    let tx = pusher.await.unwrap();
+    assert_eq!(got, [ev(1), ev(2), KernelEvent::Overrun, ev(4)]);
+    assert!(state().apply(&got[2]) == Some(ResyncCause::Overrun));
+    drop(rx);
+    assert_eq!(tx.push(ev(5)).await, Err(SubscriptionClosed));
+}

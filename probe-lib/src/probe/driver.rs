@@ -19,6 +19,7 @@ use super::outcome::{IcmpReply, Observation, ProbeResult, classify_io};
 use super::plan::PlannedProbe;
 use super::report::PodSide;
 use super::target::{Direction, Protocol};
+use crate::model::WorkerGuard;
 use crate::util::lock;
 
 /// One pod's round: where its namespace is, and what to probe.
@@ -80,6 +81,15 @@ const PAYLOAD: [u8; 16] = *b"podnet-probe-v1\0";
 impl NetnsDriver {
     /// Start the namespace thread and open the host's ICMP sockets. Call inside the runtime.
     pub fn new() -> std::io::Result<Self> {
+        Self::start(None)
+    }
+
+    /// As [`NetnsDriver::new`], the namespace thread reporting its liveness through `worker`.
+    pub fn with_worker(worker: WorkerGuard) -> std::io::Result<Self> {
+        Self::start(Some(worker))
+    }
+
+    fn start(worker: Option<WorkerGuard>) -> std::io::Result<Self> {
         let runtime = tokio::runtime::Handle::current();
         let host = |kind| match icmp_client(kind, None) {
             Ok(c) => Some(c),
@@ -89,7 +99,7 @@ impl NetnsDriver {
             }
         };
         Ok(NetnsDriver {
-            thread: NetnsThread::start(runtime)?,
+            thread: NetnsThread::start(runtime, worker)?,
             locations: Mutex::new(HashMap::new()),
             last_proc_scan: Mutex::new(None),
             host_v4: host(ICMP::V4),

@@ -21,6 +21,7 @@ use tracing::{debug, error};
 use super::error::ProbeError;
 use super::nl::BlockingNetlink;
 use super::report::PodSide;
+use crate::model::{Fault, WorkerGuard};
 
 /// Where named namespaces are bind-mounted (`ip netns`, containerd's `cni-…`).
 pub(crate) const NETNS_DIRS: [&str; 2] = ["/var/run/netns", "/run/netns"];
@@ -89,8 +90,12 @@ pub(crate) struct NetnsThread {
 }
 
 impl NetnsThread {
-    /// Start it. `runtime` is where the sockets it creates are registered.
-    pub(crate) fn start(runtime: tokio::runtime::Handle) -> std::io::Result<Self> {
+    /// Start it. `runtime` is where the sockets it creates are registered; `worker`, if
+    /// given, lives as long as the thread serves (dropped while unwinding if it panics).
+    pub(crate) fn start(
+        runtime: tokio::runtime::Handle,
+        worker: Option<WorkerGuard>,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
         std::thread::Builder::new()
@@ -98,7 +103,17 @@ impl NetnsThread {
             .spawn(move || match Home::open() {
                 Ok(home) => {
                     let _ = ready_tx.send(Ok(()));
-                    home.serve(rx, runtime);
+                    // A panic ends the thread (it may be inside a pod's namespace: it must not
+                    // serve again), but is caught here to say so; the guard, owned by the
+                    // unwinding closure, records "panicked" for /healthz.
+                    let served =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                            let worker = worker;
+                            home.serve(rx, runtime, worker.as_ref());
+                        }));
+                    if served.is_err() {
+                        error!("the namespace thread panicked; pod-side probes have stopped");
+                    }
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -163,8 +178,23 @@ impl Home {
         })
     }
 
-    fn serve(mut self, jobs: mpsc::Receiver<Job>, runtime: tokio::runtime::Handle) {
+    fn serve(
+        mut self,
+        jobs: mpsc::Receiver<Job>,
+        runtime: tokio::runtime::Handle,
+        worker: Option<&WorkerGuard>,
+    ) {
         for job in jobs {
+            // Test hook (PODNET_TEST_FAULT, set only from the agent's environment).
+            match worker.and_then(WorkerGuard::fault) {
+                Some(Fault::Kill) => {
+                    panic!("injected fault: kill:{}", worker.map_or("", |w| w.name()))
+                }
+                Some(Fault::Hang) => loop {
+                    std::thread::park();
+                },
+                None => {}
+            }
             match job {
                 Job::Locate {
                     wanted,
