@@ -5,22 +5,31 @@
 //! version; a watch from there (with bookmarks) applies changes. A 410 Gone — as an HTTP status
 //! or as a watch `ERROR` event — always means a fresh list, never a retry of the same version.
 //! A watch that sends nothing, not even a bookmark or its own end, for longer than its timeout
-//! plus a margin is declared stalled and replaced. Errors back off exponentially with jitter
-//! (at most 5 s, so the watch is back within seconds of the API's return). Health and restarts
-//! are exported; the monitor turns a long unhealthy spell into a node-level problem.
+//! plus a margin is declared stalled and replaced. Health and restarts are exported; the
+//! monitor turns a long unhealthy spell into a node-level problem.
+//!
+//! Polite to a struggling API server: errors back off exponentially with jitter up to 30 s, and
+//! the backoff starts over only after the watch has stayed healthy for a while (a full watch
+//! timeout, at most a minute) — a watch that fails right after every successful list costs a
+//! list+watch every ~30 s, not several a second. 429 waits the server's `Retry-After`.
+//!
+//! Memory: pages are read as they stream in and each pod is decoded into the few fields podnet
+//! reads ([`RawPod`]); Failed and Succeeded pods are filtered out by the server.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
-use kube::Api;
-use kube::api::{ApiResource, DynamicObject, ListParams, WatchEvent, WatchParams};
+use http_body_util::BodyExt;
+use kube::api::{ListParams, WatchEvent, WatchParams};
 use serde_json::Value;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::error::WatchError;
+use super::page::{Item, PageMeta, PageReader};
+use super::pod::RawPod;
 use super::store::{KubeHealth, KubeView, PodStore};
 use crate::model::KubeMetrics;
 use crate::util::backoff::Backoff;
@@ -38,7 +47,18 @@ pub struct WatchConfig {
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// The backoff starts over once the watch has been healthy this long (or a full watch
+/// timeout, if shorter): a list that succeeds before every failing watch does not reset it.
+const HEALTHY_RESET: Duration = Duration::from_secs(60);
+/// A 429 without `Retry-After` waits at least this; a `Retry-After` is honoured up to
+/// [`RETRY_AFTER_MAX`] (a hostile or broken value must not silence the watch for hours).
+const THROTTLED_MIN: Duration = Duration::from_secs(10);
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
+/// The fields a Pod field selector can filter on server-side: this node's pods that still run.
+const PHASE_SELECTOR: &str = "status.phase!=Failed,status.phase!=Succeeded";
+/// Most of an error answer's body read (a `Status` is small).
+const MAX_ERROR_BODY: usize = 64 << 10;
 /// A watch silent for its timeout plus this (or half its timeout, if less) is stalled.
 const STALL_MARGIN: Duration = Duration::from_secs(30);
 /// How long one list page or the start of a watch may take.
@@ -53,50 +73,67 @@ enum WatchEnd {
     Failed(WatchError),
 }
 
-/// The pods API for a type-erased Pod: a malformed pod is still a `DynamicObject`, so one bad
-/// object never fails a whole list.
-fn pods_api(client: kube::Client) -> Api<DynamicObject> {
-    let ar = ApiResource {
-        group: String::new(),
-        version: "v1".into(),
-        api_version: "v1".into(),
-        kind: "Pod".into(),
-        plural: "pods".into(),
-    };
-    Api::all_with(client, &ar)
+/// `/api/v1/pods` (all namespaces; the field selector narrows it to this node).
+fn pods_request() -> kube::core::Request {
+    kube::core::Request::new("/api/v1/pods")
 }
 
-/// Just the fields [`parse_pod`](super::parse_pod) reads, so a list of fat pod specs is not
-/// copied whole.
-fn to_value(o: &DynamicObject) -> Value {
-    let m = &o.metadata;
-    let pick = |section: &str, fields: &[&str]| -> Value {
-        match o.data.get(section) {
-            Some(Value::Object(map)) => Value::Object(
-                fields
-                    .iter()
-                    .filter_map(|f| map.get(*f).map(|v| ((*f).to_owned(), v.clone())))
-                    .collect(),
-            ),
-            Some(other) => other.clone(),
-            None => Value::Null,
+fn build_error(verb: &'static str, e: kube::core::request::Error) -> WatchError {
+    WatchError::Api {
+        verb,
+        source: kube::Error::BuildRequest(e),
+    }
+}
+
+/// `Retry-After` in seconds (the API server never sends the HTTP-date form).
+fn retry_after_header(headers: &http::HeaderMap) -> Option<u32> {
+    headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// An error answer as kube's error: its `Status` body (or one made from the HTTP status),
+/// with a `Retry-After` header carried in `details.retryAfterSeconds`.
+async fn error_answer(res: http::Response<kube::client::Body>) -> kube::Error {
+    let code = res.status().as_u16();
+    let retry_after = retry_after_header(res.headers());
+    let mut body = Vec::new();
+    let mut stream = res.into_body();
+    while body.len() < MAX_ERROR_BODY {
+        match stream.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    body.extend_from_slice(&data);
+                }
+            }
+            _ => break,
         }
-    };
-    serde_json::json!({
-        "metadata": {
-            "name": m.name,
-            "namespace": m.namespace,
-            "uid": m.uid,
-            "deletionTimestamp": m.deletion_timestamp.as_ref().map(|_| true),
-        },
-        "spec": pick("spec", &["nodeName", "hostNetwork"]),
-        "status": pick("status", &["phase", "podIP", "podIPs"]),
-    })
+    }
+    let mut status = serde_json::from_slice::<kube::core::Status>(&body)
+        .ok()
+        .filter(|s| s.code == code)
+        .unwrap_or_else(|| {
+            kube::core::Status::failure(&String::from_utf8_lossy(&body), "").with_code(code)
+        });
+    if let Some(secs) = retry_after {
+        match &mut status.details {
+            Some(details) => details.retry_after_seconds = secs,
+            None => {
+                status.details =
+                    serde_json::from_value(serde_json::json!({"retryAfterSeconds": secs})).ok();
+            }
+        }
+    }
+    kube::Error::Api(Box::new(status))
 }
 
 /// Follows this node's pods and publishes a [`KubeView`] on every change.
 pub struct KubeWatcher {
-    api: Api<DynamicObject>,
+    client: kube::Client,
     config: WatchConfig,
     selector: String,
     store: PodStore,
@@ -105,6 +142,8 @@ pub struct KubeWatcher {
     tx: watch::Sender<Arc<KubeView>>,
     metrics: KubeMetrics,
     backoff: Backoff,
+    /// Since when listing and watching have worked without a failure.
+    healthy_since: Option<tokio::time::Instant>,
 }
 
 impl std::fmt::Debug for KubeWatcher {
@@ -123,9 +162,9 @@ impl KubeWatcher {
         metrics: KubeMetrics,
     ) -> (Self, watch::Receiver<Arc<KubeView>>) {
         let (tx, rx) = watch::channel(Arc::new(KubeView::default()));
-        let selector = format!("spec.nodeName={}", config.node);
+        let selector = format!("spec.nodeName={},{PHASE_SELECTOR}", config.node);
         let watcher = KubeWatcher {
-            api: pods_api(client),
+            client,
             store: PodStore::new(&config.node),
             config,
             selector,
@@ -134,6 +173,7 @@ impl KubeWatcher {
             tx,
             metrics,
             backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
+            healthy_since: None,
         };
         (watcher, rx)
     }
@@ -149,13 +189,10 @@ impl KubeWatcher {
     async fn run_forever(&mut self) {
         loop {
             let mut rv = match self.list().await {
-                Ok(rv) => {
-                    self.backoff.reset();
-                    rv
-                }
+                Ok(rv) => rv,
                 Err(e) => {
-                    self.failed(&e);
-                    tokio::time::sleep(self.backoff.next_delay()).await;
+                    let delay = self.failed(&e);
+                    tokio::time::sleep(delay).await;
                     continue;
                 }
             };
@@ -163,8 +200,8 @@ impl KubeWatcher {
                 match self.watch_once(&mut rv).await {
                     WatchEnd::Timeout => {}
                     WatchEnd::Failed(e) => {
-                        self.failed(&e);
-                        tokio::time::sleep(self.backoff.next_delay()).await;
+                        let delay = self.failed(&e);
+                        tokio::time::sleep(delay).await;
                         if e.needs_relist() {
                             break;
                         }
@@ -174,7 +211,27 @@ impl KubeWatcher {
         }
     }
 
-    fn failed(&mut self, error: &WatchError) {
+    /// The wait before the next attempt after `error`: the backoff (started over if the watch
+    /// had been healthy long enough), at least the server's `Retry-After` on a 429.
+    fn retry_delay(&mut self, error: &WatchError) -> Duration {
+        let reset_after = self.config.watch_timeout.min(HEALTHY_RESET);
+        if self
+            .healthy_since
+            .take()
+            .is_some_and(|since| since.elapsed() >= reset_after)
+        {
+            self.backoff.reset();
+        }
+        let delay = self.backoff.next_delay();
+        match error.retry_after() {
+            Some(asked) => delay.max(asked.unwrap_or(THROTTLED_MIN).min(RETRY_AFTER_MAX)),
+            None => delay,
+        }
+    }
+
+    /// Count and report a failure; the wait before the next attempt.
+    fn failed(&mut self, error: &WatchError) -> Duration {
+        let delay = self.retry_delay(error);
         let reason = error.reason();
         self.metrics.restarted(reason);
         self.health.restarts += 1;
@@ -188,6 +245,7 @@ impl KubeWatcher {
         self.health.healthy = false;
         self.metrics.set_healthy(false);
         self.publish();
+        delay
     }
 
     fn contact(&mut self) {
@@ -196,6 +254,8 @@ impl KubeWatcher {
     }
 
     fn ok(&mut self) {
+        self.healthy_since
+            .get_or_insert_with(tokio::time::Instant::now);
         if !self.health.healthy {
             if self.health.unhealthy_since.is_some() {
                 info!(pods = self.store.len(), "Kubernetes watch healthy again");
@@ -223,34 +283,28 @@ impl KubeWatcher {
         });
     }
 
-    /// `GET /api/v1/pods?fieldSelector=spec.nodeName=<node>&limit=N` (and its pages).
+    /// `GET /api/v1/pods?fieldSelector=spec.nodeName=<node>,status.phase!=Failed,…&limit=N`
+    /// (and its pages); `kubectl get pods -A --field-selector … --chunk-size N`.
     async fn list(&mut self) -> Result<String, WatchError> {
         let mut lp = ListParams::default()
             .fields(&self.selector)
             .limit(self.config.page_size);
         let mut items = Vec::new();
-        // Pages are converted as they come, keeping only what podnet reads of each pod.
         let rv = loop {
             self.metrics.request("list");
-            let page = match tokio::time::timeout(REQUEST_TIMEOUT, self.api.list(&lp)).await {
+            let page = tokio::time::timeout(REQUEST_TIMEOUT, self.list_page(&lp, &mut items));
+            let meta = match page.await {
                 Err(_) => {
                     return Err(WatchError::RequestTimeout {
                         verb: "list",
                         after: REQUEST_TIMEOUT,
                     });
                 }
-                Ok(Err(source)) => {
-                    return Err(WatchError::Api {
-                        verb: "list",
-                        source,
-                    });
-                }
-                Ok(Ok(p)) => p,
+                Ok(result) => result?,
             };
-            items.extend(page.items.iter().map(to_value));
-            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            match meta.continue_token {
                 Some(token) => lp = lp.continue_token(&token),
-                None => break page.metadata.resource_version.unwrap_or_default(),
+                None => break meta.resource_version,
             }
         };
         self.store.replace(items.iter(), Instant::now());
@@ -259,6 +313,51 @@ impl KubeWatcher {
         debug!(pods = self.store.len(), resource_version = %rv, "listed this node's pods");
         self.publish();
         Ok(rv)
+    }
+
+    /// One page, read as it streams in: each pod is decoded on its own into the few fields
+    /// podnet reads and appended to `items`; a pod that cannot be decoded is skipped with a
+    /// warning.
+    async fn list_page(
+        &self,
+        lp: &ListParams,
+        items: &mut Vec<Value>,
+    ) -> Result<PageMeta, WatchError> {
+        let api = |source| WatchError::Api {
+            verb: "list",
+            source,
+        };
+        let request = pods_request()
+            .list(lp)
+            .map_err(|e| build_error("list", e))?;
+        let res = self
+            .client
+            .send(request.map(kube::client::Body::from))
+            .await
+            .map_err(api)?;
+        if !res.status().is_success() {
+            return Err(api(error_answer(res).await));
+        }
+        let mut body = res.into_body();
+        let mut reader = PageReader::default();
+        let mut malformed = 0usize;
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.map_err(api)?.into_data() else {
+                continue;
+            };
+            reader
+                .feed(&data, |item| match item {
+                    Item::Pod(pod) => items.push(pod.to_value()),
+                    Item::Malformed(why) => {
+                        malformed += 1;
+                        if malformed == 1 {
+                            warn!(reason = %why, "skipping an undecodable pod object in a list");
+                        }
+                    }
+                })
+                .map_err(|e| WatchError::Page(e.to_string()))?;
+        }
+        reader.finish().map_err(|e| WatchError::Page(e.to_string()))
     }
 
     /// `GET …&watch=1&resourceVersion=RV&allowWatchBookmarks=true&timeoutSeconds=T`.
@@ -270,7 +369,13 @@ impl KubeWatcher {
         self.metrics.request("watch");
         // tokio's clock (the same in production), so tests can pause it.
         let started = tokio::time::Instant::now();
-        let stream = match tokio::time::timeout(REQUEST_TIMEOUT, self.api.watch(&wp, rv)).await {
+        let request = match pods_request().watch(&wp, rv) {
+            Ok(r) => r,
+            Err(e) => return WatchEnd::Failed(build_error("watch", e)),
+        };
+        // Each event's pod is decoded into the few fields podnet reads, nothing more.
+        let start = self.client.request_events::<RawPod>(request);
+        let stream = match tokio::time::timeout(REQUEST_TIMEOUT, start).await {
             Err(_) => {
                 return WatchEnd::Failed(WatchError::RequestTimeout {
                     verb: "watch",
@@ -314,17 +419,17 @@ impl KubeWatcher {
             self.contact();
             match item {
                 WatchEvent::Added(o) | WatchEvent::Modified(o) => {
-                    if let Some(v) = &o.metadata.resource_version {
-                        rv.clone_from(v);
+                    if let Some(v) = o.resource_version() {
+                        v.clone_into(rv);
                     }
-                    self.store.upsert(&to_value(&o), Instant::now());
+                    self.store.upsert(&o.to_value(), Instant::now());
                     self.publish();
                 }
                 WatchEvent::Deleted(o) => {
-                    if let Some(v) = &o.metadata.resource_version {
-                        rv.clone_from(v);
+                    if let Some(v) = o.resource_version() {
+                        v.clone_into(rv);
                     }
-                    self.store.delete(&to_value(&o));
+                    self.store.delete(&o.to_value());
                     self.publish();
                 }
                 WatchEvent::Bookmark(b) => rv.clone_from(&b.metadata.resource_version),
