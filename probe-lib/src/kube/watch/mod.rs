@@ -57,6 +57,9 @@ const THROTTLED_MIN: Duration = Duration::from_secs(10);
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
 /// The fields a Pod field selector can filter on server-side: this node's pods that still run.
 const PHASE_SELECTOR: &str = "status.phase!=Failed,status.phase!=Succeeded";
+/// The watcher calls its heartbeat at least this often while it runs: during backoff sleeps
+/// and quiet watches too. Only a request can hold it longer, for at most [`REQUEST_TIMEOUT`].
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 /// Most of an error answer's body read (a `Status` is small).
 const MAX_ERROR_BODY: usize = 64 << 10;
 /// A watch silent for its timeout plus this (or half its timeout, if less) is stalled.
@@ -144,6 +147,8 @@ pub struct KubeWatcher {
     backoff: Backoff,
     /// Since when listing and watching have worked without a failure.
     healthy_since: Option<tokio::time::Instant>,
+    /// Liveness hook: called as the watcher runs, dropped when it ends (returns or panics).
+    heartbeat: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl std::fmt::Debug for KubeWatcher {
@@ -155,6 +160,11 @@ impl std::fmt::Debug for KubeWatcher {
 }
 
 impl KubeWatcher {
+    /// The longest a running watcher goes without calling its heartbeat
+    /// ([`KubeWatcher::with_heartbeat`]): a supervisor may declare it hung after this silence
+    /// (one request timeout plus a beat interval, with margin).
+    pub const MAX_SILENCE: Duration = Duration::from_secs(45);
+
     /// A watcher over `client`, and the receiver of its views.
     pub fn new(
         client: kube::Client,
@@ -174,8 +184,38 @@ impl KubeWatcher {
             metrics,
             backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
             healthy_since: None,
+            heartbeat: None,
         };
         (watcher, rx)
+    }
+
+    /// Call `beat` at least every [`HEARTBEAT_EVERY`] while running (never more than
+    /// [`KubeWatcher::MAX_SILENCE`] apart). The watcher owns it: when the watcher ends — shutdown, or its
+    /// task unwinding from a panic — `beat` is dropped, so a liveness guard captured in it
+    /// marks the watch worker dead (the agent's `/healthz`).
+    #[must_use]
+    pub fn with_heartbeat(mut self, beat: impl Fn() + Send + Sync + 'static) -> Self {
+        self.heartbeat = Some(Box::new(beat));
+        self
+    }
+
+    fn beat(&self) {
+        if let Some(beat) = &self.heartbeat {
+            beat();
+        }
+    }
+
+    /// Wait `delay`, beating on the way.
+    async fn pause(&self, delay: Duration) {
+        let until = tokio::time::Instant::now() + delay;
+        loop {
+            self.beat();
+            let now = tokio::time::Instant::now();
+            if now >= until {
+                return;
+            }
+            tokio::time::sleep((until - now).min(HEARTBEAT_EVERY)).await;
+        }
     }
 
     /// Run until `shutdown` completes.
@@ -188,11 +228,12 @@ impl KubeWatcher {
 
     async fn run_forever(&mut self) {
         loop {
+            self.beat();
             let mut rv = match self.list().await {
                 Ok(rv) => rv,
                 Err(e) => {
                     let delay = self.failed(&e);
-                    tokio::time::sleep(delay).await;
+                    self.pause(delay).await;
                     continue;
                 }
             };
@@ -201,7 +242,7 @@ impl KubeWatcher {
                     WatchEnd::Timeout => {}
                     WatchEnd::Failed(e) => {
                         let delay = self.failed(&e);
-                        tokio::time::sleep(delay).await;
+                        self.pause(delay).await;
                         if e.needs_relist() {
                             break;
                         }
@@ -396,8 +437,18 @@ impl KubeWatcher {
         let idle_limit =
             self.config.watch_timeout + (self.config.watch_timeout / 2).min(STALL_MARGIN);
         loop {
-            let item = match tokio::time::timeout(idle_limit, stream.next()).await {
-                Err(_) => return WatchEnd::Failed(WatchError::Stalled(idle_limit)),
+            let mut silent = Duration::ZERO;
+            let next = loop {
+                self.beat();
+                let wait = (idle_limit - silent).min(HEARTBEAT_EVERY);
+                match tokio::time::timeout(wait, stream.next()).await {
+                    Ok(next) => break Ok(next),
+                    Err(_) if silent + wait >= idle_limit => break Err(()),
+                    Err(_) => silent += wait,
+                }
+            };
+            let item = match next {
+                Err(()) => return WatchEnd::Failed(WatchError::Stalled(idle_limit)),
                 Ok(None) => {
                     // Ended by the server: at its timeout that is normal, earlier it was dropped.
                     return if started.elapsed() + Duration::from_secs(1)

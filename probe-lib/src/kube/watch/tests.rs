@@ -138,6 +138,10 @@ const WATCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Harness {
     fn start() -> Self {
+        Self::start_with(|w| w)
+    }
+
+    fn start_with(hook: impl FnOnce(KubeWatcher) -> KubeWatcher) -> Self {
         let (tx, calls) = mpsc::unbounded_channel();
         let client = kube::Client::new(Scripted(tx), "default");
         let metrics = KubeMetrics::default();
@@ -147,6 +151,7 @@ impl Harness {
             page_size: 100,
         };
         let (watcher, view) = KubeWatcher::new(client, config, metrics.clone());
+        let watcher = hook(watcher);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(watcher.run(async {
             let _ = stopped.await;
@@ -525,4 +530,82 @@ async fn list_pages_stream_in_and_fat_or_malformed_pods_do_not_fail_the_list() {
     assert_eq!(h.metrics.restart_count(RestartReason::Decode), 1);
     drop(retry);
     h.stop().await;
+}
+
+/// What a heartbeat hook saw: its beats, and whether (and how) it was dropped.
+#[derive(Default)]
+struct Liveness {
+    beats: std::sync::Mutex<Vec<TokioInstant>>,
+    ended: std::sync::Mutex<Option<bool>>,
+}
+
+/// Captured by the hook; records the drop (`true` when during a panic), as a worker guard does.
+struct Guard(Arc<Liveness>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        *self.0.ended.lock().unwrap() = Some(std::thread::panicking());
+    }
+}
+
+fn hooked(live: &Arc<Liveness>, panic_after: usize) -> impl FnOnce(KubeWatcher) -> KubeWatcher {
+    let guard = Guard(live.clone());
+    move |w| {
+        w.with_heartbeat(move || {
+            let mut beats = guard.0.beats.lock().unwrap();
+            beats.push(TokioInstant::now());
+            let n = beats.len();
+            drop(beats);
+            assert!(n < panic_after, "injected watcher fault");
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_heartbeat_beats_through_backoff_and_quiet_watches_and_ends_with_the_watcher() {
+    let live = Arc::new(Liveness::default());
+    let mut h = Harness::start_with(hooked(&live, usize::MAX));
+    // A long outage (backoff up to 30 s), then a watch that stays silent until it stalls.
+    for _ in 0..9 {
+        h.next().await.status(503);
+    }
+    h.next().await.list("5", &[]);
+    let events = h.next().await.stream();
+    let relist = h.next().await;
+    assert!(!relist.watch);
+    {
+        let beats = live.beats.lock().unwrap();
+        let gaps: Vec<Duration> = beats.windows(2).map(|w| w[1] - w[0]).collect();
+        let longest = gaps.iter().max().copied().unwrap_or_default();
+        assert!(
+            beats.len() > 20,
+            "{} beats over {:?}",
+            beats.len(),
+            beats[beats.len() - 1] - beats[0]
+        );
+        assert!(
+            longest <= HEARTBEAT_EVERY,
+            "a {longest:?} gap between beats"
+        );
+        assert!(longest <= KubeWatcher::MAX_SILENCE);
+    }
+    assert_eq!(*live.ended.lock().unwrap(), None, "alive while running");
+    drop((events, relist));
+    h.stop().await;
+    assert_eq!(
+        *live.ended.lock().unwrap(),
+        Some(false),
+        "a stopped watcher drops its heartbeat"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_watcher_drops_its_heartbeat_while_unwinding() {
+    let live = Arc::new(Liveness::default());
+    let mut h = Harness::start_with(hooked(&live, 3));
+    h.next().await.status(503);
+    // The third beat panics (in the backoff pause): the task dies, the guard says how.
+    let task = std::mem::replace(&mut h.task, tokio::spawn(async {}));
+    assert!(task.await.unwrap_err().is_panic());
+    assert_eq!(*live.ended.lock().unwrap(), Some(true));
 }
