@@ -40,6 +40,11 @@ fn parse_cap_eff(status: &str) -> Option<u64> {
     u64::from_str_radix(hex.trim(), 16).ok()
 }
 
+/// The sentence for the `/proc` fallback: expected in the base DaemonSet (no hostPID, no
+/// SYS_PTRACE), so the agent logs it at info, not as a warning on every node.
+pub const PROC_FALLBACK_OFF: &str = "the /proc fallback is off (needs hostPID and CAP_SYS_PTRACE, \
+     the deploy/proc-fallback overlay): pods without a /var/run/netns bind mount are not probed";
+
 /// One sentence per check that `p` rules out (`probes`: whether probing is on at all).
 pub fn missing_checks(p: Privileges, probes: bool) -> Vec<&'static str> {
     let mut out = Vec::new();
@@ -59,10 +64,7 @@ pub fn missing_checks(p: Privileges, probes: bool) -> Vec<&'static str> {
             out.push("without CAP_NET_RAW: ICMP probes cannot be sent: icmp targets fail");
         }
         if !p.has(CAP_SYS_PTRACE) || !p.host_pid {
-            out.push(
-                "the /proc fallback is off (needs hostPID and CAP_SYS_PTRACE): pods without a \
-                 /var/run/netns bind mount are not probed",
-            );
+            out.push(PROC_FALLBACK_OFF);
         }
     }
     out
@@ -96,7 +98,7 @@ mod tests {
         };
         let m = missing_checks(no_ptrace, true);
         assert_eq!(m.len(), 1);
-        assert!(m[0].starts_with("the /proc fallback is off"));
+        assert_eq!(m, [PROC_FALLBACK_OFF]);
         let no_host_pid = Privileges {
             effective: ALL,
             host_pid: false,

@@ -225,7 +225,12 @@ fn log_missing_privileges(probes: bool) {
     match caps::Privileges::read() {
         Some(p) => {
             for line in caps::missing_checks(p, probes) {
-                warn!("{line}");
+                // The base DaemonSet runs without the fallback on purpose: not a warning.
+                if line == caps::PROC_FALLBACK_OFF {
+                    info!("{line}");
+                } else {
+                    warn!("{line}");
+                }
             }
         }
         None => warn!("cannot read CapEff from /proc/self/status: privileges unchecked"),

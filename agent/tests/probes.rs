@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use podnet_testbed::agent::Agent;
+use podnet_testbed::agent::{Agent, Privileges};
 use podnet_testbed::exposition::Samples;
 use podnet_testbed::simnode::{OUTSIDE_IPV4, OUTSIDE_IPV6, SimNode};
 use serde_json::Value;
@@ -43,7 +43,8 @@ fn setup(extra: &[&str]) -> (SimNode, Agent) {
         &out6,
     ];
     args.extend_from_slice(extra);
-    let agent = Agent::start_binary(AGENT.as_ref(), &node, &args).unwrap();
+    // Pod 7 is found only through /proc: this file runs the agent as the proc-fallback overlay does.
+    let agent = Agent::start_with(AGENT.as_ref(), &node, &args, Privileges::ProcFallback).unwrap();
     (node, agent)
 }
 

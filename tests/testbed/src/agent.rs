@@ -39,6 +39,23 @@ pub fn agent_binary() -> Result<PathBuf> {
     )
 }
 
+/// `setpriv` arguments that take `CAP_SYS_PTRACE` from the agent, as the base DaemonSet
+/// does (no `hostPID`, no `SYS_PTRACE`): opening another root process's `/proc/<pid>/ns/net`
+/// then fails, so the `/proc` fallback is off and pods are found in `/var/run/netns` only.
+pub const BASE_PRIVILEGES: &[&str] =
+    &["--bounding-set", "-sys_ptrace", "--inh-caps", "-sys_ptrace"];
+
+/// The privileges the agent runs with in a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Privileges {
+    /// The base DaemonSet's: the default for every test, so the suite proves the least
+    /// privileged deployment works.
+    Base,
+    /// With `CAP_SYS_PTRACE` (the `deploy/proc-fallback` overlay): pods whose namespace is
+    /// held only by a process are found through `/proc`.
+    ProcFallback,
+}
+
 /// A running agent. Dropping it stops it (SIGTERM, then SIGKILL).
 #[derive(Debug)]
 pub struct Agent {
@@ -53,12 +70,32 @@ impl Agent {
         Self::start_binary(&agent_binary()?, node, extra)
     }
 
-    /// Start the agent binary `bin` in the node's namespace with extra flags. Logs go to a file
-    /// printed when a wait fails.
+    /// Start the agent binary `bin` in the node's namespace with extra flags and the base
+    /// DaemonSet's privileges ([`Privileges::Base`]: no `CAP_SYS_PTRACE`, so pods are found
+    /// through `/var/run/netns` only). Logs go to a file printed when a wait fails.
     pub fn start_binary(bin: &Path, node: &SimNode, extra: &[&str]) -> Result<Self> {
+        Self::start_with(bin, node, extra, Privileges::Base)
+    }
+
+    /// [`Agent::start_binary`] with the given privileges.
+    pub fn start_with(
+        bin: &Path,
+        node: &SimNode,
+        extra: &[&str],
+        privileges: Privileges,
+    ) -> Result<Self> {
         let log = std::env::temp_dir().join(format!("{}-agent.log", node.node_netns()));
         let log_file = std::fs::File::create(&log)?;
-        let child = Command::new("ip")
+        let mut cmd = match privileges {
+            // `setpriv` execs `ip`, which execs the agent: the child's pid is the agent's.
+            Privileges::Base => {
+                let mut c = Command::new("setpriv");
+                c.args(BASE_PRIVILEGES).arg("ip");
+                c
+            }
+            Privileges::ProcFallback => Command::new("ip"),
+        };
+        let child = cmd
             .args(["netns", "exec", node.node_netns()])
             .arg(bin)
             .args([
