@@ -21,14 +21,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
-use http_body_util::BodyExt;
 use kube::api::{ListParams, WatchEvent, WatchParams};
-use serde_json::Value;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::error::WatchError;
-use super::page::{Item, PageMeta, PageReader};
 use super::pod::RawPod;
 use super::store::{KubeHealth, KubeView, PodStore};
 use crate::model::KubeMetrics;
@@ -60,8 +57,6 @@ const PHASE_SELECTOR: &str = "status.phase!=Failed,status.phase!=Succeeded";
 /// The watcher calls its heartbeat at least this often while it runs: during backoff sleeps
 /// and quiet watches too. Only a request can hold it longer, for at most [`REQUEST_TIMEOUT`].
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
-/// Most of an error answer's body read (a `Status` is small).
-const MAX_ERROR_BODY: usize = 64 << 10;
 /// A watch silent for its timeout plus this (or half its timeout, if less) is stalled.
 const STALL_MARGIN: Duration = Duration::from_secs(30);
 /// How long one list page or the start of a watch may take.
@@ -74,64 +69,6 @@ enum WatchEnd {
     /// A problem: watch again from the same version, or list first
     /// ([`WatchError::needs_relist`]).
     Failed(WatchError),
-}
-
-/// `/api/v1/pods` (all namespaces; the field selector narrows it to this node).
-fn pods_request() -> kube::core::Request {
-    kube::core::Request::new("/api/v1/pods")
-}
-
-fn build_error(verb: &'static str, e: kube::core::request::Error) -> WatchError {
-    WatchError::Api {
-        verb,
-        source: kube::Error::BuildRequest(e),
-    }
-}
-
-/// `Retry-After` in seconds (the API server never sends the HTTP-date form).
-fn retry_after_header(headers: &http::HeaderMap) -> Option<u32> {
-    headers
-        .get(http::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// An error answer as kube's error: its `Status` body (or one made from the HTTP status),
-/// with a `Retry-After` header carried in `details.retryAfterSeconds`.
-async fn error_answer(res: http::Response<kube::client::Body>) -> kube::Error {
-    let code = res.status().as_u16();
-    let retry_after = retry_after_header(res.headers());
-    let mut body = Vec::new();
-    let mut stream = res.into_body();
-    while body.len() < MAX_ERROR_BODY {
-        match stream.frame().await {
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    body.extend_from_slice(&data);
-                }
-            }
-            _ => break,
-        }
-    }
-    let mut status = serde_json::from_slice::<kube::core::Status>(&body)
-        .ok()
-        .filter(|s| s.code == code)
-        .unwrap_or_else(|| {
-            kube::core::Status::failure(&String::from_utf8_lossy(&body), "").with_code(code)
-        });
-    if let Some(secs) = retry_after {
-        match &mut status.details {
-            Some(details) => details.retry_after_seconds = secs,
-            None => {
-                status.details =
-                    serde_json::from_value(serde_json::json!({"retryAfterSeconds": secs})).ok();
-            }
-        }
-    }
-    kube::Error::Api(Box::new(status))
 }
 
 /// Follows this node's pods and publishes a [`KubeView`] on every change.
@@ -333,7 +270,10 @@ impl KubeWatcher {
         let mut items = Vec::new();
         let rv = loop {
             self.metrics.request("list");
-            let page = tokio::time::timeout(REQUEST_TIMEOUT, self.list_page(&lp, &mut items));
+            let page = tokio::time::timeout(
+                REQUEST_TIMEOUT,
+                request::list_page(&self.client, &lp, &mut items),
+            );
             let meta = match page.await {
                 Err(_) => {
                     return Err(WatchError::RequestTimeout {
@@ -356,51 +296,6 @@ impl KubeWatcher {
         Ok(rv)
     }
 
-    /// One page, read as it streams in: each pod is decoded on its own into the few fields
-    /// podnet reads and appended to `items`; a pod that cannot be decoded is skipped with a
-    /// warning.
-    async fn list_page(
-        &self,
-        lp: &ListParams,
-        items: &mut Vec<Value>,
-    ) -> Result<PageMeta, WatchError> {
-        let api = |source| WatchError::Api {
-            verb: "list",
-            source,
-        };
-        let request = pods_request()
-            .list(lp)
-            .map_err(|e| build_error("list", e))?;
-        let res = self
-            .client
-            .send(request.map(kube::client::Body::from))
-            .await
-            .map_err(api)?;
-        if !res.status().is_success() {
-            return Err(api(error_answer(res).await));
-        }
-        let mut body = res.into_body();
-        let mut reader = PageReader::default();
-        let mut malformed = 0usize;
-        while let Some(frame) = body.frame().await {
-            let Ok(data) = frame.map_err(api)?.into_data() else {
-                continue;
-            };
-            reader
-                .feed(&data, |item| match item {
-                    Item::Pod(pod) => items.push(pod.to_value()),
-                    Item::Malformed(why) => {
-                        malformed += 1;
-                        if malformed == 1 {
-                            warn!(reason = %why, "skipping an undecodable pod object in a list");
-                        }
-                    }
-                })
-                .map_err(|e| WatchError::Page(e.to_string()))?;
-        }
-        reader.finish().map_err(|e| WatchError::Page(e.to_string()))
-    }
-
     /// `GET …&watch=1&resourceVersion=RV&allowWatchBookmarks=true&timeoutSeconds=T`.
     async fn watch_once(&mut self, rv: &mut String) -> WatchEnd {
         let timeout = self.config.watch_timeout.as_secs().clamp(1, 3600) as u32;
@@ -410,9 +305,9 @@ impl KubeWatcher {
         self.metrics.request("watch");
         // tokio's clock (the same in production), so tests can pause it.
         let started = tokio::time::Instant::now();
-        let request = match pods_request().watch(&wp, rv) {
+        let request = match request::pods().watch(&wp, rv) {
             Ok(r) => r,
-            Err(e) => return WatchEnd::Failed(build_error("watch", e)),
+            Err(e) => return WatchEnd::Failed(request::build_error("watch", e)),
         };
         // Each event's pod is decoded into the few fields podnet reads, nothing more.
         let start = self.client.request_events::<RawPod>(request);
@@ -498,5 +393,6 @@ impl KubeWatcher {
     }
 }
 
+mod request;
 #[cfg(test)]
 mod tests;
