@@ -15,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::auth::Authorizer;
 use crate::http::Exposure;
 use crate::server::{Limits, Listener};
+use crate::supervise::TestFault;
 
 /// Connections on the loopback `--status-listen` at most (it serves people on the node).
 const STATUS_MAX_CONNECTIONS: usize = 16;
@@ -168,6 +169,19 @@ pub struct Args {
     /// Do not probe at all (route and wiring checks only).
     #[arg(long, env = "PODNET_NO_PROBES")]
     pub no_probes: bool,
+
+    /// Pods with per-pod series (`podnet_pod_route_problem`, `podnet_pod_probe_failing`) at
+    /// most; further pods with problems still count in the node-level gauges, and how many
+    /// were left out is `podnet_pod_series_truncated`.
+    #[arg(long, env = "PODNET_MAX_POD_SERIES", default_value = "2000", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_pod_series: u32,
+
+    /// Test hook, not for production: `kill:<worker>` makes that worker panic, `hang:<worker>`
+    /// makes it stop and ignore shutdown, one second after start (see docs/security.md).
+    /// Only settable where the process starts; nothing on the network can trigger it.
+    #[arg(long, env = "PODNET_TEST_FAULT", hide = true, value_name = "FAULT")]
+    pub test_fault: Option<TestFault>,
 
     /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `podnet_probe=debug`).
     #[arg(long, env = "PODNET_LOG", default_value = "info", value_name = "FILTER",
@@ -362,8 +376,21 @@ fn probe_timeout(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// `250ms`, `10s`, `5m`, `1h`, or a bare number of seconds.
+/// The shortest duration any flag accepts.
+const MIN_DURATION: Duration = Duration::from_millis(1);
+/// The longest: a day keeps every `Instant + duration` far from overflowing.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// `250ms`, `10s`, `5m`, `1h`, or a bare number of seconds; between 1 ms and 1 day.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_unbounded(s)?;
+    if !(MIN_DURATION..=MAX_DURATION).contains(&d) {
+        return Err(format!("'{}' must be between 1ms and 24h", s.trim()));
+    }
+    Ok(d)
+}
+
+fn parse_unbounded(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -397,8 +424,32 @@ mod tests {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        for bad in ["", "s", "10x", "-1s", "1e400s", "ten"] {
+        for bad in [
+            "",
+            "s",
+            "10x",
+            "-1s",
+            "1e400s",
+            "ten",
+            "0s",
+            "0.1ms",
+            "25h",
+            "1e15",
+            "99999999999999s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_duration("1ms"), Ok(Duration::from_millis(1)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        // Every duration flag goes through the bound.
+        for flag in [
+            "--wiring-grace",
+            "--kube-unhealthy-threshold",
+            "--resync-interval",
+            "--kube-watch-timeout",
+        ] {
+            let r = Args::try_parse_from(["podnet-agent", flag, "100000h"]);
+            assert!(r.is_err(), "{flag} accepted 100000h");
         }
         assert!(resync_interval("100ms").is_err());
     }
@@ -432,6 +483,8 @@ mod tests {
         );
         assert!(!a.secure_metrics && a.tls_cert_file.is_none());
         assert_eq!(a.http_max_connections, 512);
+        assert_eq!(a.max_pod_series, 2000);
+        assert_eq!(a.test_fault, None);
     }
 
     #[test]

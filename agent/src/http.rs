@@ -3,9 +3,8 @@
 //! Only `GET`/`HEAD` without a body are served. `/status` (the node's pod inventory) is served
 //! on loopback listeners, or behind the same authorization as `/metrics` in secure mode.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -13,6 +12,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use podnet_probe::metrics::Metrics;
+use podnet_probe::model::Workers;
 use podnet_probe::snapshot::Snapshot;
 use tokio::sync::watch;
 
@@ -29,8 +29,8 @@ pub struct AppState {
     pub started: SystemTime,
     /// `/healthz` fails when no full re-sync succeeded for this long.
     pub max_sync_age: Duration,
-    /// Cleared if the monitor task ends.
-    pub monitor_alive: AtomicBool,
+    /// Every long-running task and thread; `/healthz` fails while one is not running.
+    pub workers: Workers,
     /// `/status` serialized once per snapshot.
     pub status: StatusCache,
 }
@@ -167,8 +167,13 @@ fn metrics(s: &AppState) -> Response<Body> {
 }
 
 fn healthz(s: &AppState) -> Response<Body> {
-    if !s.monitor_alive.load(Ordering::Relaxed) {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "monitor stopped\n");
+    let dead = s.workers.problems(Instant::now());
+    if !dead.is_empty() {
+        // Names come from the agent's code (a bounded set), never from input.
+        let msg = format!("workers not running: {}\n", dead.join(", "));
+        let mut r = Response::new(Full::new(Bytes::from(msg)));
+        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        return r;
     }
     let live = s
         .snapshots

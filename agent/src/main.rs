@@ -8,11 +8,11 @@ mod http;
 mod memory;
 mod server;
 mod source;
+mod supervise;
 mod tls;
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
@@ -20,6 +20,7 @@ use clap::Parser;
 use clap::error::ErrorKind;
 use podnet_probe::host::netlink::NetlinkHost;
 use podnet_probe::metrics::Metrics;
+use podnet_probe::model::Workers;
 use podnet_probe::monitor::{Monitor, MonitorConfig, ProbeSettings};
 use podnet_probe::probe::target::{
     Gateways, HOST_TO_POD_TARGET, Target, check_unique, parse_probe_file,
@@ -29,6 +30,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::config::{Args, LogFormat};
+use crate::supervise::{SHUTDOWN_DEADLINE, spawn_worker};
 
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
@@ -92,7 +94,7 @@ fn probe_targets(args: &Args) -> Result<Vec<Target>, String> {
             parse_probe_file(&text).map_err(|e| format!("--probe-file {}: {e}", path.display()))?,
         );
     }
-    check_unique(&targets)?;
+    check_unique(&targets).map_err(|e| e.to_string())?;
     Ok(targets)
 }
 
@@ -112,12 +114,19 @@ fn run(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyhow::Resu
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(serve(args, targets, choice))
+    let result = runtime.block_on(serve(args, targets, choice));
+    // Do not wait for blocking-pool work that may hang: the deadline is already spent.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    result
 }
 
 /// How often freed heap is returned to the kernel (see `memory`); each call costs well under a
 /// millisecond.
 const MALLOC_TRIM_EVERY: Duration = Duration::from_secs(10);
+
+/// Worker names of the HTTP accept loops, in `Args::listeners` order (--listen, then
+/// --status-listen).
+const HTTP_WORKERS: [&str; 2] = ["http", "http-status"];
 
 async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyhow::Result<()> {
     let node = node_name(&args);
@@ -133,9 +142,22 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let workers = Workers::default();
+    if let Some(f) = &args.test_fault {
+        warn!(worker = %f.worker, fault = ?f.fault, "test fault injection enabled (--test-fault)");
+        workers.inject_fault(&f.worker, f.fault);
+    }
     let mut metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
-    let (pods, watch_task) =
-        source::start(choice, &args, &node, &mut metrics, stopped(stop_rx.clone())).await?;
+    metrics.watch_workers(workers.clone());
+    let (pods, watch_task) = source::start(
+        choice,
+        &args,
+        &node,
+        &mut metrics,
+        &workers,
+        stopped(stop_rx.clone()),
+    )
+    .await?;
     let host = NetlinkHost::new().context("opening netlink")?;
     let config = MonitorConfig {
         node_name: node,
@@ -152,11 +174,12 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
         cni: args.cni.clone(),
     };
     let (monitor, snapshots) = Monitor::new(host, config, metrics.monitor());
-    metrics.serve_snapshots(snapshots.clone());
+    metrics.serve_snapshots_capped(snapshots.clone(), args.max_pod_series as usize);
     let prober = if args.no_probes {
         None
     } else {
-        let driver = NetnsDriver::new().context("starting the prober")?;
+        let driver =
+            NetnsDriver::with_worker(workers.register("netns")).context("starting the prober")?;
         let config = ProberConfig {
             targets,
             gateways: Gateways::default(),
@@ -181,19 +204,23 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
         snapshots,
         started: SystemTime::now(),
         max_sync_age: args.resync_interval * 3 + Duration::from_secs(30),
-        monitor_alive: AtomicBool::new(true),
+        workers: workers.clone(),
         status: http::StatusCache::default(),
     });
 
     let monitor_task = {
-        let state = Arc::clone(&state);
         let shutdown = stopped(stop_rx.clone());
-        tokio::spawn(async move {
-            monitor.run(shutdown).await;
-            state.monitor_alive.store(false, Ordering::Relaxed);
+        spawn_worker(&workers, "monitor", |guard| {
+            monitor.with_worker(guard).run(shutdown)
         })
     };
-    let prober_task = prober.map(|p| tokio::spawn(p.run(stopped(stop_rx.clone()))));
+    let prober_task = prober.map(|p| {
+        let shutdown = stopped(stop_rx.clone());
+        spawn_worker(&workers, "prober", |guard| async move {
+            let _guard = guard;
+            p.run(shutdown).await;
+        })
+    });
     tokio::spawn(memory::trim_forever(
         MALLOC_TRIM_EVERY,
         state.snapshots.clone(),
@@ -201,22 +228,50 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
     tokio::spawn(async move {
         wait_for_signal().await;
         info!("shutting down");
+        supervise::start_watchdog();
         let _ = stop_tx.send(true);
     });
-    let http_tasks: Vec<_> = listeners
+    let http_tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)> = listeners
         .into_iter()
-        .map(|l| l.spawn(Arc::clone(&state), stopped(stop_rx.clone())))
+        .enumerate()
+        .map(|(i, l)| {
+            let task = l.spawn(Arc::clone(&state), stopped(stop_rx.clone()));
+            let name = HTTP_WORKERS.get(i).copied().unwrap_or("http-other");
+            (name, supervise::watch_task(&workers, name, task))
+        })
         .collect();
-    for t in http_tasks {
-        t.await.context("HTTP server task")?;
+    let mut tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)> = http_tasks;
+    tasks.push(("monitor", monitor_task));
+    tasks.extend(prober_task.map(|t| ("prober", t)));
+    tasks.extend(watch_task.map(|t| ("watch", t)));
+    let deadline = async {
+        stopped(stop_rx.clone()).await;
+        tokio::time::sleep(SHUTDOWN_DEADLINE).await;
+    };
+    let joined = {
+        let join_all = async {
+            for (name, t) in tasks.iter_mut() {
+                t.await.with_context(|| format!("{name} task"))?;
+            }
+            anyhow::Ok(())
+        };
+        tokio::select! {
+            r = join_all => Some(r),
+            () = deadline => None,
+        }
+    };
+    if joined.is_none() {
+        let stuck: Vec<&str> = tasks
+            .iter()
+            .filter(|(_, t)| !t.is_finished())
+            .map(|(n, _)| *n)
+            .collect();
+        anyhow::bail!(
+            "shutdown deadline of {SHUTDOWN_DEADLINE:?} passed; exiting without waiting for: {}",
+            stuck.join(", ")
+        );
     }
-    monitor_task.await.context("monitor task")?;
-    if let Some(t) = prober_task {
-        t.await.context("prober task")?;
-    }
-    if let Some(t) = watch_task {
-        t.await.context("Kubernetes watch task")?;
-    }
+    joined.into_iter().try_for_each(|r| r)?;
     info!("stopped");
     Ok(())
 }

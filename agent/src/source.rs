@@ -6,11 +6,13 @@ use std::path::PathBuf;
 use anyhow::Context;
 use podnet_probe::kube::{KubeWatcher, WatchConfig, in_cluster};
 use podnet_probe::metrics::Metrics;
+use podnet_probe::model::Workers;
 use podnet_probe::monitor::PodSource;
 use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::config::{Args, PodSourceArg};
+use crate::supervise::spawn_worker;
 
 /// The pod source the flags ask for, checked before anything starts.
 #[derive(Debug)]
@@ -56,6 +58,7 @@ pub async fn start(
     args: &Args,
     node: &str,
     metrics: &mut Metrics,
+    workers: &Workers,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(PodSource, Option<JoinHandle<()>>)> {
     match choice {
@@ -71,7 +74,10 @@ pub async fn start(
             };
             let (watcher, view) = KubeWatcher::new(client, config, metrics.kube());
             info!(node, "watching this node's pods in the Kubernetes API");
-            let task = tokio::spawn(watcher.run(shutdown));
+            let task = spawn_worker(workers, "watch", |guard| async move {
+                let _guard = guard;
+                watcher.run(shutdown).await;
+            });
             Ok((
                 PodSource::Kubernetes {
                     view,

@@ -25,6 +25,7 @@ fn help_documents_every_flag_and_its_environment_variable() {
         ("--probe-failures", "PODNET_PROBE_FAILURES"),
         ("--probe-concurrency", "PODNET_PROBE_CONCURRENCY"),
         ("--no-probes", "PODNET_NO_PROBES"),
+        ("--max-pod-series", "PODNET_MAX_POD_SERIES"),
         ("--pod-source", "PODNET_POD_SOURCE"),
         ("--kubeconfig", "KUBECONFIG"),
         ("--cni", "PODNET_CNI"),
@@ -84,6 +85,21 @@ fn bad_flags_and_values_exit_2_with_one_line() {
         "--probe-file",
     );
     assert_rejected(agent().args(["--probe-timeout", "1h"]), "--probe-timeout");
+    // Durations that would overflow `Instant + Duration`, or are zero.
+    assert_rejected(
+        agent().args(["--resync-interval", "99999999999999s"]),
+        "between 1ms and 24h",
+    );
+    assert_rejected(agent().args(["--wiring-grace", "0s"]), "--wiring-grace");
+    assert_rejected(
+        agent().args(["--kube-unhealthy-threshold", "1e12"]),
+        "--kube-unhealthy-threshold",
+    );
+    assert_rejected(agent().args(["--max-pod-series", "0"]), "--max-pod-series");
+    assert_rejected(
+        agent().args(["--test-fault", "explode:monitor"]),
+        "--test-fault",
+    );
     assert_rejected(agent().args(["--cni", "flannel"]), "--cni");
     assert_rejected(agent().args(["--pod-source", "everywhere"]), "--pod-source");
     assert_rejected(

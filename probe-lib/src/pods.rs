@@ -16,27 +16,53 @@ pub fn discover_from_links(host: &HostState, prefix: &str) -> Vec<ExpectedPod> {
     let mut pods: Vec<ExpectedPod> = host
         .links()
         .filter(|l| l.name.starts_with(prefix) && l.is_veth_to_other_netns())
-        .map(|l| {
-            let mut ips: Vec<IpAddr> = l
-                .peer_netnsid
-                .and_then(|ns| host.peer_addresses(ns))
-                .unwrap_or_default()
-                .iter()
-                .filter(|a| Some(a.index) == l.peer_index && a.is_global())
-                .map(|a| a.ip)
-                .collect();
-            ips.sort();
-            ips.dedup();
-            ExpectedPod {
-                id: PodId::default(),
-                interface: l.name.clone(),
-                ips,
-                in_grace: false,
-            }
+        .map(|l| ExpectedPod {
+            id: PodId::default(),
+            interface: l.name.clone(),
+            ips: cap_node_mode_ips(peer_global_ips(host, l)),
+            in_grace: false,
         })
         .collect();
     pods.sort_by(|a, b| a.interface.cmp(&b.interface));
     pods
+}
+
+/// Node mode's pod IPs from the addresses on the pod's interface, which the pod controls
+/// (NET_ADMIN in its own namespace): at most one IPv4 and one IPv6 address, the lowest of
+/// each, so the choice is stable from one dump to the next. Otherwise a pod adding 10,000
+/// addresses would get 10,000 pod alarms, series and host pings to addresses it chose.
+/// (Kubernetes mode takes the API's `podIPs` instead.)
+pub fn cap_node_mode_ips(mut ips: Vec<IpAddr>) -> Vec<IpAddr> {
+    ips.sort();
+    ips.dedup();
+    let v4 = ips.iter().find(|ip| ip.is_ipv4()).copied();
+    let v6 = ips.iter().find(|ip| ip.is_ipv6()).copied();
+    v4.into_iter().chain(v6).collect()
+}
+
+/// How many of a pod interface's global addresses node mode ignores (see
+/// [`cap_node_mode_ips`]), over all pods: for a gauge or a log line.
+pub fn ignored_node_mode_ips(host: &HostState, prefix: &str) -> usize {
+    host.links()
+        .filter(|l| l.name.starts_with(prefix) && l.is_veth_to_other_netns())
+        .map(|l| {
+            let mut ips = peer_global_ips(host, l);
+            ips.sort();
+            ips.dedup();
+            ips.len().saturating_sub(cap_node_mode_ips(ips).len())
+        })
+        .sum()
+}
+
+/// The global addresses on a pod veth's peer (`ip -n <pod> addr show dev eth0 scope global`).
+fn peer_global_ips(host: &HostState, l: &crate::host::Link) -> Vec<IpAddr> {
+    l.peer_netnsid
+        .and_then(|ns| host.peer_addresses(ns))
+        .unwrap_or_default()
+        .iter()
+        .filter(|a| Some(a.index) == l.peer_index && a.is_global())
+        .map(|a| a.ip)
+        .collect()
 }
 
 /// The pods the API puts on this node, each with the interface its CNI gives it. Pods without
@@ -159,6 +185,35 @@ mod tests {
         assert_eq!(ips, ["10.244.0.5", "fd00::5"]);
         assert!(pods.iter().all(|p| p.id == PodId::default()));
         assert_eq!(discover_from_links(&host, "eni").len(), 1);
+    }
+
+    #[test]
+    fn node_mode_takes_one_ip_per_family_the_lowest() {
+        let ips = |v: &[&str]| -> Vec<IpAddr> { v.iter().map(|s| s.parse().unwrap()).collect() };
+        assert_eq!(
+            cap_node_mode_ips(ips(&[
+                "10.244.0.9",
+                "fd00::2",
+                "10.244.0.5",
+                "fd00::1",
+                "10.244.0.5"
+            ])),
+            ips(&["10.244.0.5", "fd00::1"])
+        );
+        let mut host = HostState::from_dump(
+            HostDump {
+                links: vec![link(5, "calib", "veth", Some(1))],
+                ..HostDump::default()
+            },
+            Default::default(),
+        );
+        let many: Vec<Address> = (0..1000u32)
+            .map(|i| addr(2, &format!("10.244.{}.{}", 1 + i / 250, 1 + i % 250), 0))
+            .collect();
+        host.set_peer_addresses(1, many);
+        let pods = discover_from_links(&host, "cali");
+        assert_eq!(pods[0].ips, ips(&["10.244.1.1"]));
+        assert_eq!(ignored_node_mode_ips(&host, "cali"), 999);
     }
 
     fn view(pods: &[(&str, Option<&str>, bool, Option<Instant>)]) -> KubeView {

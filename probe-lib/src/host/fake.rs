@@ -14,7 +14,7 @@ use crate::Error;
 struct Kernel {
     dump: HostDump,
     peers: HashMap<i32, Vec<Address>>,
-    subscribers: Vec<mpsc::UnboundedSender<KernelEvent>>,
+    subscribers: Vec<mpsc::Sender<KernelEvent>>,
     dumps: usize,
     failing_dumps: u32,
 }
@@ -42,7 +42,12 @@ impl FakeHost {
     pub fn emit(&self, ev: KernelEvent) {
         let mut k = self.lock();
         apply(&mut k.dump, &ev);
-        k.subscribers.retain(|s| s.send(ev.clone()).is_ok());
+        k.subscribers.retain(|s| {
+            !matches!(
+                s.try_send(ev.clone()),
+                Err(mpsc::error::TrySendError::Closed(_))
+            )
+        });
     }
 
     /// Change the state without telling anyone (routes flushed with their link, lost events).
@@ -52,9 +57,12 @@ impl FakeHost {
 
     /// Tell subscribers that events were lost.
     pub fn overrun(&self) {
-        self.lock()
-            .subscribers
-            .retain(|s| s.send(KernelEvent::Overrun).is_ok());
+        self.lock().subscribers.retain(|s| {
+            !matches!(
+                s.try_send(KernelEvent::Overrun),
+                Err(mpsc::error::TrySendError::Closed(_))
+            )
+        });
     }
 
     /// Set the addresses inside a peer namespace.
@@ -102,7 +110,7 @@ fn apply(dump: &mut HostDump, ev: &KernelEvent) {
 
 impl HostNetwork for FakeHost {
     async fn subscribe(&self) -> Result<EventReceiver, Error> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(super::EVENT_QUEUE);
         self.lock().subscribers.push(tx);
         Ok(rx)
     }

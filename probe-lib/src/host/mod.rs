@@ -24,7 +24,45 @@ use crate::Error;
 pub use crate::model::ResyncCause;
 
 /// Receiving end of a kernel event subscription.
-pub type EventReceiver = mpsc::UnboundedReceiver<KernelEvent>;
+pub type EventReceiver = mpsc::Receiver<KernelEvent>;
+
+/// Kernel events queued between the socket reader and the monitor, at most (a few MiB). A
+/// burst beyond it is not buffered: it becomes one [`KernelEvent::Overrun`], i.e. a re-dump,
+/// exactly like an overrun of the kernel's own socket buffer (`cause="overrun"`).
+pub const EVENT_QUEUE: usize = 16 * 1024;
+
+/// Sending end of a kernel event subscription: bounded, overflow turned into a re-sync.
+#[derive(Debug)]
+pub struct EventSender {
+    tx: mpsc::Sender<KernelEvent>,
+}
+
+/// The receiver is gone; stop reading events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriptionClosed;
+
+/// A bounded event queue of `capacity` events.
+pub fn event_channel(capacity: usize) -> (EventSender, EventReceiver) {
+    let (tx, rx) = mpsc::channel(capacity.max(2));
+    (EventSender { tx }, rx)
+}
+
+impl EventSender {
+    /// Queue `ev`. When the queue is full, `ev` is dropped and an [`KernelEvent::Overrun`]
+    /// is queued as soon as there is room (waiting for it: meanwhile the kernel buffers, or
+    /// reports its own overrun), so the monitor re-dumps whatever was lost.
+    pub async fn push(&self, ev: KernelEvent) -> Result<(), SubscriptionClosed> {
+        match self.tx.try_send(ev) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SubscriptionClosed),
+            Err(mpsc::error::TrySendError::Full(_)) => self
+                .tx
+                .send(KernelEvent::Overrun)
+                .await
+                .map_err(|_| SubscriptionClosed),
+        }
+    }
+}
 
 /// The boundary to the kernel: everything podnet reads about the host's network.
 pub trait HostNetwork: Send + Sync + 'static {

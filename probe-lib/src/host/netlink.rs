@@ -15,12 +15,11 @@ use rtnetlink::packet_route::route::RouteMessage;
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::proto::{ConnectionHandle, new_connection};
 use rtnetlink::sys::{AsyncSocket, SocketAddr, protocols::NETLINK_ROUTE};
-use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::netconf::{KernelMessage, NetconfMessage};
 use super::types::{Address, Family, HostDump, KernelEvent, MAIN_TABLE};
-use super::{EventReceiver, HostNetwork, convert};
+use super::{EVENT_QUEUE, EventReceiver, HostNetwork, convert, event_channel};
 use crate::Error;
 
 /// How long one dump may take before we give up on it and retry later.
@@ -28,7 +27,8 @@ const DUMP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Dumps interrupted by concurrent changes (`NLM_F_DUMP_INTR`) are retried this often.
 const DUMP_ATTEMPTS: u32 = 5;
 /// Receive buffer of the notification socket. A burst of route changes must not overflow it;
-/// if it does anyway we re-dump (see [`KernelEvent::Overrun`]).
+/// if it does anyway we re-dump (see [`KernelEvent::Overrun`]). Behind it, the queue to the
+/// monitor is bounded too ([`EVENT_QUEUE`]).
 const EVENT_RCVBUF: usize = 8 << 20;
 
 // rtnetlink multicast groups (`RTMGRP_*`, and `1 << (RTNLGRP_* - 1)` for netconf).
@@ -146,7 +146,7 @@ impl HostNetwork for NetlinkHost {
                 .map_err(Error::Socket)?;
         }
         tokio::spawn(conn);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = event_channel(EVENT_QUEUE);
         tokio::spawn(async move {
             // Keep the handle: the connection stops once every handle is gone.
             let _handle = handle;
@@ -157,7 +157,7 @@ impl HostNetwork for NetlinkHost {
                     _ => None,
                 };
                 if let Some(ev) = event
-                    && tx.send(ev).is_err()
+                    && tx.push(ev).await.is_err()
                 {
                     break;
                 }

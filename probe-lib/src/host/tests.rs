@@ -313,3 +313,27 @@ fn route_lookup_is_the_kernels_longest_prefix_match() {
     assert_eq!(lookup(&s, "fd01::6").unwrap().1, Some(6));
     assert_eq!(lookup(&s, "10.245.0.1").unwrap().1, Some(1));
 }
+
+#[tokio::test]
+async fn a_full_event_queue_turns_into_one_overrun() {
+    let (tx, mut rx) = event_channel(2);
+    let ev = |i| KernelEvent::LinkRemoved(i);
+    tx.push(ev(1)).await.unwrap();
+    tx.push(ev(2)).await.unwrap();
+    // Full: event 3 is dropped; the overrun waits for room instead of growing the queue.
+    let pusher = tokio::spawn(async move {
+        tx.push(ev(3)).await.unwrap();
+        tx.push(ev(4)).await.unwrap();
+        tx
+    });
+    tokio::task::yield_now().await;
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(rx.recv().await.unwrap());
+    }
+    let tx = pusher.await.unwrap();
+    assert_eq!(got, [ev(1), ev(2), KernelEvent::Overrun, ev(4)]);
+    assert!(state().apply(&got[2]) == Some(ResyncCause::Overrun));
+    drop(rx);
+    assert_eq!(tx.push(ev(5)).await, Err(SubscriptionClosed));
+}

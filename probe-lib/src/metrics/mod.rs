@@ -18,6 +18,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 pub use crate::model::{KubeMetrics, MonitorMetrics, ProbeMetrics};
+use crate::model::{WorkerState, Workers};
 use crate::snapshot::Snapshot;
 use crate::util::clock::unix_seconds;
 
@@ -60,6 +61,11 @@ impl Metrics {
             "Kernel link, route, address and netconf notifications applied",
             monitor.events.clone(),
         );
+        registry.register(
+            "podnet_log_lines_suppressed",
+            "Problem-change log lines left out by the rate limit",
+            monitor.log_suppressed.clone(),
+        );
         let build = Family::<VersionLabels, Gauge>::default();
         build
             .get_or_create(&VersionLabels {
@@ -86,10 +92,30 @@ impl Metrics {
         }
     }
 
-    /// Render the verdict series from the latest snapshot on every scrape.
+    /// Render the verdict series from the latest snapshot on every scrape, with per-pod
+    /// series for at most [`DEFAULT_POD_SERIES_LIMIT`] pods.
     pub fn serve_snapshots(&mut self, snapshots: watch::Receiver<Arc<Snapshot>>) {
+        self.serve_snapshots_capped(snapshots, DEFAULT_POD_SERIES_LIMIT);
+    }
+
+    /// As [`Metrics::serve_snapshots`], with per-pod series (`podnet_pod_route_problem`,
+    /// `podnet_pod_probe_failing`) for at most `max_pods` pods; the pods left out are counted
+    /// in `podnet_pod_series_truncated`. Node-level gauges always count every pod.
+    pub fn serve_snapshots_capped(
+        &mut self,
+        snapshots: watch::Receiver<Arc<Snapshot>>,
+        max_pods: usize,
+    ) {
+        self.registry.register_collector(Box::new(VerdictCollector {
+            snapshots,
+            max_pods,
+        }));
+    }
+
+    /// Export `podnet_worker_up{worker}` from the registry of workers.
+    pub fn watch_workers(&mut self, workers: Workers) {
         self.registry
-            .register_collector(Box::new(VerdictCollector { snapshots }));
+            .register_collector(Box::new(WorkerCollector { workers }));
     }
 
     /// Handles for the monitor.
@@ -140,9 +166,59 @@ impl Metrics {
     pub const CONTENT_TYPE: &'static str = "text/plain; version=0.0.4; charset=utf-8";
 }
 
+/// Pods with per-pod series at most, unless configured otherwise.
+pub const DEFAULT_POD_SERIES_LIMIT: usize = 2000;
+
 #[derive(Debug)]
 struct VerdictCollector {
     snapshots: watch::Receiver<Arc<Snapshot>>,
+    max_pods: usize,
+}
+
+#[derive(Debug)]
+struct WorkerCollector {
+    workers: Workers,
+}
+
+impl Collector for WorkerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let mut e = encoder.encode_descriptor(
+            "podnet_worker_up",
+            "1 while this worker (task or thread) runs and makes progress; 0 once it stopped, panicked or stalled",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (name, state) in self.workers.states(std::time::Instant::now()) {
+            let up = i64::from(state == WorkerState::Running);
+            ConstGauge::new(up).encode(e.encode_family(&[("worker", name)])?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Which pods get per-pod series: the first `max` pods (in snapshot order) that have any.
+/// Returns a mask by pod index and how many pods were left out.
+fn series_budget(snap: &Snapshot, max: usize) -> (Vec<bool>, usize) {
+    let mut left = max;
+    let mut truncated = 0;
+    let mask = snap
+        .verdicts
+        .pods
+        .iter()
+        .map(|pv| {
+            let has = !pv.problems.is_empty() || pv.probes.iter().any(|t| t.is_pod_failure());
+            if !has {
+                return false;
+            }
+            if left == 0 {
+                truncated += 1;
+                return false;
+            }
+            left -= 1;
+            true
+        })
+        .collect();
+    (mask, truncated)
 }
 
 fn gauge(
@@ -159,6 +235,13 @@ impl Collector for VerdictCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let snap = Arc::clone(&self.snapshots.borrow());
         let v = &snap.verdicts;
+        let (exported, truncated) = series_budget(&snap, self.max_pods);
+        gauge(
+            &mut encoder,
+            "podnet_pod_series_truncated",
+            "Pods whose per-pod series were left out by --max-pod-series (the node-level gauges still count them)",
+            truncated as i64,
+        )?;
         gauge(
             &mut encoder,
             "podnet_local_pods",
@@ -178,7 +261,7 @@ impl Collector for VerdictCollector {
                 None,
                 MetricType::Gauge,
             )?;
-            for pod in &v.pods {
+            for (pod, _) in v.pods.iter().zip(&exported).filter(|(_, e)| **e) {
                 for p in &pod.problems {
                     let ip = p.ip.map(|i| i.to_string()).unwrap_or_default();
                     let labels = [
@@ -200,12 +283,14 @@ impl Collector for VerdictCollector {
                 MetricType::Gauge,
             )?;
             let mut reasons: Vec<&str> = v.node.iter().map(|p| p.reason.as_str()).collect();
+            // Not only adjacent duplicates: one series per reason.
+            reasons.sort_unstable();
             reasons.dedup();
             for reason in reasons {
                 ConstGauge::new(1).encode(e.encode_family(&[("reason", reason)])?)?;
             }
         }
-        encode_probe_verdicts(&mut encoder, &snap)?;
+        encode_probe_verdicts(&mut encoder, &snap, &exported)?;
         gauge(
             &mut encoder,
             "podnet_synced",
@@ -235,9 +320,13 @@ impl Collector for VerdictCollector {
 /// `podnet_pods_probe_failing{target}` (every target, always: how many pods fail it, whatever
 /// the explanation) and `podnet_pod_probe_failing{…}` (only pod alarms: failures not explained
 /// at node level by `target_unreachable` or `forwarding_disabled`).
+///
+/// Linear in pods × their probes: duplicates are found within one pod (a pod's targets are
+/// few and bounded by configuration), never by searching every alarm of the node.
 fn encode_probe_verdicts(
     encoder: &mut DescriptorEncoder,
     snap: &Snapshot,
+    exported: &[bool],
 ) -> Result<(), fmt::Error> {
     if snap.probe_targets.is_empty() {
         return Ok(());
@@ -247,13 +336,19 @@ fn encode_probe_verdicts(
     let mut alarms: Vec<(usize, &str, &'static str)> = Vec::new();
     for (i, pv) in snap.verdicts.pods.iter().enumerate() {
         let mut counted: Vec<&str> = Vec::new();
+        let first_alarm = alarms.len();
         for t in pv.probes.iter().filter(|t| t.failing) {
             let target = t.state.target.as_str();
             if !counted.contains(&target) {
                 counted.push(target);
                 *counts.entry(target).or_default() += 1;
             }
-            if t.is_pod_failure() && !alarms.iter().any(|(j, name, _)| *j == i && *name == target) {
+            if t.is_pod_failure()
+                && exported.get(i).copied().unwrap_or(false)
+                && !alarms[first_alarm..]
+                    .iter()
+                    .any(|(_, name, _)| *name == target)
+            {
                 alarms.push((i, target, t.state.last.as_str()));
             }
         }

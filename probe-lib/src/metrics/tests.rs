@@ -26,13 +26,17 @@ fn pod(i: usize, problems: Vec<PodProblem>) -> PodVerdict {
 }
 
 fn render(verdicts: Verdicts) -> String {
+    render_capped(verdicts, DEFAULT_POD_SERIES_LIMIT)
+}
+
+fn render_capped(verdicts: Verdicts, max_pods: usize) -> String {
     let mut snap = Snapshot::initial("n".into(), SourceName::Node);
     snap.synced = true;
     snap.last_full_sync = Some(UNIX_EPOCH + Duration::from_secs(7));
     snap.verdicts = verdicts;
     let (_tx, rx) = watch::channel(Arc::new(snap));
     let mut m = Metrics::new("1.2.3");
-    m.serve_snapshots(rx);
+    m.serve_snapshots_capped(rx, max_pods);
     m.monitor().resynced(ResyncCause::Overrun, 0.01);
     m.encode().unwrap()
 }
@@ -124,4 +128,75 @@ fn counters_info_and_timestamps() {
     assert!(rss > 1e6, "{rss}");
     assert!(text.contains("\nprocess_cpu_seconds_total "), "{text}");
     assert!(text.contains("process_open_fds "));
+}
+
+fn broken(i: usize) -> PodVerdict {
+    pod(
+        i,
+        vec![PodProblem {
+            reason: PodReason::RouteMissing,
+            ip: None,
+            detail: String::new(),
+        }],
+    )
+}
+
+#[test]
+fn per_pod_series_are_capped_and_the_rest_counted() {
+    let verdicts = || Verdicts {
+        pods: (1..=10).map(broken).chain([pod(11, vec![])]).collect(),
+        node: vec![],
+    };
+    let capped = render_capped(verdicts(), 4);
+    assert_eq!(capped.matches("podnet_pod_route_problem{").count(), 4);
+    assert!(
+        capped.contains("podnet_pod_series_truncated 6\n"),
+        "{capped}"
+    );
+    // Node-level gauges still count every pod.
+    assert!(capped.contains("podnet_pods_with_route_problem 10\n"));
+    let full = render_capped(verdicts(), 10);
+    assert_eq!(full.matches("podnet_pod_route_problem{").count(), 10);
+    assert!(full.contains("podnet_pod_series_truncated 0\n"));
+}
+
+#[test]
+fn node_problem_reasons_once_even_when_not_adjacent() {
+    let p = |reason| NodeProblem {
+        reason,
+        detail: String::new(),
+    };
+    let text = render(Verdicts {
+        pods: vec![],
+        node: vec![
+            p(NodeReason::ForwardingDisabled),
+            p(NodeReason::KubeWatchStalled),
+            p(NodeReason::ForwardingDisabled),
+        ],
+    });
+    assert_eq!(
+        text.matches("podnet_node_problem{reason=\"forwarding_disabled\"}")
+            .count(),
+        1,
+        "{text}"
+    );
+}
+
+#[test]
+fn workers_are_exported() {
+    let workers = Workers::default();
+    let alive = workers.register("monitor");
+    drop(workers.register("prober"));
+    let mut m = Metrics::new("1");
+    m.watch_workers(workers);
+    let text = m.encode().unwrap();
+    assert!(
+        text.contains("podnet_worker_up{worker=\"monitor\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("podnet_worker_up{worker=\"prober\"} 0\n"),
+        "{text}"
+    );
+    drop(alive);
 }

@@ -220,6 +220,7 @@ pub struct MonitorMetrics {
     pub(crate) resync_duration: Histogram,
     pub(crate) resync_errors: Counter,
     pub(crate) events: Counter,
+    pub(crate) log_suppressed: Counter,
 }
 
 impl Default for MonitorMetrics {
@@ -230,6 +231,7 @@ impl Default for MonitorMetrics {
             resync_duration: Histogram::new(exponential_buckets(0.0005, 4.0, 8)),
             resync_errors: Counter::default(),
             events: Counter::default(),
+            log_suppressed: Counter::default(),
         };
         for cause in ResyncCause::ALL {
             let _ = m.resyncs.get_or_create(&CauseLabels {
@@ -259,6 +261,16 @@ impl MonitorMetrics {
     /// Count kernel events applied.
     pub fn events_applied(&self, n: u64) {
         self.events.inc_by(n);
+    }
+
+    /// Count log lines left out by the rate limit.
+    pub fn log_lines_suppressed(&self, n: u64) {
+        self.log_suppressed.inc_by(n);
+    }
+
+    /// Log lines suppressed so far (for tests).
+    pub fn suppressed_count(&self) -> u64 {
+        self.log_suppressed.get()
     }
 
     /// Completed re-syncs so far for one cause (for tests and logs).

@@ -137,6 +137,8 @@ label_enum! {
         ServerError => "server_error",
         /// Any other error status (4xx).
         ClientError => "client_error",
+        /// 429 Too Many Requests: the next attempt waits the server's `Retry-After`.
+        Throttled => "throttled",
         /// The connection could not be made or broke.
         Connect => "connect",
         /// A list page or the start of a watch took too long.
@@ -296,8 +298,8 @@ mod tests {
         fn restart(r: RestartReason) -> usize {
             use RestartReason::*;
             match r {
-                Gone | ServerError | ClientError | Connect | Timeout | Stalled | Closed
-                | Decode => 8,
+                Gone | ServerError | ClientError | Throttled | Connect | Timeout | Stalled
+                | Closed | Decode => 9,
             }
         }
         fn result(r: ProbeResult) -> usize {

@@ -1,11 +1,12 @@
 //! The shared vocabulary of every layer: pod identity, label enums (reasons, causes, results),
-//! the probe observation, the prober's pod set, the watch's health, and the counters sources
+//! the probe observation, the prober's pod set, the watch's health, the workers' liveness, and the counters sources
 //! update and exporters read. A leaf: it imports nothing from the crate but `util`, so any
 //! layer may use it and it can never close a cycle (`tests/layering.rs`).
 
 mod counters;
 mod labels;
 mod pods;
+mod workers;
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ pub use labels::{
     SourceName,
 };
 pub use pods::{ExpectedPod, KubeHealth, KubeStatus, PodEntry, PodId, PodSet};
+pub use workers::{Fault, WorkerGuard, WorkerState, Workers};
 
 /// One probe's outcome with its round-trip time (measured around the exchange by podnet,
 /// not taken from the ICMP library).

@@ -18,15 +18,19 @@ use tracing::{debug, info, warn};
 use crate::Error;
 use crate::host::{EventReceiver, HostNetwork, HostState, KernelEvent, Link, ResyncCause};
 use crate::kube::KubeView;
-use crate::model::{MonitorMetrics, PodSet};
+use crate::model::{MonitorMetrics, PodSet, WorkerGuard};
 use crate::pods::ExpectedPod;
 use crate::probe::report::PodProbes;
 use crate::snapshot::Snapshot;
 use crate::util::backoff::Backoff;
-use crate::verdict::{PodProblem, ProbeView, Verdicts, evaluate};
+use crate::verdict::{ProbeView, evaluate};
 
+mod changes;
+mod discipline;
 mod source;
 
+use changes::log_changes;
+use discipline::{LogLimiter, ResyncSchedule};
 pub use source::PodSource;
 use source::{Expectation, SourceState};
 
@@ -42,6 +46,9 @@ const PEER_RETRY_LIMIT: u32 = 20;
 /// Retries of a failed subscription or dump: from 100 ms to 30 s.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Silence beyond the re-sync interval after which the monitor counts as hung (a re-sync's
+/// dumps time out well within it).
+const WORKER_SILENCE_MARGIN: Duration = Duration::from_secs(60);
 
 /// How probe results are judged (present when probes run).
 #[derive(Debug, Clone)]
@@ -80,7 +87,12 @@ pub struct Monitor<H> {
     last_full_sync: Option<SystemTime>,
     /// Pod namespaces with no global address yet, and how often we looked.
     unresolved: HashMap<i32, u32>,
-    resync_pending: Option<ResyncCause>,
+    /// Pending, spaced and retried re-syncs.
+    schedule: ResyncSchedule,
+    /// Rate limit of problem-change log lines.
+    logs: LogLimiter,
+    /// Liveness in the agent's worker registry, if it keeps one.
+    worker: Option<WorkerGuard>,
     /// Latest probe round per pod, by host interface.
     probe_reports: HashMap<String, PodProbes>,
     probe_tx: mpsc::UnboundedSender<PodProbes>,
@@ -121,7 +133,9 @@ impl<H: HostNetwork> Monitor<H> {
             last: initial,
             last_full_sync: None,
             unresolved: HashMap::new(),
-            resync_pending: None,
+            schedule: ResyncSchedule::default(),
+            logs: LogLimiter::default(),
+            worker: None,
             probe_reports: HashMap::new(),
             probe_tx,
             probe_rx: Some(probe_rx),
@@ -130,6 +144,20 @@ impl<H: HostNetwork> Monitor<H> {
             source_state: SourceState::default(),
         };
         (monitor, rx)
+    }
+
+    /// Report liveness through `guard`: it beats on every wake-up (at least every
+    /// re-sync interval) and ends, stopped or panicked, with the monitor.
+    pub fn with_worker(mut self, guard: WorkerGuard) -> Self {
+        guard.expect_beats(self.config.resync_interval + WORKER_SILENCE_MARGIN);
+        self.worker = Some(guard);
+        self
+    }
+
+    fn beat(&self) {
+        if let Some(w) = &self.worker {
+            w.beat();
+        }
     }
 
     /// The pods to probe, updated only when they change.
@@ -168,17 +196,20 @@ impl<H: HostNetwork> Monitor<H> {
                     continue;
                 }
             };
+            self.beat();
             let cause = if self.last_full_sync.is_none() {
                 ResyncCause::Startup
             } else {
                 ResyncCause::Error
             };
+            self.schedule.started_now(tokio::time::Instant::now());
             if let Err(e) = self.resync(cause).await {
                 warn!(error = %e, "full read of the node's network state failed; retrying");
                 sleep(backoff.next_delay()).await;
                 continue;
             }
             backoff.reset();
+            self.schedule.succeeded();
             self.publish();
             self.event_loop(&mut events, &mut probes, &mut kube).await;
             warn!("kernel event subscription ended; subscribing again");
@@ -201,7 +232,9 @@ impl<H: HostNetwork> Monitor<H> {
         // at most every PROBE_FLUSH, not once per pod (which would be quadratic in pods).
         let mut flush_at: Option<tokio::time::Instant> = None;
         loop {
+            self.beat();
             let mut follow = Followups::default();
+            let resync_due = self.schedule.due();
             let deadline = self
                 .expected
                 .as_ref()
@@ -243,15 +276,22 @@ impl<H: HostNetwork> Monitor<H> {
                     self.expected = None;
                 }
                 _ = periodic.tick() => follow.resync = Some(ResyncCause::Periodic),
-                _ = retry.tick(), if !self.unresolved.is_empty() || self.resync_pending.is_some() => {
-                    follow.resync = self.resync_pending;
+                () = tokio::time::sleep_until(resync_due.unwrap_or_else(tokio::time::Instant::now)), if resync_due.is_some() => {}
+                _ = retry.tick(), if !self.unresolved.is_empty() => {
                     follow.peers = self.unresolved.keys().copied().collect();
                 }
             }
             if let Some(cause) = follow.resync {
-                if let Err(e) = self.resync(cause).await {
-                    warn!(error = %e, cause = cause.as_str(), "re-sync failed; retrying shortly");
-                    self.resync_pending = Some(cause);
+                self.schedule.request(cause);
+            }
+            let now = tokio::time::Instant::now();
+            if let Some(cause) = self.schedule.start(now) {
+                match self.resync(cause).await {
+                    Ok(()) => self.schedule.succeeded(),
+                    Err(e) => {
+                        let delay = self.schedule.failed(cause, now);
+                        warn!(error = %e, cause = cause.as_str(), retry_in_ms = delay.as_millis() as u64, "re-sync failed; retrying with backoff");
+                    }
                 }
             } else if !follow.peers.is_empty() {
                 self.read_peers(follow.peers).await;
@@ -336,7 +376,6 @@ impl<H: HostNetwork> Monitor<H> {
         let took = started.elapsed();
         self.metrics.resynced(cause, took.as_secs_f64());
         self.last_full_sync = Some(SystemTime::now());
-        self.resync_pending = None;
         debug!(
             cause = cause.as_str(),
             ms = took.as_secs_f64() * 1e3,
@@ -393,7 +432,19 @@ impl<H: HostNetwork> Monitor<H> {
         verdicts
             .node
             .extend(expectation.node_problems.iter().cloned());
-        log_changes(&self.last.verdicts, &verdicts, !self.last.synced);
+        if let Some(n) = self.logs.roll(tokio::time::Instant::now()) {
+            warn!(
+                suppressed = n,
+                "problem-change log lines suppressed by the rate limit in the last window"
+            );
+        }
+        let suppressed = log_changes(
+            &self.last.verdicts,
+            &verdicts,
+            !self.last.synced,
+            &mut self.logs,
+        );
+        self.metrics.log_lines_suppressed(suppressed);
         let snap = Arc::new(Snapshot {
             node: self.config.node_name.clone(),
             pod_source: expectation.source_name,
@@ -431,61 +482,6 @@ impl<H: HostNetwork> Monitor<H> {
         });
         self.publisher.send_replace(Arc::clone(&snap));
         self.last = snap;
-    }
-}
-
-type ProblemKey<'a> = (&'a str, &'static str, Option<std::net::IpAddr>);
-
-fn problem_set(v: &Verdicts) -> HashMap<ProblemKey<'_>, (&ExpectedPod, &PodProblem)> {
-    v.pods
-        .iter()
-        .flat_map(|pv| {
-            pv.problems.iter().map(move |p| {
-                (
-                    (pv.pod.interface.as_str(), p.reason.as_str(), p.ip),
-                    (&pv.pod, p),
-                )
-            })
-        })
-        .collect()
-}
-
-fn display_ip(ip: Option<std::net::IpAddr>) -> String {
-    ip.map(|i| i.to_string()).unwrap_or_default()
-}
-
-/// One log line per problem that appeared or cleared, and per node problem.
-fn log_changes(before: &Verdicts, after: &Verdicts, initial: bool) {
-    let old = problem_set(before);
-    let new = problem_set(after);
-    for (key, (pod, p)) in &new {
-        if !old.contains_key(key) {
-            warn!(
-                namespace = %pod.id.namespace, pod = %pod.id.name, interface = %pod.interface,
-                ip = %display_ip(p.ip), reason = p.reason.as_str(), detail = %p.detail,
-                "pod wiring problem"
-            );
-        }
-    }
-    if !initial {
-        for (key, (pod, p)) in &old {
-            if !new.contains_key(key) {
-                info!(
-                    namespace = %pod.id.namespace, pod = %pod.id.name, interface = %pod.interface,
-                    ip = %display_ip(p.ip), reason = p.reason.as_str(), "pod wiring problem cleared"
-                );
-            }
-        }
-    }
-    for p in &after.node {
-        if !before.node.contains(p) {
-            warn!(reason = p.reason.as_str(), detail = %p.detail, "node problem");
-        }
-    }
-    for p in &before.node {
-        if !after.node.contains(p) {
-            info!(reason = p.reason.as_str(), detail = %p.detail, "node problem cleared");
-        }
     }
 }
 

@@ -255,3 +255,56 @@ async fn lost_subscription_is_renewed_with_a_resync() {
         .await;
     m.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_flapping_pod_link_causes_spaced_resyncs() {
+    let host = fake_node();
+    let mut m = start(host.clone(), Duration::from_secs(3600));
+    m.until("healthy", healthy_with(2)).await;
+    let mut down = veth(5, "cali1", 1);
+    down.oper = crate::host::OperState::Down;
+    let up = veth(5, "cali1", 1);
+    // Down and up every 100 ms for 10 s: 100 link-down events.
+    for i in 0..200 {
+        host.emit(KernelEvent::LinkChanged(if i % 2 == 0 {
+            down.clone()
+        } else {
+            up.clone()
+        }));
+        sleep(Duration::from_millis(50)).await;
+    }
+    sleep(Duration::from_secs(2)).await;
+    let n = m.metrics.resync_count(ResyncCause::LinkDown);
+    eprintln!("100 flaps in 10 s: {n} link_down re-syncs");
+    assert!((5..=12).contains(&n), "{n} re-syncs for 100 flaps in 10 s");
+    m.until("healthy after the flapping", healthy_with(2)).await;
+    m.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn problem_logs_are_rate_limited_and_counted() {
+    // 30 pods whose routes all vanish at once: 30 "pod wiring problem" lines, 20 allowed.
+    let links: Vec<_> = (0..30)
+        .map(|i| veth(10 + i, &format!("cali{i}"), i as i32 + 1))
+        .collect();
+    let routes = (0..30)
+        .map(|i| host_route(&format!("10.244.1.{i}"), 10 + i))
+        .collect();
+    let host = FakeHost::new(HostDump {
+        links,
+        routes,
+        ..HostDump::default()
+    });
+    for i in 0..30 {
+        host.set_peer_addresses(i + 1, vec![pod_addr(&format!("10.244.1.{i}"))]);
+    }
+    let mut m = start(host.clone(), Duration::from_secs(3600));
+    m.until("healthy", healthy_with(30)).await;
+    assert_eq!(m.metrics.suppressed_count(), 0);
+    host.change_silently(|d| d.routes.clear());
+    host.overrun();
+    m.until("all routes missing", |s| reasons(s).len() == 30)
+        .await;
+    assert_eq!(m.metrics.suppressed_count(), 10);
+    m.stop().await;
+}

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -19,6 +19,7 @@ use super::outcome::{IcmpReply, Observation, ProbeResult, classify_io};
 use super::plan::PlannedProbe;
 use super::report::PodSide;
 use super::target::{Direction, Protocol};
+use crate::model::WorkerGuard;
 use crate::util::lock;
 
 /// One pod's round: where its namespace is, and what to probe.
@@ -62,8 +63,6 @@ pub struct NetnsDriver {
     last_proc_scan: Mutex<Option<Instant>>,
     host_v4: Option<Client>,
     host_v6: Option<Client>,
-    ident: AtomicU16,
-    seq: AtomicU16,
     logged_socket_kind: AtomicU8,
 }
 
@@ -75,11 +74,22 @@ impl std::fmt::Debug for NetnsDriver {
 
 /// How often `/proc` may be scanned for namespaces without a bind mount.
 const PROC_SCAN_EVERY: Duration = Duration::from_secs(5);
+/// Namespace locations remembered, at most: far above the pods a node runs.
+const LOCATIONS_MAX: usize = 8192;
 const PAYLOAD: [u8; 16] = *b"podnet-probe-v1\0";
 
 impl NetnsDriver {
     /// Start the namespace thread and open the host's ICMP sockets. Call inside the runtime.
     pub fn new() -> std::io::Result<Self> {
+        Self::start(None)
+    }
+
+    /// As [`NetnsDriver::new`], the namespace thread reporting its liveness through `worker`.
+    pub fn with_worker(worker: WorkerGuard) -> std::io::Result<Self> {
+        Self::start(Some(worker))
+    }
+
+    fn start(worker: Option<WorkerGuard>) -> std::io::Result<Self> {
         let runtime = tokio::runtime::Handle::current();
         let host = |kind| match icmp_client(kind, None) {
             Ok(c) => Some(c),
@@ -89,13 +99,11 @@ impl NetnsDriver {
             }
         };
         Ok(NetnsDriver {
-            thread: NetnsThread::start(runtime)?,
+            thread: NetnsThread::start(runtime, worker)?,
             locations: Mutex::new(HashMap::new()),
             last_proc_scan: Mutex::new(None),
             host_v4: host(ICMP::V4),
             host_v6: host(ICMP::V6),
-            ident: AtomicU16::new(std::process::id() as u16),
-            seq: AtomicU16::new(0),
             logged_socket_kind: AtomicU8::new(0),
         })
     }
@@ -120,7 +128,12 @@ impl NetnsDriver {
             }
         }
         let located = found.remove(&nsid)?;
-        lock(&self.locations).insert(nsid, located.clone());
+        let mut locations = lock(&self.locations);
+        // Ids of deleted pods are never asked for again: bounded, not pruned one by one.
+        if locations.len() >= LOCATIONS_MAX {
+            locations.clear();
+        }
+        locations.insert(nsid, located.clone());
         Some(located)
     }
 
@@ -157,6 +170,8 @@ impl NetnsDriver {
                 .filter(|p| p.protocol == Protocol::Tcp)
                 .map(|p| p.address)
                 .collect(),
+            // Queued behind other pods' visits for longer than one timeout: give up.
+            start_by: Instant::now() + round.timeout,
         };
         let mut last_err = ProbeError::NamespaceNotFound(nsid);
         for refresh in [false, true] {
@@ -165,7 +180,17 @@ impl NetnsDriver {
             };
             req.path = located.path;
             req.inode = located.inode;
-            match self.thread.visit(req.clone()).await {
+            // Every job of the thread is bounded (netlink deadlines, `start_by`); this is the
+            // backstop should one not be.
+            let wait = round.timeout.saturating_mul(2);
+            let Ok(answer) = tokio::time::timeout(wait, self.thread.visit(req.clone())).await
+            else {
+                return Err(ProbeError::NamespaceThreadBusy);
+            };
+            match answer {
+                Some(Err(ProbeError::NamespaceThreadBusy)) => {
+                    return Err(ProbeError::NamespaceThreadBusy);
+                }
                 Some(Ok(v)) => return Ok(v),
                 Some(Err(e)) => {
                     lock(&self.locations).remove(&nsid);
@@ -208,8 +233,11 @@ impl NetnsDriver {
         let Some(client) = client else {
             return Observation::failed(ProbeResult::Error, "no ICMP socket");
         };
-        let ident = PingIdentifier(self.ident.fetch_add(1, Ordering::Relaxed));
-        let seq = PingSequence(self.seq.fetch_add(1, Ordering::Relaxed));
+        // Random identifier and sequence per probe: a pod (or a peer) that wants to answer for
+        // a target it is not cannot predict them, and surge-ping delivers only a reply that
+        // matches both (an ICMP error: the packet it quotes) and the target's address.
+        let (ident, seq) = random_ident_seq();
+        let (ident, seq) = (PingIdentifier(ident), PingSequence(seq));
         let mut pinger = client.pinger(p.address.ip(), ident).await;
         pinger.timeout(timeout);
         if let SocketAddr::V6(sa) = p.address {
@@ -221,6 +249,13 @@ impl NetnsDriver {
         let rtt = started.elapsed();
         match res {
             Ok((packet, _)) => {
+                let raw = client.get_socket().get_type() == socket2::Type::RAW;
+                if !reply_matches(&packet, p.address.ip(), raw.then_some(ident), seq) {
+                    return Observation::failed(
+                        ProbeResult::Error,
+                        "reply does not match the probe",
+                    );
+                }
                 let reply = match &packet {
                     IcmpPacket::V4(p) => IcmpReply::from_v4(p.get_icmp_type().0),
                     IcmpPacket::V6(p) => IcmpReply::from_v6(p.get_icmpv6_type().0),
@@ -243,6 +278,34 @@ impl NetnsDriver {
             Err(e) => Observation::failed(ProbeResult::Error, e.to_string()),
         }
     }
+}
+
+/// A random ICMP identifier and sequence number (`getrandom`; a counter if that fails, which
+/// only loses unpredictability).
+fn random_ident_seq() -> (u16, u16) {
+    static FALLBACK: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let r = getrandom::u32().unwrap_or_else(|_| FALLBACK.fetch_add(0x9e37_79b9, Ordering::Relaxed));
+    ((r >> 16) as u16, r as u16)
+}
+
+/// Is this what we sent for: identifier and sequence (of the echo reply, or of our packet
+/// quoted in an ICMP error), and the target's address (the reply's source, or the quoted
+/// packet's destination)? surge-ping routes replies by these already; checked again here so
+/// a change there cannot make a forged reply count. On a datagram socket the kernel owns
+/// the identifier, so it is not compared.
+fn reply_matches(
+    packet: &IcmpPacket,
+    target: IpAddr,
+    ident: Option<PingIdentifier>,
+    seq: PingSequence,
+) -> bool {
+    let dest: IpAddr = match packet {
+        IcmpPacket::V4(p) => p.get_real_dest().into(),
+        IcmpPacket::V6(p) => p.get_real_dest().into(),
+    };
+    dest == target
+        && packet.get_sequence() == seq
+        && ident.is_none_or(|i| packet.get_identifier() == i)
 }
 
 async fn tcp(
@@ -342,7 +405,17 @@ impl PodNetwork for NetnsDriver {
                 }
             }
         });
-        let observations = join_all(probes).await;
+        // Every probe has its own timeout; this per-round deadline is the backstop, so no
+        // round (and no pod) can hold a concurrency slot for longer.
+        let n = round.probes.len();
+        let deadline = timeout.saturating_mul(2) + Duration::from_millis(100);
+        let observations = tokio::time::timeout(deadline, join_all(probes))
+            .await
+            .unwrap_or_else(|_| {
+                (0..n)
+                    .map(|_| Observation::failed(ProbeResult::Timeout, "round deadline exceeded"))
+                    .collect()
+            });
         let pod_side = match visit.as_ref().and_then(|v| v.pod_side.as_ref()) {
             Some(Ok(side)) => Some(*side),
             Some(Err(e)) => {

@@ -13,6 +13,10 @@ pub enum ProbeError {
     /// No bind mount and no process holds the namespace any more.
     #[error("namespace id {0} not found in /var/run/netns or /proc (pod gone?)")]
     NamespaceNotFound(i32),
+    /// The namespace thread was busy with other pods for longer than one probe timeout
+    /// (each of its jobs is bounded; this pod's round gave up rather than delay the others).
+    #[error("the namespace thread was busy for longer than the probe timeout")]
+    NamespaceThreadBusy,
     /// The namespace thread stopped (it could not return to the host namespace).
     #[error("the namespace thread is gone")]
     ThreadGone,

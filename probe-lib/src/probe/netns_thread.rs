@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::mpsc;
+use std::time::Instant;
 
 use nix::sched::{CloneFlags, setns};
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
@@ -20,6 +21,7 @@ use tracing::{debug, error};
 use super::error::ProbeError;
 use super::nl::BlockingNetlink;
 use super::report::PodSide;
+use crate::model::{Fault, WorkerGuard};
 
 /// Where named namespaces are bind-mounted (`ip netns`, containerd's `cni-…`).
 pub(crate) const NETNS_DIRS: [&str; 2] = ["/var/run/netns", "/run/netns"];
@@ -46,6 +48,9 @@ pub(crate) struct VisitRequest {
     pub has_v6: bool,
     pub icmp: IcmpWanted,
     pub tcp: Vec<SocketAddr>,
+    /// A job still queued at this time is dropped unseen: its round has given up, and a pod
+    /// must not delay the others' rounds by more than one timeout.
+    pub start_by: Instant,
 }
 
 /// What a visit brings back: the pod's side and sockets that live in its namespace.
@@ -85,8 +90,12 @@ pub(crate) struct NetnsThread {
 }
 
 impl NetnsThread {
-    /// Start it. `runtime` is where the sockets it creates are registered.
-    pub(crate) fn start(runtime: tokio::runtime::Handle) -> std::io::Result<Self> {
+    /// Start it. `runtime` is where the sockets it creates are registered; `worker`, if
+    /// given, lives as long as the thread serves (dropped while unwinding if it panics).
+    pub(crate) fn start(
+        runtime: tokio::runtime::Handle,
+        worker: Option<WorkerGuard>,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
         std::thread::Builder::new()
@@ -94,7 +103,17 @@ impl NetnsThread {
             .spawn(move || match Home::open() {
                 Ok(home) => {
                     let _ = ready_tx.send(Ok(()));
-                    home.serve(rx, runtime);
+                    // A panic ends the thread (it may be inside a pod's namespace: it must not
+                    // serve again), but is caught here to say so; the guard, owned by the
+                    // unwinding closure, records "panicked" for /healthz.
+                    let served =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                            let worker = worker;
+                            home.serve(rx, runtime, worker.as_ref());
+                        }));
+                    if served.is_err() {
+                        error!("the namespace thread panicked; pod-side probes have stopped");
+                    }
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -137,9 +156,15 @@ struct Home {
     netns: File,
     inode: u64,
     netlink: BlockingNetlink,
-    /// Namespace file inode → its id, from the last scan.
-    known: HashMap<u64, Option<i32>>,
+    /// Namespace file inode → its id, from earlier scans. Only hits are kept: a namespace
+    /// gets its id when its veth is created, often after the sandbox's file appears, so a
+    /// miss must be asked again next time. Bounded; an entry is dropped when a visit finds
+    /// the inode no longer is that namespace.
+    known: HashMap<u64, i32>,
 }
+
+/// Most namespace files remembered: far above the pods a node runs.
+const KNOWN_MAX: usize = 8192;
 
 impl Home {
     fn open() -> std::io::Result<Self> {
@@ -153,8 +178,23 @@ impl Home {
         })
     }
 
-    fn serve(mut self, jobs: mpsc::Receiver<Job>, runtime: tokio::runtime::Handle) {
+    fn serve(
+        mut self,
+        jobs: mpsc::Receiver<Job>,
+        runtime: tokio::runtime::Handle,
+        worker: Option<&WorkerGuard>,
+    ) {
         for job in jobs {
+            // Test hook (PODNET_TEST_FAULT, set only from the agent's environment).
+            match worker.and_then(WorkerGuard::fault) {
+                Some(Fault::Kill) => {
+                    panic!("injected fault: kill:{}", worker.map_or("", |w| w.name()))
+                }
+                Some(Fault::Hang) => loop {
+                    std::thread::park();
+                },
+                None => {}
+            }
             match job {
                 Job::Locate {
                     wanted,
@@ -164,6 +204,11 @@ impl Home {
                     let _ = reply.send(self.locate(&wanted, scan_proc));
                 }
                 Job::Visit { req, reply } => {
+                    if Instant::now() > req.start_by || reply.is_closed() {
+                        // Queued too long (or the round gave up): do nothing for it.
+                        let _ = reply.send(Err(ProbeError::NamespaceThreadBusy));
+                        continue;
+                    }
                     let result = self.visit(&req, &runtime);
                     // Always go home, whatever happened inside.
                     if let Err(e) = setns(&self.netns, CloneFlags::CLONE_NEWNET) {
@@ -208,12 +253,17 @@ impl Home {
                 continue;
             }
             let nsid = match self.known.get(&inode) {
-                Some(id) => *id,
+                Some(id) => Some(*id),
                 None => {
                     let id = File::open(&path)
                         .ok()
                         .and_then(|f| self.netlink.netnsid_of(&f).ok().flatten());
-                    self.known.insert(inode, id);
+                    if let Some(id) = id {
+                        if self.known.len() >= KNOWN_MAX {
+                            self.known.clear();
+                        }
+                        self.known.insert(inode, id);
+                    }
                     id
                 }
             };
@@ -251,7 +301,13 @@ impl Home {
         let file = File::open(&req.path).map_err(open)?;
         // The path may now be another namespace (a reused pid, a recreated bind mount).
         let inode = file.metadata().map_err(open)?.ino();
-        if inode != req.inode {
+        // And the file must still be namespace id N, asked right before `setns` (`ip netns
+        // identify`): a namespace freed and its inode reused by another pod's would otherwise
+        // send this pod's probes into that pod, and report its health as ours.
+        let nsid = self.netlink.netnsid_of(&file).ok().flatten();
+        if inode != req.inode || nsid != Some(req.netnsid) {
+            self.known.remove(&req.inode);
+            self.known.remove(&inode);
             return Err(ProbeError::NamespaceReplaced {
                 path: req.path.clone(),
                 netnsid: req.netnsid,
@@ -295,13 +351,19 @@ impl Home {
 }
 
 /// An ICMP socket in the current namespace: raw if we may (it also sees the ICMP errors the
-/// gateway probe relies on), else an unprivileged datagram ping socket.
+/// gateway probe relies on), else an unprivileged datagram ping socket. A raw one gets
+/// `ICMP_FILTER` (see `icmp_filter`).
 pub(crate) fn icmp_client(kind: ICMP, hop_limit: Option<u32>) -> std::io::Result<Client> {
     let mut b = Config::builder().kind(kind).sock_type_hint(Type::RAW);
     if let Some(h) = hop_limit {
         b = b.ttl(h);
     }
-    Client::new(&b.build())
+    let client = Client::new(&b.build())?;
+    let socket = client.get_socket();
+    if socket.get_type() == Type::RAW {
+        super::icmp_filter::apply(socket.get_native_sock(), matches!(kind, ICMP::V6))?;
+    }
+    Ok(client)
 }
 
 /// An unconnected, non-blocking TCP socket in the current namespace. It closes with a reset

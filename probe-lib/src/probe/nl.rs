@@ -2,18 +2,32 @@
 //! its own, and a socket created there belongs to whatever namespace the thread is in.
 
 use std::io;
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{setsockopt, sockopt::ReceiveTimeout};
+use nix::sys::time::TimeVal;
 
 use rtnetlink::packet_core::{
     NLM_F_DUMP, NLM_F_MULTIPART, NLM_F_REQUEST, NetlinkBuffer, NetlinkDeserializable,
     NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
+use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::packet_route::nsid::{NsidAttribute, NsidMessage};
-use rtnetlink::packet_route::route::RouteMessage;
+use rtnetlink::packet_route::route::{RouteMessage, RouteType};
 use rtnetlink::sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 use super::report::PodSide;
+
+/// Longest one request may take, all its `recv`s together. The namespace thread serves every
+/// pod in turn: a pod's namespace (routes, addresses: the pod controls them with NET_ADMIN)
+/// must not hold it longer than this per request.
+pub(crate) const REQUEST_DEADLINE: Duration = Duration::from_millis(100);
+
+/// Most messages one answer may have. A pod with NET_ADMIN can give its namespace a million
+/// routes; we read the few we need and give up beyond this, without buffering the rest.
+pub(crate) const MAX_MESSAGES: usize = 4096;
 
 /// A blocking rtnetlink socket in the namespace of the thread that opened it.
 #[derive(Debug)]
@@ -22,13 +36,52 @@ pub(crate) struct BlockingNetlink {
     seq: u32,
 }
 
+/// What to do after one message of an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    /// Enough read: stop without draining the rest (the caller closes the socket or skips
+    /// the stale answers by sequence number).
+    Stop,
+}
+
 impl BlockingNetlink {
-    /// Open and bind (`socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE)`).
+    /// Open and bind (`socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE)`), with strict checking of
+    /// dump requests (`NETLINK_GET_STRICT_CHK`, so the kernel filters route dumps by table and
+    /// type) where the kernel has it (4.20+; older kernels dump everything and we filter here).
     pub(crate) fn open() -> io::Result<Self> {
         let mut socket = Socket::new(NETLINK_ROUTE)?;
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
+        let _ = socket.set_netlink_get_strict_chk(true);
         Ok(BlockingNetlink { socket, seq: 0 })
+    }
+
+    /// One `recv` of at most the time left until `deadline` (`SO_RCVTIMEO`): the kernel side
+    /// of a pod namespace must never block the namespace thread for good.
+    fn recv_until(&mut self, deadline: Instant) -> io::Result<Vec<u8>> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "netlink answer too slow",
+            ));
+        }
+        // Below 1 µs the kernel would read 0: no timeout at all.
+        let left = left.max(Duration::from_micros(1));
+        let timeout = TimeVal::new(
+            i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+            i64::from(left.subsec_micros()),
+        );
+        setsockopt(&self.socket, ReceiveTimeout, &timeout)?;
+        match self.socket.recv_from_full() {
+            Ok((data, _)) => Ok(data),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "netlink answer too slow",
+            )),
+            Err(e) => Err(e),
+        }
     }
 
     /// Send one request; the payloads (message type, bytes after the netlink header) of every
@@ -39,6 +92,24 @@ impl BlockingNetlink {
         msg: RouteNetlinkMessage,
         dump: bool,
     ) -> io::Result<Vec<(u16, Vec<u8>)>> {
+        let mut out = Vec::new();
+        self.request_each(msg, dump, |t, p| {
+            out.push((t, p.to_vec()));
+            Flow::Continue
+        })?;
+        Ok(out)
+    }
+
+    /// Send one request and hand each answer's (type, payload) to `f` as it arrives, at most
+    /// [`MAX_MESSAGES`] of them and within [`REQUEST_DEADLINE`]; nothing is buffered beyond
+    /// one datagram.
+    fn request_each(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        dump: bool,
+        mut f: impl FnMut(u16, &[u8]) -> Flow,
+    ) -> io::Result<()> {
+        let deadline = Instant::now() + REQUEST_DEADLINE;
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { 0 };
@@ -49,9 +120,9 @@ impl BlockingNetlink {
         req.serialize(&mut buf);
         self.socket.send(&buf, 0)?;
         let invalid = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_owned());
-        let mut out = Vec::new();
+        let mut count = 0usize;
         loop {
-            let (data, _) = self.socket.recv_from_full()?;
+            let data = self.recv_until(deadline)?;
             let mut offset = 0;
             while offset + 16 <= data.len() {
                 let msg = NetlinkBuffer::new_checked(&data[offset..])
@@ -66,7 +137,7 @@ impl BlockingNetlink {
                 }
                 let payload = &data[offset - ((len + 3) & !3) + 16..][..len - 16];
                 match msg.message_type() {
-                    NLMSG_DONE => return Ok(out),
+                    NLMSG_DONE => return Ok(()),
                     NLMSG_ERROR => {
                         let code = payload
                             .get(..4)
@@ -75,13 +146,16 @@ impl BlockingNetlink {
                         return if code < 0 {
                             Err(io::Error::from_raw_os_error(-code))
                         } else {
-                            Ok(out)
+                            Ok(())
                         };
                     }
                     t => {
-                        out.push((t, payload.to_vec()));
-                        if msg.flags() & NLM_F_MULTIPART == 0 {
-                            return Ok(out);
+                        count += 1;
+                        if count > MAX_MESSAGES {
+                            return Err(invalid("answer has too many messages"));
+                        }
+                        if f(t, payload) == Flow::Stop || msg.flags() & NLM_F_MULTIPART == 0 {
+                            return Ok(());
                         }
                     }
                 }
@@ -138,29 +212,51 @@ impl BlockingNetlink {
                 let flags = u32::from_ne_bytes([p[8], p[9], p[10], p[11]]);
                 flags & IFF_UP != 0 && flags & IFF_LOWER_UP != 0
             });
-        // One dump of both families; default routes of the main table.
-        let (mut default_v4, mut default_v6) = (false, false);
-        for (t, p) in
-            self.request_raw(RouteNetlinkMessage::GetRoute(RouteMessage::default()), true)?
-        {
-            // struct rtmsg { u8 family, dst_len, src_len, tos, table, protocol, scope, type; u32 flags }
-            if t != RTM_NEWROUTE || p.len() < 12 {
-                continue;
-            }
-            let is_default =
-                p[1] == 0 && u32::from(p[4]) == crate::host::MAIN_TABLE && p[7] == RTN_UNICAST;
-            match p[0] {
-                AF_INET => default_v4 |= is_default,
-                AF_INET6 => default_v6 |= is_default,
-                _ => {}
-            }
-        }
         Ok(PodSide {
             interface_up: up,
-            default_route_v4: v4.then_some(default_v4),
-            default_route_v6: v6.then_some(default_v6),
+            default_route_v4: if v4 {
+                Some(self.has_default_route(AF_INET)?)
+            } else {
+                None
+            },
+            default_route_v6: if v6 {
+                Some(self.has_default_route(AF_INET6)?)
+            } else {
+                None
+            },
         })
     }
+
+    /// `ip [-6] route show default table main`: a dump of the main table's unicast routes of
+    /// one family (the kernel filters by table and type under strict checking; it rejects a
+    /// `rtm_dst_len` filter in dump requests, so "default" is checked here), stopped at the
+    /// first default route. The kernel walks its tables in prefix order, so the default
+    /// route comes first and a pod's many other routes are never read; a pod with more than
+    /// [`MAX_MESSAGES`] routes before any default gets an error, not our memory.
+    fn has_default_route(&mut self, family: u8) -> io::Result<bool> {
+        let mut req = RouteMessage::default();
+        req.header.address_family = AddressFamily::from(family);
+        req.header.table = crate::host::MAIN_TABLE as u8;
+        req.header.kind = RouteType::Unicast;
+        let mut found = false;
+        self.request_each(RouteNetlinkMessage::GetRoute(req), true, |t, p| {
+            // struct rtmsg { u8 family, dst_len, src_len, tos, table, protocol, scope, type; u32 flags }
+            if t == RTM_NEWROUTE && p.len() >= 12 {
+                found = is_default_route(p, family);
+            }
+            if found { Flow::Stop } else { Flow::Continue }
+        })?;
+        Ok(found)
+    }
+}
+
+/// Is this `rtmsg` a default unicast route of `family` in the main table?
+fn is_default_route(p: &[u8], family: u8) -> bool {
+    p.len() >= 12
+        && p[0] == family
+        && p[1] == 0
+        && u32::from(p[4]) == crate::host::MAIN_TABLE
+        && p[7] == RTN_UNICAST
 }
 
 const NLMSG_ERROR: u16 = 2;
@@ -170,3 +266,120 @@ const RTM_NEWROUTE: u16 = 24;
 const RTN_UNICAST: u8 = 1;
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `rtmsg` bytes: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
+    fn rtmsg(family: u8, dst_len: u8, table: u8, kind: u8) -> [u8; 12] {
+        [family, dst_len, 0, 0, table, 4, 0, kind, 0, 0, 0, 0]
+    }
+
+    #[test]
+    fn only_main_table_unicast_defaults_of_the_family_count() {
+        let main = crate::host::MAIN_TABLE as u8;
+        assert!(is_default_route(
+            &rtmsg(AF_INET, 0, main, RTN_UNICAST),
+            AF_INET
+        ));
+        assert!(is_default_route(
+            &rtmsg(AF_INET6, 0, main, RTN_UNICAST),
+            AF_INET6
+        ));
+        // Another family, a prefix, another table, a blackhole (type 6), a short message.
+        assert!(!is_default_route(
+            &rtmsg(AF_INET6, 0, main, RTN_UNICAST),
+            AF_INET
+        ));
+        assert!(!is_default_route(
+            &rtmsg(AF_INET, 1, main, RTN_UNICAST),
+            AF_INET
+        ));
+        assert!(!is_default_route(
+            &rtmsg(AF_INET, 0, 100, RTN_UNICAST),
+            AF_INET
+        ));
+        assert!(!is_default_route(&rtmsg(AF_INET, 0, main, 6), AF_INET));
+        assert!(!is_default_route(&[AF_INET, 0, 0], AF_INET));
+    }
+
+    /// In a namespace of its own (a thread that unshared; gone with the thread, nothing to
+    /// clean up), `ip -batch` these commands, then run `f` there.
+    fn in_fresh_netns<R: Send + 'static>(
+        commands: Vec<String>,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> R {
+        std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare (root?)");
+            // `ip` forks from this thread, so it runs in this thread's namespace.
+            let mut child = std::process::Command::new("ip")
+                .args(["-batch", "-"])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            {
+                use std::io::Write;
+                let mut stdin = io::BufWriter::new(child.stdin.take().unwrap());
+                for c in &commands {
+                    writeln!(stdin, "{c}").unwrap();
+                }
+            }
+            assert!(child.wait().unwrap().success());
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// A pod namespace with 100,000 routes: the default route is found without reading them;
+    /// without a default route the read gives up after `MAX_MESSAGES`, quickly either way.
+    #[test]
+    fn a_crowded_route_table_is_not_read() {
+        let mut cmds = vec![
+            "link add eth0 type veth peer name eth1".to_owned(),
+            "link set eth1 up".to_owned(),
+            "link set eth0 up".to_owned(),
+        ];
+        cmds.extend((0..100_000u32).map(|i| {
+            format!(
+                "route add 10.{}.{}.{}/32 dev eth0",
+                100 + (i >> 16),
+                (i >> 8) & 0xff,
+                i & 0xff
+            )
+        }));
+        let (with, without) = in_fresh_netns(cmds, || {
+            // `ip -o link show eth0`: "N: eth0: <…".
+            let out = std::process::Command::new("ip")
+                .args(["-o", "link", "show", "eth0"])
+                .output()
+                .unwrap();
+            let out = String::from_utf8_lossy(&out.stdout);
+            let index: u32 = out.split(':').next().unwrap().trim().parse().unwrap();
+            let read = || {
+                let started = Instant::now();
+                let side =
+                    BlockingNetlink::open().and_then(|mut nl| nl.pod_side(index, true, false));
+                (side.map(|s| s.default_route_v4), started.elapsed())
+            };
+            let status = std::process::Command::new("ip")
+                .args(["route", "add", "default", "dev", "eth0"])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            let with = read();
+            let status = std::process::Command::new("ip")
+                .args(["route", "del", "default"])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            (with, read())
+        });
+        assert_eq!(with.0.unwrap(), Some(true));
+        assert!(with.1 < REQUEST_DEADLINE, "{:?}", with.1);
+        let err = without.0.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        assert!(without.1 < REQUEST_DEADLINE * 3, "{:?}", without.1);
+    }
+}

@@ -166,23 +166,39 @@ impl fmt::Display for Target {
     }
 }
 
+/// A probe file line that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {source}")]
+pub struct ProbeFileError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong with it.
+    #[source]
+    pub source: TargetSpecError,
+}
+
+/// Two targets with the same name (the `target` label must identify one).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("probe name '{0}' is used twice")]
+pub struct DuplicateTarget(pub String);
+
 /// Parse a probe file: one target per line, `#` starts a comment, blank lines ignored.
 /// Errors name the line.
-pub fn parse_probe_file(text: &str) -> Result<Vec<Target>, String> {
+pub fn parse_probe_file(text: &str) -> Result<Vec<Target>, ProbeFileError> {
     text.lines()
         .enumerate()
         .map(|(i, l)| (i + 1, l.split('#').next().unwrap_or("").trim()))
         .filter(|(_, l)| !l.is_empty())
-        .map(|(n, l)| l.parse().map_err(|e| format!("line {n}: {e}")))
+        .map(|(line, l)| l.parse().map_err(|source| ProbeFileError { line, source }))
         .collect()
 }
 
 /// Reject two targets with the same name.
-pub fn check_unique(targets: &[Target]) -> Result<(), String> {
+pub fn check_unique(targets: &[Target]) -> Result<(), DuplicateTarget> {
     let mut seen = std::collections::HashSet::new();
     for t in targets {
         if !seen.insert(t.name.as_str()) {
-            return Err(format!("probe name '{}' is used twice", t.name));
+            return Err(DuplicateTarget(t.name.clone()));
         }
     }
     Ok(())
@@ -263,9 +279,16 @@ mod tests {
                 .unwrap();
         assert_eq!(t.len(), 2);
         let e = parse_probe_file("icmp:1.2.3.4\nbogus\n").unwrap_err();
-        assert!(e.starts_with("line 2:"), "{e}");
+        assert_eq!(e.line, 2);
+        assert!(
+            e.to_string().starts_with("line 2: invalid probe 'bogus'"),
+            "{e}"
+        );
         assert!(check_unique(&t).is_ok());
         let dup = [t[0].clone(), t[0].clone()];
-        assert!(check_unique(&dup).is_err());
+        assert_eq!(
+            check_unique(&dup),
+            Err(DuplicateTarget("icmp:198.51.100.1".into()))
+        );
     }
 }

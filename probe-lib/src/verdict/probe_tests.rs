@@ -153,10 +153,13 @@ fn a_target_failing_everywhere_is_one_node_problem() {
 }
 
 #[test]
-fn node_wide_needs_every_pod_two_pods_and_answering_gateways() {
-    // One pod still reaches it: pod alarms, no node problem.
-    let r = reports(&[&[OK], &[OK], &[OK]], &[&[TO, TO], &[TO, TO], &[OK]]);
-    let v = run(3, &host(3), &r);
+fn node_wide_needs_a_quorum_two_pods_and_answering_gateways() {
+    // Half the pods still reach it: below the quorum, pod alarms, no node problem.
+    let r = reports(
+        &[&[OK], &[OK], &[OK], &[OK]],
+        &[&[TO, TO], &[TO, TO], &[OK], &[OK]],
+    );
+    let v = run(4, &host(4), &r);
     assert!(v.node.is_empty());
     assert_eq!(pod_failures(&v).len(), 2);
     // Gateways fail too: the pods are cut off, not the target.
@@ -171,6 +174,29 @@ fn node_wide_needs_every_pod_two_pods_and_answering_gateways() {
     // A single pod cannot tell the node from itself.
     let r = reports(&[&[OK]], &[&[TO, TO]]);
     assert!(run(1, &host(1), &r).node.is_empty());
+}
+
+#[test]
+fn one_pod_answering_for_the_target_cannot_hide_a_node_wide_failure() {
+    // The third pod "reaches" the target (its address on the pod's own loopback, or a forged
+    // reply): two of three still make the quorum.
+    let r = reports(&[&[OK], &[OK], &[OK]], &[&[TO, TO], &[TO, TO], &[OK]]);
+    let v = run(3, &host(3), &r);
+    assert_eq!(v.node.len(), 1, "{:?}", v.node);
+    assert_eq!(v.node[0].reason, NodeReason::TargetUnreachable);
+    assert!(pod_failures(&v).is_empty(), "{:?}", pod_failures(&v));
+    // Pods whose gateway fails do not count either way: 2 of the 2 that can tell.
+    let r = reports(
+        &[&[OK], &[OK], &[TO, TO]],
+        &[&[TO, TO], &[TO, TO], &[TO, TO]],
+    );
+    assert_eq!(run(3, &host(3), &r).node.len(), 1);
+    // Two pods answering among four: no quorum.
+    let r = reports(
+        &[&[OK], &[OK], &[OK], &[OK]],
+        &[&[TO, TO], &[OK], &[TO, TO], &[OK]],
+    );
+    assert!(run(4, &host(4), &r).node.is_empty());
 }
 
 #[test]

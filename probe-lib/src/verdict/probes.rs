@@ -27,7 +27,7 @@ pub struct TargetVerdict {
     pub state: DestState,
     /// Failed `failure_threshold` times in a row.
     pub failing: bool,
-    /// Failing for every pod while their gateways answer: reported once, at node level
+    /// Failing for a quorum of pods while their gateways answer: reported once, at node level
     /// (`target_unreachable`), not as a pod failure.
     pub node_wide: bool,
     /// Why it fails, when the node can tell (a wiring reason, `forwarding_disabled`,
@@ -146,8 +146,21 @@ fn pod_side_problems(ips: &[IpAddr], side: crate::probe::report::PodSide) -> Vec
     out
 }
 
-/// Targets (other than the gateway) that every probing pod fails while none of those pods
-/// fails its gateway: the target, or the path beyond the node, is broken. Needs two pods.
+/// A target is failing node-wide when at least this share of the pods that can tell (they
+/// probe it and their gateway answers) fail it ...
+pub const NODE_WIDE_QUORUM: (usize, usize) = (2, 3);
+/// ... and at least this many do.
+pub const NODE_WIDE_MIN_PODS: usize = 2;
+
+/// Targets (other than the gateway) failed by a quorum of the pods that probe them with a
+/// healthy gateway: the target, or the path beyond the node, is broken.
+///
+/// A quorum, not "every pod": a pod answers for whatever it likes (the target's address on
+/// its own loopback, a forged reply with NET_RAW), and one such pod must not turn a
+/// node-wide failure into per-pod warnings. Two thirds: one pod cannot hide a failure of
+/// the others once three pods probe the target. A quorum that is too low would call a
+/// failure shared by most but not all pods (e.g. a NetworkPolicy denying most pods' egress)
+/// node-wide; that still alerts, only at node level, which is why the quorum errs low.
 fn node_wide_failures(pods: &[PodVerdict]) -> Vec<String> {
     let mut names: Vec<&str> = pods
         .iter()
@@ -161,23 +174,28 @@ fn node_wide_failures(pods: &[PodVerdict]) -> Vec<String> {
     names
         .into_iter()
         .filter(|name| {
-            let probing: Vec<&PodVerdict> = pods
+            // Pods that probe the target and whose gateway answers: their verdict on the
+            // target is about the path beyond the node.
+            let fails: Vec<bool> = pods
                 .iter()
                 .filter(|p| p.probes.iter().any(|t| t.state.target == *name))
-                .collect();
-            probing.len() >= 2
-                && probing.iter().all(|p| {
-                    let fails = p
-                        .probes
-                        .iter()
-                        .any(|t| t.state.target == *name && t.failing);
-                    let gw: Vec<_> = p
+                .filter(|p| {
+                    let mut gw = p
                         .probes
                         .iter()
                         .filter(|t| t.state.target == GATEWAY_TARGET)
-                        .collect();
-                    fails && !gw.is_empty() && gw.iter().all(|t| !t.failing)
+                        .peekable();
+                    gw.peek().is_some() && gw.all(|t| !t.failing)
                 })
+                .map(|p| {
+                    p.probes
+                        .iter()
+                        .any(|t| t.state.target == *name && t.failing)
+                })
+                .collect();
+            let failing = fails.iter().filter(|f| **f).count();
+            let (num, den) = NODE_WIDE_QUORUM;
+            failing >= NODE_WIDE_MIN_PODS && failing * den >= fails.len() * num
         })
         .map(str::to_owned)
         .collect()

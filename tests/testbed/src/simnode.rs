@@ -176,6 +176,21 @@ fn block_of(ip: IpAddr) -> IpNet {
         .unwrap_or_else(|_| IpNet::from(ip))
 }
 
+/// A pod sandbox whose namespace exists but is not wired yet ([`SimNode::create_pod_netns`]).
+#[derive(Debug)]
+pub struct PendingPod {
+    index: usize,
+    spec: PodSpec,
+    netns: String,
+}
+
+impl PendingPod {
+    /// Name of its network namespace.
+    pub fn netns(&self) -> &str {
+        &self.netns
+    }
+}
+
 /// A simulated Calico node. Dropping it tears everything down.
 #[derive(Debug)]
 pub struct SimNode {
@@ -183,6 +198,8 @@ pub struct SimNode {
     node: NetnsThread,
     outside: NetnsThread,
     pods: BTreeMap<usize, SimPod>,
+    /// Namespaces of pods created but not wired.
+    pending: BTreeSet<String>,
     next_index: usize,
     blocks: BTreeSet<IpNet>,
     holders: BTreeMap<usize, Child>,
@@ -239,6 +256,7 @@ impl SimNode {
             node,
             outside,
             pods: BTreeMap::new(),
+            pending: BTreeSet::new(),
             next_index: 0,
             blocks: BTreeSet::new(),
             holders: BTreeMap::new(),
@@ -333,9 +351,29 @@ impl SimNode {
 
     /// Add a pod, wired as Calico's CNI plugin does. Returns its index.
     pub fn add_pod(&mut self, spec: PodSpec) -> Result<usize> {
+        let pending = self.create_pod_netns(spec)?;
+        self.wire_pending(pending)
+    }
+
+    /// The first half of [`SimNode::add_pod`]: the sandbox's network namespace (bind-mounted,
+    /// only `lo`), before the CNI runs. The node sees no veth and the namespace has no id
+    /// in the node's namespace yet. Torn down with the node if never wired.
+    pub fn create_pod_netns(&mut self, spec: PodSpec) -> Result<PendingPod> {
         let index = self.next_index;
         self.next_index += 1;
-        let netns_name = format!("{}-p{index}", self.base);
+        let netns = format!("{}-p{index}", self.base);
+        self.pending.insert(netns.clone());
+        NetnsThread::create(&netns)?;
+        Ok(PendingPod { index, spec, netns })
+    }
+
+    /// The second half of [`SimNode::add_pod`]: the CNI wires a pending pod.
+    pub fn wire_pending(&mut self, pending: PendingPod) -> Result<usize> {
+        let PendingPod {
+            index,
+            spec,
+            netns: netns_name,
+        } = pending;
         let interface = veth_name("cali", &spec.namespace, &spec.name);
         let ipv4 = spec.ipv4.unwrap_or_else(|| pod_ipv4(index));
         let ipv6 = spec.dual_stack.then(|| pod_ipv6(index));
@@ -347,9 +385,10 @@ impl SimNode {
             (index >> 8) as u8,
             index as u8,
         ];
-        let pod_ns = NetnsThread::create(&netns_name)?;
-        let wired = self.wire_pod(&pod_ns, &interface, ipv4, ipv6, mac, spec.host_route);
-        drop(pod_ns);
+        let wired = NetnsThread::join(&netns_name).and_then(|pod_ns| {
+            self.wire_pod(&pod_ns, &interface, ipv4, ipv6, mac, spec.host_route)
+        });
+        self.pending.remove(&netns_name);
         let host_index = match wired {
             Ok(i) => i,
             Err(e) => {
@@ -712,6 +751,11 @@ impl SimNode {
         }
         for pod in std::mem::take(&mut self.pods).into_values() {
             if let Err(e) = netns::delete(&pod.netns) {
+                first_err.get_or_insert(e);
+            }
+        }
+        for name in std::mem::take(&mut self.pending) {
+            if let Err(e) = netns::delete(&name) {
                 first_err.get_or_insert(e);
             }
         }
