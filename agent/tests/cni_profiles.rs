@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use podnet_testbed::agent::Agent;
 use podnet_testbed::cni::{BRIDGE, CniNode, CniPod, Plugin};
 use podnet_testbed::exposition::Samples;
+use podnet_testbed::simnode::{SimNode, SimPod};
 use serde_json::Value;
 
 /// The agent binary Cargo built for these tests.
@@ -84,7 +85,11 @@ fn healthy(agent: &Agent, what: &str) {
 }
 
 fn is_quiet(m: &Samples) -> bool {
-    m.value("podnet_local_pods") == Some(PODS as f64)
+    quiet_with(m, PODS)
+}
+
+fn quiet_with(m: &Samples, pods: usize) -> bool {
+    m.value("podnet_local_pods") == Some(pods as f64)
         && m.value("podnet_pods_with_route_problem") == Some(0.0)
         && m.pod_series().is_empty()
         && m.node_problems().is_empty()
@@ -287,4 +292,72 @@ fn teardown_leaves_no_namespace_and_no_lease() {
             "{n} left behind"
         );
     }
+}
+
+fn aws_problem(pod: &SimPod, reason: &str) -> Problems {
+    [(
+        pod.interface.clone(),
+        pod.ipv4.to_string(),
+        reason.to_owned(),
+    )]
+    .into()
+}
+
+/// AWS VPC CNI's wiring (simulated from its driver: `eni…`, `/32 scope link`, a permanent
+/// neighbour for 169.254.1.1 inside the pod, no proxy ARP): healthy under its own profile,
+/// while Calico's rules page for proxy ARP on every pod; its route faults are said as such.
+#[test]
+fn aws_vpc_cni_wiring_is_judged_by_its_own_rules() {
+    let node = SimNode::aws_vpc_cni(3).unwrap();
+    let pods: Vec<SimPod> = node.pods().cloned().collect();
+    let wrong = Agent::start_binary(
+        AGENT.as_ref(),
+        &node,
+        &["--no-probes", "--interface-prefix", "eni"],
+    )
+    .unwrap();
+    let everyone: Problems = pods
+        .iter()
+        .flat_map(|p| aws_problem(p, "proxy_arp_disabled"))
+        .collect();
+    expect(&wrong, "Calico's rules on AWS wiring", &everyone);
+    drop(wrong);
+
+    let agent = Agent::start_binary(
+        AGENT.as_ref(),
+        &node,
+        &["--cni", "aws-vpc-cni", "--probe-interval", "1s"],
+    )
+    .unwrap();
+    let healthy_aws = |what: &str| {
+        agent
+            .wait_metrics(what, WAIT, |m| {
+                quiet_with(m, 3)
+                    && m.value_with(
+                        "podnet_probes_total",
+                        &[("target", "gateway"), ("result", "ok")],
+                    )
+                    .unwrap_or(0.0)
+                        > 0.0
+            })
+            .unwrap()
+    };
+    healthy_aws("3 AWS pods, gateway answering through the static neighbour");
+    node.delete_route(1, pods[1].ipv4.into()).unwrap();
+    // No IPAM blackhole here: the pod IP falls to the node's default route.
+    expect(
+        &agent,
+        "route_missing",
+        &aws_problem(&pods[1], "route_missing"),
+    );
+    node.restore_routes(1).unwrap();
+    healthy_aws("route back");
+    node.route_via_other_pod(2, 0).unwrap();
+    expect(
+        &agent,
+        "route_wrong_interface",
+        &aws_problem(&pods[2], "route_wrong_interface"),
+    );
+    node.restore_routes(2).unwrap();
+    healthy_aws("route repaired");
 }

@@ -337,3 +337,40 @@ async fn a_full_event_queue_turns_into_one_overrun() {
     drop(rx);
     assert_eq!(tx.push(ev(5)).await, Err(SubscriptionClosed));
 }
+
+/// The cost of deriving `ip route get` from the mirror instead of asking the kernel: one
+/// lookup per pod IP per verdict. Prints the figure (`cargo test -p podnet-probe --lib
+/// route_lookup_cost -- --ignored --nocapture`); ignored because timing is not a pass/fail
+/// matter on a shared machine.
+#[test]
+#[ignore = "measurement"]
+#[allow(clippy::print_stdout)] // The figure is the point of this test.
+fn route_lookup_cost() {
+    let mut s = HostState::default();
+    s.apply(&KernelEvent::RouteAdded(route(
+        "0.0.0.0/0",
+        1,
+        0,
+        MAIN_TABLE,
+    )));
+    for i in 0..10_000u32 {
+        let ip = std::net::Ipv4Addr::from(0x0af4_0000 + i);
+        s.apply(&KernelEvent::RouteAdded(route(
+            &format!("{ip}/32"),
+            2,
+            0,
+            MAIN_TABLE,
+        )));
+    }
+    let n = 100_000u32;
+    let start = std::time::Instant::now();
+    let mut found = 0;
+    for i in 0..n {
+        // Half hit a /32 at once, half miss down to the default route (33 look-ups).
+        let ip = std::net::Ipv4Addr::from(0x0af4_0000 + (i % 20_000));
+        found += usize::from(s.route_lookup(IpAddr::V4(ip)).is_some());
+    }
+    let per = start.elapsed() / n;
+    assert_eq!(found, n as usize);
+    println!("route_lookup: {per:?} per lookup over 10,001 routes (half /32 hits, half default)");
+}
