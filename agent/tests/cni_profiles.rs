@@ -25,22 +25,37 @@ type Problems = BTreeSet<(String, String, String)>;
 
 fn start(plugin: Plugin) -> (CniNode, Agent) {
     let node = CniNode::new(plugin, PODS).unwrap();
-    let agent = Agent::start_binary(
+    let agent = start_agent(&node, plugin.name());
+    (node, agent)
+}
+
+fn start_agent(node: &CniNode, cni: &str) -> Agent {
+    Agent::start_binary(
         AGENT.as_ref(),
         node.sim(),
         &[
             "--pod-source",
             "node",
             "--cni",
-            plugin.name(),
+            cni,
             "--interface-prefix",
             "veth",
             "--probe-interval",
             "1s",
         ],
     )
-    .unwrap();
-    (node, agent)
+    .unwrap()
+}
+
+/// What the issue saw: `--cni generic` on the real plugins' wiring paged for every healthy
+/// pod (`proxy_arp_disabled`, and `route_missing` on a bridge). Now quiet, probes included.
+#[test]
+fn generic_profile_is_quiet_on_healthy_ptp_and_bridge_pods() {
+    for plugin in [Plugin::Ptp, Plugin::Bridge] {
+        let node = CniNode::new(plugin, PODS).unwrap();
+        let agent = start_agent(&node, "generic");
+        healthy(&agent, &format!("{} pods, generic profile", plugin.name()));
+    }
 }
 
 fn problems(pod: &CniPod, reasons: &[&str]) -> Problems {

@@ -207,12 +207,20 @@ fn gateway_address(link: &Link, family: Family, host: &HostState) -> Option<IpAd
 }
 
 /// The pod's gateways as the profile derives them from the host: ptp's are on the host veth,
-/// bridge's on the bridge; empty for CNIs whose gateway is fixed (the prober's default).
+/// bridge's on the bridge, a generic CNI's on whichever of the two holds addresses; empty for
+/// CNIs whose gateway is fixed (the prober's default, 169.254.1.1).
 pub(super) fn gateways(cni: &Cni, link: &Link, host: &HostState) -> Vec<IpAddr> {
+    let master = || link.master.and_then(|m| host.link(m));
     let holder = match cni {
         Cni::Ptp => Some(link),
-        Cni::Bridge => link.master.and_then(|m| host.link(m)),
-        Cni::Calico | Cni::AwsVpcCni | Cni::Generic => None,
+        Cni::Bridge => master(),
+        Cni::Generic => {
+            let has_v4 = |l: &Link| gateway_address(l, Family::Ipv4, host).is_some();
+            Some(link)
+                .filter(|l| has_v4(l))
+                .or_else(|| master().filter(|b| has_v4(b)))
+        }
+        Cni::Calico | Cni::AwsVpcCni => None,
     };
     holder.map_or_else(Vec::new, |l| {
         [Family::Ipv4, Family::Ipv6]

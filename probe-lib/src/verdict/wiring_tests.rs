@@ -261,4 +261,22 @@ fn gateways_come_from_the_host_side_of_the_profile() {
         v.pods[1].gateways,
         ["10.244.1.1".parse::<std::net::IpAddr>().unwrap()]
     );
+    // A generic CNI: wherever the address is; none (Calico-like) leaves the fixed gateway.
+    let g = evaluate(&Cni::Generic, &pods, &host, None);
+    assert_eq!(g.pods[1].gateways, v.pods[1].gateways);
+    let (dump, pods) = ptp();
+    let host = HostState::from_dump(dump, Default::default());
+    let g = evaluate(&Cni::Generic, &pods, &host, None);
+    assert_eq!(
+        g.pods[0].gateways,
+        ["10.244.0.1".parse::<std::net::IpAddr>().unwrap()]
+    );
+    let mut dump = ptp().0;
+    dump.addresses.clear();
+    let host = HostState::from_dump(dump, Default::default());
+    assert!(
+        evaluate(&Cni::Generic, &pods, &host, None).pods[0]
+            .gateways
+            .is_empty()
+    );
 }
