@@ -135,6 +135,7 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
         node = %node,
         listen = %args.listen,
         pod_source = ?choice,
+        cni = args.cni.as_str(),
         "podnet-agent starting"
     );
     log_missing_privileges(!args.no_probes);

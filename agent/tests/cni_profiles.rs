@@ -142,6 +142,10 @@ fn gateway_probed(agent: &Agent, pod: &CniPod) -> String {
 fn ptp_pods_healthy_then_each_fault_on_exactly_its_pod() {
     let (node, agent) = start(Plugin::Ptp);
     healthy(&agent, "4 ptp pods");
+    assert!(
+        agent.log().contains("cni=\"ptp\""),
+        "profile not said at start-up"
+    );
     let pods = node.pods().to_vec();
     // The gateway probed is the one ptp gave the pod (the host veth's address).
     assert_eq!(
