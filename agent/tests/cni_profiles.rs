@@ -282,6 +282,17 @@ fn bridge_pods_healthy_then_each_fault_in_bridge_terms() {
     .unwrap();
     healthy(&agent, "subnet route back");
 
+    // The bridge loses its (gateway) address, and with it the connected subnet route.
+    let gw_cidr = format!("{gw}/24");
+    node.ip(&["addr", "del", &gw_cidr, "dev", BRIDGE]).unwrap();
+    expect(
+        &agent,
+        "gateway_address_missing",
+        &all(&["gateway_address_missing", "route_missing"]),
+    );
+    node.ip(&["addr", "add", &gw_cidr, "dev", BRIDGE]).unwrap();
+    healthy(&agent, "address back (the kernel re-adds the subnet route)");
+
     // A wrong host route shadowing the subnet for one pod.
     let wrong = format!("{}/32", pods[3].ip);
     node.ip(&["route", "add", &wrong, "dev", &pods[0].interface])
