@@ -27,9 +27,15 @@ pub(super) fn pod_problems(
     let mut out = Vec::new();
     let problem = |reason, ip, detail: String| PodProblem { reason, ip, detail };
     if pod.interface.is_empty() {
-        // No naming rule and no route: all that can be said is about the routes.
+        // No naming rule and no veth found for the IP: all that can be said is about the
+        // routes. A route to a bridge may well reach the pod through a port we cannot name.
+        let bridged = matches!(cni, Cni::Bridge | Cni::Generic);
         for &ip in &pod.ips {
-            out.extend(route_problem(ip, None, host));
+            out.extend(route_problem(ip, None, host).filter(|p| {
+                !(bridged
+                    && p.reason == PodReason::RouteWrongInterface
+                    && routed_to_a_bridge(ip, host))
+            }));
         }
         return out;
     }

@@ -241,6 +241,27 @@ fn bridge_faults_in_bridge_terms() {
 }
 
 #[test]
+fn a_pod_without_a_known_port_is_judged_by_its_route_alone() {
+    // From the API without --interface-prefix, a bridge pod's veth cannot be named: its IP
+    // routed to the bridge is fine, routed elsewhere or nowhere is not.
+    let (dump, _) = bridge();
+    let mut p = pod("", "10.244.1.5");
+    assert_eq!(reasons(&Cni::Bridge, &[p.clone()], dump.clone()), []);
+    assert_eq!(reasons(&Cni::Generic, &[p.clone()], dump.clone()), []);
+    p.ips = vec!["10.244.2.5".parse().unwrap()];
+    assert_eq!(
+        reasons(&Cni::Bridge, &[p.clone()], dump.clone()),
+        one("", "route_missing")
+    );
+    let mut d = dump;
+    d.routes.push(fixtures::route("10.244.2.0/24", Some(10)));
+    assert_eq!(
+        reasons(&Cni::Bridge, &[p], d),
+        one("", "route_wrong_interface")
+    );
+}
+
+#[test]
 fn gateways_come_from_the_host_side_of_the_profile() {
     let (dump, pods) = ptp();
     let host = HostState::from_dump(dump, Default::default());
