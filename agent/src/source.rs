@@ -75,7 +75,11 @@ pub async fn start(
             let (watcher, view) = KubeWatcher::new(client, config, metrics.kube());
             info!(node, "watching this node's pods in the Kubernetes API");
             let task = spawn_worker(workers, "watch", |guard| async move {
-                let _guard = guard;
+                // The watcher beats through backoff waits and quiet watches; silence beyond
+                // MAX_SILENCE is a hang, and the guard (owned by the watcher) marks the worker
+                // stopped or panicked when the watcher ends.
+                guard.expect_beats(KubeWatcher::MAX_SILENCE);
+                let watcher = watcher.with_heartbeat(move || guard.beat());
                 watcher.run(shutdown).await;
             });
             Ok((
