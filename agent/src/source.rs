@@ -48,7 +48,7 @@ pub fn choose(args: &Args) -> Result<Choice, String> {
         .interface_prefix
         .clone()
         .or_else(|| args.cni.interface_prefix().map(str::to_owned))
-        .ok_or("node mode needs --interface-prefix with --cni generic")?;
+        .ok_or("node mode needs --interface-prefix with --cni ptp, bridge or generic")?;
     Ok(Choice::Node(prefix))
 }
 

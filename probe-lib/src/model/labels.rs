@@ -78,6 +78,15 @@ label_enum! {
         /// Inside the pod's namespace, the default route of the IP's family is missing (seen
         /// by the prober).
         PodDefaultRouteMissing => "pod_default_route_missing",
+        /// Bridge CNIs (`--cni bridge`): the pod's veth is not a port of a bridge, so nothing
+        /// routed to the bridge reaches the pod.
+        VethNotOnBridge => "veth_not_on_bridge",
+        /// Bridge CNIs: the bridge the pod's veth is a port of is down (the kernel also drops
+        /// the pod subnet's route).
+        BridgeDown => "bridge_down",
+        /// ptp and bridge CNIs: the interface that must hold the pod's gateway address (the
+        /// host veth for ptp, the bridge for bridge) has no address of the pod's family.
+        GatewayAddressMissing => "gateway_address_missing",
     }
 }
 
@@ -267,7 +276,10 @@ mod tests {
                 | ProxyArpDisabled
                 | ForwardingDisabled
                 | PodInterfaceDown
-                | PodDefaultRouteMissing => 9,
+                | PodDefaultRouteMissing
+                | VethNotOnBridge
+                | BridgeDown
+                | GatewayAddressMissing => 12,
             }
         }
         fn node(r: NodeReason) -> usize {
