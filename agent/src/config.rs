@@ -106,6 +106,17 @@ pub struct Args {
           value_parser = cni)]
     pub cni: Cni,
 
+    /// Check that every other node's pod block is routed toward that node: `calico` (IPAM
+    /// BlockAffinities and Calico's node annotations), `pod-cidrs` (`Node.spec.podCIDRs`) or
+    /// `off`. Needs the Kubernetes pod source.
+    #[arg(
+        long,
+        env = "PODNET_REMOTE_BLOCKS",
+        default_value = "off",
+        value_name = "SOURCE"
+    )]
+    pub remote_blocks: RemoteBlocksArg,
+
     /// Name prefix of pods' host interfaces, if not the CNI's default (`cali`, `eni`).
     #[arg(long, env = "PODNET_INTERFACE_PREFIX", value_name = "PREFIX",
           value_parser = interface_prefix)]
@@ -253,6 +264,17 @@ pub enum StatusListen {
     Off,
     /// Served on this loopback address.
     On(SocketAddr),
+}
+
+/// `--remote-blocks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RemoteBlocksArg {
+    /// Remote blocks are not checked.
+    Off,
+    /// Calico IPAM `BlockAffinity` objects and the nodes' (tunnel) addresses.
+    Calico,
+    /// `Node.spec.podCIDRs` and the nodes' `InternalIP`s.
+    PodCidrs,
 }
 
 /// `--pod-source`.

@@ -159,6 +159,8 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
         stopped(stop_rx.clone()),
     )
     .await?;
+    let blocks = source::start_blocks(&args, &workers, stopped(stop_rx.clone())).await?;
+    let (remote_blocks, blocks_task) = blocks.unzip();
     let host = NetlinkHost::new().context("opening netlink")?;
     let config = MonitorConfig {
         node_name: node,
@@ -173,6 +175,7 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
                 .collect(),
         }),
         cni: args.cni.clone(),
+        remote_blocks,
     };
     let (monitor, snapshots) = Monitor::new(host, config, metrics.monitor());
     metrics.serve_snapshots_capped(snapshots.clone(), args.max_pod_series as usize);
@@ -245,6 +248,7 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
     tasks.push(("monitor", monitor_task));
     tasks.extend(prober_task.map(|t| ("prober", t)));
     tasks.extend(watch_task.map(|t| ("watch", t)));
+    tasks.extend(blocks_task.map(|t| ("blocks", t)));
     let deadline = async {
         stopped(stop_rx.clone()).await;
         tokio::time::sleep(SHUTDOWN_DEADLINE).await;

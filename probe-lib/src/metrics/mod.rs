@@ -291,6 +291,7 @@ impl Collector for VerdictCollector {
             }
         }
         encode_probe_verdicts(&mut encoder, &snap, &exported)?;
+        encode_remote_blocks(&mut encoder, &snap)?;
         gauge(
             &mut encoder,
             "podnet_synced",
@@ -323,6 +324,42 @@ impl Collector for VerdictCollector {
 ///
 /// Linear in pods × their probes: duplicates are found within one pod (a pod's targets are
 /// few and bounded by configuration), never by searching every alarm of the node.
+/// Most `podnet_remote_block_problem` series: a node that lost every route (thousands of
+/// blocks) must not explode the scrape; `podnet_remote_block_problems` keeps the full count.
+const MAX_BLOCK_SERIES: usize = 500;
+
+/// Failing remote blocks only: one series per block with its node and reason.
+fn encode_remote_blocks(encoder: &mut DescriptorEncoder, snap: &Snapshot) -> fmt::Result {
+    gauge(
+        encoder,
+        "podnet_remote_blocks",
+        "Other nodes' pod blocks whose routes are checked (0 when the check is off)",
+        snap.remote_blocks_checked as i64,
+    )?;
+    gauge(
+        encoder,
+        "podnet_remote_block_problems",
+        "Other nodes' pod blocks not routed toward their node",
+        snap.remote_blocks.len() as i64,
+    )?;
+    let mut e = encoder.encode_descriptor(
+        "podnet_remote_block_problem",
+        "1 while another node's pod block is not routed toward that node; absent when healthy",
+        None,
+        MetricType::Gauge,
+    )?;
+    for p in snap.remote_blocks.iter().take(MAX_BLOCK_SERIES) {
+        let block = p.block.to_string();
+        let labels = [
+            ("block", block.as_str()),
+            ("node", p.node.as_str()),
+            ("reason", p.reason.as_str()),
+        ];
+        ConstGauge::new(1).encode(e.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 fn encode_probe_verdicts(
     encoder: &mut DescriptorEncoder,
     snap: &Snapshot,

@@ -110,6 +110,19 @@ label_enum! {
 }
 
 label_enum! {
+    /// Why another node's pod address block is not routed toward that node (the `reason` label
+    /// of `podnet_remote_block_problem`).
+    pub enum BlockReason {
+        /// Nothing but the default route, a non-unicast aggregate or no route at all covers the
+        /// block: traffic to that node's pods is dropped or leaves by the default gateway.
+        RemoteBlockRouteMissing => "remote_block_route_missing",
+        /// The block's route leads elsewhere: another node's address, an unknown gateway, or
+        /// no gateway at all.
+        RemoteBlockRouteWrongNextHop => "remote_block_route_wrong_next_hop",
+    }
+}
+
+label_enum! {
     /// Why a full re-dump of the host state happened (the `cause` label of
     /// `podnet_netlink_resyncs_total`).
     pub enum ResyncCause {

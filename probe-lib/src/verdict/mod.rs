@@ -7,11 +7,13 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+mod blocks;
 mod orphans;
 mod probes;
 mod route;
 mod wiring;
 
+pub use blocks::{BlockProblem, block_problems};
 pub use orphans::{Orphan, find_orphans};
 pub use probes::{ProbeView, TargetVerdict};
 
