@@ -103,7 +103,7 @@ fn failing(m: &Samples) -> Vec<(String, String, String)> {
         .named("podnet_remote_block_problem")
         .map(|s| {
             let l = |k: &str| s.labels.get(k).cloned().unwrap_or_default();
-            (l("block"), l("node"), l("reason"))
+            (l("block"), l("remote_node"), l("reason"))
         })
         .collect();
     v.sort();

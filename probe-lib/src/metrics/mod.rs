@@ -352,7 +352,8 @@ fn encode_remote_blocks(encoder: &mut DescriptorEncoder, snap: &Snapshot) -> fmt
         let block = p.block.to_string();
         let labels = [
             ("block", block.as_str()),
-            ("node", p.node.as_str()),
+            // Not `node`: scrapes label every series with the agent's own node.
+            ("remote_node", p.node.as_str()),
             ("reason", p.reason.as_str()),
         ];
         ConstGauge::new(1).encode(e.encode_family(&labels)?)?;
