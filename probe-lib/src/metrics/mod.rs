@@ -17,8 +17,8 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+use crate::model::{Felix, WorkerState, Workers};
 pub use crate::model::{KubeMetrics, MonitorMetrics, ProbeMetrics};
-use crate::model::{WorkerState, Workers};
 use crate::snapshot::Snapshot;
 use crate::util::clock::unix_seconds;
 
@@ -118,6 +118,12 @@ impl Metrics {
             .register_collector(Box::new(WorkerCollector { workers }));
     }
 
+    /// Export what the felix reader last read (`--cni calico`).
+    pub fn watch_felix(&mut self, felix: Felix) {
+        self.registry
+            .register_collector(Box::new(FelixCollector { felix }));
+    }
+
     /// Handles for the monitor.
     pub fn monitor(&self) -> MonitorMetrics {
         self.monitor.clone()
@@ -173,6 +179,67 @@ pub const DEFAULT_POD_SERIES_LIMIT: usize = 2000;
 struct VerdictCollector {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     max_pods: usize,
+}
+
+#[derive(Debug)]
+struct FelixCollector {
+    felix: Felix,
+}
+
+impl Collector for FelixCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let s = self.felix.get();
+        let up = "1 while calico-node's felix health endpoint on this node answers";
+        gauge(
+            &mut encoder,
+            "podnet_calico_felix_up",
+            up,
+            i64::from(s.health_up),
+        )?;
+        let ready =
+            "1 while felix reports ready; 0 when not ready or not readable (never 1 unread)";
+        let is_ready = s.ready == Some(true);
+        gauge(
+            &mut encoder,
+            "podnet_calico_felix_ready",
+            ready,
+            i64::from(is_ready),
+        )?;
+        let live = "1 while felix reports live; 0 when not live or not readable";
+        let is_live = s.live == Some(true);
+        gauge(
+            &mut encoder,
+            "podnet_calico_felix_live",
+            live,
+            i64::from(is_live),
+        )?;
+        let mup = "1 while felix's Prometheus endpoint answers (off by default in Calico)";
+        gauge(
+            &mut encoder,
+            "podnet_calico_felix_metrics_up",
+            mup,
+            i64::from(s.metrics_up),
+        )?;
+        if let Some(n) = s.active_local_endpoints {
+            let help = "felix_active_local_endpoints: workloads felix knows on this node; absent when unread";
+            gauge(
+                &mut encoder,
+                "podnet_calico_felix_active_local_endpoints",
+                help,
+                n as i64,
+            )?;
+        }
+        if let Some(n) = s.resync_state {
+            let help = "felix_resync_state (1 wait for datastore, 2 resyncing, 3 in sync); absent when unread";
+            gauge(
+                &mut encoder,
+                "podnet_calico_felix_resync_state",
+                help,
+                i64::from(n),
+            )?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug)]

@@ -5,6 +5,7 @@
 
 mod blocks;
 mod counters;
+mod felix;
 mod labels;
 mod pods;
 mod workers;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 pub use blocks::{BlockMap, PeerNode, RemoteBlock};
 pub use counters::{KubeMetrics, MonitorMetrics, ProbeMetrics};
+pub use felix::{Felix, FelixStatus};
 pub use labels::{
     BlockReason, Direction, LabelEnum, NodeReason, PodReason, ProbeResult, Protocol, RestartReason,
     ResyncCause, SourceName,

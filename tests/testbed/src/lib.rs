@@ -8,5 +8,6 @@ pub mod agent_proc;
 pub mod bench;
 pub mod cni;
 pub mod exposition;
+pub mod felix;
 pub mod netns;
 pub mod simnode;
