@@ -153,7 +153,8 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
     }
     let mut metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
     metrics.watch_workers(workers.clone());
-    let felix_task = start_felix(&args, &mut metrics, &workers, stopped(stop_rx.clone()));
+    let (felix, felix_task) =
+        start_felix(&args, &mut metrics, &workers, stopped(stop_rx.clone())).unzip();
     let (pods, watch_task) = source::start(
         choice,
         &args,
@@ -180,6 +181,7 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
         }),
         cni: args.cni.clone(),
         remote_blocks,
+        felix,
     };
     let (monitor, snapshots) = Monitor::new(host, config, metrics.monitor());
     metrics.serve_snapshots_capped(snapshots.clone(), args.max_pod_series as usize);
@@ -351,7 +353,7 @@ fn start_felix(
     metrics: &mut Metrics,
     workers: &Workers,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Option<tokio::task::JoinHandle<()>> {
+) -> Option<(podnet_probe::model::Felix, tokio::task::JoinHandle<()>)> {
     let config = podnet_probe::felix::FelixConfig {
         health: args.calico_felix_health.0,
         metrics: args.calico_felix_metrics.0,
@@ -365,7 +367,9 @@ fn start_felix(
     let felix = podnet_probe::model::Felix::default();
     metrics.watch_felix(felix.clone());
     info!(health = ?config.health, metrics = ?config.metrics, "reading calico-node's felix");
-    Some(spawn_worker(workers, "felix", |_guard| async move {
-        podnet_probe::felix::run(config, felix, shutdown).await;
-    }))
+    let reader = felix.clone();
+    let task = spawn_worker(workers, "felix", |_guard| async move {
+        podnet_probe::felix::run(config, reader, shutdown).await;
+    });
+    Some((felix, task))
 }

@@ -1,9 +1,7 @@
 //! What podnet last read from calico-node's felix on this node: its health endpoint and, if
 //! enabled, its Prometheus endpoint. Written by the felix reader, exported by the metrics.
 
-use std::sync::{Arc, Mutex};
-
-use crate::util::lock;
+use tokio::sync::watch;
 
 /// One reading of felix. `None` is "could not be read", never "healthy".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,18 +20,34 @@ pub struct FelixStatus {
     pub resync_state: Option<u8>,
 }
 
-/// The latest reading, shared between the reader and the exporter.
-#[derive(Debug, Clone, Default)]
-pub struct Felix(Arc<Mutex<FelixStatus>>);
+/// The latest reading, shared between the reader, the monitor (woken on every change) and
+/// the exporter.
+#[derive(Debug, Clone)]
+pub struct Felix(watch::Sender<FelixStatus>);
+
+impl Default for Felix {
+    fn default() -> Self {
+        Felix(watch::Sender::new(FelixStatus::default()))
+    }
+}
 
 impl Felix {
-    /// Replace the reading.
+    /// Replace the reading; wakes subscribers only when it changed.
     pub fn set(&self, status: FelixStatus) {
-        *lock(&self.0) = status;
+        self.0.send_if_modified(|old| {
+            let changed = *old != status;
+            *old = status;
+            changed
+        });
     }
 
     /// The latest reading.
     pub fn get(&self) -> FelixStatus {
-        lock(&self.0).clone()
+        self.0.borrow().clone()
+    }
+
+    /// A receiver woken on every change.
+    pub fn subscribe(&self) -> watch::Receiver<FelixStatus> {
+        self.0.subscribe()
     }
 }

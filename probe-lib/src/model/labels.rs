@@ -106,6 +106,9 @@ label_enum! {
         /// The Kubernetes watch has been unhealthy for longer than the threshold: the pod set
         /// may be stale.
         KubeWatchStalled => "kube_watch_stalled",
+        /// calico-node's felix reports ready while pods the API runs here lack their routes or
+        /// felix counts fewer endpoints than the API has pods (the incident: calico#6032).
+        CalicoNodeStale => "calico_node_stale",
     }
 }
 
@@ -299,7 +302,7 @@ mod tests {
             use NodeReason::*;
             match r {
                 ForwardingDisabled | TargetUnreachable | OrphanedRoute | OrphanedInterface
-                | KubeWatchStalled => 5,
+                | KubeWatchStalled | CalicoNodeStale => 6,
             }
         }
         fn resync(r: ResyncCause) -> usize {

@@ -18,12 +18,12 @@ use tracing::{debug, info, warn};
 use crate::Error;
 use crate::host::{EventReceiver, HostNetwork, HostState, KernelEvent, Link, ResyncCause};
 use crate::kube::KubeView;
-use crate::model::{BlockMap, MonitorMetrics, PodSet, WorkerGuard};
+use crate::model::{BlockMap, Felix, MonitorMetrics, PodSet, WorkerGuard};
 use crate::pods::ExpectedPod;
 use crate::probe::report::PodProbes;
 use crate::snapshot::Snapshot;
 use crate::util::backoff::Backoff;
-use crate::verdict::{BlockProblem, ProbeView, block_problems, evaluate};
+use crate::verdict::{BlockProblem, ProbeView, block_problems, calico_node_stale, evaluate};
 
 mod changes;
 mod discipline;
@@ -74,6 +74,8 @@ pub struct MonitorConfig {
     pub cni: crate::cni::Cni,
     /// The cluster's pod blocks, when their routes are checked (`--remote-blocks`).
     pub remote_blocks: Option<watch::Receiver<Arc<BlockMap>>>,
+    /// calico-node's felix as last read (`--cni calico`), for `calico_node_stale`.
+    pub felix: Option<Felix>,
 }
 
 /// Keeps the node's state and verdicts current. Create with [`Monitor::new`], drive with
@@ -103,6 +105,13 @@ pub struct Monitor<H> {
     /// Expected pods as of the last change (probe results alone do not change them).
     expected: Option<Expectation>,
     source_state: SourceState,
+}
+
+/// The watched sources the event loop wakes on besides kernel events and probes.
+struct Watched<'a> {
+    kube: &'a mut Option<watch::Receiver<Arc<KubeView>>>,
+    blocks: &'a mut Option<watch::Receiver<Arc<BlockMap>>>,
+    felix: &'a mut Option<watch::Receiver<crate::model::FelixStatus>>,
 }
 
 /// What a batch of events asks for once it is applied.
@@ -186,6 +195,7 @@ impl<H: HostNetwork> Monitor<H> {
         let (_, idle) = mpsc::unbounded_channel();
         let mut probes = self.probe_rx.take().unwrap_or(idle);
         let mut blocks = self.config.remote_blocks.clone();
+        let mut felix = self.config.felix.as_ref().map(Felix::subscribe);
         let mut kube = match &self.config.pods {
             PodSource::Kubernetes { view, .. } => Some(view.clone()),
             PodSource::Links { .. } => None,
@@ -214,7 +224,12 @@ impl<H: HostNetwork> Monitor<H> {
             backoff.reset();
             self.schedule.succeeded();
             self.publish();
-            self.event_loop(&mut events, &mut probes, &mut kube, &mut blocks)
+            let mut watched = Watched {
+                kube: &mut kube,
+                blocks: &mut blocks,
+                felix: &mut felix,
+            };
+            self.event_loop(&mut events, &mut probes, &mut watched)
                 .await;
             warn!("kernel event subscription ended; subscribing again");
         }
@@ -225,9 +240,13 @@ impl<H: HostNetwork> Monitor<H> {
         &mut self,
         events: &mut EventReceiver,
         probes: &mut mpsc::UnboundedReceiver<PodProbes>,
-        kube: &mut Option<watch::Receiver<Arc<KubeView>>>,
-        blocks: &mut Option<watch::Receiver<Arc<BlockMap>>>,
+        watched: &mut Watched<'_>,
     ) {
+        let Watched {
+            kube,
+            blocks,
+            felix,
+        } = watched;
         let period = self.config.resync_interval;
         let mut periodic = interval_at(tokio::time::Instant::now() + period, period);
         periodic.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -268,13 +287,18 @@ impl<H: HostNetwork> Monitor<H> {
                 () = tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)), if flush_at.is_some() => {}
                 changed = changed_or_pending(kube) => {
                     if changed.is_err() {
-                        *kube = None; // The watch is gone; keep the last view.
+                        **kube = None; // The watch is gone; keep the last view.
                     }
                     self.expected = None;
                 }
                 changed = changed_or_pending(blocks) => {
                     if changed.is_err() {
-                        *blocks = None; // The watch is gone; keep the last map.
+                        **blocks = None; // The watch is gone; keep the last map.
+                    }
+                }
+                changed = changed_or_pending(felix) => {
+                    if changed.is_err() {
+                        **felix = None;
                     }
                 }
                 () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
@@ -437,6 +461,12 @@ impl<H: HostNetwork> Monitor<H> {
         verdicts
             .node
             .extend(expectation.node_problems.iter().cloned());
+        if let (Some(felix), PodSource::Kubernetes { .. }) = (&self.config.felix, &self.config.pods)
+        {
+            verdicts
+                .node
+                .extend(calico_node_stale(&felix.get(), &verdicts.pods));
+        }
         if let Some(n) = self.logs.roll(tokio::time::Instant::now()) {
             warn!(
                 suppressed = n,
