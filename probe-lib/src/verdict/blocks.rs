@@ -293,6 +293,44 @@ mod tests {
         assert!(p[2].detail.contains("no known node"), "{}", p[2].detail);
     }
 
+    /// The cost of judging 5,000 remote blocks (5,000 nodes × 1 block, 5,000 routes) per route
+    /// event (`cargo test -p podnet-probe --release --lib block_check_cost -- --ignored
+    /// --nocapture`); ignored because timing is not a pass/fail matter on a shared machine.
+    #[test]
+    #[ignore = "measurement"]
+    #[allow(clippy::print_stdout)] // The figure is the point of this test.
+    fn block_check_cost() {
+        let n = 5_000u32;
+        let mut m = BlockMap {
+            synced: true,
+            ..BlockMap::default()
+        };
+        let mut routes = vec![via("0.0.0.0/0", "192.0.2.254", 2)];
+        for i in 0..n {
+            let node = format!("node-{i}");
+            let block = std::net::Ipv4Addr::from(0x0a00_0000 + (i << 6));
+            let addr = std::net::Ipv4Addr::from(0xc633_0000 + i);
+            m.blocks.push(RemoteBlock {
+                cidr: format!("{block}/26").parse().unwrap(),
+                node: node.clone(),
+            });
+            m.nodes.insert(node, peer(&addr.to_string(), None));
+            if i % 100 != 0 {
+                routes.push(via(&format!("{block}/26"), &addr.to_string(), 2));
+            }
+        }
+        let h = host(routes, links());
+        let rounds = 50;
+        let start = std::time::Instant::now();
+        let mut failing = 0;
+        for _ in 0..rounds {
+            failing = block_problems("local", &m, &h).len();
+        }
+        let per = start.elapsed() / rounds;
+        assert_eq!(failing, 50);
+        println!("block_problems: {per:?} per evaluation of {n} remote blocks (50 failing)");
+    }
+
     #[test]
     fn a_node_without_known_addresses_is_not_guessed_at() {
         let mut m = map();
