@@ -6,5 +6,7 @@
 pub mod agent;
 pub mod bench;
 pub mod exposition;
+pub mod faults;
 pub mod netns;
+pub mod sentinel;
 pub mod simnode;

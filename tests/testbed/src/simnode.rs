@@ -180,24 +180,27 @@ fn block_of(ip: IpAddr) -> IpNet {
 #[derive(Debug)]
 pub struct SimNode {
     base: String,
-    node: NetnsThread,
+    pub(crate) node: NetnsThread,
     outside: NetnsThread,
-    pods: BTreeMap<usize, SimPod>,
+    pub(crate) pods: BTreeMap<usize, SimPod>,
     next_index: usize,
     blocks: BTreeSet<IpNet>,
     holders: BTreeMap<usize, Child>,
-    listeners: Vec<Listener>,
+    pub(crate) listeners: Vec<Listener>,
+    /// Namespaces whose bind mount was removed, kept alive by an open file (see `faults`).
+    pub(crate) detached: BTreeMap<usize, File>,
 }
 
 /// A TCP listener on a thread that accepts and drops connections until stopped.
 #[derive(Debug)]
-struct Listener {
+pub(crate) struct Listener {
+    pub(crate) addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Listener {
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -243,6 +246,7 @@ impl SimNode {
             blocks: BTreeSet::new(),
             holders: BTreeMap::new(),
             listeners: Vec::new(),
+            detached: BTreeMap::new(),
         };
         sim.wire_uplink().context("wiring the node's uplink")?;
         Ok(sim)
@@ -333,46 +337,61 @@ impl SimNode {
 
     /// Add a pod, wired as Calico's CNI plugin does. Returns its index.
     pub fn add_pod(&mut self, spec: PodSpec) -> Result<usize> {
+        let host_route = spec.host_route;
+        let index = self.add_pod_netns(spec)?;
+        self.wire(index, host_route).inspect_err(|_| {
+            if let Some(p) = self.pods.remove(&index) {
+                let _ = netns::delete(&p.netns);
+            }
+        })?;
+        Ok(index)
+    }
+
+    /// The CNI's first step only: the pod's namespace (`ip netns add`), without a veth yet.
+    /// Its `host_index` is 0 until [`SimNode::wire`]. Returns its index.
+    pub fn add_pod_netns(&mut self, spec: PodSpec) -> Result<usize> {
         let index = self.next_index;
         self.next_index += 1;
         let netns_name = format!("{}-p{index}", self.base);
-        let interface = veth_name("cali", &spec.namespace, &spec.name);
-        let ipv4 = spec.ipv4.unwrap_or_else(|| pod_ipv4(index));
-        let ipv6 = spec.dual_stack.then(|| pod_ipv6(index));
-        let mac = [
-            0x02,
-            0x42,
-            0x0a,
-            (index >> 16) as u8,
-            (index >> 8) as u8,
-            index as u8,
-        ];
-        let pod_ns = NetnsThread::create(&netns_name)?;
-        let wired = self.wire_pod(&pod_ns, &interface, ipv4, ipv6, mac, spec.host_route);
-        drop(pod_ns);
-        let host_index = match wired {
-            Ok(i) => i,
-            Err(e) => {
-                let _ = netns::delete(&netns_name);
-                return Err(e.context(format!("wiring pod {}/{}", spec.namespace, spec.name)));
-            }
-        };
+        NetnsThread::create(&netns_name)?;
         self.pods.insert(
             index,
             SimPod {
                 index,
+                interface: veth_name("cali", &spec.namespace, &spec.name),
                 namespace: spec.namespace,
                 name: spec.name,
                 netns: netns_name,
-                interface,
-                host_index,
-                ipv4,
-                ipv6,
-                mac,
+                host_index: 0,
+                ipv4: spec.ipv4.unwrap_or_else(|| pod_ipv4(index)),
+                ipv6: spec.dual_stack.then(|| pod_ipv6(index)),
+                mac: [
+                    0x02,
+                    0x42,
+                    0x0a,
+                    (index >> 16) as u8,
+                    (index >> 8) as u8,
+                    index as u8,
+                ],
                 holder: None,
             },
         );
         Ok(index)
+    }
+
+    /// The CNI's later steps for a pod whose namespace exists: veth, addresses, pod routes,
+    /// host sysctls, and (with `host_route`) its host routes. Also re-wires a pod whose veth
+    /// was deleted.
+    pub fn wire(&mut self, index: usize, host_route: bool) -> Result<()> {
+        let p = self.pod(index).clone();
+        let pod_ns = NetnsThread::join_path(&p.netns, &p.netns_path())?;
+        let wired = self.wire_pod(&pod_ns, &p.interface, p.ipv4, p.ipv6, p.mac, host_route);
+        drop(pod_ns);
+        let host_index = wired.with_context(|| format!("wiring pod {}/{}", p.namespace, p.name))?;
+        if let Some(p) = self.pods.get_mut(&index) {
+            p.host_index = host_index;
+        }
+        Ok(())
     }
 
     fn wire_pod(
@@ -418,12 +437,7 @@ impl SimNode {
             if let Some(v6) = ipv6 {
                 add_address(&h, eth0, v6.into(), 128).await?;
             }
-            let gw = RouteMessageBuilder::<Ipv4Addr>::new()
-                .destination_prefix(POD_GATEWAY_IPV4, 32)
-                .output_interface(eth0)
-                .scope(RouteScope::Link)
-                .build();
-            h.route().add(gw).execute().await?;
+            h.route().add(gateway_route(eth0)).execute().await?;
             h.route()
                 .add(default_via(POD_GATEWAY_IPV4.into(), eth0))
                 .execute()
@@ -500,6 +514,7 @@ impl SimNode {
             let _ = holder.kill();
             let _ = holder.wait();
         }
+        self.detached.remove(&index);
         netns::delete(&pod.netns)?;
         Ok(pod)
     }
@@ -546,11 +561,17 @@ impl SimNode {
         })
     }
 
-    /// Put the pod's default routes back.
+    /// Put the pod's default routes back, and the on-link route to its gateway (both go when
+    /// its eth0 goes down).
     pub fn restore_pod_default_routes(&self, index: usize) -> Result<()> {
         let v6 = self.pod(index).ipv6.is_some();
         netns::with_netns(&self.pod(index).netns_path(), move |h| async move {
             let eth0 = index_of(&h, "eth0").await?;
+            h.route()
+                .add(gateway_route(eth0))
+                .replace()
+                .execute()
+                .await?;
             h.route()
                 .add(default_via(POD_GATEWAY_IPV4.into(), eth0))
                 .replace()
@@ -586,6 +607,7 @@ impl SimNode {
             }
         });
         self.listeners.push(Listener {
+            addr,
             stop,
             thread: Some(thread),
         });
@@ -710,6 +732,7 @@ impl SimNode {
             let _ = holder.kill();
             let _ = holder.wait();
         }
+        self.detached.clear();
         for pod in std::mem::take(&mut self.pods).into_values() {
             if let Err(e) = netns::delete(&pod.netns) {
                 first_err.get_or_insert(e);
@@ -782,6 +805,15 @@ async fn add_address(h: &Handle, index: u32, ip: IpAddr, len: u8) -> Result<()> 
     Ok(())
 }
 
+/// `ip route add 169.254.1.1 dev INDEX scope link` (inside a pod).
+fn gateway_route(eth0: u32) -> RouteMessage {
+    RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(POD_GATEWAY_IPV4, 32)
+        .output_interface(eth0)
+        .scope(RouteScope::Link)
+        .build()
+}
+
 /// `ip route add default via GW dev INDEX`.
 fn default_via(gw: IpAddr, oif: u32) -> RouteMessage {
     let b = RouteMessageBuilder::<IpAddr>::new();
@@ -829,7 +861,7 @@ pub fn pod_route(ip: IpAddr, oif: u32) -> Result<RouteMessage> {
 }
 
 /// Felix's IPAM block route: `ip route add blackhole BLOCK proto 80`.
-fn blackhole(net: IpNet) -> Result<RouteMessage> {
+pub(crate) fn blackhole(net: IpNet) -> Result<RouteMessage> {
     Ok(RouteMessageBuilder::<IpAddr>::new()
         .destination_prefix(net.addr(), net.prefix_len())?
         .kind(RouteType::BlackHole)
