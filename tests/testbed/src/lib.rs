@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod cluster;
 pub mod exposition;
 pub mod faults;
 pub mod netns;
