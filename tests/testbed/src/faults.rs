@@ -1,11 +1,14 @@
 //! Fault injection on a simulated node beyond the wiring faults of [`SimNode`] itself: each
-//! helper is one `ip` command (named in its doc) and has its repair next to it.
+//! helper is one `ip` command (named in its doc) and has its repair next to it; and what a
+//! leak check reads back.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 
 use anyhow::{Context, Result, anyhow};
+use futures::TryStreamExt;
 use ipnet::IpNet;
 use nix::mount::{MsFlags, mount};
 
@@ -78,6 +81,25 @@ impl SimNode {
                 h.route().del(msg).execute().await?;
             }
             Ok(())
+        })
+    }
+
+    /// `ip -o link show | grep PREFIX` on the node: names of the node's links with `prefix`.
+    pub fn node_links(&self, prefix: &str) -> Result<BTreeSet<String>> {
+        let prefix = prefix.to_owned();
+        self.node.run(move |h| async move {
+            let mut names = BTreeSet::new();
+            let mut links = h.link().get().execute();
+            while let Some(l) = links.try_next().await? {
+                for a in l.attributes {
+                    if let rtnetlink::packet_route::link::LinkAttribute::IfName(n) = a
+                        && n.starts_with(&prefix)
+                    {
+                        names.insert(n);
+                    }
+                }
+            }
+            Ok(names)
         })
     }
 
