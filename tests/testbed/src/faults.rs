@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use nix::mount::{MsFlags, mount};
 
 use crate::netns;
-use crate::simnode::{SimNode, blackhole, index_of};
+use crate::simnode::{SimNode, blackhole, index_of, pod_route};
 
 impl SimNode {
     /// `ip link del caliX` on the node while the pod lives: the kernel removes both ends of
@@ -100,6 +100,57 @@ impl SimNode {
                 }
             }
             Ok(names)
+        })
+    }
+
+    /// A burst of `changes` kernel changes on the node, as fast as netlink takes them (`ip
+    /// -batch`): of every five, four toggle a random pod host route (`ip route del|add`) and
+    /// one sets a random pod veth's MTU (`ip link set caliX mtu 1400|1500`, ending at 1500).
+    /// Deterministic for a `seed`; returns the host routes that end deleted, as `(ip, oif)`.
+    pub fn storm(&self, changes: usize, seed: u64) -> Result<Vec<(IpAddr, u32)>> {
+        let routes: Vec<(IpAddr, u32)> = self
+            .pods()
+            .flat_map(|p| p.ips().into_iter().map(move |ip| (ip, p.host_index)))
+            .collect();
+        let links: Vec<u32> = self.pods().map(|p| p.host_index).collect();
+        if routes.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.node.run(move |h| async move {
+            let mut present = vec![true; routes.len()];
+            let mut x = seed | 1;
+            for n in 0..changes {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if n % 5 == 4 {
+                    let link = links[(x % links.len() as u64) as usize];
+                    let mtu = if n % 10 == 4 { 1400 } else { 1500 };
+                    let msg = rtnetlink::LinkUnspec::new_with_index(link).mtu(mtu).build();
+                    h.link().set(msg).execute().await?;
+                    continue;
+                }
+                let k = (x % routes.len() as u64) as usize;
+                let (ip, oif) = routes[k];
+                if present[k] {
+                    h.route().del(pod_route(ip, oif)?).execute().await?;
+                } else {
+                    h.route().add(pod_route(ip, oif)?).execute().await?;
+                }
+                present[k] = !present[k];
+            }
+            for &link in &links {
+                let msg = rtnetlink::LinkUnspec::new_with_index(link)
+                    .mtu(1500)
+                    .build();
+                h.link().set(msg).execute().await?;
+            }
+            Ok(routes
+                .iter()
+                .zip(present)
+                .filter(|(_, p)| !p)
+                .map(|(r, _)| *r)
+                .collect())
         })
     }
 
