@@ -114,7 +114,14 @@ def prometheusrule(rendered, rules_path, out):
     print(f"PrometheusRule spec == {rules_path}")
 
 
-CAPS = {"NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE"}
+CAPS = {"NET_ADMIN", "NET_RAW", "SYS_ADMIN"}
+# Only together with hostPID (deploy/proc-fallback).
+PROC_FALLBACK_CAP = "SYS_PTRACE"
+AGENT_RULES = [(("",), "pods", ("list", "watch"))]
+AUTH_DELEGATOR_RULES = [
+    (("authentication.k8s.io",), "tokenreviews", ("create",)),
+    (("authorization.k8s.io",), "subjectaccessreviews", ("create",)),
+]
 
 
 def manifests(rendered):
@@ -150,10 +157,10 @@ def manifests(rendered):
         sc = c["securityContext"]
         if sc.get("privileged") or not sc.get("readOnlyRootFilesystem"):
             fail("agent container is privileged or has a writable root filesystem")
-        if sc.get("capabilities", {}).get("drop") != ["ALL"] or set(sc["capabilities"]["add"]) != CAPS:
-            fail(f"agent capabilities are not exactly drop ALL + {sorted(CAPS)}")
-        if "SYS_PTRACE" in sc["capabilities"]["add"] and not pod.get("hostPID"):
-            fail("SYS_PTRACE (the /proc fallback) without hostPID is useless")
+        if sc.get("capabilities", {}).get("drop") != ["ALL"] or set(sc["capabilities"]["add"]) - {PROC_FALLBACK_CAP} != CAPS:
+            fail(f"agent capabilities are not exactly drop ALL + {sorted(CAPS)} (+ {PROC_FALLBACK_CAP})")
+        if (PROC_FALLBACK_CAP in sc["capabilities"]["add"]) != bool(pod.get("hostPID")):
+            fail("SYS_PTRACE and hostPID (the /proc fallback) only together")
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
             get = c.get(probe, {}).get("httpGet", {})
@@ -168,6 +175,14 @@ def manifests(rendered):
         listen = env.get("PODNET_LISTEN", {}).get("value", "0.0.0.0:9710")
         if int(listen.rsplit(":", 1)[1]) != ports["metrics"]:
             fail(f"PODNET_LISTEN {listen} is not the metrics port {ports['metrics']}")
+        if listen != "$(HOST_IP):9710" or env.get("HOST_IP", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != "status.hostIP":
+            fail("PODNET_LISTEN is not the node's own IP ($(HOST_IP) from status.hostIP)")
+        if not env.get("PODNET_STATUS_LISTEN", {}).get("value", "127.0.0.1:").startswith(("127.", "[::1]")):
+            fail("PODNET_STATUS_LISTEN is not a loopback address")
+        secure = env.get("PODNET_SECURE_METRICS", {}).get("value") == "true"
+        for probe in ("livenessProbe", "readinessProbe"):
+            if (c[probe]["httpGet"].get("scheme", "HTTP") == "HTTPS") != secure:
+                fail(f"{probe} scheme does not match PODNET_SECURE_METRICS")
         for svc in by_kind.get("Service", []):
             if not selected(svc["spec"]["selector"], labels):
                 fail(f"Service {svc['metadata']['name']} does not select the agent pods")
@@ -177,19 +192,36 @@ def manifests(rendered):
                 if p["targetPort"] not in ports:
                     fail(f"Service port {p['name']} targets {p['targetPort']}, not a container port")
 
+    secure = any(
+        e.get("name") == "PODNET_SECURE_METRICS" and e.get("value") == "true"
+        for ds in by_kind.get("DaemonSet", [])
+        for c in ds["spec"]["template"]["spec"]["containers"]
+        for e in c.get("env", [])
+    )
+    # Exactly the verbs the code uses: the agent's own role; with --secure-metrics the reviews
+    # and a reader role for Prometheus (the only binding to a subject outside the kustomization).
+    want_roles = {"podnet-agent": AGENT_RULES}
+    if secure:
+        want_roles["podnet-agent-auth-delegator"] = AUTH_DELEGATOR_RULES
+        want_roles["podnet-metrics-reader"] = [(("nonResourceURLs",), "/metrics", ("get",))]
+    roles = {}
     for role in by_kind.get("ClusterRole", []):
-        got = sorted(
+        roles[role["metadata"]["name"]] = sorted(
             (tuple(r["apiGroups"]), res, tuple(sorted(r["verbs"])))
             for r in role["rules"]
-            for res in r["resources"]
+            for res in r.get("resources", [])
+        ) + sorted(
+            (("nonResourceURLs",), url, tuple(sorted(r["verbs"])))
+            for r in role["rules"]
+            for url in r.get("nonResourceURLs", [])
         )
-        want = [(("",), "nodes", ("get",)), (("",), "pods", ("get", "list", "watch"))]
-        if got != want:
-            fail(f"ClusterRole {role['metadata']['name']} grants {got}, want exactly {want}")
+    if by_kind.get("DaemonSet") and roles != want_roles:
+        fail(f"ClusterRoles grant {roles}, want exactly {want_roles}")
     for b in by_kind.get("ClusterRoleBinding", []):
-        roles = {r["metadata"]["name"] for r in by_kind.get("ClusterRole", [])}
         if b["roleRef"]["name"] not in roles:
             fail(f"ClusterRoleBinding {b['metadata']['name']} refers to an unknown ClusterRole")
+        if b["roleRef"]["name"] == "podnet-metrics-reader":
+            continue
         sas = {(s["metadata"]["name"], s["metadata"].get("namespace")) for s in by_kind.get("ServiceAccount", [])}
         for s in b["subjects"]:
             if (s["name"], s.get("namespace")) not in sas:
@@ -210,6 +242,8 @@ def manifests(rendered):
                 fail("ServiceMonitor endpoint without honorLabels: the checked pods' labels would be lost")
             if not any(r.get("targetLabel") == "node" for r in ep.get("relabelings", [])):
                 fail("ServiceMonitor endpoint does not set the node label")
+            if secure and (ep.get("scheme") != "https" or not (ep.get("bearerTokenFile") or ep.get("authorization"))):
+                fail("ServiceMonitor endpoint must scrape the secure agent over https with a bearer token")
     kinds = ", ".join(f"{k} x{len(v)}" for k, v in sorted(by_kind.items()))
     print(f"{rendered}: consistent ({kinds})")
 

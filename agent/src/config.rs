@@ -5,22 +5,80 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use clap::{ColorChoice, Parser, ValueEnum};
 use podnet_probe::cni::Cni;
 use podnet_probe::probe::target::Target;
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::Authorizer;
+use crate::http::Exposure;
+use crate::server::{Limits, Listener};
+
+/// Connections on the loopback `--status-listen` at most (it serves people on the node).
+const STATUS_MAX_CONNECTIONS: usize = 16;
 
 /// podnet-agent: proves, continuously, that every pod on this node is wired into the network.
 #[derive(Debug, Parser)]
 #[command(name = "podnet-agent", version, color = ColorChoice::Never, max_term_width = 100)]
 pub struct Args {
-    /// Address to serve /metrics, /healthz, /readyz and /status on.
+    /// Address to serve /metrics, /healthz and /readyz on (the DaemonSet passes the node's own
+    /// IP; an IPv6 address may come without brackets). /status is served here only if ADDR
+    /// is a loopback address, or with --secure-metrics (behind the same authorization as
+    /// /metrics).
+    #[arg(long, env = "PODNET_LISTEN", default_value = "0.0.0.0:9710", value_name = "ADDR",
+          value_parser = listen_addr)]
+    pub listen: SocketAddr,
+
+    /// Loopback address serving /status (the node's pod inventory), /metrics, /healthz and
+    /// /readyz over plain HTTP without authorization, or `off`. Must be a loopback address.
+    #[arg(long, env = "PODNET_STATUS_LISTEN", default_value = "127.0.0.1:9711",
+          value_name = "ADDR|off", value_parser = status_listen)]
+    pub status_listen: StatusListen,
+
+    /// A client must send its complete request head within this time, and an idle keep-alive
+    /// connection is closed after it (slow or stalled clients cannot hold connections).
+    #[arg(long, env = "PODNET_HTTP_HEADER_TIMEOUT", default_value = "5s",
+          value_name = "DURATION", value_parser = http_timeout)]
+    pub http_header_timeout: Duration,
+
+    /// Time to answer one request, authorization included; a connection lives at most
+    /// 6 times this.
+    #[arg(long, env = "PODNET_HTTP_REQUEST_TIMEOUT", default_value = "10s",
+          value_name = "DURATION", value_parser = http_timeout)]
+    pub http_request_timeout: Duration,
+
+    /// Open connections on --listen at most; further ones are closed at once, not queued.
+    #[arg(long, env = "PODNET_HTTP_MAX_CONNECTIONS", default_value = "512", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(4..=4096))]
+    pub http_max_connections: u32,
+
+    /// Serve --listen over TLS only and require `Authorization: Bearer <token>` on /metrics
+    /// and /status: the token is checked with a TokenReview and the request with a
+    /// SubjectAccessReview (non-resource URL, verb get), as kube-rbac-proxy does. Needs the
+    /// Kubernetes API (--kubeconfig or in-cluster).
+    #[arg(long, env = "PODNET_SECURE_METRICS")]
+    pub secure_metrics: bool,
+
+    /// PEM certificate chain for --secure-metrics; without it (and --tls-key-file) a
+    /// self-signed certificate is generated at start.
     #[arg(
         long,
-        env = "PODNET_LISTEN",
-        default_value = "0.0.0.0:9710",
-        value_name = "ADDR"
+        env = "PODNET_TLS_CERT_FILE",
+        value_name = "PATH",
+        requires = "tls_key_file"
     )]
-    pub listen: SocketAddr,
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert-file.
+    #[arg(
+        long,
+        env = "PODNET_TLS_KEY_FILE",
+        value_name = "PATH",
+        requires = "tls_cert_file"
+    )]
+    pub tls_key_file: Option<PathBuf>,
 
     /// This node's name (the downward API sets NODE_NAME); defaults to the hostname.
     #[arg(long, env = "NODE_NAME", value_name = "NAME", value_parser = non_empty)]
@@ -125,6 +183,63 @@ pub struct Args {
     pub log_format: LogFormat,
 }
 
+impl Args {
+    /// Flags that parse but do not fit together, in one line.
+    pub fn check_http(&self) -> Result<(), String> {
+        if self.secure_metrics && self.kubeconfig.is_none() && !podnet_probe::kube::in_cluster() {
+            return Err(
+                "--secure-metrics needs the Kubernetes API (--kubeconfig or in-cluster)".into(),
+            );
+        }
+        if !self.secure_metrics && self.tls_cert_file.is_some() {
+            return Err("--tls-cert-file is only used with --secure-metrics".into());
+        }
+        Ok(())
+    }
+
+    /// The HTTP listeners: `--listen` (TLS + authorization when `secure` is given) and the
+    /// loopback `--status-listen`.
+    pub fn listeners(&self, secure: Option<(Arc<Authorizer>, TlsAcceptor)>) -> Vec<Listener> {
+        let limits = Limits {
+            header_timeout: self.http_header_timeout,
+            request_timeout: self.http_request_timeout,
+            max_connections: self.http_max_connections as usize,
+        };
+        let (exposure, tls) = match secure {
+            Some((auth, tls)) => (Exposure::Secure(auth), Some(tls)),
+            None if self.listen.ip().is_loopback() => (Exposure::Loopback, None),
+            None => (Exposure::Public, None),
+        };
+        let mut out = vec![Listener {
+            addr: self.listen,
+            exposure,
+            limits,
+            tls,
+        }];
+        if let StatusListen::On(addr) = self.status_listen {
+            out.push(Listener {
+                addr,
+                exposure: Exposure::Loopback,
+                limits: Limits {
+                    max_connections: STATUS_MAX_CONNECTIONS,
+                    ..limits
+                },
+                tls: None,
+            });
+        }
+        out
+    }
+}
+
+/// `--status-listen`: a loopback address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusListen {
+    /// Not served.
+    Off,
+    /// Served on this loopback address.
+    On(SocketAddr),
+}
+
 /// `--pod-source`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PodSourceArg {
@@ -143,6 +258,38 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// `IP:PORT`, `[IPv6]:PORT`, or `IPv6:PORT` as the downward API's `$(HOST_IP):9710` gives it.
+fn listen_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    let bad = || format!("'{s}' is not an address with a port (e.g. 192.0.2.10:9710)");
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let ip: std::net::IpAddr = host.parse().map_err(|_| bad())?;
+    Ok(SocketAddr::new(ip, port.parse().map_err(|_| bad())?))
+}
+
+fn status_listen(s: &str) -> Result<StatusListen, String> {
+    if s == "off" {
+        return Ok(StatusListen::Off);
+    }
+    let addr: SocketAddr = s
+        .parse()
+        .map_err(|_| format!("'{s}' is neither an address (127.0.0.1:9711) nor `off`"))?;
+    if !addr.ip().is_loopback() {
+        return Err("must be a loopback address: /status is not authorized".into());
+    }
+    Ok(StatusListen::On(addr))
+}
+
+fn http_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(100) || d > Duration::from_secs(120) {
+        return Err("must be between 100ms and 120s".into());
+    }
+    Ok(d)
 }
 
 fn non_empty(s: &str) -> Result<String, String> {
@@ -278,6 +425,42 @@ mod tests {
         assert_eq!(a.probe_timeout, Duration::from_secs(1));
         assert_eq!(a.probe_failures, 2);
         assert!(a.probes.is_empty() && !a.no_probes);
+        assert_eq!(
+            a.status_listen,
+            StatusListen::On(SocketAddr::from(([127, 0, 0, 1], 9711)))
+        );
+        assert!(!a.secure_metrics && a.tls_cert_file.is_none());
+        assert_eq!(a.http_max_connections, 512);
+    }
+
+    #[test]
+    fn http_flags() {
+        assert_eq!(
+            listen_addr("2001:db8::10:9710"),
+            Ok("[2001:db8::10]:9710".parse().unwrap())
+        );
+        assert_eq!(
+            listen_addr("192.0.2.10:9710"),
+            Ok("192.0.2.10:9710".parse().unwrap())
+        );
+        for bad in [
+            ":9710",
+            "192.0.2.10",
+            "2001:db8::10",
+            "host:9710",
+            "192.0.2.10:x",
+        ] {
+            assert!(listen_addr(bad).is_err(), "{bad}");
+        }
+        assert_eq!(status_listen("off"), Ok(StatusListen::Off));
+        assert!(status_listen("[::1]:9711").is_ok());
+        assert!(status_listen("0.0.0.0:9711").is_err());
+        assert!(status_listen("192.0.2.1:9711").is_err());
+        assert!(http_timeout("50ms").is_err() && http_timeout("1h").is_err());
+        let only_cert = Args::try_parse_from(["podnet-agent", "--tls-cert-file", "/c.pem"]);
+        assert!(only_cert.is_err());
+        let a = Args::try_parse_from(["podnet-agent", "--http-max-connections", "2"]);
+        assert!(a.is_err());
     }
 
     #[test]

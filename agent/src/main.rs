@@ -1,10 +1,14 @@
 //! podnet-agent: wiring only. Configuration, logging, the runtime, the HTTP server and
 //! signals; the logic lives in `podnet_probe`.
 
+mod auth;
+mod caps;
 mod config;
 mod http;
 mod memory;
+mod server;
 mod source;
+mod tls;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -22,7 +26,7 @@ use podnet_probe::probe::target::{
 };
 use podnet_probe::probe::{NetnsDriver, Prober, ProberConfig};
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::{Args, LogFormat};
 
@@ -43,7 +47,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let checked = probe_targets(&args).and_then(|t| Ok((t, source::choose(&args)?)));
+    let checked = args
+        .check_http()
+        .and_then(|()| probe_targets(&args))
+        .and_then(|t| Ok((t, source::choose(&args)?)));
     let (targets, choice) = match checked {
         Ok(c) => c,
         Err(e) => {
@@ -121,6 +128,7 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
         pod_source = ?choice,
         "podnet-agent starting"
     );
+    log_missing_privileges(!args.no_probes);
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -166,15 +174,14 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
         ))
     };
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
+    let listeners = server::bind_all(args.listeners(secure_metrics(&args).await?))?;
     let state = Arc::new(http::AppState {
         metrics,
         snapshots,
         started: SystemTime::now(),
         max_sync_age: args.resync_interval * 3 + Duration::from_secs(30),
         monitor_alive: AtomicBool::new(true),
+        status: http::StatusCache::default(),
     });
 
     let monitor_task = {
@@ -195,10 +202,13 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
         info!("shutting down");
         let _ = stop_tx.send(true);
     });
-    axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(stopped(stop_rx))
-        .await
-        .context("serving HTTP")?;
+    let http_tasks: Vec<_> = listeners
+        .into_iter()
+        .map(|l| l.spawn(Arc::clone(&state), stopped(stop_rx.clone())))
+        .collect();
+    for t in http_tasks {
+        t.await.context("HTTP server task")?;
+    }
     monitor_task.await.context("monitor task")?;
     if let Some(t) = prober_task {
         t.await.context("prober task")?;
@@ -208,6 +218,45 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
     }
     info!("stopped");
     Ok(())
+}
+
+/// One line per check the agent's privileges rule out.
+fn log_missing_privileges(probes: bool) {
+    match caps::Privileges::read() {
+        Some(p) => {
+            for line in caps::missing_checks(p, probes) {
+                warn!("{line}");
+            }
+        }
+        None => warn!("cannot read CapEff from /proc/self/status: privileges unchecked"),
+    }
+}
+
+/// For `--secure-metrics`: the authorizer (TokenReview + SubjectAccessReview) and TLS.
+async fn secure_metrics(
+    args: &Args,
+) -> anyhow::Result<Option<(Arc<auth::Authorizer>, tokio_rustls::TlsAcceptor)>> {
+    if !args.secure_metrics {
+        return Ok(None);
+    }
+    let client = podnet_probe::kube::client(args.kubeconfig.as_deref())
+        .await
+        .context("connecting to the Kubernetes API for --secure-metrics")?;
+    let reviewer = auth::KubeReviewer::new(client);
+    let files = args
+        .tls_cert_file
+        .as_deref()
+        .zip(args.tls_key_file.as_deref());
+    let names = vec!["localhost".to_owned(), args.listen.ip().to_string()];
+    let tls = tls::acceptor(files, names).context("--secure-metrics TLS")?;
+    info!(
+        self_signed = files.is_none(),
+        "secure metrics: TLS, bearer tokens checked with TokenReview and SubjectAccessReview"
+    );
+    Ok(Some((
+        Arc::new(auth::Authorizer::new(Box::new(reviewer))),
+        tls,
+    )))
 }
 
 async fn wait_for_signal() {

@@ -1,6 +1,7 @@
 //! The library's error type.
 
 use std::io;
+use std::path::PathBuf;
 
 /// Everything that can go wrong inside podnet's library.
 #[derive(Debug, thiserror::Error)]
@@ -25,8 +26,28 @@ pub enum Error {
     Timeout(&'static str),
     /// Talking to the Kubernetes API could not even start (configuration, client).
     #[error("Kubernetes: {0}")]
-    Kube(String),
+    Kube(#[from] KubeClientError),
     /// A dump was interrupted by concurrent changes every time it was retried.
     #[error("netlink dump of {0} was interrupted by concurrent changes {1} times in a row")]
     Interrupted(&'static str, u32),
+}
+
+/// Why no Kubernetes client could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeClientError {
+    /// The kubeconfig file could not be read or used.
+    #[error("{path}: {source}")]
+    Kubeconfig {
+        /// The file.
+        path: PathBuf,
+        /// kube's error.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// No in-cluster configuration (service account, `KUBERNETES_SERVICE_HOST`).
+    #[error("in-cluster configuration: {0}")]
+    InCluster(#[source] kube::config::InClusterError),
+    /// The client could not be built from the configuration.
+    #[error("creating the client: {0}")]
+    Client(#[source] kube::Error),
 }

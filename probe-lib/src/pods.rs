@@ -2,40 +2,12 @@
 
 use std::net::IpAddr;
 
-use serde::Serialize;
-
 use std::time::{Duration, Instant};
 
 use crate::cni::Cni;
 use crate::host::HostState;
 use crate::kube::KubeView;
-
-/// A pod's identity. Both fields are empty when the pod was found from its interface alone
-/// (node mode), where no API tells us its name.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct PodId {
-    /// Kubernetes namespace.
-    pub namespace: String,
-    /// Pod name.
-    #[serde(rename = "pod")]
-    pub name: String,
-}
-
-/// A pod that should be wired on this node: its host-side interface and its IPs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ExpectedPod {
-    /// Who it is.
-    #[serde(flatten)]
-    pub id: PodId,
-    /// Host-side interface that must carry its routes (`cali…`).
-    pub interface: String,
-    /// Its IPs (at most one per family in practice), sorted.
-    pub ips: Vec<IpAddr>,
-    /// Its IPs are newer than the wiring grace period: a missing interface is not a problem
-    /// yet (the CNI may still be wiring it).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub in_grace: bool,
-}
+pub use crate::model::{ExpectedPod, PodId};
 
 /// Node mode: every veth whose name starts with `prefix` and whose peer lives in another
 /// network namespace is a local pod, with the global addresses of that peer as its IPs.

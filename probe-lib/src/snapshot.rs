@@ -1,10 +1,11 @@
 //! What the monitor publishes after every change: the node's verdicts plus enough context to
 //! serve `/status`, `/readyz`, `/healthz` and the metrics, all from one consistent view.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
+use crate::model::{KubeStatus, PodEntry, PodSet, SourceName};
 use crate::verdict::Verdicts;
 
 /// One consistent view of the node, replaced (never mutated) on every change.
@@ -13,14 +14,14 @@ pub struct Snapshot {
     /// Node name.
     pub node: String,
     /// Where the expected pods come from (`node`: the node's own interfaces; `kubernetes`).
-    pub pod_source: &'static str,
+    pub pod_source: SourceName,
     /// The Kubernetes watch, when pods come from the API.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub kube: Option<crate::monitor::KubeStatus>,
+    pub kube: Option<KubeStatus>,
     /// A full dump has been read: verdicts mean something.
     pub synced: bool,
     /// When the last full re-sync completed.
-    #[serde(serialize_with = "unix_seconds")]
+    #[serde(serialize_with = "crate::util::clock::serialize_unix_seconds")]
     pub last_full_sync: Option<SystemTime>,
     /// Increases with every published snapshot.
     pub generation: u64,
@@ -39,7 +40,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// The state before the first sync.
-    pub fn initial(node: String, pod_source: &'static str) -> Self {
+    pub fn initial(node: String, pod_source: SourceName) -> Self {
         Snapshot {
             node,
             pod_source,
@@ -64,40 +65,13 @@ impl Snapshot {
             None => recent(started),
         }
     }
-}
 
-/// What the prober needs from the monitor: the pods to probe, where they live, and the node's
-/// addresses. Published only when it changes, not on every verdict.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PodSet {
-    /// A full read of the node's state has happened.
-    pub synced: bool,
-    /// The node's own addresses.
-    pub node_ips: Vec<std::net::IpAddr>,
-    /// Pods with at least one IP.
-    pub pods: Vec<PodEntry>,
-}
-
-/// One pod to probe.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodEntry {
-    /// Host interface (the key).
-    pub interface: String,
-    /// Its IPs.
-    pub ips: Vec<std::net::IpAddr>,
-    /// Its namespace id as seen from the host.
-    pub netnsid: Option<i32>,
-    /// Its interface index inside its namespace.
-    pub peer_index: Option<u32>,
-}
-
-impl PodSet {
-    /// Derived from a snapshot.
-    pub fn of(snap: &Snapshot) -> Self {
+    /// What the prober gets from this snapshot.
+    pub fn pod_set(&self) -> PodSet {
         PodSet {
-            synced: snap.synced,
-            node_ips: snap.node_ips.clone(),
-            pods: snap
+            synced: self.synced,
+            node_ips: self.node_ips.clone(),
+            pods: self
                 .verdicts
                 .pods
                 .iter()
@@ -113,22 +87,17 @@ impl PodSet {
     }
 }
 
-pub(crate) fn unix_seconds<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
-    match t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()) {
-        Some(d) => s.serialize_f64(d.as_secs_f64()),
-        None => s.serialize_none(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
     use super::*;
 
     #[test]
     fn liveness() {
         let start = UNIX_EPOCH + Duration::from_secs(1000);
         let max = Duration::from_secs(180);
-        let mut s = Snapshot::initial("n".into(), "node");
+        let mut s = Snapshot::initial("n".into(), SourceName::Node);
         assert!(s.is_live(start + Duration::from_secs(10), start, max));
         assert!(!s.is_live(start + Duration::from_secs(200), start, max));
         s.last_full_sync = Some(start + Duration::from_secs(150));
@@ -140,7 +109,7 @@ mod tests {
 
     #[test]
     fn status_json_shape() {
-        let mut s = Snapshot::initial("node-1".into(), "node");
+        let mut s = Snapshot::initial("node-1".into(), SourceName::Node);
         s.last_full_sync = Some(UNIX_EPOCH + Duration::from_secs(5));
         let v: serde_json::Value = serde_json::to_value(&s).unwrap();
         assert_eq!(v["node"], "node-1");

@@ -35,7 +35,7 @@ impl FakeHost {
 
     fn lock(&self) -> MutexGuard<'_, Kernel> {
         // A test that panicked while holding the lock already failed; keep going for others.
-        self.kernel.lock().unwrap_or_else(|e| e.into_inner())
+        crate::util::lock(&self.kernel)
     }
 
     /// Change the state and notify subscribers, as the kernel does for most changes.

@@ -21,44 +21,7 @@ use tokio::sync::mpsc;
 pub use types::*;
 
 use crate::Error;
-
-/// Why a full re-dump of the host state happened (the `cause` label of
-/// `podnet_netlink_resyncs_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ResyncCause {
-    /// The first dump after start.
-    Startup,
-    /// The periodic safety net (`--resync-interval`).
-    Periodic,
-    /// The kernel dropped notifications (`ENOBUFS`).
-    Overrun,
-    /// A link went down or vanished: the kernel drops its routes without telling anyone.
-    LinkDown,
-    /// The event subscription failed and was re-established, or a dump failed and is retried.
-    Error,
-}
-
-impl ResyncCause {
-    /// Every cause, so counters can be exported at zero.
-    pub const ALL: [ResyncCause; 5] = [
-        ResyncCause::Startup,
-        ResyncCause::Periodic,
-        ResyncCause::Overrun,
-        ResyncCause::LinkDown,
-        ResyncCause::Error,
-    ];
-
-    /// Stable label value.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ResyncCause::Startup => "startup",
-            ResyncCause::Periodic => "periodic",
-            ResyncCause::Overrun => "overrun",
-            ResyncCause::LinkDown => "link_down",
-            ResyncCause::Error => "error",
-        }
-    }
-}
+pub use crate::model::ResyncCause;
 
 /// Receiving end of a kernel event subscription.
 pub type EventReceiver = mpsc::UnboundedReceiver<KernelEvent>;

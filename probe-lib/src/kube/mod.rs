@@ -1,17 +1,20 @@
 //! This node's pods from the Kubernetes API: a list/watch of `spec.nodeName=<node>` that
 //! survives 410 Gone, errors, dropped streams and stalls, and says when it is unhealthy.
 
+mod error;
 mod pod;
 mod store;
 mod watch;
 
 use std::path::Path;
 
+pub use error::WatchError;
 pub use pod::{KubePod, Skip, parse_pod};
 pub use store::{KubeHealth, KubeView, PodStore, Tracked};
-pub use watch::{KubeWatcher, RESTART_REASONS, WatchConfig};
+pub use watch::{KubeWatcher, WatchConfig};
 
 use crate::Error;
+use crate::error::KubeClientError;
 
 /// Whether this process runs in a Kubernetes pod with a service account (in-cluster).
 pub fn in_cluster() -> bool {
@@ -24,14 +27,16 @@ pub fn in_cluster() -> bool {
 pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, Error> {
     let config = match kubeconfig {
         Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| Error::Kube(format!("reading {}: {e}", path.display())))?;
+            let kubeconfig = |source| KubeClientError::Kubeconfig {
+                path: path.to_owned(),
+                source,
+            };
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(kubeconfig)?;
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
                 .await
-                .map_err(|e| Error::Kube(format!("{}: {e}", path.display())))?
+                .map_err(kubeconfig)?
         }
-        None => kube::Config::incluster_env()
-            .map_err(|e| Error::Kube(format!("in-cluster configuration: {e}")))?,
+        None => kube::Config::incluster_env().map_err(KubeClientError::InCluster)?,
     };
-    kube::Client::try_from(config).map_err(|e| Error::Kube(format!("creating the client: {e}")))
+    Ok(kube::Client::try_from(config).map_err(KubeClientError::Client)?)
 }

@@ -1,13 +1,13 @@
 //! This node's pods as the watch has delivered them, and what the monitor receives.
 
 use std::collections::HashMap;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
-use serde::Serialize;
 use serde_json::Value;
 use tracing::warn;
 
 use super::pod::{KubePod, Skip, parse_pod};
+pub use crate::model::KubeHealth;
 
 /// One pod and since when it has had its current IPs (for the wiring grace period).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,23 +16,6 @@ pub struct Tracked {
     pub pod: KubePod,
     /// When its current IPs were first seen; `None` without IPs.
     pub ips_since: Option<Instant>,
-}
-
-/// The state of the watch, for `/status`, `/readyz` and the node-level problem.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct KubeHealth {
-    /// Listing and watching work.
-    pub healthy: bool,
-    /// Since when it has not been healthy (`None` while healthy).
-    #[serde(skip)]
-    pub unhealthy_since: Option<Instant>,
-    /// The last list, watch event or bookmark.
-    #[serde(serialize_with = "crate::snapshot::unix_seconds")]
-    pub last_event: Option<SystemTime>,
-    /// The last error, if any.
-    pub last_error: Option<String>,
-    /// Watch restarts so far (any reason).
-    pub restarts: u64,
 }
 
 /// What the monitor gets: the pods of this node and the health of the watch.

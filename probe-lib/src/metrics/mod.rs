@@ -1,4 +1,6 @@
-//! Prometheus metrics (names and meaning: `docs/metrics.md`).
+//! Prometheus metrics (names and meaning: `docs/metrics.md`). An exporter: it registers the
+//! counters the sources update (defined in [`crate::model`], so no source imports this module)
+//! and renders everything else from the snapshot.
 //!
 //! Verdict-derived series are not stored in metric families: a collector renders them from
 //! the latest [`Snapshot`] at scrape time, so a repaired problem or a deleted pod can never
@@ -10,205 +12,19 @@ use std::sync::Arc;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use crate::host::ResyncCause;
-use crate::probe::outcome::{Observation, ProbeResult};
-use crate::probe::plan::PlannedProbe;
-use crate::probe::target::{Direction, Protocol};
+pub use crate::model::{KubeMetrics, MonitorMetrics, ProbeMetrics};
 use crate::snapshot::Snapshot;
-
-/// `cause` label of the re-sync counter.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CauseLabels {
-    /// [`ResyncCause::as_str`].
-    pub cause: &'static str,
-}
+use crate::util::clock::unix_seconds;
 
 /// `version` label of `podnet_build_info`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: String,
-}
-
-/// Labels of `podnet_probes_total`.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ProbeLabels {
-    target: String,
-    protocol: &'static str,
-    direction: &'static str,
-    result: &'static str,
-}
-
-/// Labels of `podnet_probe_duration_seconds`.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ProbeTargetLabels {
-    target: String,
-    protocol: &'static str,
-    direction: &'static str,
-}
-
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
-
-fn probe_histogram() -> Histogram {
-    // 50 µs to ~1.6 s.
-    Histogram::new(exponential_buckets(0.00005, 2.0, 16))
-}
-
-/// The handles the prober updates.
-#[derive(Debug, Clone)]
-pub struct ProbeMetrics {
-    probes: Family<ProbeLabels, Counter>,
-    duration: HistogramFamily<ProbeTargetLabels>,
-}
-
-impl ProbeMetrics {
-    /// Count one probe and, if it was answered, its round-trip time.
-    pub fn observe(&self, p: &PlannedProbe, obs: &Observation) {
-        self.probes
-            .get_or_create(&ProbeLabels {
-                target: p.target.clone(),
-                protocol: p.protocol.as_str(),
-                direction: p.direction.as_str(),
-                result: obs.result.as_str(),
-            })
-            .inc();
-        if let Some(rtt) = obs.rtt {
-            self.duration
-                .get_or_create(&ProbeTargetLabels {
-                    target: p.target.clone(),
-                    protocol: p.protocol.as_str(),
-                    direction: p.direction.as_str(),
-                })
-                .observe(rtt.as_secs_f64());
-        }
-    }
-
-    /// Create every series of one target at zero, so their number never changes at run time
-    /// and `rate()` works from the first scrape.
-    pub fn register_target(&self, target: &str, protocol: Protocol, direction: Direction) {
-        for result in ProbeResult::ALL {
-            let _ = self.probes.get_or_create(&ProbeLabels {
-                target: target.to_owned(),
-                protocol: protocol.as_str(),
-                direction: direction.as_str(),
-                result: result.as_str(),
-            });
-        }
-        let _ = self.duration.get_or_create(&ProbeTargetLabels {
-            target: target.to_owned(),
-            protocol: protocol.as_str(),
-            direction: direction.as_str(),
-        });
-    }
-
-    /// Probes counted so far for a target and result (for tests).
-    pub fn count(&self, target: &str, result: ProbeResult) -> u64 {
-        let mut total = 0;
-        for protocol in ["icmp", "tcp"] {
-            for direction in ["pod_to_target", "host_to_pod"] {
-                let labels = ProbeLabels {
-                    target: target.to_owned(),
-                    protocol,
-                    direction,
-                    result: result.as_str(),
-                };
-                total += self.probes.get(&labels).map_or(0, |c| c.get());
-            }
-        }
-        total
-    }
-}
-
-/// Labels of `podnet_kube_watch_restarts_total`.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
-    reason: &'static str,
-}
-
-/// Labels of `podnet_kube_requests_total`.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VerbLabels {
-    verb: &'static str,
-}
-
-/// The handles the Kubernetes watch updates.
-#[derive(Debug, Clone, Default)]
-pub struct KubeMetrics {
-    healthy: Gauge,
-    restarts: Family<ReasonLabels, Counter>,
-    last_event: Gauge<f64, std::sync::atomic::AtomicU64>,
-    requests: Family<VerbLabels, Counter>,
-}
-
-impl KubeMetrics {
-    /// The watch is (un)healthy.
-    pub fn set_healthy(&self, healthy: bool) {
-        self.healthy.set(i64::from(healthy));
-    }
-
-    /// Count a restart.
-    pub fn restarted(&self, reason: &'static str) {
-        self.restarts.get_or_create(&ReasonLabels { reason }).inc();
-    }
-
-    /// Something arrived from the API (list, event, bookmark).
-    pub fn event_seen(&self) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        self.last_event.set(now);
-    }
-
-    /// Count a request to the API.
-    pub fn request(&self, verb: &'static str) {
-        self.requests.get_or_create(&VerbLabels { verb }).inc();
-    }
-}
-
-/// The handles the monitor updates.
-#[derive(Debug, Clone)]
-pub struct MonitorMetrics {
-    resyncs: Family<CauseLabels, Counter>,
-    resync_duration: Histogram,
-    resync_errors: Counter,
-    events: Counter,
-}
-
-impl MonitorMetrics {
-    /// Count one completed re-sync and how long it took.
-    pub fn resynced(&self, cause: ResyncCause, seconds: f64) {
-        self.resyncs
-            .get_or_create(&CauseLabels {
-                cause: cause.as_str(),
-            })
-            .inc();
-        self.resync_duration.observe(seconds);
-    }
-
-    /// Count a failed re-sync attempt.
-    pub fn resync_failed(&self) {
-        self.resync_errors.inc();
-    }
-
-    /// Count kernel events applied.
-    pub fn events_applied(&self, n: u64) {
-        self.events.inc_by(n);
-    }
-
-    /// Completed re-syncs so far for one cause (for tests and logs).
-    pub fn resync_count(&self, cause: ResyncCause) -> u64 {
-        self.resyncs
-            .get_or_create(&CauseLabels {
-                cause: cause.as_str(),
-            })
-            .get()
-    }
 }
 
 /// The agent's registry.
@@ -223,18 +39,7 @@ impl Metrics {
     /// Register every metric except the verdict series (see [`Metrics::serve_snapshots`]).
     pub fn new(version: &str) -> Self {
         let mut registry = Registry::default();
-        let monitor = MonitorMetrics {
-            resyncs: Family::default(),
-            resync_duration: Histogram::new(exponential_buckets(0.0005, 4.0, 8)),
-            resync_errors: Counter::default(),
-            events: Counter::default(),
-        };
-        for cause in ResyncCause::ALL {
-            // Present at zero from the start, so rate() works from the first scrape.
-            let _ = monitor.resyncs.get_or_create(&CauseLabels {
-                cause: cause.as_str(),
-            });
-        }
+        let monitor = MonitorMetrics::default();
         registry.register(
             "podnet_netlink_resyncs",
             "Full re-dumps of links, routes and netconf, by cause",
@@ -263,10 +68,7 @@ impl Metrics {
             .set(1);
         registry.register("podnet_build_info", "Always 1; the agent's version", build);
         registry.register_collector(Box::new(process::ProcessCollector));
-        let probe = ProbeMetrics {
-            probes: Family::default(),
-            duration: Family::new_with_constructor(probe_histogram),
-        };
+        let probe = ProbeMetrics::default();
         registry.register(
             "podnet_probes",
             "Probes sent, by target, protocol, direction and result",
@@ -304,12 +106,6 @@ impl Metrics {
     /// their handles.
     pub fn kube(&mut self) -> KubeMetrics {
         let m = KubeMetrics::default();
-        for reason in crate::kube::RESTART_REASONS {
-            let _ = m.restarts.get_or_create(&ReasonLabels { reason });
-        }
-        for verb in ["list", "watch"] {
-            let _ = m.requests.get_or_create(&VerbLabels { verb });
-        }
         self.registry.register(
             "podnet_kube_watch_healthy",
             "1 while listing and watching this node's pods works",
@@ -423,9 +219,7 @@ impl Collector for VerdictCollector {
             snap.routes as i64,
         )?;
         if let Some(t) = snap.last_full_sync {
-            let secs = t
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64());
+            let secs = unix_seconds(t);
             let e = encoder.encode_descriptor(
                 "podnet_netlink_last_resync_timestamp_seconds",
                 "When the last full re-dump completed",

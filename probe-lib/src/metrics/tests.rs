@@ -2,6 +2,7 @@ use std::net::IpAddr;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
+use crate::model::{ResyncCause, SourceName};
 use crate::pods::{ExpectedPod, PodId};
 use crate::verdict::{NodeProblem, NodeReason, PodProblem, PodReason, PodVerdict, Verdicts};
 
@@ -24,7 +25,7 @@ fn pod(i: usize, problems: Vec<PodProblem>) -> PodVerdict {
 }
 
 fn render(verdicts: Verdicts) -> String {
-    let mut snap = Snapshot::initial("n".into(), "node");
+    let mut snap = Snapshot::initial("n".into(), SourceName::Node);
     snap.synced = true;
     snap.last_full_sync = Some(UNIX_EPOCH + Duration::from_secs(7));
     snap.verdicts = verdicts;

@@ -1,6 +1,7 @@
-//! The event loop: keep [`HostState`] current from kernel events, re-dump when events cannot
-//! be trusted (overrun, link down) and periodically, judge the pods after every batch of
-//! changes and publish a [`Snapshot`].
+//! Orchestration (the layer above the verdicts, below the exporters). The event loop: keep
+//! [`HostState`] current from kernel events, re-dump when events cannot be trusted (overrun,
+//! link down) and periodically, judge the pods after every batch of changes and publish a
+//! [`Snapshot`] (and the prober's [`PodSet`]).
 //!
 //! No check waits for a timer when the kernel told us something changed: every batch of events
 //! is followed by an evaluation, within the same wake-up.
@@ -17,16 +18,17 @@ use tracing::{debug, info, warn};
 use crate::Error;
 use crate::host::{EventReceiver, HostNetwork, HostState, KernelEvent, Link, ResyncCause};
 use crate::kube::KubeView;
-use crate::metrics::MonitorMetrics;
+use crate::model::{MonitorMetrics, PodSet};
 use crate::pods::ExpectedPod;
 use crate::probe::report::PodProbes;
-use crate::snapshot::{PodSet, Snapshot};
+use crate::snapshot::Snapshot;
+use crate::util::backoff::Backoff;
 use crate::verdict::{PodProblem, ProbeView, Verdicts, evaluate};
 
 mod source;
 
+pub use source::PodSource;
 use source::{Expectation, SourceState};
-pub use source::{KubeStatus, PodSource};
 
 /// Events applied before the verdicts are recomputed, at most; a longer burst is split so
 /// the published state never lags far behind.
@@ -37,6 +39,9 @@ const PEER_RETRY: Duration = Duration::from_millis(500);
 const PROBE_FLUSH: Duration = Duration::from_secs(1);
 /// After this many fruitless reads, leave a namespace to the periodic re-sync.
 const PEER_RETRY_LIMIT: u32 = 20;
+/// Retries of a failed subscription or dump: from 100 ms to 30 s.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// How probe results are judged (present when probes run).
 #[derive(Debug, Clone)]
@@ -145,7 +150,7 @@ impl<H: HostNetwork> Monitor<H> {
     }
 
     async fn run_forever(&mut self) {
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         let (_, idle) = mpsc::unbounded_channel();
         let mut probes = self.probe_rx.take().unwrap_or(idle);
         let mut kube = match &self.config.pods {
@@ -171,7 +176,7 @@ impl<H: HostNetwork> Monitor<H> {
                 sleep(backoff.next_delay()).await;
                 continue;
             }
-            backoff = Backoff::default();
+            backoff.reset();
             self.publish();
             self.event_loop(&mut events, &mut probes, &mut kube).await;
             warn!("kernel event subscription ended; subscribing again");
@@ -413,7 +418,7 @@ impl<H: HostNetwork> Monitor<H> {
                 "initial sync complete"
             );
         }
-        let pod_set = PodSet::of(&snap);
+        let pod_set = snap.pod_set();
         self.pod_set.send_if_modified(|current| {
             if **current == pod_set {
                 false
@@ -479,24 +484,6 @@ fn log_changes(before: &Verdicts, after: &Verdicts, initial: bool) {
         if !after.node.contains(p) {
             info!(reason = p.reason.as_str(), detail = %p.detail, "node problem cleared");
         }
-    }
-}
-
-/// Exponential backoff from 100 ms to 30 s.
-#[derive(Debug)]
-struct Backoff(Duration);
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff(Duration::from_millis(100))
-    }
-}
-
-impl Backoff {
-    fn next_delay(&mut self) -> Duration {
-        let d = self.0;
-        self.0 = (self.0 * 2).min(Duration::from_secs(30));
-        d
     }
 }
 

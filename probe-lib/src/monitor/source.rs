@@ -7,12 +7,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::cni::Cni;
 use crate::host::HostState;
-use crate::kube::{KubeHealth, KubeView};
+use crate::kube::KubeView;
+use crate::model::{KubeStatus, SourceName};
 use crate::pods::{ExpectedPod, discover_from_links, expected_from_api};
 use crate::verdict::{NodeProblem, NodeReason, Orphan, find_orphans};
 
@@ -42,10 +42,10 @@ pub enum PodSource {
 
 impl PodSource {
     /// Short name for `/status`.
-    pub fn name(&self) -> &'static str {
+    pub fn name(&self) -> SourceName {
         match self {
-            PodSource::Links { .. } => "node",
-            PodSource::Kubernetes { .. } => "kubernetes",
+            PodSource::Links { .. } => SourceName::Node,
+            PodSource::Kubernetes { .. } => SourceName::Kubernetes,
         }
     }
 
@@ -60,18 +60,6 @@ impl PodSource {
     }
 }
 
-/// The Kubernetes part of `/status`.
-#[derive(Debug, Clone, Serialize)]
-pub struct KubeStatus {
-    /// A full list has completed.
-    pub synced: bool,
-    /// Pods the API puts on this node (running or not, host network excluded).
-    pub pods: usize,
-    /// The watch's health.
-    #[serde(flatten)]
-    pub health: KubeHealth,
-}
-
 /// What the pods of the source are right now.
 #[derive(Debug, Default)]
 pub(super) struct Expectation {
@@ -81,7 +69,7 @@ pub(super) struct Expectation {
     /// When the expectation changes by itself (a grace period ends).
     pub next_deadline: Option<Instant>,
     /// `/status`' name of the source.
-    pub source_name: &'static str,
+    pub source_name: SourceName,
     pub kube: Option<KubeStatus>,
 }
 
@@ -102,7 +90,7 @@ impl SourceState {
         match source {
             PodSource::Links { prefix } => Expectation {
                 pods: discover_from_links(host, prefix),
-                source_name: "node",
+                source_name: SourceName::Node,
                 ..Expectation::default()
             },
             PodSource::Kubernetes {
@@ -129,7 +117,7 @@ impl SourceState {
                             .filter(|d| *d > now)
                             .min(),
                         pods,
-                        source_name: "kubernetes",
+                        source_name: SourceName::Kubernetes,
                         ..Expectation::default()
                     };
                     if let Some(p) = link_prefix {
@@ -152,7 +140,7 @@ impl SourceState {
                         pods: link_prefix
                             .map(|p| discover_from_links(host, p))
                             .unwrap_or_default(),
-                        source_name: "node (waiting for the Kubernetes API)",
+                        source_name: SourceName::NodeUntilListed,
                         ..Expectation::default()
                     }
                 };
@@ -236,7 +224,8 @@ mod tests {
         let (_tx, src) = source(KubeView::default());
         let e = SourceState::default().expect(&src, &host, Instant::now());
         assert_eq!(e.pods.len(), 1);
-        assert!(e.source_name.contains("waiting"));
+        assert_eq!(e.source_name, SourceName::NodeUntilListed);
+        assert!(e.source_name.as_str().contains("waiting"));
     }
 
     #[test]

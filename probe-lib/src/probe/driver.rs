@@ -13,11 +13,13 @@ use futures::future::join_all;
 use surge_ping::{Client, ICMP, IcmpPacket, PingIdentifier, PingSequence, SurgeError};
 use tracing::{debug, info, warn};
 
+use super::error::ProbeError;
 use super::netns_thread::{IcmpWanted, Located, NetnsThread, Visit, VisitRequest, icmp_client};
 use super::outcome::{IcmpReply, Observation, ProbeResult, classify_io};
 use super::plan::PlannedProbe;
 use super::report::PodSide;
 use super::target::{Direction, Protocol};
+use crate::util::lock;
 
 /// One pod's round: where its namespace is, and what to probe.
 #[derive(Debug, Clone)]
@@ -37,14 +39,14 @@ pub struct PodRound {
 }
 
 /// What a round found, observations in the order of [`PodRound::probes`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct RoundResult {
     /// The pod's side, if its namespace could be entered.
     pub pod_side: Option<PodSide>,
     /// One per planned probe.
     pub observations: Vec<Observation>,
     /// Why in-pod probes could not run, if they could not.
-    pub error: Option<String>,
+    pub error: Option<ProbeError>,
 }
 
 /// Runs rounds.
@@ -122,9 +124,9 @@ impl NetnsDriver {
         Some(located)
     }
 
-    async fn visit(&self, round: &PodRound) -> Result<Visit, String> {
+    async fn visit(&self, round: &PodRound) -> Result<Visit, ProbeError> {
         let (Some(nsid), Some(peer_index)) = (round.netnsid, round.peer_index) else {
-            return Err("the pod's interface has no peer namespace".into());
+            return Err(ProbeError::NoPeerNamespace);
         };
         let in_pod: Vec<&PlannedProbe> = round
             .probes
@@ -156,12 +158,10 @@ impl NetnsDriver {
                 .map(|p| p.address)
                 .collect(),
         };
-        let mut last_err = String::new();
+        let mut last_err = ProbeError::NamespaceNotFound(nsid);
         for refresh in [false, true] {
             let Some(located) = self.locate(nsid, refresh).await else {
-                return Err(format!(
-                    "namespace id {nsid} not found in /var/run/netns or /proc (pod gone?)"
-                ));
+                return Err(ProbeError::NamespaceNotFound(nsid));
             };
             req.path = located.path;
             req.inode = located.inode;
@@ -171,7 +171,7 @@ impl NetnsDriver {
                     lock(&self.locations).remove(&nsid);
                     last_err = e;
                 }
-                None => return Err("the namespace thread is gone".into()),
+                None => return Err(ProbeError::ThreadGone),
             }
         }
         Err(last_err)
@@ -245,10 +245,6 @@ impl NetnsDriver {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 async fn tcp(
     stream: Option<std::io::Result<std::net::TcpStream>>,
     addr: SocketAddr,
@@ -307,7 +303,7 @@ impl PodNetwork for NetnsDriver {
                 .then(|| tcp_sockets.next().map(|(_, s)| s))
                 .flatten();
             let visit = visit.as_ref();
-            let error = error.as_deref();
+            let error = error.as_ref();
             async move {
                 match (p.direction, p.protocol) {
                     (Direction::HostToPod, _) => {
@@ -320,7 +316,7 @@ impl PodNetwork for NetnsDriver {
                     }
                     (Direction::PodToTarget, _) if visit.is_none() => Observation::failed(
                         ProbeResult::Error,
-                        error.unwrap_or("no pod namespace").to_owned(),
+                        error.map_or_else(|| "no pod namespace".to_owned(), ToString::to_string),
                     ),
                     (Direction::PodToTarget, Protocol::Icmp) => {
                         let v = visit.expect("checked above");
@@ -332,7 +328,11 @@ impl PodNetwork for NetnsDriver {
                         };
                         let mut obs = self.icmp(client, p, timeout).await;
                         if client.is_none() {
-                            obs.detail = v.icmp_error.clone().or(obs.detail);
+                            obs.detail = v
+                                .icmp_error
+                                .as_ref()
+                                .map(ToString::to_string)
+                                .or(obs.detail);
                         }
                         obs
                     }

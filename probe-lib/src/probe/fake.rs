@@ -27,7 +27,7 @@ pub struct FakePodNetwork {
 
 impl FakePodNetwork {
     fn lock(&self) -> MutexGuard<'_, Script> {
-        self.script.lock().unwrap_or_else(|e| e.into_inner())
+        crate::util::lock(&self.script)
     }
 
     /// From now on, probes of `target` from the pod on `interface` get `result`.

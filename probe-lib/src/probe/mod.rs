@@ -10,6 +10,7 @@ pub mod report;
 pub mod target;
 
 pub mod driver;
+mod error;
 pub mod fake;
 mod netns_thread;
 mod nl;
@@ -17,4 +18,5 @@ pub mod plan;
 pub mod prober;
 
 pub use driver::{NetnsDriver, PodNetwork, PodRound, RoundResult};
+pub use error::ProbeError;
 pub use prober::{Prober, ProberConfig};

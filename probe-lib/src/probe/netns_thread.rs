@@ -17,6 +17,7 @@ use surge_ping::{Client, Config, ICMP};
 use tokio::sync::oneshot;
 use tracing::{debug, error};
 
+use super::error::ProbeError;
 use super::nl::BlockingNetlink;
 use super::report::PodSide;
 
@@ -49,12 +50,12 @@ pub(crate) struct VisitRequest {
 
 /// What a visit brings back: the pod's side and sockets that live in its namespace.
 pub(crate) struct Visit {
-    pub pod_side: Option<Result<PodSide, String>>,
+    pub pod_side: Option<Result<PodSide, ProbeError>>,
     pub icmp_v4: Option<Client>,
     pub gateway_v4: Option<Client>,
     pub icmp_v6: Option<Client>,
     pub gateway_v6: Option<Client>,
-    pub icmp_error: Option<String>,
+    pub icmp_error: Option<ProbeError>,
     pub tcp: Vec<(SocketAddr, std::io::Result<std::net::TcpStream>)>,
 }
 
@@ -66,7 +67,7 @@ enum Job {
     },
     Visit {
         req: VisitRequest,
-        reply: oneshot::Sender<Result<Visit, String>>,
+        reply: oneshot::Sender<Result<Visit, ProbeError>>,
     },
 }
 
@@ -124,7 +125,7 @@ impl NetnsThread {
     }
 
     /// Enter a pod's namespace and prepare a round. `None` if the thread is gone.
-    pub(crate) async fn visit(&self, req: VisitRequest) -> Option<Result<Visit, String>> {
+    pub(crate) async fn visit(&self, req: VisitRequest) -> Option<Result<Visit, ProbeError>> {
         let (reply, rx) = oneshot::channel();
         self.jobs.send(Job::Visit { req, reply }).ok()?;
         rx.await.ok()
@@ -242,31 +243,36 @@ impl Home {
         &mut self,
         req: &VisitRequest,
         runtime: &tokio::runtime::Handle,
-    ) -> Result<Visit, String> {
-        let file = File::open(&req.path).map_err(|e| format!("{}: {e}", req.path.display()))?;
+    ) -> Result<Visit, ProbeError> {
+        let open = |source| ProbeError::OpenNamespace {
+            path: req.path.clone(),
+            source,
+        };
+        let file = File::open(&req.path).map_err(open)?;
         // The path may now be another namespace (a reused pid, a recreated bind mount).
-        let inode = file.metadata().map_err(|e| e.to_string())?.ino();
+        let inode = file.metadata().map_err(open)?.ino();
         if inode != req.inode {
-            return Err(format!(
-                "{} is no longer namespace id {}",
-                req.path.display(),
-                req.netnsid
-            ));
+            return Err(ProbeError::NamespaceReplaced {
+                path: req.path.clone(),
+                netnsid: req.netnsid,
+            });
         }
-        setns(&file, CloneFlags::CLONE_NEWNET)
-            .map_err(|e| format!("setns {}: {e}", req.path.display()))?;
+        setns(&file, CloneFlags::CLONE_NEWNET).map_err(|source| ProbeError::Setns {
+            path: req.path.clone(),
+            source,
+        })?;
         drop(file);
         let pod_side = req.read_pod_side.then(|| {
             BlockingNetlink::open()
                 .and_then(|mut nl| nl.pod_side(req.peer_index, req.has_v4, req.has_v6))
-                .map_err(|e| format!("reading the pod's links and routes: {e}"))
+                .map_err(ProbeError::PodSide)
         });
         let _guard = runtime.enter();
         let mut icmp_error = None;
         let mut icmp = |kind, hop_limit: Option<u32>| match icmp_client(kind, hop_limit) {
             Ok(c) => Some(c),
             Err(e) => {
-                icmp_error.get_or_insert_with(|| format!("ICMP socket: {e}"));
+                icmp_error.get_or_insert(ProbeError::IcmpSocket(e));
                 None
             }
         };

@@ -1,84 +1,8 @@
 //! The result of one probe, and how errors and ICMP replies map onto it.
 
 use std::io;
-use std::time::Duration;
 
-use serde::Serialize;
-
-/// Result of one probe (the `result` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProbeResult {
-    /// Answered.
-    Ok,
-    /// No answer within `--probe-timeout`.
-    Timeout,
-    /// TCP reset: the path works, nothing listens. Not a reachability failure.
-    Refused,
-    /// An ICMP unreachable came back, or the kernel had no route (EHOSTUNREACH, ENETUNREACH).
-    Unreachable,
-    /// Anything else (socket errors, a namespace that could not be entered).
-    Error,
-}
-
-impl ProbeResult {
-    /// Every result, for zero-initialised counters.
-    pub const ALL: [ProbeResult; 5] = [
-        ProbeResult::Ok,
-        ProbeResult::Timeout,
-        ProbeResult::Refused,
-        ProbeResult::Unreachable,
-        ProbeResult::Error,
-    ];
-
-    /// Label value.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ProbeResult::Ok => "ok",
-            ProbeResult::Timeout => "timeout",
-            ProbeResult::Refused => "refused",
-            ProbeResult::Unreachable => "unreachable",
-            ProbeResult::Error => "error",
-        }
-    }
-
-    /// Counts towards "cannot reach": everything but ok and refused.
-    pub const fn is_failure(self) -> bool {
-        !matches!(self, ProbeResult::Ok | ProbeResult::Refused)
-    }
-}
-
-/// One probe's outcome with its round-trip time (measured around the exchange by podnet,
-/// not taken from the ICMP library).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Observation {
-    /// The result.
-    pub result: ProbeResult,
-    /// Round-trip time of an answered probe (ok or refused).
-    pub rtt: Option<Duration>,
-    /// Evidence for logs and `/status` (the error, the ICMP type).
-    pub detail: Option<String>,
-}
-
-impl Observation {
-    /// An answered probe.
-    pub fn answered(result: ProbeResult, rtt: Duration) -> Self {
-        Observation {
-            result,
-            rtt: Some(rtt),
-            detail: None,
-        }
-    }
-
-    /// A probe without an answer.
-    pub fn failed(result: ProbeResult, detail: impl Into<String>) -> Self {
-        Observation {
-            result,
-            rtt: None,
-            detail: Some(detail.into()),
-        }
-    }
-}
+pub use crate::model::{Observation, ProbeResult};
 
 /// Classify a socket error from sending a probe or connecting.
 pub fn classify_io(e: &io::Error) -> ProbeResult {

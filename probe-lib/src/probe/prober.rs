@@ -18,8 +18,7 @@ use super::driver::{PodNetwork, PodRound, RoundResult};
 use super::plan::{PlannedProbe, plan};
 use super::report::{DestState, PodProbes};
 use super::target::{Direction, Gateways, HOST_TO_POD_TARGET, Protocol, Target};
-use crate::metrics::ProbeMetrics;
-use crate::snapshot::PodSet;
+use crate::model::{PodSet, ProbeMetrics};
 
 /// Prober settings.
 #[derive(Debug, Clone)]
@@ -266,7 +265,7 @@ impl<N: PodNetwork> Prober<N> {
             }
             None => {}
         }
-        pod.state.error = result.error;
+        pod.state.error = result.error.as_ref().map(ToString::to_string);
         let mut dests = Vec::with_capacity(probes.len());
         for (p, obs) in probes.iter().zip(&result.observations) {
             let port = (p.address.port() != 0).then_some(p.address.port());
@@ -280,7 +279,8 @@ impl<N: PodNetwork> Prober<N> {
                     DestState::new(&p.target, p.protocol, p.direction, p.address.ip(), port)
                 });
             d.record(obs);
-            self.metrics.observe(p, obs);
+            self.metrics
+                .observe(&p.target, p.protocol, p.direction, obs);
             dests.push(d);
         }
         pod.state.dests = dests;

@@ -4,47 +4,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
-use serde::Serialize;
-
-/// Probe protocol (the `protocol` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// ICMP / ICMPv6 echo.
-    Icmp,
-    /// TCP connect.
-    Tcp,
-}
-
-impl Protocol {
-    /// Label value.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Icmp => "icmp",
-            Protocol::Tcp => "tcp",
-        }
-    }
-}
-
-/// Where a probe is sent from (the `direction` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    /// From inside the pod's network namespace to a target.
-    PodToTarget,
-    /// From the host to the pod's IP.
-    HostToPod,
-}
-
-impl Direction {
-    /// Label value.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Direction::PodToTarget => "pod_to_target",
-            Direction::HostToPod => "host_to_pod",
-        }
-    }
-}
+pub use crate::model::{Direction, Protocol};
 
 /// Where a target is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

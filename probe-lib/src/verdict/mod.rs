@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
 mod orphans;
 mod probes;
@@ -14,111 +14,9 @@ pub use orphans::{Orphan, find_orphans};
 pub use probes::{ProbeView, TargetVerdict};
 
 use crate::host::{Family, HostState, Link, NetconfScope, RouteKind};
+pub use crate::model::{NodeReason, PodReason};
 use crate::pods::ExpectedPod;
 use crate::probe::report::PodSide;
-
-/// Why one pod is not wired correctly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum PodReason {
-    /// The pod's host-side interface does not exist.
-    InterfaceMissing,
-    /// The host-side interface is administratively down or has no carrier.
-    InterfaceDown,
-    /// No `<podIP>/32` (`/128`) route in the main table.
-    RouteMissing,
-    /// The pod IP's route goes out of another device.
-    RouteWrongInterface,
-    /// The pod IP's route is a blackhole, unreachable or prohibit route.
-    RouteNotUnicast,
-    /// `proxy_arp` is off on the host interface: the pod cannot resolve its gateway
-    /// 169.254.1.1.
-    ProxyArpDisabled,
-    /// Forwarding is off on the host interface (while on for the node): nothing the pod sends
-    /// leaves the node.
-    ForwardingDisabled,
-    /// Inside the pod's namespace, its end of the veth is down (seen by the prober).
-    PodInterfaceDown,
-    /// Inside the pod's namespace, the default route of the IP's family is missing (seen by
-    /// the prober).
-    PodDefaultRouteMissing,
-}
-
-impl PodReason {
-    /// Every reason, for documentation and exhaustive tests.
-    pub const ALL: [PodReason; 9] = [
-        PodReason::InterfaceMissing,
-        PodReason::InterfaceDown,
-        PodReason::RouteMissing,
-        PodReason::RouteWrongInterface,
-        PodReason::RouteNotUnicast,
-        PodReason::ProxyArpDisabled,
-        PodReason::ForwardingDisabled,
-        PodReason::PodInterfaceDown,
-        PodReason::PodDefaultRouteMissing,
-    ];
-
-    /// Stable label value.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            PodReason::InterfaceMissing => "interface_missing",
-            PodReason::InterfaceDown => "interface_down",
-            PodReason::RouteMissing => "route_missing",
-            PodReason::RouteWrongInterface => "route_wrong_interface",
-            PodReason::RouteNotUnicast => "route_not_unicast",
-            PodReason::ProxyArpDisabled => "proxy_arp_disabled",
-            PodReason::ForwardingDisabled => "forwarding_disabled",
-            PodReason::PodInterfaceDown => "pod_interface_down",
-            PodReason::PodDefaultRouteMissing => "pod_default_route_missing",
-        }
-    }
-}
-
-/// Why the node as a whole cannot carry pod traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum NodeReason {
-    /// `net.ipv4.ip_forward` (or `net.ipv6.conf.all.forwarding` with IPv6 pods) is 0.
-    ForwardingDisabled,
-    /// A probe target fails from every pod while their gateways answer: the target or the
-    /// path beyond the node is broken (detail: the target's name).
-    TargetUnreachable,
-    /// A pod route (`/32`, `/128` via a pod interface) for an IP no pod here owns.
-    OrphanedRoute,
-    /// A pod interface that belongs to no pod here.
-    OrphanedInterface,
-    /// The Kubernetes watch has been unhealthy for longer than the threshold: the pod set may
-    /// be stale.
-    KubeWatchStalled,
-}
-
-impl NodeReason {
-    /// Every reason, for documentation and exhaustive tests.
-    pub const ALL: [NodeReason; 2] = [
-        NodeReason::ForwardingDisabled,
-        NodeReason::TargetUnreachable,
-    ];
-
-    /// Stable label value.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            NodeReason::ForwardingDisabled => "forwarding_disabled",
-            NodeReason::TargetUnreachable => "target_unreachable",
-            NodeReason::OrphanedRoute => "orphaned_route",
-            NodeReason::OrphanedInterface => "orphaned_interface",
-            NodeReason::KubeWatchStalled => "kube_watch_stalled",
-        }
-    }
-}
-
-macro_rules! serialize_as_str {
-    ($($t:ty),*) => {$(
-        impl Serialize for $t {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(self.as_str())
-            }
-        }
-    )*};
-}
-serialize_as_str!(PodReason, NodeReason);
 
 /// One problem of one pod, for one of its IPs where it concerns an IP.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -34,10 +34,15 @@
 //! Note that a typed kube-rs `Api<Pod>` fails a whole list (and reports an error per watch
 //! line) on one such item: skipping them needs per-item decoding in the agent.
 //!
+//! Reviews (`auth.rs`): `POST` TokenReviews and SubjectAccessReviews (non-resource URLs) answer
+//! from tokens and grants the test sets ([`KubeApiServer::add_token`],
+//! [`KubeApiServer::grant_non_resource`]).
+//!
 //! Not modelled: writes through the API, authentication (any bearer token is accepted),
 //! protobuf, HTTP/2, `/watch/` legacy paths, server-side apply, and `resourceVersion` on GETs
 //! of single objects (ignored).
 
+mod auth;
 mod client;
 mod control;
 mod pod;

@@ -33,6 +33,8 @@ pub(crate) struct Shared {
     /// Whether the listening socket is open (false during a `Refuse` outage).
     pub listening: watch::Sender<bool>,
     pub addr: OnceLock<SocketAddr>,
+    /// Tokens and grants for TokenReviews and SubjectAccessReviews.
+    pub auth: super::auth::Grants,
 }
 
 impl Shared {
@@ -44,6 +46,7 @@ impl Shared {
             config,
             listening: watch::Sender::new(false),
             addr: OnceLock::new(),
+            auth: Default::default(),
         }
     }
 
@@ -93,6 +96,8 @@ enum Route<'a> {
     Pods(Option<&'a str>),
     Pod(&'a str, &'a str),
     Node(&'a str),
+    TokenReviews,
+    SubjectAccessReviews,
     Unknown,
 }
 
@@ -108,6 +113,10 @@ impl<'a> Route<'a> {
             ["api", "v1", "namespaces", ns, "pods"] => Route::Pods(Some(ns)),
             ["api", "v1", "namespaces", ns, "pods", name] => Route::Pod(ns, name),
             ["api", "v1", "nodes", name] => Route::Node(name),
+            ["apis", "authentication.k8s.io", "v1", "tokenreviews"] => Route::TokenReviews,
+            ["apis", "authorization.k8s.io", "v1", "subjectaccessreviews"] => {
+                Route::SubjectAccessReviews
+            }
             _ => Route::Unknown,
         }
     }
@@ -145,6 +154,9 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     if ctl.take_failure() {
         return ApiError::internal("injected fault").into_response();
     }
+    if let Route::TokenReviews | Route::SubjectAccessReviews = route {
+        return reviews(&shared, &route, method, req).await;
+    }
     if method != Method::GET {
         return ApiError::method_not_allowed(method.as_str()).into_response();
     }
@@ -170,10 +182,29 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
                 &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
             )),
             Route::ApiV1 => Ok(ok_json(&api_v1_resources())),
-            Route::Unknown => Err(ApiError::no_such_path()),
+            Route::TokenReviews | Route::SubjectAccessReviews | Route::Unknown => {
+                Err(ApiError::no_such_path())
+            }
         },
     };
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST` a TokenReview or SubjectAccessReview (see `auth.rs`).
+async fn reviews(shared: &Shared, route: &Route<'_>, method: Method, req: Request) -> Response {
+    if method != Method::POST {
+        return ApiError::method_not_allowed(method.as_str()).into_response();
+    }
+    let body = match axum::body::to_bytes(req.into_body(), super::auth::MAX_REVIEW_BODY).await {
+        Ok(b) => b,
+        Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
+    };
+    let answer = if *route == Route::TokenReviews {
+        shared.auth.token_review(&body)
+    } else {
+        shared.auth.access_review(&body)
+    };
+    answer.unwrap_or_else(IntoResponse::into_response)
 }
 
 fn ok_json(v: &Value) -> Response {
@@ -392,6 +423,10 @@ mod tests {
         );
         assert_eq!(Route::parse("/api/v1/nodes/n1"), Route::Node("n1"));
         assert_eq!(Route::parse("/version"), Route::Version);
+        assert_eq!(
+            Route::parse("/apis/authentication.k8s.io/v1/tokenreviews"),
+            Route::TokenReviews
+        );
         assert_eq!(Route::parse("/api/v1/services"), Route::Unknown);
         assert_eq!(Route::parse("/"), Route::Unknown);
     }

@@ -4,6 +4,7 @@
 //! (`podnet-bench`). The Kubernetes API double is a crate of its own, `podnet-kube-double`.
 
 pub mod agent;
+pub mod agent_proc;
 pub mod bench;
 pub mod cluster;
 pub mod exposition;

@@ -4,6 +4,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::*;
 use crate::metrics::Metrics;
+use crate::model::SourceName;
 use crate::pods::{ExpectedPod, PodId};
 use crate::probe::fake::FakePodNetwork;
 use crate::probe::outcome::ProbeResult;
@@ -14,11 +15,11 @@ use crate::verdict::{PodLink, PodVerdict};
 const INTERVAL: Duration = Duration::from_secs(10);
 
 fn snapshot(n: usize) -> PodSet {
-    let mut s = Snapshot::initial("n".into(), "node");
+    let mut s = Snapshot::initial("n".into(), SourceName::Node);
     s.synced = true;
     s.node_ips = vec!["192.0.2.10".parse().unwrap()];
     s.verdicts.pods = (0..n).map(pod).collect();
-    PodSet::of(&s)
+    s.pod_set()
 }
 
 fn pod(i: usize) -> PodVerdict {

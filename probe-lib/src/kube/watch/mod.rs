@@ -20,8 +20,10 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use super::error::WatchError;
 use super::store::{KubeHealth, KubeView, PodStore};
-use crate::metrics::KubeMetrics;
+use crate::model::KubeMetrics;
+use crate::util::backoff::Backoff;
 
 /// Watch settings.
 #[derive(Debug, Clone)]
@@ -35,18 +37,6 @@ pub struct WatchConfig {
     pub page_size: u32,
 }
 
-/// Why a watch was restarted (the `reason` label of `podnet_kube_watch_restarts_total`).
-pub const RESTART_REASONS: [&str; 8] = [
-    "gone",
-    "server_error",
-    "client_error",
-    "connect",
-    "timeout",
-    "stalled",
-    "closed",
-    "decode",
-];
-
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A watch silent for its timeout plus this (or half its timeout, if less) is stalled.
@@ -54,13 +44,13 @@ const STALL_MARGIN: Duration = Duration::from_secs(30);
 /// How long one list page or the start of a watch may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How one watch request ended.
 enum WatchEnd {
     /// The server ended the watch at its timeout: start the next one.
     Timeout,
-    /// Watch again from the same resource version after this problem.
-    Retry(&'static str, String),
-    /// Start over with a list after this problem.
-    Relist(&'static str, String),
+    /// A problem: watch again from the same version, or list first
+    /// ([`WatchError::needs_relist`]).
+    Failed(WatchError),
 }
 
 /// The pods API for a type-erased Pod: a malformed pod is still a `DynamicObject`, so one bad
@@ -74,17 +64,6 @@ fn pods_api(client: kube::Client) -> Api<DynamicObject> {
         plural: "pods".into(),
     };
     Api::all_with(client, &ar)
-}
-
-fn classify(e: &kube::Error) -> &'static str {
-    match e {
-        kube::Error::Api(s) if s.code == 410 => "gone",
-        kube::Error::Api(s) if s.code >= 500 => "server_error",
-        kube::Error::Api(_) => "client_error",
-        kube::Error::SerdeError(_) | kube::Error::LinesCodecMaxLineLengthExceeded => "decode",
-        other if other.to_string().contains("timed out") => "timeout",
-        _ => "connect",
-    }
 }
 
 /// Just the fields [`parse_pod`](super::parse_pod) reads, so a list of fat pod specs is not
@@ -125,7 +104,7 @@ pub struct KubeWatcher {
     synced: bool,
     tx: watch::Sender<Arc<KubeView>>,
     metrics: KubeMetrics,
-    jitter: u64,
+    backoff: Backoff,
 }
 
 impl std::fmt::Debug for KubeWatcher {
@@ -154,7 +133,7 @@ impl KubeWatcher {
             synced: false,
             tx,
             metrics,
-            jitter: u64::from(std::process::id()) | 1,
+            backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
         };
         (watcher, rx)
     }
@@ -168,55 +147,43 @@ impl KubeWatcher {
     }
 
     async fn run_forever(&mut self) {
-        let mut delay = BACKOFF_MIN;
         loop {
             let mut rv = match self.list().await {
                 Ok(rv) => {
-                    delay = BACKOFF_MIN;
+                    self.backoff.reset();
                     rv
                 }
-                Err((reason, e)) => {
-                    self.failed(reason, &e);
-                    delay = self.sleep(delay).await;
+                Err(e) => {
+                    self.failed(&e);
+                    tokio::time::sleep(self.backoff.next_delay()).await;
                     continue;
                 }
             };
             loop {
                 match self.watch_once(&mut rv).await {
                     WatchEnd::Timeout => {}
-                    WatchEnd::Retry(reason, e) => {
-                        self.failed(reason, &e);
-                        delay = self.sleep(delay).await;
-                    }
-                    WatchEnd::Relist(reason, e) => {
-                        self.failed(reason, &e);
-                        delay = self.sleep(delay).await;
-                        break;
+                    WatchEnd::Failed(e) => {
+                        self.failed(&e);
+                        tokio::time::sleep(self.backoff.next_delay()).await;
+                        if e.needs_relist() {
+                            break;
+                        }
                     }
                 }
             }
         }
     }
 
-    /// Sleep for about `delay` (±25 %), return the next delay.
-    async fn sleep(&mut self, delay: Duration) -> Duration {
-        self.jitter ^= self.jitter << 13;
-        self.jitter ^= self.jitter >> 7;
-        self.jitter ^= self.jitter << 17;
-        let factor = 0.75 + (self.jitter % 1000) as f64 / 2000.0;
-        tokio::time::sleep(delay.mul_f64(factor)).await;
-        (delay * 2).min(BACKOFF_MAX)
-    }
-
-    fn failed(&mut self, reason: &'static str, error: &str) {
+    fn failed(&mut self, error: &WatchError) {
+        let reason = error.reason();
         self.metrics.restarted(reason);
         self.health.restarts += 1;
-        self.health.last_error = Some(format!("{reason}: {error}"));
+        self.health.last_error = Some(format!("{}: {error}", reason.as_str()));
         if self.health.healthy || self.health.unhealthy_since.is_none() {
-            warn!(reason, error, "Kubernetes watch failed; starting over");
+            warn!(reason = reason.as_str(), %error, "Kubernetes watch failed; starting over");
             self.health.unhealthy_since = Some(Instant::now());
         } else {
-            debug!(reason, error, "Kubernetes watch still failing");
+            debug!(reason = reason.as_str(), %error, "Kubernetes watch still failing");
         }
         self.health.healthy = false;
         self.metrics.set_healthy(false);
@@ -257,7 +224,7 @@ impl KubeWatcher {
     }
 
     /// `GET /api/v1/pods?fieldSelector=spec.nodeName=<node>&limit=N` (and its pages).
-    async fn list(&mut self) -> Result<String, (&'static str, String)> {
+    async fn list(&mut self) -> Result<String, WatchError> {
         let mut lp = ListParams::default()
             .fields(&self.selector)
             .limit(self.config.page_size);
@@ -266,8 +233,18 @@ impl KubeWatcher {
         let rv = loop {
             self.metrics.request("list");
             let page = match tokio::time::timeout(REQUEST_TIMEOUT, self.api.list(&lp)).await {
-                Err(_) => return Err(("timeout", "list timed out".into())),
-                Ok(Err(e)) => return Err((classify(&e), e.to_string())),
+                Err(_) => {
+                    return Err(WatchError::RequestTimeout {
+                        verb: "list",
+                        after: REQUEST_TIMEOUT,
+                    });
+                }
+                Ok(Err(source)) => {
+                    return Err(WatchError::Api {
+                        verb: "list",
+                        source,
+                    });
+                }
                 Ok(Ok(p)) => p,
             };
             items.extend(page.items.iter().map(to_value));
@@ -291,11 +268,21 @@ impl KubeWatcher {
             .fields(&self.selector)
             .timeout(timeout);
         self.metrics.request("watch");
-        let started = Instant::now();
+        // tokio's clock (the same in production), so tests can pause it.
+        let started = tokio::time::Instant::now();
         let stream = match tokio::time::timeout(REQUEST_TIMEOUT, self.api.watch(&wp, rv)).await {
-            Err(_) => return WatchEnd::Retry("timeout", "watch request timed out".into()),
-            Ok(Err(e)) if classify(&e) == "gone" => return WatchEnd::Relist("gone", e.to_string()),
-            Ok(Err(e)) => return WatchEnd::Retry(classify(&e), e.to_string()),
+            Err(_) => {
+                return WatchEnd::Failed(WatchError::RequestTimeout {
+                    verb: "watch",
+                    after: REQUEST_TIMEOUT,
+                });
+            }
+            Ok(Err(source)) => {
+                return WatchEnd::Failed(WatchError::Api {
+                    verb: "watch",
+                    source,
+                });
+            }
             Ok(Ok(s)) => s,
         };
         self.ok();
@@ -305,12 +292,7 @@ impl KubeWatcher {
             self.config.watch_timeout + (self.config.watch_timeout / 2).min(STALL_MARGIN);
         loop {
             let item = match tokio::time::timeout(idle_limit, stream.next()).await {
-                Err(_) => {
-                    return WatchEnd::Relist(
-                        "stalled",
-                        format!("nothing from the watch for {idle_limit:?}"),
-                    );
-                }
+                Err(_) => return WatchEnd::Failed(WatchError::Stalled(idle_limit)),
                 Ok(None) => {
                     // Ended by the server: at its timeout that is normal, earlier it was dropped.
                     return if started.elapsed() + Duration::from_secs(1)
@@ -318,10 +300,15 @@ impl KubeWatcher {
                     {
                         WatchEnd::Timeout
                     } else {
-                        WatchEnd::Retry("closed", "the watch ended early".into())
+                        WatchEnd::Failed(WatchError::ClosedEarly)
                     };
                 }
-                Ok(Some(Err(e))) => return WatchEnd::Retry(classify(&e), e.to_string()),
+                Ok(Some(Err(source))) => {
+                    return WatchEnd::Failed(WatchError::Api {
+                        verb: "watch",
+                        source,
+                    });
+                }
                 Ok(Some(Ok(ev))) => ev,
             };
             self.contact();
@@ -341,20 +328,19 @@ impl KubeWatcher {
                     self.publish();
                 }
                 WatchEvent::Bookmark(b) => rv.clone_from(&b.metadata.resource_version),
-                WatchEvent::Error(status) if status.code == 410 => {
-                    // Our version is compacted away: only a fresh list helps (the incident's
-                    // watcher retried the same version forever).
-                    return WatchEnd::Relist("gone", status.message.clone());
-                }
                 WatchEvent::Error(status) => {
-                    let reason = if status.code >= 500 {
-                        "server_error"
-                    } else {
-                        "client_error"
-                    };
-                    return WatchEnd::Relist(reason, status.message.clone());
+                    // 410: our version is compacted away, only a fresh list helps (the
+                    // incident's watcher retried the same version forever). Any other error
+                    // event also starts over with a list.
+                    return WatchEnd::Failed(WatchError::ErrorEvent {
+                        code: status.code,
+                        message: status.message.clone(),
+                    });
                 }
             }
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

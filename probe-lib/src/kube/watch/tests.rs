@@ -1,0 +1,375 @@
+//! The list/watch state machine against an API answered in process: `kube::Client` over a
+//! tower service that hands every request to the test, which answers it (or drops it). Time
+//! is tokio's paused clock, so stalls and backoff take no real time and are measured exactly.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant as TokioInstant;
+
+use super::*;
+use crate::model::RestartReason;
+
+type TestBody = UnsyncBoxBody<Bytes, Infallible>;
+type Exchange = (
+    Request<kube::client::Body>,
+    oneshot::Sender<Response<TestBody>>,
+);
+
+/// Every request goes to the test; a dropped answer is a broken connection.
+#[derive(Clone)]
+struct Scripted(mpsc::UnboundedSender<Exchange>);
+
+impl tower::Service<Request<kube::client::Body>> for Scripted {
+    type Response = Response<TestBody>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<kube::client::Body>) -> Self::Future {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.0.send((req, tx));
+        Box::pin(async move {
+            rx.await.map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::ConnectionReset, "test dropped it")
+            })
+        })
+    }
+}
+
+/// One request as the watcher made it.
+struct Call {
+    watch: bool,
+    resource_version: Option<String>,
+    at: TokioInstant,
+    reply: oneshot::Sender<Response<TestBody>>,
+}
+
+impl Call {
+    fn json(self, status: StatusCode, body: Value) {
+        let body = Full::new(Bytes::from(body.to_string())).boxed_unsync();
+        let _ = self
+            .reply
+            .send(Response::builder().status(status).body(body).unwrap());
+    }
+
+    fn list(self, rv: &str, pods: &[Value]) {
+        assert!(!self.watch, "expected a list");
+        self.json(
+            StatusCode::OK,
+            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": rv}, "items": pods}),
+        );
+    }
+
+    fn status(self, code: u16) {
+        self.json(
+            StatusCode::from_u16(code).unwrap(),
+            json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": code, "reason": "Test", "message": format!("status {code}")}),
+        );
+    }
+
+    /// A streaming watch answer; events are written to the returned sender, and the stream
+    /// ends when it is dropped.
+    fn stream(self) -> mpsc::UnboundedSender<Value> {
+        assert!(self.watch, "expected a watch");
+        let (tx, rx) = mpsc::unbounded_channel::<Value>();
+        let events = futures::stream::unfold(rx, |mut rx| async move {
+            let ev = rx.recv().await?;
+            let line = Bytes::from(format!("{ev}\n"));
+            Some((Ok::<_, Infallible>(Frame::data(line)), rx))
+        });
+        let body = StreamBody::new(events).boxed_unsync();
+        let _ = self
+            .reply
+            .send(Response::builder().status(200).body(body).unwrap());
+        tx
+    }
+}
+
+struct Harness {
+    calls: mpsc::UnboundedReceiver<Exchange>,
+    view: watch::Receiver<Arc<KubeView>>,
+    metrics: KubeMetrics,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+const WATCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Harness {
+    fn start() -> Self {
+        let (tx, calls) = mpsc::unbounded_channel();
+        let client = kube::Client::new(Scripted(tx), "default");
+        let metrics = KubeMetrics::default();
+        let config = WatchConfig {
+            node: "n1".into(),
+            watch_timeout: WATCH_TIMEOUT,
+            page_size: 100,
+        };
+        let (watcher, view) = KubeWatcher::new(client, config, metrics.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(watcher.run(async {
+            let _ = stopped.await;
+        }));
+        Harness {
+            calls,
+            view,
+            metrics,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// The next request (within a generous guard of paused time).
+    async fn next(&mut self) -> Call {
+        let (req, reply) = tokio::time::timeout(Duration::from_secs(3600), self.calls.recv())
+            .await
+            .expect("no request from the watcher")
+            .expect("watcher gone");
+        let query = req.uri().query().unwrap_or("").to_owned();
+        let param = |name: &str| {
+            query.split('&').find_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                (k == name).then(|| v.to_owned())
+            })
+        };
+        assert_eq!(req.uri().path(), "/api/v1/pods");
+        assert_eq!(
+            param("fieldSelector").as_deref(),
+            Some("spec.nodeName%3Dn1")
+        );
+        Call {
+            watch: param("watch").as_deref() == Some("true"),
+            resource_version: param("resourceVersion"),
+            at: TokioInstant::now(),
+            reply,
+        }
+    }
+
+    fn health(&self) -> KubeHealth {
+        self.view.borrow().health.clone()
+    }
+
+    /// Let the watcher run until it waits again.
+    async fn settle(&self) {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().map(|s| s.send(()));
+        self.task.await.unwrap();
+    }
+}
+
+fn pod(name: &str, rv: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "team", "uid": format!("uid-{name}"), "resourceVersion": rv},
+        "spec": {"nodeName": "n1"},
+        "status": {"phase": "Running", "podIP": "10.244.0.5", "podIPs": [{"ip": "10.244.0.5"}]}
+    })
+}
+
+fn event(kind: &str, object: Value) -> Value {
+    json!({"type": kind, "object": object})
+}
+
+fn bookmark(rv: &str) -> Value {
+    event(
+        "BOOKMARK",
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"resourceVersion": rv}}),
+    )
+}
+
+fn gone_event() -> Value {
+    event(
+        "ERROR",
+        json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 410, "reason": "Expired", "message": "too old resource version"}),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn lists_then_watches_from_the_listed_version_and_applies_events() {
+    let mut h = Harness::start();
+    h.next().await.list("5", &[pod("a", "4")]);
+    let w = h.next().await;
+    assert!(w.watch);
+    assert_eq!(w.resource_version.as_deref(), Some("5"));
+    let events = w.stream();
+    events.send(event("ADDED", pod("b", "6"))).unwrap();
+    h.settle().await;
+    let names: Vec<String> = h
+        .view
+        .borrow()
+        .pods
+        .iter()
+        .map(|t| t.pod.name.clone())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    assert!(h.view.borrow().synced);
+    assert!(h.health().healthy && h.metrics.is_healthy());
+    assert_eq!(h.metrics.request_count("list"), 1);
+    assert_eq!(h.metrics.request_count("watch"), 1);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn bookmarks_advance_the_resource_version_and_a_timed_out_watch_is_no_error() {
+    let mut h = Harness::start();
+    h.next().await.list("5", &[]);
+    let events = h.next().await.stream();
+    events.send(bookmark("9")).unwrap();
+    events.send(event("MODIFIED", pod("a", "11"))).unwrap();
+    events.send(bookmark("12")).unwrap();
+    h.settle().await;
+    // The server ends the watch at its timeout: the next one continues from the bookmark.
+    tokio::time::sleep(WATCH_TIMEOUT).await;
+    drop(events);
+    let next = h.next().await;
+    assert!(next.watch, "a watch ended at its timeout must not re-list");
+    assert_eq!(next.resource_version.as_deref(), Some("12"));
+    assert_eq!(h.health().restarts, 0, "{:?}", h.health().last_error);
+    assert!(h.health().healthy);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn gone_as_event_or_status_relists_never_retries_the_version() {
+    let mut h = Harness::start();
+    h.next().await.list("5", &[]);
+    let events = h.next().await.stream();
+    events.send(gone_event()).unwrap();
+    let relist = h.next().await;
+    assert!(!relist.watch, "410 must be followed by a list");
+    relist.list("20", &[]);
+    // The watch start itself answered 410.
+    let w = h.next().await;
+    assert_eq!(w.resource_version.as_deref(), Some("20"));
+    w.status(410);
+    let relist = h.next().await;
+    assert!(!relist.watch);
+    assert_eq!(h.metrics.restart_count(RestartReason::Gone), 2);
+    assert_eq!(h.health().restarts, 2);
+    drop(events);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_watch_is_stalled_after_its_timeout_plus_margin_and_relists() {
+    let mut h = Harness::start();
+    h.next().await.list("5", &[]);
+    let w = h.next().await;
+    let started = w.at;
+    let events = w.stream(); // open, silent
+    let relist = h.next().await;
+    let silent = relist.at - started;
+    // 10 s timeout + min(5 s, 30 s) margin, plus at most 1.25 × the first backoff step.
+    assert!(silent >= Duration::from_secs(15), "{silent:?}");
+    assert!(
+        silent <= Duration::from_secs(15) + BACKOFF_MIN.mul_f64(1.25),
+        "{silent:?}"
+    );
+    assert!(!relist.watch, "a stalled watch is replaced by a fresh list");
+    assert_eq!(h.metrics.restart_count(RestartReason::Stalled), 1);
+    let health = h.health();
+    assert!(!health.healthy && !h.metrics.is_healthy());
+    assert!(health.unhealthy_since.is_some());
+    assert!(health.last_error.unwrap().starts_with("stalled: "));
+    drop(events);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_errors_and_early_ends_retry_the_same_version_with_growing_backoff() {
+    let mut h = Harness::start();
+    h.next().await.list("5", &[]);
+    let w = h.next().await;
+    let mut last = w.at;
+    w.status(503);
+    let mut gaps = Vec::new();
+    for _ in 0..3 {
+        let w = h.next().await;
+        assert!(w.watch, "a 5xx on the watch retries the watch");
+        assert_eq!(w.resource_version.as_deref(), Some("5"));
+        gaps.push(w.at - last);
+        last = w.at;
+        w.status(503);
+    }
+    h.settle().await;
+    // 200 ms, 400 ms, 800 ms steps, each within [0.75, 1.25).
+    for (gap, step) in gaps.iter().zip([200u64, 400, 800]) {
+        let step = Duration::from_millis(step);
+        assert!(
+            *gap >= step.mul_f64(0.75) && *gap < step.mul_f64(1.25),
+            "{gaps:?}"
+        );
+    }
+    assert_eq!(h.metrics.restart_count(RestartReason::ServerError), 4);
+    // A stream that ends long before its timeout is a restart too, not a quiet success.
+    let events = h.next().await.stream();
+    drop(events);
+    let w = h.next().await;
+    assert!(w.watch);
+    assert_eq!(h.metrics.restart_count(RestartReason::Closed), 1);
+    // A broken connection.
+    drop(w);
+    let w = h.next().await;
+    assert!(w.watch);
+    assert_eq!(h.metrics.restart_count(RestartReason::Connect), 1);
+    drop(w);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_successful_list_resets_the_backoff_and_restores_health() {
+    let mut h = Harness::start();
+    let first = h.next().await;
+    let mut last = first.at;
+    first.status(500);
+    for _ in 0..4 {
+        let l = h.next().await;
+        last = l.at;
+        l.status(500);
+    }
+    assert!(!h.health().healthy);
+    let unhealthy_since = h.health().unhealthy_since.expect("unhealthy");
+    // Failing again does not move the start of the unhealthy spell.
+    let l = h.next().await;
+    assert!(
+        l.at - last >= Duration::from_millis(2400),
+        "backoff did not grow"
+    );
+    assert_eq!(h.health().unhealthy_since, Some(unhealthy_since));
+    l.list("7", &[]);
+    let w = h.next().await;
+    h.settle().await;
+    let health = h.health();
+    assert!(health.healthy && h.metrics.is_healthy());
+    assert_eq!(health.unhealthy_since, None);
+    assert_eq!(health.restarts, 5);
+    assert!(health.last_error.unwrap().starts_with("server_error: "));
+    // After the success the next failure waits the first step again.
+    let failed_at = w.at;
+    w.status(500);
+    let again = h.next().await;
+    assert!(
+        again.at - failed_at < BACKOFF_MIN.mul_f64(1.25),
+        "backoff not reset"
+    );
+    drop(again);
+    h.stop().await;
+}

@@ -1,0 +1,327 @@
+//! Every closed set of label values podnet exports: reasons, causes, results. Each enum is
+//! declared once with its stable string, so `ALL` cannot miss a variant and `as_str` cannot
+//! disagree with it (the values are documented in `docs/metrics.md`).
+
+use serde::{Serialize, Serializer};
+
+/// An enum whose values are Prometheus label values and `/status` strings.
+pub trait LabelEnum: Copy + Eq + std::hash::Hash + std::fmt::Debug + 'static {
+    /// Every value, in declaration order.
+    const ALL: &'static [Self];
+    /// Stable label value.
+    fn as_str(self) -> &'static str;
+}
+
+/// Declares a label enum: the variants, `ALL` (generated from the same list, so complete by
+/// construction), `as_str`, and serialisation as that string.
+macro_rules! label_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $($(#[$vmeta:meta])* $variant:ident => $value:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every value, for zero-initialised counters, documentation and exhaustive tests.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// Stable label value.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $value,)+
+                }
+            }
+        }
+
+        impl LabelEnum for $name {
+            const ALL: &'static [Self] = $name::ALL;
+            fn as_str(self) -> &'static str {
+                $name::as_str(self)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+    };
+}
+
+label_enum! {
+    /// Why one pod is not wired correctly (the `reason` label of `podnet_pod_route_problem`).
+    pub enum PodReason {
+        /// The pod's host-side interface does not exist.
+        InterfaceMissing => "interface_missing",
+        /// The host-side interface is administratively down or has no carrier.
+        InterfaceDown => "interface_down",
+        /// No `<podIP>/32` (`/128`) route in the main table.
+        RouteMissing => "route_missing",
+        /// The pod IP's route goes out of another device.
+        RouteWrongInterface => "route_wrong_interface",
+        /// The pod IP's route is a blackhole, unreachable or prohibit route.
+        RouteNotUnicast => "route_not_unicast",
+        /// `proxy_arp` is off on the host interface: the pod cannot resolve its gateway
+        /// 169.254.1.1.
+        ProxyArpDisabled => "proxy_arp_disabled",
+        /// Forwarding is off on the host interface (while on for the node): nothing the pod
+        /// sends leaves the node.
+        ForwardingDisabled => "forwarding_disabled",
+        /// Inside the pod's namespace, its end of the veth is down (seen by the prober).
+        PodInterfaceDown => "pod_interface_down",
+        /// Inside the pod's namespace, the default route of the IP's family is missing (seen
+        /// by the prober).
+        PodDefaultRouteMissing => "pod_default_route_missing",
+    }
+}
+
+label_enum! {
+    /// Why the node as a whole cannot carry pod traffic (the `reason` label of
+    /// `podnet_node_problem`).
+    pub enum NodeReason {
+        /// `net.ipv4.ip_forward` (or `net.ipv6.conf.all.forwarding` with IPv6 pods) is 0.
+        ForwardingDisabled => "forwarding_disabled",
+        /// A probe target fails from every pod while their gateways answer: the target or the
+        /// path beyond the node is broken (detail: the target's name).
+        TargetUnreachable => "target_unreachable",
+        /// A pod route (`/32`, `/128` via a pod interface) for an IP no pod here owns.
+        OrphanedRoute => "orphaned_route",
+        /// A pod interface that belongs to no pod here.
+        OrphanedInterface => "orphaned_interface",
+        /// The Kubernetes watch has been unhealthy for longer than the threshold: the pod set
+        /// may be stale.
+        KubeWatchStalled => "kube_watch_stalled",
+    }
+}
+
+label_enum! {
+    /// Why a full re-dump of the host state happened (the `cause` label of
+    /// `podnet_netlink_resyncs_total`).
+    pub enum ResyncCause {
+        /// The first dump after start.
+        Startup => "startup",
+        /// The periodic safety net (`--resync-interval`).
+        Periodic => "periodic",
+        /// The kernel dropped notifications (`ENOBUFS`).
+        Overrun => "overrun",
+        /// A link went down or vanished: the kernel drops its routes without telling anyone.
+        LinkDown => "link_down",
+        /// The event subscription failed and was re-established, or a dump failed and is
+        /// retried.
+        Error => "error",
+    }
+}
+
+label_enum! {
+    /// Why the Kubernetes watch started over (the `reason` label of
+    /// `podnet_kube_watch_restarts_total`).
+    pub enum RestartReason {
+        /// 410 Gone: the resource version was compacted away; a fresh list follows.
+        Gone => "gone",
+        /// A 5xx answer or watch `ERROR` event.
+        ServerError => "server_error",
+        /// Any other error status (4xx).
+        ClientError => "client_error",
+        /// The connection could not be made or broke.
+        Connect => "connect",
+        /// A list page or the start of a watch took too long.
+        Timeout => "timeout",
+        /// A watch sent nothing, not even a bookmark, for longer than its timeout plus a margin.
+        Stalled => "stalled",
+        /// The server ended the watch before its timeout.
+        Closed => "closed",
+        /// An answer could not be decoded.
+        Decode => "decode",
+    }
+}
+
+label_enum! {
+    /// Result of one probe (the `result` label).
+    pub enum ProbeResult {
+        /// Answered.
+        Ok => "ok",
+        /// No answer within `--probe-timeout`.
+        Timeout => "timeout",
+        /// TCP reset: the path works, nothing listens. Not a reachability failure.
+        Refused => "refused",
+        /// An ICMP unreachable came back, or the kernel had no route (EHOSTUNREACH,
+        /// ENETUNREACH).
+        Unreachable => "unreachable",
+        /// Anything else (socket errors, a namespace that could not be entered).
+        Error => "error",
+    }
+}
+
+impl ProbeResult {
+    /// Counts towards "cannot reach": everything but ok and refused.
+    pub const fn is_failure(self) -> bool {
+        !matches!(self, ProbeResult::Ok | ProbeResult::Refused)
+    }
+}
+
+label_enum! {
+    /// Probe protocol (the `protocol` label).
+    pub enum Protocol {
+        /// ICMP / ICMPv6 echo.
+        Icmp => "icmp",
+        /// TCP connect.
+        Tcp => "tcp",
+    }
+}
+
+label_enum! {
+    /// Where a probe is sent from (the `direction` label).
+    pub enum Direction {
+        /// From inside the pod's network namespace to a target.
+        PodToTarget => "pod_to_target",
+        /// From the host to the pod's IP.
+        HostToPod => "host_to_pod",
+    }
+}
+
+/// Where the expected pods come from (`pod_source` in `/status`). Not a label: one value
+/// carries an explanation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum SourceName {
+    /// Node mode: the node's own interfaces.
+    #[default]
+    Node,
+    /// The Kubernetes API.
+    Kubernetes,
+    /// The Kubernetes API is the source, but no list has completed yet: the node's own
+    /// interfaces stand in.
+    NodeUntilListed,
+}
+
+impl SourceName {
+    /// Every value.
+    pub const ALL: &'static [SourceName] = &[
+        SourceName::Node,
+        SourceName::Kubernetes,
+        SourceName::NodeUntilListed,
+    ];
+
+    /// The `/status` string.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SourceName::Node => "node",
+            SourceName::Kubernetes => "kubernetes",
+            SourceName::NodeUntilListed => "node (waiting for the Kubernetes API)",
+        }
+    }
+}
+
+impl Serialize for SourceName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    /// `ALL` holds every value once, and the strings are distinct snake_case label values.
+    fn check<T: LabelEnum>(expected_len: usize) {
+        assert_eq!(T::ALL.len(), expected_len, "{:?}", T::ALL);
+        let values: HashSet<T> = T::ALL.iter().copied().collect();
+        assert_eq!(values.len(), T::ALL.len(), "duplicate in ALL: {:?}", T::ALL);
+        let strings: HashSet<&str> = T::ALL.iter().map(|v| v.as_str()).collect();
+        assert_eq!(
+            strings.len(),
+            T::ALL.len(),
+            "duplicate label value in {:?}",
+            T::ALL
+        );
+        for s in strings {
+            assert!(
+                !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{s}"
+            );
+            assert_eq!(serde_json::to_value(s).unwrap(), s);
+        }
+    }
+
+    /// The lengths come from exhaustive matches: adding a variant without a string (or a
+    /// string twice) fails here or does not compile.
+    #[test]
+    fn every_label_enum_is_complete_and_distinct() {
+        fn pod(r: PodReason) -> usize {
+            use PodReason::*;
+            match r {
+                InterfaceMissing
+                | InterfaceDown
+                | RouteMissing
+                | RouteWrongInterface
+                | RouteNotUnicast
+                | ProxyArpDisabled
+                | ForwardingDisabled
+                | PodInterfaceDown
+                | PodDefaultRouteMissing => 9,
+            }
+        }
+        fn node(r: NodeReason) -> usize {
+            use NodeReason::*;
+            match r {
+                ForwardingDisabled | TargetUnreachable | OrphanedRoute | OrphanedInterface
+                | KubeWatchStalled => 5,
+            }
+        }
+        fn resync(r: ResyncCause) -> usize {
+            use ResyncCause::*;
+            match r {
+                Startup | Periodic | Overrun | LinkDown | Error => 5,
+            }
+        }
+        fn restart(r: RestartReason) -> usize {
+            use RestartReason::*;
+            match r {
+                Gone | ServerError | ClientError | Connect | Timeout | Stalled | Closed
+                | Decode => 8,
+            }
+        }
+        fn result(r: ProbeResult) -> usize {
+            use ProbeResult::*;
+            match r {
+                Ok | Timeout | Refused | Unreachable | Error => 5,
+            }
+        }
+        check::<PodReason>(pod(PodReason::ALL[0]));
+        check::<NodeReason>(node(NodeReason::ALL[0]));
+        check::<ResyncCause>(resync(ResyncCause::ALL[0]));
+        check::<RestartReason>(restart(RestartReason::ALL[0]));
+        check::<ProbeResult>(result(ProbeResult::ALL[0]));
+        check::<Protocol>(match Protocol::Icmp {
+            Protocol::Icmp | Protocol::Tcp => 2,
+        });
+        check::<Direction>(match Direction::HostToPod {
+            Direction::PodToTarget | Direction::HostToPod => 2,
+        });
+        let source = match SourceName::Node {
+            SourceName::Node | SourceName::Kubernetes | SourceName::NodeUntilListed => 3,
+        };
+        assert_eq!(SourceName::ALL.len(), source);
+        let names: HashSet<&str> = SourceName::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names.len(), source);
+    }
+
+    #[test]
+    fn serialised_as_label_value() {
+        assert_eq!(
+            serde_json::to_value(NodeReason::KubeWatchStalled).unwrap(),
+            "kube_watch_stalled"
+        );
+        assert_eq!(
+            serde_json::to_value(Direction::PodToTarget).unwrap(),
+            "pod_to_target"
+        );
+    }
+}

@@ -1,0 +1,49 @@
+//! The shared vocabulary of every layer: pod identity, label enums (reasons, causes, results),
+//! the probe observation, the prober's pod set, the watch's health, and the counters sources
+//! update and exporters read. A leaf: it imports nothing from the crate but `util`, so any
+//! layer may use it and it can never close a cycle (`tests/layering.rs`).
+
+mod counters;
+mod labels;
+mod pods;
+
+use std::time::Duration;
+
+pub use counters::{KubeMetrics, MonitorMetrics, ProbeMetrics};
+pub use labels::{
+    Direction, LabelEnum, NodeReason, PodReason, ProbeResult, Protocol, RestartReason, ResyncCause,
+    SourceName,
+};
+pub use pods::{ExpectedPod, KubeHealth, KubeStatus, PodEntry, PodId, PodSet};
+
+/// One probe's outcome with its round-trip time (measured around the exchange by podnet,
+/// not taken from the ICMP library).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    /// The result.
+    pub result: ProbeResult,
+    /// Round-trip time of an answered probe (ok or refused).
+    pub rtt: Option<Duration>,
+    /// Evidence for logs and `/status` (the error, the ICMP type).
+    pub detail: Option<String>,
+}
+
+impl Observation {
+    /// An answered probe.
+    pub fn answered(result: ProbeResult, rtt: Duration) -> Self {
+        Observation {
+            result,
+            rtt: Some(rtt),
+            detail: None,
+        }
+    }
+
+    /// A probe without an answer.
+    pub fn failed(result: ProbeResult, detail: impl Into<String>) -> Self {
+        Observation {
+            result,
+            rtt: None,
+            detail: Some(detail.into()),
+        }
+    }
+}

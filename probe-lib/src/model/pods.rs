@@ -1,0 +1,88 @@
+//! Pods as every layer names them: who a pod is, what is expected of it, what the prober is
+//! handed, and the Kubernetes watch's health as `/status` shows it.
+
+use std::net::IpAddr;
+use std::time::{Instant, SystemTime};
+
+use serde::Serialize;
+
+/// A pod's identity. Both fields are empty when the pod was found from its interface alone
+/// (node mode), where no API tells us its name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct PodId {
+    /// Kubernetes namespace.
+    pub namespace: String,
+    /// Pod name.
+    #[serde(rename = "pod")]
+    pub name: String,
+}
+
+/// A pod that should be wired on this node: its host-side interface and its IPs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExpectedPod {
+    /// Who it is.
+    #[serde(flatten)]
+    pub id: PodId,
+    /// Host-side interface that must carry its routes (`cali…`).
+    pub interface: String,
+    /// Its IPs (at most one per family in practice), sorted.
+    pub ips: Vec<IpAddr>,
+    /// Its IPs are newer than the wiring grace period: a missing interface is not a problem
+    /// yet (the CNI may still be wiring it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub in_grace: bool,
+}
+
+/// What the prober needs from the monitor: the pods to probe, where they live, and the node's
+/// addresses. Published only when it changes, not on every verdict.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodSet {
+    /// A full read of the node's state has happened.
+    pub synced: bool,
+    /// The node's own addresses.
+    pub node_ips: Vec<IpAddr>,
+    /// Pods with at least one IP.
+    pub pods: Vec<PodEntry>,
+}
+
+/// One pod to probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodEntry {
+    /// Host interface (the key).
+    pub interface: String,
+    /// Its IPs.
+    pub ips: Vec<IpAddr>,
+    /// Its namespace id as seen from the host.
+    pub netnsid: Option<i32>,
+    /// Its interface index inside its namespace.
+    pub peer_index: Option<u32>,
+}
+
+/// The state of the watch, for `/status`, `/readyz` and the node-level problem.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct KubeHealth {
+    /// Listing and watching work.
+    pub healthy: bool,
+    /// Since when it has not been healthy (`None` while healthy).
+    #[serde(skip)]
+    pub unhealthy_since: Option<Instant>,
+    /// The last list, watch event or bookmark.
+    #[serde(serialize_with = "crate::util::clock::serialize_unix_seconds")]
+    pub last_event: Option<SystemTime>,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+    /// Watch restarts so far (any reason).
+    pub restarts: u64,
+}
+
+/// The Kubernetes part of `/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct KubeStatus {
+    /// A full list has completed.
+    pub synced: bool,
+    /// Pods the API puts on this node (running or not, host network excluded).
+    pub pods: usize,
+    /// The watch's health.
+    #[serde(flatten)]
+    pub health: KubeHealth,
+}
