@@ -15,6 +15,8 @@ struct Kernel {
     dump: HostDump,
     peers: HashMap<i32, Vec<Address>>,
     subscribers: Vec<mpsc::UnboundedSender<KernelEvent>>,
+    /// Events the current subscribers receive right after the next dump was taken.
+    backlog: Vec<(mpsc::UnboundedSender<KernelEvent>, KernelEvent)>,
     dumps: usize,
     failing_dumps: u32,
 }
@@ -55,6 +57,22 @@ impl FakeHost {
         self.lock()
             .subscribers
             .retain(|s| s.send(KernelEvent::Overrun).is_ok());
+    }
+
+    /// Lose events as a real netlink socket does: report the overrun now, and deliver `stale`
+    /// (what was queued before the loss; the state does not change) to the same subscribers
+    /// only after the next dump — the order in which the kernel hands out a socket's backlog
+    /// to a reader that re-dumps at once.
+    pub fn overrun_with_backlog(&self, stale: Vec<KernelEvent>) {
+        let mut k = self.lock();
+        k.subscribers
+            .retain(|s| s.send(KernelEvent::Overrun).is_ok());
+        let backlog: Vec<_> = k
+            .subscribers
+            .iter()
+            .flat_map(|s| stale.iter().map(move |ev| (s.clone(), ev.clone())))
+            .collect();
+        k.backlog.extend(backlog);
     }
 
     /// Set the addresses inside a peer namespace.
@@ -114,7 +132,11 @@ impl HostNetwork for FakeHost {
             return Err(Error::Timeout("fake dump"));
         }
         k.dumps += 1;
-        Ok(k.dump.clone())
+        let dump = k.dump.clone();
+        for (s, ev) in std::mem::take(&mut k.backlog) {
+            let _ = s.send(ev);
+        }
+        Ok(dump)
     }
 
     async fn peer_addresses(&self, netnsid: i32) -> Result<Vec<Address>, Error> {

@@ -167,6 +167,32 @@ async fn overrun_resyncs_and_finds_silent_changes() {
     m.stop().await;
 }
 
+/// Regression (issue 11, netlink storm): events queued before an overrun and delivered after
+/// the re-read must not undo it. Here a route was deleted and re-added, the re-add lost: the
+/// stale deletion kept `route_missing` on a healthy pod until the next periodic re-sync.
+#[tokio::test(start_paused = true)]
+async fn a_stale_backlog_after_an_overrun_does_not_undo_the_resync() {
+    let host = fake_node();
+    let mut m = start(host.clone(), Duration::from_secs(3600));
+    m.until("healthy", healthy_with(2)).await;
+    host.overrun_with_backlog(vec![KernelEvent::RouteRemoved(host_route("10.244.0.1", 5))]);
+    for _ in 0..50 {
+        sleep(Duration::from_millis(10)).await;
+        if m.metrics.resync_count(ResyncCause::Overrun) == 1 {
+            break;
+        }
+    }
+    assert_eq!(m.metrics.resync_count(ResyncCause::Overrun), 1);
+    sleep(Duration::from_secs(1)).await;
+    let s = m.rx.borrow().clone();
+    assert!(
+        reasons(&s).is_empty(),
+        "stale event applied: {:?}",
+        reasons(&s)
+    );
+    m.stop().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn periodic_resync_is_the_safety_net() {
     let host = fake_node();
