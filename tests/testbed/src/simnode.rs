@@ -774,7 +774,7 @@ async fn link_up(h: &Handle, name: &str) -> Result<()> {
 }
 
 /// `ip link set dev INDEX up|down`.
-async fn set_link(h: &Handle, index: u32, up: bool) -> Result<()> {
+pub async fn set_link(h: &Handle, index: u32, up: bool) -> Result<()> {
     let b = LinkUnspec::new_with_index(index);
     let msg = if up { b.up() } else { b.down() }.build();
     h.link().set(msg).execute().await?;
