@@ -384,6 +384,13 @@ fn flapping_route(node: &mut SimNode, agent: &Agent, sentinel: &Sentinel) {
         ..Allowed::default()
     });
     let before = agent.metrics().unwrap();
+    let raised = |m: &Samples| {
+        m.value_with(
+            "podnet_pod_problems_raised_total",
+            &[("reason", "route_missing")],
+        )
+        .unwrap_or(-1.0)
+    };
     let events_before = before.value("podnet_netlink_events_total").unwrap_or(0.0);
     let log_before = agent.log().lines().count();
     let flaps = seconds * 2;
@@ -407,6 +414,12 @@ fn flapping_route(node: &mut SimNode, agent: &Agent, sentinel: &Sentinel) {
         .wait_metrics("flapping: recovery", WAIT, |m| all_healthy(m, PODS))
         .unwrap();
     let after = agent.metrics().unwrap();
+    // Every deletion counted once, whether or not a scrape fell inside it.
+    assert_eq!(
+        raised(&after) - raised(&before),
+        (flaps / 2) as f64,
+        "flaps counted"
+    );
     let events = after.value("podnet_netlink_events_total").unwrap_or(0.0) - events_before;
     assert!(
         events >= flaps as f64,

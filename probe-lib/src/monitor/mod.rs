@@ -422,7 +422,12 @@ impl<H: HostNetwork> Monitor<H> {
         verdicts
             .node
             .extend(expectation.node_problems.iter().cloned());
-        log_changes(&self.last.verdicts, &verdicts, !self.last.synced);
+        log_changes(
+            &self.last.verdicts,
+            &verdicts,
+            !self.last.synced,
+            &self.metrics,
+        );
         let snap = Arc::new(Snapshot {
             node: self.config.node_name.clone(),
             pod_source: expectation.source_name,
@@ -483,12 +488,14 @@ fn display_ip(ip: Option<std::net::IpAddr>) -> String {
     ip.map(|i| i.to_string()).unwrap_or_default()
 }
 
-/// One log line per problem that appeared or cleared, and per node problem.
-fn log_changes(before: &Verdicts, after: &Verdicts, initial: bool) {
+/// One log line per problem that appeared or cleared, and per node problem; appeared pod
+/// problems are counted.
+fn log_changes(before: &Verdicts, after: &Verdicts, initial: bool, metrics: &MonitorMetrics) {
     let old = problem_set(before);
     let new = problem_set(after);
     for (key, (pod, p)) in &new {
         if !old.contains_key(key) {
+            metrics.problem_raised(p.reason);
             warn!(
                 namespace = %pod.id.namespace, pod = %pod.id.name, interface = %pod.interface,
                 ip = %display_ip(p.ip), reason = p.reason.as_str(), detail = %p.detail,

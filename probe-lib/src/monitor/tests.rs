@@ -7,6 +7,7 @@ use super::*;
 use crate::host::fake::FakeHost;
 use crate::host::{Address, HostDump, KernelEvent, Route};
 use crate::metrics::Metrics;
+use crate::model::PodReason;
 
 use crate::fixtures::veth;
 
@@ -133,6 +134,22 @@ async fn route_deletion_event_is_judged_without_a_dump() {
     assert_eq!(host.dumps(), 1, "a route event must not need a re-dump");
     host.emit(KernelEvent::RouteAdded(host_route("10.244.0.2", 6)));
     m.until("repaired", healthy_with(2)).await;
+    m.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_flap_of_a_route_is_counted_once() {
+    let host = fake_node();
+    let mut m = start(host.clone(), Duration::from_secs(3600));
+    m.until("healthy", healthy_with(2)).await;
+    for flap in 1..=3 {
+        host.emit(KernelEvent::RouteRemoved(host_route("10.244.0.2", 6)));
+        m.until("route missing", |s| !reasons(s).is_empty()).await;
+        host.emit(KernelEvent::RouteAdded(host_route("10.244.0.2", 6)));
+        m.until("repaired", healthy_with(2)).await;
+        assert_eq!(m.metrics.problems_raised(PodReason::RouteMissing), flap);
+    }
+    assert_eq!(m.metrics.problems_raised(PodReason::InterfaceDown), 0);
     m.stop().await;
 }
 
