@@ -30,6 +30,12 @@ pub struct TargetVerdict {
     /// Failing for every pod while their gateways answer: reported once, at node level
     /// (`target_unreachable`), not as a pod failure.
     pub node_wide: bool,
+    /// Failing, but not reported yet: a target beyond the pod that no other pod reached all
+    /// through this pod's failures, while some other pod has not probed it since they began
+    /// (or is confirming its own failure) — it may turn out node-wide — or reaches it again
+    /// since this pod last probed it — it may be back. Lasts at most about one probe interval.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
     /// Why it fails, when the node can tell (a wiring reason, `forwarding_disabled`,
     /// `gateway_unreachable`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -37,9 +43,9 @@ pub struct TargetVerdict {
 }
 
 impl TargetVerdict {
-    /// Failing and not explained at node level: a pod alarm.
+    /// Failing, not explained at node level and not pending: a pod alarm.
     pub fn is_pod_failure(&self) -> bool {
-        self.failing && !self.node_wide
+        self.failing && !self.node_wide && !self.pending
     }
 }
 
@@ -60,6 +66,7 @@ pub(super) fn judge(pods: &mut [PodVerdict], view: &ProbeView<'_>, node: &mut Ve
                 state: d.clone(),
                 failing: d.is_failing(view.failure_threshold),
                 node_wide: false,
+                pending: false,
                 diagnosis: None,
             })
             .collect();
@@ -78,6 +85,7 @@ pub(super) fn judge(pods: &mut [PodVerdict], view: &ProbeView<'_>, node: &mut Ve
             detail: target,
         });
     }
+    mark_pending(pods);
     // Forwarding off on the node cuts every pod off: the kernel neither forwards nor answers
     // ARP for the gateway (proxy ARP needs forwarding) nor sends ICMP errors. One node
     // problem, not a pod alarm per pod and target.
@@ -172,6 +180,59 @@ fn node_wide_failures(pods: &[PodVerdict]) -> Vec<String> {
         })
         .map(str::to_owned)
         .collect()
+}
+
+/// Hold back pod failures of targets beyond the pod that may yet turn out node-wide (see
+/// [`TargetVerdict::pending`]). Pods are probed at different points of the interval: without
+/// this, when a target goes down for everyone, each pod raised its own alarm until the last
+/// one had failed and the node-level verdict formed.
+fn mark_pending(pods: &mut [PodVerdict]) {
+    let candidate = |t: &TargetVerdict| {
+        t.state.direction == Direction::PodToTarget && t.state.target != GATEWAY_TARGET
+    };
+    let mut pending = Vec::new();
+    for (i, pv) in pods.iter().enumerate() {
+        for (k, t) in pv.probes.iter().enumerate() {
+            if !candidate(t) || !t.failing || t.node_wide {
+                continue;
+            }
+            let since = t.state.failing_since.unwrap_or(0);
+            let others: Vec<&TargetVerdict> = pods
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .flat_map(|(_, p)| &p.probes)
+                .filter(|u| u.state.target == t.state.target)
+                .collect();
+            // Another pod reached it all through this pod's failures (its run of successes
+            // began no later than this pod's latest failure and goes on after the first):
+            // this pod's own failure.
+            let reached_throughout = others.iter().any(|u| {
+                !u.state.last.is_failure()
+                    && u.state.ok_since.is_some_and(|s| s <= t.state.stamp)
+                    && u.state.stamp > since
+            });
+            // Another pod has not probed it since, or is confirming its own failure: the
+            // target may be down for everyone.
+            let undecided = others.iter().any(|u| {
+                if u.state.last.is_failure() {
+                    !u.failing
+                } else {
+                    u.state.stamp < since
+                }
+            });
+            // Another pod reaches it again since this pod last probed it: it may be back.
+            let stale = others
+                .iter()
+                .any(|u| u.state.ok_since.is_some_and(|s| s > t.state.stamp));
+            if !reached_throughout && (undecided || stale) {
+                pending.push((i, k));
+            }
+        }
+    }
+    for (i, k) in pending {
+        pods[i].probes[k].pending = true;
+    }
 }
 
 fn diagnose(

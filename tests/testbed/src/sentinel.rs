@@ -19,9 +19,6 @@ pub struct Allowed {
     pub interfaces: BTreeSet<String>,
     /// Node reasons that may be present.
     pub node: BTreeSet<String>,
-    /// Probe targets any pod may fail for now without it counting as a violation: a known,
-    /// transient flaw under test. Such scrapes are counted instead ([`Sentinel::tolerated`]).
-    pub tolerated_targets: BTreeSet<String>,
 }
 
 /// Violations kept (the first ones; the count goes on).
@@ -32,7 +29,6 @@ struct Shared {
     allowed: Mutex<Allowed>,
     violations: Mutex<Vec<String>>,
     scrapes: AtomicU64,
-    tolerated: AtomicU64,
     stop: AtomicBool,
 }
 
@@ -49,6 +45,7 @@ impl Sentinel {
         let client = HttpClient::new(netns, PORT)?;
         let shared = Arc::new(Shared::default());
         let s = Arc::clone(&shared);
+        let started = std::time::Instant::now();
         let thread = std::thread::Builder::new()
             .name("sentinel".into())
             .spawn(move || {
@@ -57,16 +54,12 @@ impl Sentinel {
                     // the scrape in flight, so a scrape is never judged by a newer rule.
                     let allowed = s.allowed.lock().unwrap_or_else(PoisonError::into_inner);
                     if let Ok((200, body)) = client.get("/metrics") {
-                        let m = Samples::parse(&body);
-                        let found = violations(&m, &allowed);
+                        let found = violations(&Samples::parse(&body), &allowed);
                         s.scrapes.fetch_add(1, Ordering::Relaxed);
-                        if tolerated(&m, &allowed) {
-                            s.tolerated.fetch_add(1, Ordering::Relaxed);
-                        }
                         let mut v = s.violations.lock().unwrap_or_else(PoisonError::into_inner);
                         for f in found {
                             if v.len() < KEPT {
-                                v.push(f);
+                                v.push(format!("t+{:.2}s {f}", started.elapsed().as_secs_f64()));
                             }
                         }
                     }
@@ -92,11 +85,6 @@ impl Sentinel {
     /// Scrapes judged so far.
     pub fn scrapes(&self) -> u64 {
         self.shared.scrapes.load(Ordering::Relaxed)
-    }
-
-    /// Scrapes that showed a failure on a tolerated target outside the allowed interfaces.
-    pub fn tolerated(&self) -> u64 {
-        self.shared.tolerated.load(Ordering::Relaxed)
     }
 
     /// What was flagged outside the allowed set so far (the first few).
@@ -128,8 +116,7 @@ pub fn violations(m: &Samples, allowed: &Allowed) -> Vec<String> {
     }
     for s in m.named("podnet_pod_probe_failing") {
         let iface = s.labels.get("interface").cloned().unwrap_or_default();
-        let target = s.labels.get("target").cloned().unwrap_or_default();
-        if !allowed.interfaces.contains(&iface) && !allowed.tolerated_targets.contains(&target) {
+        if !allowed.interfaces.contains(&iface) {
             out.push(format!("probe failing on {iface}: {:?}", s.labels));
         }
     }
@@ -139,13 +126,4 @@ pub fn violations(m: &Samples, allowed: &Allowed) -> Vec<String> {
         }
     }
     out
-}
-
-/// The scrape shows a pod outside the allowed interfaces failing a tolerated target.
-fn tolerated(m: &Samples, allowed: &Allowed) -> bool {
-    m.named("podnet_pod_probe_failing").any(|s| {
-        let label = |k: &str| s.labels.get(k).cloned().unwrap_or_default();
-        !allowed.interfaces.contains(&label("interface"))
-            && allowed.tolerated_targets.contains(&label("target"))
-    })
 }
