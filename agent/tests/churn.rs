@@ -224,6 +224,14 @@ fn pod_churn_leaves_no_trace_and_no_false_alarm() {
     assert_eq!(status["pods"].as_array().unwrap().len(), STEADY);
     let v = sentinel.violations();
     assert!(v.is_empty(), "steady pods flagged during churn: {v:#?}");
+    // A deleted namespace's veth goes when the kernel's namespace cleanup runs (a work queue):
+    // give it a moment, then it must be gone, or something still holds the namespace.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let t = Instant::now();
+    while cali_links(&c) != steady_links && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("veths gone {:?} after the checks passed", t.elapsed());
     assert_eq!(cali_links(&c), steady_links, "leaked veths");
     assert_eq!(our_namespaces(&c), netns_before, "leaked namespaces");
 
