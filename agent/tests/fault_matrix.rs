@@ -51,6 +51,9 @@ struct Row {
     failing: &'static [&'static str],
     /// Pods the agent sees during the fault (a deleted veth is no pod in node mode).
     pods: usize,
+    /// Targets other pods may fail for a moment (a known, open flaw recorded in
+    /// docs/reliability.md): counted, not failed on.
+    flash: &'static [&'static str],
 }
 
 const fn row(name: &'static str, victim: Option<usize>, inject: Step, repair: Step) -> Row {
@@ -63,6 +66,7 @@ const fn row(name: &'static str, victim: Option<usize>, inject: Step, repair: St
         node: &[],
         failing: &[],
         pods: PODS,
+        flash: &[],
     }
 }
 
@@ -181,6 +185,8 @@ fn rows() -> Vec<Row> {
         },
         Row {
             node: &["target_unreachable"],
+            // The ICMP target never flashes; the TCP target still may, briefly (open).
+            flash: &[WEB],
             ..row(
                 "outside target blackholed",
                 None,
@@ -292,7 +298,9 @@ fn run_row(node: &mut SimNode, agent: &Agent, sentinel: &Sentinel, r: &Row) -> T
     sentinel.allow(Allowed {
         interfaces: victim.iter().map(|v| v.interface.clone()).collect(),
         node: want_node.clone(),
+        tolerated_targets: strings(r.flash),
     });
+    let tolerated_before = sentinel.tolerated();
     let refused_before = agent
         .metrics()
         .unwrap()
@@ -354,6 +362,7 @@ fn run_row(node: &mut SimNode, agent: &Agent, sentinel: &Sentinel, r: &Row) -> T
         detected,
         recovered,
         total: started.elapsed(),
+        flashes: sentinel.tolerated() - tolerated_before,
     }
 }
 
@@ -362,6 +371,8 @@ struct Timing {
     detected: Duration,
     recovered: Duration,
     total: Duration,
+    /// Scrapes that showed a tolerated flash.
+    flashes: u64,
 }
 
 /// A route deleted and restored every second: the problem follows the kernel, the flaps are
@@ -455,11 +466,12 @@ fn node_mode_fault_matrix() {
     for r in rows().into_iter().filter(|r| wanted(r.name)) {
         let t = run_row(&mut node, &agent, &sentinel, &r);
         eprintln!(
-            "row {:<72} detected {:>5.2}s recovered {:>5.2}s total {:>5.1}s",
+            "row {:<72} detected {:>5.2}s recovered {:>5.2}s total {:>5.1}s flashes {}",
             r.name,
             t.detected.as_secs_f64(),
             t.recovered.as_secs_f64(),
-            t.total.as_secs_f64()
+            t.total.as_secs_f64(),
+            t.flashes
         );
     }
     let t = Instant::now();
@@ -503,6 +515,7 @@ fn fault(
     sentinel.allow(Allowed {
         interfaces: want.iter().map(|(i, _, _)| i.clone()).collect(),
         node: strings(node),
+        ..Allowed::default()
     });
     inject();
     agent
@@ -607,6 +620,7 @@ fn kubernetes_mode_fault_matrix() {
     sentinel.allow(Allowed {
         interfaces: [new_iface, old.interface.clone()].into(),
         node: strings(&["orphaned_interface"]),
+        ..Allowed::default()
     });
     c.api.delete(&old.namespace, &old.name).unwrap();
     let new = c

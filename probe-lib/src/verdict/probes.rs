@@ -190,41 +190,46 @@ fn mark_pending(pods: &mut [PodVerdict]) {
     let candidate = |t: &TargetVerdict| {
         t.state.direction == Direction::PodToTarget && t.state.target != GATEWAY_TARGET
     };
+    // What every pod's latest result says about each target, gathered once (a pod failing a
+    // target never counts as reaching it, so no pod needs to be left out of its own view).
+    let mut seen: HashMap<&str, Reached> = HashMap::new();
+    for t in pods.iter().flat_map(|p| &p.probes).filter(|t| candidate(t)) {
+        let r = seen.entry(t.state.target.as_str()).or_default();
+        match t.state.ok_since {
+            Some(ok_since) if !t.state.last.is_failure() => {
+                r.oks.push((ok_since, t.state.stamp));
+                r.earliest_ok = r.earliest_ok.min(t.state.stamp);
+            }
+            _ => r.confirming |= !t.failing,
+        }
+    }
+    for r in seen.values_mut() {
+        r.oks.sort_unstable();
+        let mut latest = 0;
+        for (_, stamp) in &mut r.oks {
+            latest = latest.max(*stamp);
+            *stamp = latest; // now: the latest stamp of any pod whose successes began earlier
+        }
+    }
     let mut pending = Vec::new();
     for (i, pv) in pods.iter().enumerate() {
         for (k, t) in pv.probes.iter().enumerate() {
             if !candidate(t) || !t.failing || t.node_wide {
                 continue;
             }
+            let Some(r) = seen.get(t.state.target.as_str()) else {
+                continue;
+            };
             let since = t.state.failing_since.unwrap_or(0);
-            let others: Vec<&TargetVerdict> = pods
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .flat_map(|(_, p)| &p.probes)
-                .filter(|u| u.state.target == t.state.target)
-                .collect();
-            // Another pod reached it all through this pod's failures (its run of successes
-            // began no later than this pod's latest failure and goes on after the first):
-            // this pod's own failure.
-            let reached_throughout = others.iter().any(|u| {
-                !u.state.last.is_failure()
-                    && u.state.ok_since.is_some_and(|s| s <= t.state.stamp)
-                    && u.state.stamp > since
-            });
+            // Another pod reached it all through this pod's failures: its run of successes
+            // began no later than this pod's latest failure and goes on after the first.
+            let began_before = r.oks.partition_point(|(s, _)| *s <= t.state.stamp);
+            let reached_throughout = began_before > 0 && r.oks[began_before - 1].1 > since;
             // Another pod has not probed it since, or is confirming its own failure: the
             // target may be down for everyone.
-            let undecided = others.iter().any(|u| {
-                if u.state.last.is_failure() {
-                    !u.failing
-                } else {
-                    u.state.stamp < since
-                }
-            });
+            let undecided = r.confirming || r.earliest_ok < since;
             // Another pod reaches it again since this pod last probed it: it may be back.
-            let stale = others
-                .iter()
-                .any(|u| u.state.ok_since.is_some_and(|s| s > t.state.stamp));
+            let stale = began_before < r.oks.len();
             if !reached_throughout && (undecided || stale) {
                 pending.push((i, k));
             }
@@ -232,6 +237,28 @@ fn mark_pending(pods: &mut [PodVerdict]) {
     }
     for (i, k) in pending {
         pods[i].probes[k].pending = true;
+    }
+}
+
+/// One target's latest results over all pods (for [`mark_pending`]).
+#[derive(Debug)]
+struct Reached {
+    /// Some pod failed it and has not confirmed the failure yet.
+    confirming: bool,
+    /// The oldest latest-probe stamp among pods that reach it (`u64::MAX`: none).
+    earliest_ok: u64,
+    /// Pods that reach it: `(first success of their current run, latest probe stamp of any
+    /// pod whose run began no later)`, by the first.
+    oks: Vec<(u64, u64)>,
+}
+
+impl Default for Reached {
+    fn default() -> Self {
+        Reached {
+            confirming: false,
+            earliest_ok: u64::MAX,
+            oks: Vec::new(),
+        }
     }
 }
 
