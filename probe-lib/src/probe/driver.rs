@@ -47,6 +47,9 @@ pub struct RoundResult {
     pub observations: Vec<Observation>,
     /// Why in-pod probes could not run, if they could not.
     pub error: Option<ProbeError>,
+    /// Stamp ([`super::report::next_stamp`]) taken when the probes were sent, after the
+    /// namespace visit: orders this round's results against other pods'.
+    pub sent: u64,
 }
 
 /// Runs rounds.
@@ -342,6 +345,7 @@ impl PodNetwork for NetnsDriver {
                 }
             }
         });
+        let sent = super::report::next_stamp();
         let observations = join_all(probes).await;
         let pod_side = match visit.as_ref().and_then(|v| v.pod_side.as_ref()) {
             Some(Ok(side)) => Some(*side),
@@ -357,6 +361,7 @@ impl PodNetwork for NetnsDriver {
             pod_side,
             observations,
             error,
+            sent,
         }
     }
 }

@@ -16,7 +16,7 @@ use tracing::debug;
 
 use super::driver::{PodNetwork, PodRound, RoundResult};
 use super::plan::{PlannedProbe, plan};
-use super::report::{DestState, PodProbes, next_stamp};
+use super::report::{DestState, PodProbes};
 use super::target::{Direction, Gateways, HOST_TO_POD_TARGET, Protocol, Target};
 use crate::model::{PodSet, ProbeMetrics};
 
@@ -77,8 +77,8 @@ pub struct Prober<N> {
     spread_done: bool,
 }
 
-/// A finished round: the pod, its probes, their results and the round's start stamp.
-type Done = (String, Vec<PlannedProbe>, RoundResult, u64);
+/// A finished round: the pod, its probes and their results.
+type Done = (String, Vec<PlannedProbe>, RoundResult);
 
 impl<N: PodNetwork> Prober<N> {
     /// A prober over `net` for the pods of `pod_set`; results go to `sink` (the monitor).
@@ -236,15 +236,14 @@ impl<N: PodNetwork> Prober<N> {
                 read_pod_side,
             };
             let net = Arc::clone(&self.net);
-            let stamp = next_stamp();
             in_flight.spawn(async move {
                 let result = net.round(round).await;
-                (key, probes, result, stamp)
+                (key, probes, result)
             });
         }
     }
 
-    fn finish(&mut self, (key, probes, result, stamp): Done) {
+    fn finish(&mut self, (key, probes, result): Done) {
         let Some(pod) = self.pods.get_mut(&key) else {
             return; // The pod went away while it was probed.
         };
@@ -280,7 +279,7 @@ impl<N: PodNetwork> Prober<N> {
                 .unwrap_or_else(|| {
                     DestState::new(&p.target, p.protocol, p.direction, p.address.ip(), port)
                 });
-            d.record_at(obs, stamp);
+            d.record_at(obs, result.sent);
             self.metrics
                 .observe(&p.target, p.protocol, p.direction, obs);
             dests.push(d);

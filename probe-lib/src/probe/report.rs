@@ -71,8 +71,8 @@ pub struct DestState {
 /// Source of [`DestState::stamp`].
 static STAMPS: AtomicU64 = AtomicU64::new(1);
 
-/// A new stamp, later than every one before: taken when a round *starts*, so a probe that waits
-/// for its timeout across a change is ordered by when it was sent.
+/// A new stamp, later than every one before: taken when a round's probes are *sent*, so a probe
+/// that waits for its timeout across a change is ordered by when it was sent.
 pub fn next_stamp() -> u64 {
     STAMPS.fetch_add(1, Ordering::Relaxed)
 }
