@@ -66,6 +66,12 @@ impl Metrics {
             "Problem-change log lines left out by the rate limit",
             monitor.log_suppressed.clone(),
         );
+        registry.register(
+            "podnet_pod_problems_raised",
+            "Pod problems that appeared (a pod IP gained this reason), by reason: flapping \
+             shows here even when every scrape falls between the flaps",
+            monitor.problems_raised.clone(),
+        );
         let build = Family::<VersionLabels, Gauge>::default();
         build
             .get_or_create(&VersionLabels {

@@ -41,6 +41,9 @@ pub struct PodLink {
     pub netnsid: Option<i32>,
     /// Index of the pod's end of the veth inside its namespace.
     pub peer_index: Option<u32>,
+    /// Administratively up on the host (`ip link set … up`); a host side that is up but
+    /// without carrier is the pod's eth0 being down, not the host's doing.
+    pub admin_up: bool,
 }
 
 /// The verdict on one pod.
@@ -124,6 +127,7 @@ pub fn evaluate(
                     index: l.index,
                     netnsid: l.peer_netnsid,
                     peer_index: l.peer_index,
+                    admin_up: l.admin_up,
                 }),
                 problems: wiring::pod_problems(cni, pod, host, &node_forwarding_off),
                 pod_side: None,
