@@ -305,8 +305,15 @@ def dashboard(path, out):
         for v in re.findall(r"\$(\w+)", e):
             if v not in var_names and not v.startswith("__"):
                 fail(f"panel {title!r} uses undefined variable ${v}")
+    # Several clusters in one Prometheus: every query selects by the cluster variable.
+    if "cluster" not in var_names:
+        fail("dashboard has no cluster variable")
+    for title, e in exprs:
+        if "$cluster" not in e:
+            fail(f"panel {title!r}: query does not select cluster=~\"$cluster\": {e}")
     # Grafana's variables → something promtool can parse.
-    subst = lambda e: e.replace("$__rate_interval", "5m").replace("$node", ".*")
+    subst = lambda e: (e.replace("$__rate_interval", "5m").replace("$node", ".*")
+                       .replace("$cluster", ".*"))
     rules = [{"record": f"dashboard:panel_{i}", "expr": subst(e)} for i, (_, e) in enumerate(exprs)]
     with open(out, "w") as f:
         yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, f, sort_keys=False)

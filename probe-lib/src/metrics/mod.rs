@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 pub use crate::model::{KubeMetrics, MonitorMetrics, ProbeMetrics};
-use crate::model::{WorkerState, Workers};
+use crate::model::{NodeReason, WorkerState, Workers};
 use crate::snapshot::Snapshot;
 use crate::util::clock::unix_seconds;
 
@@ -282,12 +282,31 @@ impl Collector for VerdictCollector {
                 None,
                 MetricType::Gauge,
             )?;
-            let mut reasons: Vec<&str> = v.node.iter().map(|p| p.reason.as_str()).collect();
-            // Not only adjacent duplicates: one series per reason.
-            reasons.sort_unstable();
-            reasons.dedup();
-            for reason in reasons {
-                ConstGauge::new(1).encode(e.encode_family(&[("reason", reason)])?)?;
+            // `target_unreachable` names its target (a configured one, so bounded): one dead
+            // target can then be silenced or aggregated across nodes. Other reasons carry no
+            // target; their detail (e.g. `ipv4`) stays in /status.
+            let mut series: Vec<(&str, &str)> = v
+                .node
+                .iter()
+                .map(|p| {
+                    let target = if p.reason == NodeReason::TargetUnreachable {
+                        p.detail.as_str()
+                    } else {
+                        ""
+                    };
+                    (p.reason.as_str(), target)
+                })
+                .collect();
+            // Not only adjacent duplicates: one series per reason (and target).
+            series.sort_unstable();
+            series.dedup();
+            for (reason, target) in series {
+                if target.is_empty() {
+                    ConstGauge::new(1).encode(e.encode_family(&[("reason", reason)])?)?;
+                } else {
+                    let labels = [("reason", reason), ("target", target)];
+                    ConstGauge::new(1).encode(e.encode_family(&labels)?)?;
+                }
             }
         }
         encode_probe_verdicts(&mut encoder, &snap, &exported)?;

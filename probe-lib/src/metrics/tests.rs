@@ -182,6 +182,36 @@ fn node_problem_reasons_once_even_when_not_adjacent() {
 }
 
 #[test]
+fn target_unreachable_names_its_target_other_reasons_do_not() {
+    let p = |reason, detail: &str| NodeProblem {
+        reason,
+        detail: detail.into(),
+    };
+    let text = render(Verdicts {
+        pods: vec![],
+        node: vec![
+            p(NodeReason::TargetUnreachable, "dns"),
+            p(NodeReason::ForwardingDisabled, "ipv4"),
+            p(NodeReason::TargetUnreachable, "api"),
+            p(NodeReason::TargetUnreachable, "dns"),
+        ],
+    });
+    let node: Vec<&str> = samples(&text)
+        .into_iter()
+        .filter(|l| l.starts_with("podnet_node_problem"))
+        .collect();
+    assert_eq!(
+        node,
+        [
+            "podnet_node_problem{reason=\"forwarding_disabled\"} 1",
+            "podnet_node_problem{reason=\"target_unreachable\",target=\"api\"} 1",
+            "podnet_node_problem{reason=\"target_unreachable\",target=\"dns\"} 1",
+        ],
+        "{text}"
+    );
+}
+
+#[test]
 fn workers_are_exported() {
     let workers = Workers::default();
     let alive = workers.register("monitor");
