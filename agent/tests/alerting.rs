@@ -37,7 +37,8 @@ const TEST_FOR: &str = "2s";
 /// Generous guard for every wait; the real latencies are a few seconds.
 const WAIT: Duration = Duration::from_secs(90);
 /// Target labels the shipped scrape configs give the agent's target (node from
-/// `__meta_kubernetes_pod_node_name`, the agent pod's namespace and name).
+/// `__meta_kubernetes_pod_node_name`, the agent pod's namespace and name as
+/// `agent_namespace`/`agent_pod`, never as `namespace`/`pod`).
 const AGENT_POD: &str = "podnet-agent-e2e";
 
 fn rules_file() -> PathBuf {
@@ -335,8 +336,8 @@ scrape_configs:
       - targets: ["127.0.0.1:{AGENT_PORT}"]
         labels:
           node: sim-node
-          namespace: podnet
-          pod: {AGENT_POD}
+          agent_namespace: podnet
+          agent_pod: {AGENT_POD}
 "#
     )
 }
@@ -580,8 +581,8 @@ fn scenario(bed: &mut Bed) -> Result<()> {
             bail!("label {k} is {} (want {v}) in {alert}", labels[k]);
         }
     }
-    // Node mode: the agent leaves namespace/pod empty, and honor_labels must not replace them
-    // with the agent pod's own.
+    // Node mode: the agent leaves namespace/pod empty, and the agent pod's own must not
+    // take their place.
     for k in ["namespace", "pod"] {
         if !labels[k].is_null() && labels[k] != "" {
             bail!(
@@ -636,7 +637,7 @@ fn scenario(bed: &mut Bed) -> Result<()> {
         }
     }
 
-    // The agent goes away: PodnetAgentDown, labelled with the agent pod (target labels).
+    // The agent goes away: PodnetAgentDown, labelled with the agent pod (agent_* target labels).
     let mut agent = bed.agent.take().ok_or_else(|| anyhow!("no agent"))?;
     let stopped = Instant::now();
     agent.stop()?;
@@ -647,8 +648,8 @@ fn scenario(bed: &mut Bed) -> Result<()> {
         "PodnetAgentDown",
         "firing",
         &[
-            ("pod", AGENT_POD),
-            ("namespace", "podnet"),
+            ("agent_pod", AGENT_POD),
+            ("agent_namespace", "podnet"),
             ("node", "sim-node"),
         ],
     )?;
@@ -664,7 +665,7 @@ fn scenario(bed: &mut Bed) -> Result<()> {
         restarted,
         "PodnetAgentDown",
         "resolved",
-        &[("pod", AGENT_POD)],
+        &[("agent_pod", AGENT_POD)],
     )?;
     eprintln!(
         "agent restarted → resolved PodnetAgentDown: {}",
