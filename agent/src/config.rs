@@ -169,7 +169,7 @@ pub struct Args {
     #[arg(long, env = "PODNET_NO_PROBES")]
     pub no_probes: bool,
 
-    /// Pods with per-pod series (`podnet_pod_route_problem`, `podnet_pod_probe_failing`) at
+    /// Pods with per-pod series (`podnet_pod_problem`, `podnet_pod_probe_failing`) at
     /// most; further pods with problems still count in the node-level gauges, and how many
     /// were left out is `podnet_pod_series_truncated`.
     #[arg(long, env = "PODNET_MAX_POD_SERIES", default_value = "2000", value_name = "N",

@@ -147,7 +147,7 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
         warn!(worker = %f.worker, fault = ?f.fault, "test fault injection enabled (--test-fault)");
         workers.inject_fault(&f.worker, f.fault);
     }
-    let mut metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
+    let mut metrics = Metrics::with_revision(env!("CARGO_PKG_VERSION"), env!("PODNET_REVISION"));
     metrics.watch_workers(workers.clone());
     let (pods, watch_task) = source::start(
         choice,

@@ -134,7 +134,7 @@ fn every_pod_reaches_its_gateway_the_node_and_outside_targets() {
     assert!(pod_failures(&m).is_empty());
     for t in ["gateway", "node", OUT4, WEB, "web6", OUT6, "pod"] {
         assert_eq!(
-            m.value_with("podnet_pods_probe_failing", &[("target", t)]),
+            m.value_with("podnet_target_failing_pods", &[("target", t)]),
             Some(0.0),
             "{t}"
         );
@@ -275,7 +275,7 @@ fn node_forwarding_off_is_reported_once_at_node_level() {
     );
     // The count says how many pods fail it; the node problem says why.
     assert_eq!(
-        m.value_with("podnet_pods_probe_failing", &[("target", OUT4)]),
+        m.value_with("podnet_target_failing_pods", &[("target", OUT4)]),
         Some(8.0)
     );
     for p in status["pods"].as_array().unwrap() {
@@ -356,7 +356,7 @@ fn a_closed_tcp_port_is_refused_not_unreachable() {
         })
         .unwrap();
     assert_eq!(
-        m.value_with("podnet_pods_probe_failing", &[("target", "closed")]),
+        m.value_with("podnet_target_failing_pods", &[("target", "closed")]),
         Some(0.0)
     );
     assert!(!pod_failures(&m).iter().any(|(_, t)| t == "closed"));

@@ -34,7 +34,7 @@ fn expect(agent: &Agent, what: &str, want: &Problems, node: &[&str]) -> Samples 
         .unwrap();
     let affected: BTreeSet<&String> = want.iter().map(|(i, _, _)| i).collect();
     assert_eq!(
-        m.value("podnet_pods_with_route_problem"),
+        m.value("podnet_broken_pods"),
         Some(affected.len() as f64),
         "{what}"
     );
@@ -54,7 +54,7 @@ fn healthy_node_reports_every_pod_and_no_problem() {
             m.value("podnet_local_pods") == Some(8.0)
         })
         .unwrap();
-    assert_eq!(m.value("podnet_pods_with_route_problem"), Some(0.0));
+    assert_eq!(m.value("podnet_broken_pods"), Some(0.0));
     assert!(m.problems().is_empty());
     assert!(m.node_problems().is_empty());
     assert_eq!(m.value("podnet_synced"), Some(1.0));
@@ -268,7 +268,7 @@ fn pods_added_and_removed_while_running_leave_no_stale_series() {
             m.value("podnet_local_pods") == Some(10.0) && m.problems().is_empty()
         })
         .unwrap();
-    assert_eq!(m.value("podnet_pods_with_route_problem"), Some(0.0));
+    assert_eq!(m.value("podnet_broken_pods"), Some(0.0));
     let status = agent.status().unwrap();
     let listed: BTreeSet<String> = status["pods"]
         .as_array()
