@@ -60,6 +60,28 @@ fn healthy_node_reports_every_pod_and_no_problem() {
     assert_eq!(m.value("podnet_synced"), Some(1.0));
     assert_eq!(agent.get("/readyz").unwrap().0, 200);
     assert_eq!(agent.get("/healthz").unwrap().0, 200);
+    // The start line speaks the flags' language, not Rust's Debug (`Node("cali")`).
+    let log = agent.log();
+    let start = log
+        .lines()
+        .find(|l| l.contains("podnet-agent starting"))
+        .unwrap_or_else(|| panic!("no start line in {log}"));
+    assert!(
+        start.contains("pod_source=node prefix=cali")
+            || start.contains("pod_source=\"node\" prefix=\"cali\""),
+        "{start}"
+    );
+    assert!(!start.contains("Node("), "{start}");
+    // The build says which source it came from (a git commit here, not "unknown").
+    let build = m
+        .named("podnet_build_info")
+        .next()
+        .expect("podnet_build_info");
+    let revision = build.labels.get("revision").cloned().unwrap_or_default();
+    assert!(
+        revision.len() == 40 && revision.bytes().all(|b| b.is_ascii_hexdigit()),
+        "revision {revision:?}"
+    );
 
     let status = agent.status().unwrap();
     assert_eq!(status["node"], "sim-node");
