@@ -101,8 +101,9 @@ pub struct Args {
     #[arg(long, env = "KUBECONFIG", value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
 
-    /// The CNI plugin, which names pods' host interfaces: `calico` (cali…), `aws-vpc-cni`
-    /// (eni…), or `generic` (no naming rule: pods are checked by their IPs' routes).
+    /// The CNI plugin: names pods' host interfaces and chooses the wiring profile pods are
+    /// judged by: `calico` (cali…), `aws-vpc-cni` (eni…), `ptp` (kindnet), `bridge` (flannel,
+    /// kubenet) or `generic` (only what holds for every CNI).
     #[arg(long, env = "PODNET_CNI", default_value = "calico", value_name = "CNI",
           value_parser = cni)]
     pub cni: Cni,

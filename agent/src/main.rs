@@ -149,6 +149,7 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
         listen = %args.listen,
         pod_source = choice.kind(),
         prefix = choice.prefix(),
+        cni = args.cni.as_str(),
         "podnet-agent starting"
     );
     log_missing_privileges(!args.no_probes);
@@ -185,6 +186,7 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
                 .chain([HOST_TO_POD_TARGET.to_owned()])
                 .collect(),
         }),
+        cni: args.cni.clone(),
     };
     let (monitor, snapshots) = Monitor::new(host, config, metrics.monitor());
     metrics.serve_snapshots_capped(snapshots.clone(), args.max_pod_series as usize);

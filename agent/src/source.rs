@@ -66,7 +66,7 @@ pub fn choose(args: &Args) -> Result<Choice, String> {
         .interface_prefix
         .clone()
         .or_else(|| args.cni.interface_prefix().map(str::to_owned))
-        .ok_or("node mode needs --interface-prefix with --cni generic")?;
+        .ok_or("node mode needs --interface-prefix with --cni ptp, bridge or generic")?;
     Ok(Choice::Node(prefix))
 }
 
@@ -93,7 +93,11 @@ pub async fn start(
             let (watcher, view) = KubeWatcher::new(client, config, metrics.kube());
             info!(node, "watching this node's pods in the Kubernetes API");
             let task = spawn_worker(workers, "watch", |guard| async move {
-                let _guard = guard;
+                // The watcher beats through backoff waits and quiet watches; silence beyond
+                // MAX_SILENCE is a hang, and the guard (owned by the watcher) marks the worker
+                // stopped or panicked when the watcher ends.
+                guard.expect_beats(KubeWatcher::MAX_SILENCE);
+                let watcher = watcher.with_heartbeat(move || guard.beat());
                 watcher.run(shutdown).await;
             });
             Ok((

@@ -347,8 +347,9 @@ fn an_api_outage_keeps_node_checks_running_and_the_watch_recovers() {
         })
         .unwrap();
     let recovered = back.elapsed();
+    // The backoff is capped at 30 s (polite to a recovering API server): back within that.
     assert!(
-        recovered < Duration::from_secs(10),
+        recovered < Duration::from_secs(35),
         "recovered only after {recovered:?}"
     );
     assert_eq!(

@@ -2,14 +2,26 @@
 
 use std::str::FromStr;
 
-/// The CNI plugin of the node: decides the expected host interface of a pod.
+/// The CNI plugin of the node: decides the expected host interface of a pod and what its
+/// wiring must look like.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cni {
-    /// Calico: `cali` + sha1(namespace.pod)[:11].
+    /// Calico: `cali` + sha1(namespace.pod)[:11]; host `/32` via the veth, gateway
+    /// 169.254.1.1 answered by proxy ARP on the host veth.
     Calico,
-    /// AWS VPC CNI: `eni` + the same hash.
+    /// AWS VPC CNI: `eni` + the same hash; host `/32` via the veth (scope link), gateway
+    /// 169.254.1.1 resolved by a static (permanent) neighbour inside the pod, no proxy ARP
+    /// (amazon-vpc-cni-k8s `cmd/routed-eni-cni-plugin/driver`).
     AwsVpcCni,
-    /// Anything else: no naming rule; pods are checked by IP (their route and probes).
+    /// The reference `ptp` plugin (kind's kindnet): host `/32` via the veth (scope host), the
+    /// host veth holds the gateway address the pod routes through.
+    Ptp,
+    /// The reference `bridge` plugin (flannel, kubenet): the pod subnet is routed to the
+    /// bridge, the pod's veth is a port of it, the bridge holds the gateway address.
+    Bridge,
+    /// Anything else: no naming rule; only what holds for every CNI is judged (the kernel's
+    /// route for the pod IP leaves through the pod's interface or its bridge, the interface is
+    /// up) plus probes.
     Generic,
 }
 
@@ -19,7 +31,7 @@ impl Cni {
         match self {
             Cni::Calico => Some("cali"),
             Cni::AwsVpcCni => Some("eni"),
-            Cni::Generic => None,
+            Cni::Ptp | Cni::Bridge | Cni::Generic => None,
         }
     }
 
@@ -31,11 +43,25 @@ impl Cni {
         namespace: &str,
         pod: &str,
     ) -> Option<String> {
+        // ptp and bridge name host veths `veth` + random hex: no rule to derive it from.
         let prefix = match self {
-            Cni::Generic => return None,
-            _ => prefix.or(self.interface_prefix())?,
+            Cni::Calico | Cni::AwsVpcCni => prefix.or(self.interface_prefix())?,
+            Cni::Ptp | Cni::Bridge | Cni::Generic => return None,
         };
         Some(veth_name(prefix, namespace, pod))
+    }
+}
+
+impl Cni {
+    /// Stable name, as `--cni` takes it and `/status` shows it.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Cni::Calico => "calico",
+            Cni::AwsVpcCni => "aws-vpc-cni",
+            Cni::Ptp => "ptp",
+            Cni::Bridge => "bridge",
+            Cni::Generic => "generic",
+        }
     }
 }
 
@@ -46,9 +72,11 @@ impl FromStr for Cni {
         match s {
             "calico" => Ok(Cni::Calico),
             "aws-vpc-cni" => Ok(Cni::AwsVpcCni),
+            "ptp" | "kindnet" => Ok(Cni::Ptp),
+            "bridge" | "flannel" => Ok(Cni::Bridge),
             "generic" => Ok(Cni::Generic),
             _ => Err(format!(
-                "unknown CNI '{s}' (calico, aws-vpc-cni or generic)"
+                "unknown CNI '{s}' (calico, aws-vpc-cni, ptp, kindnet, bridge, flannel or generic)"
             )),
         }
     }
@@ -109,7 +137,22 @@ mod tests {
     #[test]
     fn cni_profiles() {
         assert_eq!("calico".parse::<Cni>(), Ok(Cni::Calico));
-        assert!("flannel".parse::<Cni>().is_err());
+        assert!("cilium".parse::<Cni>().is_err());
+        assert_eq!("kindnet".parse::<Cni>(), Ok(Cni::Ptp));
+        assert_eq!("flannel".parse::<Cni>(), Ok(Cni::Bridge));
+        for c in [
+            Cni::Calico,
+            Cni::AwsVpcCni,
+            Cni::Ptp,
+            Cni::Bridge,
+            Cni::Generic,
+        ] {
+            assert_eq!(c.as_str().parse::<Cni>(), Ok(c));
+        }
+        assert_eq!(
+            Cni::Ptp.interface_for(Some("veth"), "default", "web-0"),
+            None
+        );
         let calico = Cni::Calico.interface_for(None, "default", "web-0");
         assert_eq!(calico.as_deref(), Some("cali0d7763386da"));
         let aws = Cni::AwsVpcCni.interface_for(None, "default", "web-0");

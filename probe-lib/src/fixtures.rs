@@ -14,6 +14,7 @@ pub(crate) fn veth(index: u32, name: &str, nsid: i32) -> Link {
         oper: OperState::Up,
         peer_netnsid: Some(nsid),
         peer_index: Some(2),
+        master: None,
     }
 }
 

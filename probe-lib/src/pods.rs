@@ -83,13 +83,7 @@ pub fn expected_from_api(
             let p = &t.pod;
             let interface = cni
                 .interface_for(prefix, &p.namespace, &p.name)
-                .or_else(|| {
-                    p.ips
-                        .iter()
-                        .find_map(|ip| host.host_route(*ip)?.oif)
-                        .and_then(|i| host.link(i))
-                        .map(|l| l.name.clone())
-                })
+                .or_else(|| interface_of_ips(&p.ips, host))
                 .unwrap_or_default();
             ExpectedPod {
                 id: PodId {
@@ -102,6 +96,30 @@ pub fn expected_from_api(
             }
         })
         .collect()
+}
+
+/// For CNIs without a naming rule: the veth whose peer namespace holds one of `ips` (known
+/// once its addresses were read), else the veth the kernel routes the IP to (never the
+/// uplink of a default route, nor a bridge: bridge CNIs route the whole subnet to it).
+fn interface_of_ips(ips: &[IpAddr], host: &HostState) -> Option<String> {
+    let by_peer = host.links().find(|l| {
+        l.is_veth_to_other_netns()
+            && l.peer_netnsid
+                .and_then(|ns| host.peer_addresses(ns))
+                .is_some_and(|addrs| {
+                    addrs
+                        .iter()
+                        .any(|a| Some(a.index) == l.peer_index && ips.contains(&a.ip))
+                })
+    });
+    by_peer
+        .or_else(|| {
+            ips.iter()
+                .find_map(|ip| host.route_lookup(*ip)?.oif)
+                .and_then(|i| host.link(i))
+                .filter(|l| l.is_veth_to_other_netns())
+        })
+        .map(|l| l.name.clone())
 }
 
 #[cfg(test)]
@@ -118,6 +136,7 @@ mod tests {
             oper: OperState::Up,
             peer_netnsid: nsid,
             peer_index: nsid.map(|_| 2),
+            master: None,
         }
     }
 

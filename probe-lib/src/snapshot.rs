@@ -81,6 +81,7 @@ impl Snapshot {
                     ips: p.pod.ips.clone(),
                     netnsid: p.link.and_then(|l| l.netnsid),
                     peer_index: p.link.and_then(|l| l.peer_index),
+                    gateways: p.gateways.clone(),
                 })
                 .collect(),
         }

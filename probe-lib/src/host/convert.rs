@@ -26,6 +26,7 @@ pub(crate) fn link(msg: &LinkMessage) -> Option<Link> {
         oper: OperState::Unknown,
         peer_netnsid: None,
         peer_index: None,
+        master: None,
     };
     for attr in &msg.attributes {
         match attr {
@@ -33,6 +34,7 @@ pub(crate) fn link(msg: &LinkMessage) -> Option<Link> {
             LinkAttribute::OperState(s) => link.oper = oper_state(*s),
             LinkAttribute::LinkNetNsId(id) => link.peer_netnsid = Some(*id),
             LinkAttribute::Link(i) => link.peer_index = Some(*i),
+            LinkAttribute::Controller(i) => link.master = Some(*i).filter(|i| *i != 0),
             LinkAttribute::LinkInfo(infos) => {
                 link.kind = infos.iter().find_map(|i| match i {
                     LinkInfo::Kind(k) => Some(kind_name(k)),
@@ -149,6 +151,15 @@ pub(crate) fn address(msg: &AddressMessage) -> Option<Address> {
 pub(crate) fn event(msg: &KernelMessage) -> Option<KernelEvent> {
     match msg {
         KernelMessage::Route(m) => match m {
+            // The bridge layer's own link messages (AF_BRIDGE) describe a port, not the
+            // link: they lack the veth's kind and peer, and its RTM_DELLINK means "left the
+            // bridge" (`ip link set X nomaster`), not "deleted". The AF_UNSPEC message that
+            // accompanies every real change carries the truth.
+            RouteNetlinkMessage::NewLink(l) | RouteNetlinkMessage::DelLink(l)
+                if l.header.interface_family == AddressFamily::Bridge =>
+            {
+                None
+            }
             RouteNetlinkMessage::NewLink(l) => link(l).map(KernelEvent::LinkChanged),
             RouteNetlinkMessage::DelLink(l) => Some(KernelEvent::LinkRemoved(l.header.index)),
             RouteNetlinkMessage::NewRoute(r) => route(r).map(KernelEvent::RouteAdded),
@@ -183,6 +194,35 @@ mod tests {
             LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Veth)]),
         ];
         m
+    }
+
+    #[test]
+    fn bridge_layer_messages_are_not_link_changes() {
+        let mut m = veth_msg();
+        m.header.interface_family = AddressFamily::Bridge;
+        let new = KernelMessage::Route(RouteNetlinkMessage::NewLink(m.clone()));
+        let del = KernelMessage::Route(RouteNetlinkMessage::DelLink(m.clone()));
+        assert_eq!(event(&new), None);
+        assert_eq!(
+            event(&del),
+            None,
+            "a port leaving its bridge is not a deleted link"
+        );
+        m.header.interface_family = AddressFamily::Unspec;
+        let del = KernelMessage::Route(RouteNetlinkMessage::DelLink(m));
+        assert_eq!(event(&del), Some(KernelEvent::LinkRemoved(9)));
+    }
+
+    #[test]
+    fn bridge_port_has_its_master() {
+        let mut m = veth_msg();
+        assert_eq!(link(&m).unwrap().master, None);
+        m.attributes.push(LinkAttribute::Controller(4));
+        assert_eq!(link(&m).unwrap().master, Some(4));
+        // `ip link set X nomaster` reports master 0 on some kernels: no master.
+        m.attributes.pop();
+        m.attributes.push(LinkAttribute::Controller(0));
+        assert_eq!(link(&m).unwrap().master, None);
     }
 
     #[test]

@@ -137,8 +137,12 @@ impl HostState {
                 let renumbered = old.is_some_and(|o| o.peer_netnsid != link.peer_netnsid);
                 if set_down {
                     // The kernel flushes the routes of a device set down, without
-                    // RTM_DELROUTE; mirror that now, the re-dump confirms it.
-                    self.remove_routes_via(link.index);
+                    // RTM_DELROUTE; mirror that now, the re-dump confirms it. IPv4 routes of
+                    // scope host (ptp's `<podIP> dev vethX scope host`) survive: their next hop
+                    // has no scope to lose (`fib_sync_down_dev` skips RT_SCOPE_NOWHERE).
+                    self.remove_routes_via(link.index, |r| {
+                        !(r.dst.addr().is_ipv4() && r.scope == SCOPE_HOST)
+                    });
                 }
                 self.upsert_link(link.clone());
                 if renumbered {
@@ -151,7 +155,7 @@ impl HostState {
                     if self.names.get(&old.name) == Some(index) {
                         self.names.remove(&old.name);
                     }
-                    self.remove_routes_via(*index);
+                    self.remove_routes_via(*index, |_| true);
                     self.netconf
                         .retain(|(_, scope), _| *scope != NetconfScope::Interface(*index));
                     self.forget_unreferenced_peers();
@@ -225,6 +229,23 @@ impl HostState {
         self.routes
             .get(&IpNet::from(ip))
             .and_then(|rs| rs.iter().min_by_key(|r| r.priority))
+    }
+
+    /// The route the kernel would pick for `ip` from the main table (`ip route get <ip>`,
+    /// without policy rules or the local table): the longest prefix containing `ip`, and among
+    /// routes of that prefix the lowest metric. Derived from the mirrored table, so it follows
+    /// every route event without asking the kernel: at most 33 (IPv4) or 129 (IPv6) hash
+    /// look-ups.
+    pub fn route_lookup(&self, ip: IpAddr) -> Option<&Route> {
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        (0..=max).rev().find_map(|len| {
+            let net = IpNet::new(ip, len).ok()?.trunc();
+            // A route with a TOS selector only matches packets of that TOS; the lookup is for
+            // ordinary (TOS 0) traffic.
+            self.routes
+                .get(&net)
+                .and_then(|rs| rs.iter().filter(|r| r.tos == 0).min_by_key(|r| r.priority))
+        })
     }
 
     /// All main-table routes.
@@ -312,11 +333,12 @@ impl HostState {
         }
     }
 
-    fn remove_routes_via(&mut self, index: u32) {
+    /// Drop the routes out of `index` that `flushed` says the kernel drops.
+    fn remove_routes_via(&mut self, index: u32, flushed: impl Fn(&Route) -> bool) {
         let mut removed = 0;
         self.routes.retain(|_, bucket| {
             let before = bucket.len();
-            bucket.retain(|r| r.oif != Some(index));
+            bucket.retain(|r| r.oif != Some(index) || !flushed(r));
             removed += before - bucket.len();
             !bucket.is_empty()
         });

@@ -74,6 +74,8 @@ pub struct Link {
     pub peer_netnsid: Option<i32>,
     /// Interface index of the peer inside its namespace (`IFLA_LINK`).
     pub peer_index: Option<u32>,
+    /// The bridge (or bond, VRF) this link is a port of (`IFLA_MASTER`, `master` in `ip link`).
+    pub master: Option<u32>,
 }
 
 impl Link {
@@ -86,6 +88,11 @@ impl Link {
     /// A veth whose other end lives in another network namespace.
     pub fn is_veth_to_other_netns(&self) -> bool {
         self.kind.as_deref() == Some("veth") && self.peer_netnsid.is_some()
+    }
+
+    /// A Linux bridge (`ip link add X type bridge`).
+    pub fn is_bridge(&self) -> bool {
+        self.kind.as_deref() == Some("bridge")
     }
 }
 
@@ -125,6 +132,8 @@ impl RouteKind {
 pub type RouteScope = u8;
 /// `RT_SCOPE_LINK`: destination directly attached (`scope link`).
 pub const SCOPE_LINK: RouteScope = 253;
+/// `RT_SCOPE_HOST`: a route to this host only (`scope host`; ptp's pod routes).
+pub const SCOPE_HOST: RouteScope = 254;
 /// `RT_SCOPE_UNIVERSE`: the default scope (and always IPv6's).
 pub const SCOPE_UNIVERSE: RouteScope = 0;
 

@@ -32,6 +32,9 @@ pub enum WatchError {
     /// The server ended the watch before its timeout.
     #[error("the watch ended early")]
     ClosedEarly,
+    /// A list page that is not a list (truncated, not JSON, metadata too big).
+    #[error("{0}")]
+    Page(String),
     /// A watch `ERROR` event (410 means our resource version was compacted away).
     #[error("watch error event {code}: {message}")]
     ErrorEvent {
@@ -50,8 +53,26 @@ impl WatchError {
             WatchError::RequestTimeout { .. } => RestartReason::Timeout,
             WatchError::Stalled(_) => RestartReason::Stalled,
             WatchError::ClosedEarly => RestartReason::Closed,
+            WatchError::Page(_) => RestartReason::Decode,
             WatchError::ErrorEvent { code, .. } => status_reason(*code),
         }
+    }
+
+    /// The server asked us to slow down (429): `Some(its Retry-After)` when it said how long,
+    /// `Some(None)` when it did not; `None` for any other failure.
+    pub fn retry_after(&self) -> Option<Option<Duration>> {
+        let (code, secs) = match self {
+            WatchError::Api {
+                source: kube::Error::Api(s),
+                ..
+            } => (
+                s.code,
+                s.details.as_ref().map_or(0, |d| d.retry_after_seconds),
+            ),
+            WatchError::ErrorEvent { code, .. } => (*code, 0),
+            _ => return None,
+        };
+        (code == 429).then(|| (secs > 0).then(|| Duration::from_secs(u64::from(secs))))
     }
 
     /// Only a fresh list helps: the version is gone, or the watch's state cannot be trusted.
@@ -65,6 +86,7 @@ impl WatchError {
 fn status_reason(code: u16) -> RestartReason {
     match code {
         410 => RestartReason::Gone,
+        429 => RestartReason::Throttled,
         500.. => RestartReason::ServerError,
         _ => RestartReason::ClientError,
     }

@@ -2,6 +2,7 @@
 //! survives 410 Gone, errors, dropped streams and stalls, and says when it is unhealthy.
 
 mod error;
+mod page;
 mod pod;
 mod store;
 mod watch;
@@ -9,7 +10,7 @@ mod watch;
 use std::path::Path;
 
 pub use error::WatchError;
-pub use pod::{KubePod, Skip, parse_pod};
+pub use pod::{KubePod, RawPod, Skip, parse_pod};
 pub use store::{KubeHealth, KubeView, PodStore, Tracked};
 pub use watch::{KubeWatcher, WatchConfig};
 

@@ -1,10 +1,156 @@
 //! The few fields of a Kubernetes Pod podnet needs, read leniently from its JSON: a malformed
 //! object is skipped with a reason, never a crash, and never poisons the rest of a list.
+//!
+//! [`RawPod`] is what serde decodes a pod into: only the fields podnet reads, everything else
+//! (annotations, containers, managed fields — what a tenant can make megabytes of) is skipped
+//! by the parser without being stored. A section of the wrong JSON type becomes "invalid"
+//! instead of an error, so one odd pod never fails the page or the watch it came in.
 
+use std::fmt;
+use std::marker::PhantomData;
 use std::net::IpAddr;
 
-use serde::Serialize;
-use serde_json::Value;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// A pod as decoded from the API: only the fields [`parse_pod`] reads.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct RawPod {
+    metadata: Section<RawMeta>,
+    spec: Section<RawSpec>,
+    status: Section<RawStatus>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct RawMeta {
+    name: Option<Value>,
+    namespace: Option<Value>,
+    uid: Option<Value>,
+    resource_version: Option<Value>,
+    deletion_timestamp: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct RawSpec {
+    node_name: Option<Value>,
+    host_network: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct RawStatus {
+    phase: Option<Value>,
+    #[serde(rename = "podIP")]
+    pod_ip: Option<Value>,
+    #[serde(rename = "podIPs")]
+    pod_ips: Option<Value>,
+}
+
+/// An object-valued section of a pod: absent (or null), decoded, or not an object at all.
+#[derive(Debug, Clone, Default)]
+enum Section<T> {
+    #[default]
+    Missing,
+    Valid(T),
+    Invalid,
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Section<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Section<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Section::Valid)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Section::Invalid)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Section::Missing)
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(Section::Missing)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Section::Invalid)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Section::Invalid)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Section::Invalid)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Section::Invalid)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Section::Invalid)
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+impl<T> Section<T> {
+    /// The section as `parse_pod` sees it: its fields, `null`, or a non-object marker.
+    fn to_value(&self, fields: impl FnOnce(&T) -> Value) -> Value {
+        match self {
+            Section::Missing => Value::Null,
+            Section::Valid(t) => fields(t),
+            Section::Invalid => Value::Bool(false),
+        }
+    }
+}
+
+/// `(key, value)` pairs of the fields present, as a JSON object.
+fn object(pairs: &[(&str, &Option<Value>)]) -> Value {
+    Value::Object(
+        pairs
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| ((*k).to_owned(), v.clone())))
+            .collect(),
+    )
+}
+
+impl RawPod {
+    /// `metadata.resourceVersion`, if it is a string.
+    pub fn resource_version(&self) -> Option<&str> {
+        match &self.metadata {
+            Section::Valid(m) => m.resource_version.as_ref()?.as_str(),
+            _ => None,
+        }
+    }
+
+    /// The few fields as a small JSON object, the form [`parse_pod`] and the store read.
+    pub fn to_value(&self) -> Value {
+        json!({
+            "metadata": self.metadata.to_value(|m| object(&[
+                ("name", &m.name),
+                ("namespace", &m.namespace),
+                ("uid", &m.uid),
+                ("deletionTimestamp", &m.deletion_timestamp),
+            ])),
+            "spec": self.spec.to_value(|s| object(&[
+                ("nodeName", &s.node_name),
+                ("hostNetwork", &s.host_network),
+            ])),
+            "status": self.status.to_value(|s| object(&[
+                ("phase", &s.phase),
+                ("podIP", &s.pod_ip),
+                ("podIPs", &s.pod_ips),
+            ])),
+        })
+    }
+}
 
 /// A pod of this node, as the API describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -45,7 +191,14 @@ pub fn parse_pod(obj: &Value, node: &str) -> Result<KubePod, Skip> {
     let namespace = str_at(obj, &["metadata", "namespace"])
         .ok_or_else(|| malformed("no metadata.namespace"))?;
     let uid = str_at(obj, &["metadata", "uid"]).unwrap_or_default();
-    let spec = obj.get("spec");
+    let spec = obj.get("spec").filter(|s| !s.is_null());
+    let status = obj.get("status").filter(|s| !s.is_null());
+    if spec.is_some_and(|s| !s.is_object()) {
+        return Err(malformed("spec is not an object"));
+    }
+    if status.is_some_and(|s| !s.is_object()) {
+        return Err(malformed("status is not an object"));
+    }
     match spec.and_then(|s| s.get("nodeName")) {
         Some(Value::String(n)) if n == node => {}
         Some(Value::String(_)) | None | Some(Value::Null) => return Err(Skip::OtherNode),
@@ -56,7 +209,6 @@ pub fn parse_pod(obj: &Value, node: &str) -> Result<KubePod, Skip> {
         None | Some(Value::Bool(false)) | Some(Value::Null) => {}
         Some(_) => return Err(malformed("spec.hostNetwork is not a boolean")),
     }
-    let status = obj.get("status");
     if matches!(
         status.and_then(|s| s.get("phase")).and_then(Value::as_str),
         Some("Succeeded" | "Failed")
@@ -171,6 +323,55 @@ mod tests {
         let mut t = pod(json!({"podIP": "10.244.0.5"}));
         t["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
         assert!(parse_pod(&t, "n1").unwrap().terminating);
+    }
+
+    /// Through serde's minimal struct, as the watcher reads pods: same answers as the JSON.
+    fn via_raw(v: &Value) -> Result<KubePod, Skip> {
+        let raw: RawPod = serde_json::from_str(&v.to_string()).expect("lenient decode");
+        parse_pod(&raw.to_value(), "n1")
+    }
+
+    #[test]
+    fn the_minimal_struct_keeps_what_podnet_reads_and_drops_the_rest() {
+        let mut fat = pod(json!({"phase": "Running", "podIPs": [{"ip": "10.244.0.5"}]}));
+        fat["metadata"]["annotations"] = json!({"big": "x".repeat(100_000)});
+        fat["spec"]["containers"] = json!([{"name": "c", "env": [{"name": "A", "value": "b"}]}]);
+        let raw: RawPod = serde_json::from_str(&fat.to_string()).unwrap();
+        assert!(raw.to_value().to_string().len() < 400, "{}", raw.to_value());
+        assert_eq!(raw.resource_version(), Some("7"));
+        assert_eq!(via_raw(&fat), parse_pod(&fat, "n1"));
+        assert_eq!(
+            via_raw(&fat).unwrap().ips,
+            vec!["10.244.0.5".parse::<IpAddr>().unwrap()]
+        );
+        let mut t = fat.clone();
+        t["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        assert!(via_raw(&t).unwrap().terminating);
+        assert_eq!(
+            via_raw(&pod(json!({"phase": "Failed"}))),
+            Err(Skip::Finished)
+        );
+    }
+
+    #[test]
+    fn sections_of_the_wrong_type_are_skipped_pods_not_decode_errors() {
+        for (section, bad) in [
+            ("metadata", json!("x")),
+            ("metadata", json!([1, {"a": [2]}])),
+            ("spec", json!(5)),
+            ("status", json!(true)),
+        ] {
+            let mut p = pod(json!({"podIP": "10.244.0.5"}));
+            p[section] = bad.clone();
+            let got = via_raw(&p);
+            assert!(got.is_err(), "{section}={bad} gave {got:?}");
+        }
+        // The same malformed fields the JSON parser rejects are rejected after serde.
+        let p = pod(json!({"podIPs": [{"ip": "10.244.0.500"}]}));
+        assert!(matches!(via_raw(&p), Err(Skip::Malformed(_))));
+        let mut p = pod(json!({}));
+        p["spec"]["hostNetwork"] = json!("yes");
+        assert!(matches!(via_raw(&p), Err(Skip::Malformed(_))));
     }
 
     #[test]

@@ -21,6 +21,7 @@ fn pod(i: usize, problems: Vec<PodProblem>) -> PodVerdict {
         problems,
         pod_side: None,
         probes: Vec::new(),
+        gateways: Vec::new(),
     }
 }
 

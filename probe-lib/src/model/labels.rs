@@ -78,6 +78,15 @@ label_enum! {
         /// Inside the pod's namespace, the default route of the IP's family is missing (seen
         /// by the prober).
         PodDefaultRouteMissing => "pod_default_route_missing",
+        /// Bridge CNIs (`--cni bridge`): the pod's veth is not a port of a bridge, so nothing
+        /// routed to the bridge reaches the pod.
+        VethNotOnBridge => "veth_not_on_bridge",
+        /// Bridge CNIs: the bridge the pod's veth is a port of is down (the kernel also drops
+        /// the pod subnet's route).
+        BridgeDown => "bridge_down",
+        /// ptp and bridge CNIs: the interface that must hold the pod's gateway address (the
+        /// host veth for ptp, the bridge for bridge) has no address of the pod's family.
+        GatewayAddressMissing => "gateway_address_missing",
     }
 }
 
@@ -128,6 +137,8 @@ label_enum! {
         ServerError => "server_error",
         /// Any other error status (4xx).
         ClientError => "client_error",
+        /// 429 Too Many Requests: the next attempt waits the server's `Retry-After`.
+        Throttled => "throttled",
         /// The connection could not be made or broke.
         Connect => "connect",
         /// A list page or the start of a watch took too long.
@@ -271,7 +282,10 @@ mod tests {
                 | ProxyArpDisabled
                 | ForwardingDisabled
                 | PodInterfaceDown
-                | PodDefaultRouteMissing => 9,
+                | PodDefaultRouteMissing
+                | VethNotOnBridge
+                | BridgeDown
+                | GatewayAddressMissing => 12,
             }
         }
         fn node(r: NodeReason) -> usize {
@@ -290,8 +304,8 @@ mod tests {
         fn restart(r: RestartReason) -> usize {
             use RestartReason::*;
             match r {
-                Gone | ServerError | ClientError | Connect | Timeout | Stalled | Closed
-                | Decode => 8,
+                Gone | ServerError | ClientError | Throttled | Connect | Timeout | Stalled
+                | Closed | Decode => 9,
             }
         }
         fn result(r: ProbeResult) -> usize {

@@ -56,6 +56,9 @@ pub struct PodEntry {
     pub netnsid: Option<i32>,
     /// Its interface index inside its namespace.
     pub peer_index: Option<u32>,
+    /// Its gateways, where the CNI's profile reads them from the host (ptp, bridge); empty:
+    /// the CNI's fixed gateway the prober is configured with.
+    pub gateways: Vec<IpAddr>,
 }
 
 /// The state of the watch, for `/status`, `/readyz` and the node-level problem.

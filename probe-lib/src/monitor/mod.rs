@@ -70,6 +70,8 @@ pub struct MonitorConfig {
     pub resync_interval: Duration,
     /// Probe judgement, when probes run.
     pub probes: Option<ProbeSettings>,
+    /// The node's CNI: the wiring profile pods are judged by.
+    pub cni: crate::cni::Cni,
 }
 
 /// Keeps the node's state and verdicts current. Create with [`Monitor::new`], drive with
@@ -426,7 +428,7 @@ impl<H: HostNetwork> Monitor<H> {
             reports: &self.probe_reports,
             failure_threshold: p.failure_threshold,
         });
-        let mut verdicts = evaluate(pods, &self.state, view.as_ref());
+        let mut verdicts = evaluate(&self.config.cni, pods, &self.state, view.as_ref());
         verdicts
             .node
             .extend(expectation.node_problems.iter().cloned());

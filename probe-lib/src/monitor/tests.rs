@@ -56,6 +56,7 @@ fn start(host: FakeHost, resync: Duration) -> Running {
         },
         resync_interval: resync,
         probes: None,
+        cni: crate::cni::Cni::Calico,
     };
     let (monitor, rx) = Monitor::new(host, config, metrics.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel();

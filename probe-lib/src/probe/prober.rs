@@ -47,6 +47,8 @@ struct Pod {
     netnsid: Option<i32>,
     peer_index: Option<u32>,
     ips: Vec<IpAddr>,
+    /// The gateways the CNI gave this pod, where not the configured ones (ptp, bridge).
+    gateways: Vec<IpAddr>,
     /// Next round (a re-check comes before the regular schedule).
     due: Instant,
     /// The pod's regular schedule: its phase plus whole intervals.
@@ -157,6 +159,7 @@ impl<N: PodNetwork> Prober<N> {
                     netnsid: entry.netnsid,
                     peer_index: entry.peer_index,
                     ips: entry.ips.clone(),
+                    gateways: entry.gateways.clone(),
                     due: first,
                     regular: first,
                     in_flight: false,
@@ -173,11 +176,13 @@ impl<N: PodNetwork> Prober<N> {
             if pod.netnsid != entry.netnsid
                 || pod.peer_index != entry.peer_index
                 || pod.ips != entry.ips
+                || pod.gateways != entry.gateways
             {
                 // Re-wired or re-addressed: probe the new wiring now.
                 pod.netnsid = entry.netnsid;
                 pod.peer_index = entry.peer_index;
                 pod.ips.clone_from(&entry.ips);
+                pod.gateways.clone_from(&entry.gateways);
                 if !pod.in_flight && queue.remove(&(pod.due, entry.interface.clone())) {
                     queue.insert((now, entry.interface.clone()));
                 }
@@ -213,7 +218,7 @@ impl<N: PodNetwork> Prober<N> {
                 &pod.ips,
                 &self.node_ips,
                 &self.config.targets,
-                &self.config.gateways,
+                &self.config.gateways.with(&pod.gateways),
                 pod.peer_index.filter(|_| pod.netnsid.is_some()),
             );
             // The pod's own routes rarely change: read them every few rounds, and whenever the

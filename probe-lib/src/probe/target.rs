@@ -63,6 +63,20 @@ pub struct Gateways {
     pub ipv6: Ipv6Addr,
 }
 
+impl Gateways {
+    /// These gateways with the per-pod ones (one per family) put in their place.
+    pub fn with(&self, pod: &[IpAddr]) -> Gateways {
+        let mut out = *self;
+        for ip in pod {
+            match ip {
+                IpAddr::V4(v4) => out.ipv4 = *v4,
+                IpAddr::V6(v6) => out.ipv6 = *v6,
+            }
+        }
+        out
+    }
+}
+
 impl Default for Gateways {
     /// Calico's: 169.254.1.1 and the link-local of a veth with MAC ee:ee:ee:ee:ee:ee.
     fn default() -> Self {
@@ -241,6 +255,20 @@ mod tests {
         assert!(
             e.contains("udp:1.2.3.4:53") && e.contains("icmp or tcp"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn per_pod_gateways_replace_the_fixed_ones_per_family() {
+        let fixed = Gateways::default();
+        assert_eq!(fixed.with(&[]), fixed);
+        let ptp = fixed.with(&["10.244.0.1".parse().unwrap()]);
+        assert_eq!(ptp.ipv4, Ipv4Addr::new(10, 244, 0, 1));
+        assert_eq!(ptp.ipv6, fixed.ipv6);
+        let v6 = fixed.with(&["fd00::1".parse().unwrap()]);
+        assert_eq!(
+            (v6.ipv4, v6.ipv6.to_string()),
+            (fixed.ipv4, "fd00::1".into())
         );
     }
 

@@ -9,11 +9,14 @@ use serde::Serialize;
 
 mod orphans;
 mod probes;
+mod route;
+mod wiring;
 
 pub use orphans::{Orphan, find_orphans};
 pub use probes::{ProbeView, TargetVerdict};
 
-use crate::host::{Family, HostState, Link, NetconfScope, RouteKind};
+use crate::cni::Cni;
+use crate::host::{Family, HostState, NetconfScope};
 pub use crate::model::{NodeReason, PodReason};
 use crate::pods::ExpectedPod;
 use crate::probe::report::PodSide;
@@ -57,6 +60,11 @@ pub struct PodVerdict {
     /// Probe verdicts, one per probed destination.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub probes: Vec<TargetVerdict>,
+    /// The pod's gateways as its CNI gives them, read from the host side (ptp: the host veth's
+    /// addresses, bridge: the bridge's); empty where the CNI's gateway is fixed (Calico and
+    /// AWS VPC CNI: 169.254.1.1).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<IpAddr>,
 }
 
 impl PodVerdict {
@@ -93,8 +101,10 @@ impl Verdicts {
 }
 
 /// Judge every expected pod and the node against what the kernel reports and, when probes
-/// run, what they found.
+/// run, what they found. `cni` chooses the wiring profile: what the node's CNI guarantees, and
+/// only that, is judged.
 pub fn evaluate(
+    cni: &Cni,
     pods: &[ExpectedPod],
     host: &HostState,
     probes: Option<&ProbeView<'_>>,
@@ -106,16 +116,20 @@ pub fn evaluate(
     };
     let mut pods: Vec<PodVerdict> = pods
         .iter()
-        .map(|pod| PodVerdict {
-            pod: pod.clone(),
-            link: host.link_by_name(&pod.interface).map(|l| PodLink {
-                index: l.index,
-                netnsid: l.peer_netnsid,
-                peer_index: l.peer_index,
-            }),
-            problems: pod_problems(pod, host, &node_forwarding_off),
-            pod_side: None,
-            probes: Vec::new(),
+        .map(|pod| {
+            let link = host.link_by_name(&pod.interface);
+            PodVerdict {
+                pod: pod.clone(),
+                link: link.map(|l| PodLink {
+                    index: l.index,
+                    netnsid: l.peer_netnsid,
+                    peer_index: l.peer_index,
+                }),
+                problems: wiring::pod_problems(cni, pod, host, &node_forwarding_off),
+                pod_side: None,
+                probes: Vec::new(),
+                gateways: link.map_or_else(Vec::new, |l| wiring::gateways(cni, l, host)),
+            }
         })
         .collect();
     if let Some(view) = probes {
@@ -146,108 +160,6 @@ fn node_problems(pods: &[ExpectedPod], host: &HostState) -> Vec<NodeProblem> {
         }
     }
     out
-}
-
-fn pod_problems(
-    pod: &ExpectedPod,
-    host: &HostState,
-    node_forwarding_off: &dyn Fn(Family) -> bool,
-) -> Vec<PodProblem> {
-    let mut out = Vec::new();
-    let problem = |reason, ip, detail: String| PodProblem { reason, ip, detail };
-    if pod.interface.is_empty() {
-        // No naming rule and no route: all that can be said is about the routes.
-        for &ip in &pod.ips {
-            out.extend(route_problem(ip, None, host));
-        }
-        return out;
-    }
-    let Some(link) = host.link_by_name(&pod.interface) else {
-        if pod.in_grace {
-            return out; // The CNI may still be wiring it.
-        }
-        out.push(problem(
-            PodReason::InterfaceMissing,
-            pod.ips.first().copied(),
-            format!("no interface {}", pod.interface),
-        ));
-        // A route for the IP elsewhere (IP reuse) or a blackhole is worth saying too; a
-        // missing route is implied by the missing interface.
-        for &ip in &pod.ips {
-            out.extend(
-                route_problem(ip, None, host).filter(|p| p.reason != PodReason::RouteMissing),
-            );
-        }
-        return out;
-    };
-    if !link.is_up() {
-        let detail = if link.admin_up {
-            format!("{} has no carrier (oper state {:?})", link.name, link.oper)
-        } else {
-            format!("{} is administratively down", link.name)
-        };
-        if pod.ips.is_empty() {
-            out.push(problem(PodReason::InterfaceDown, None, detail));
-        } else {
-            for &ip in &pod.ips {
-                out.push(problem(PodReason::InterfaceDown, Some(ip), detail.clone()));
-            }
-        }
-    }
-    for &ip in &pod.ips {
-        out.extend(route_problem(ip, Some(link), host));
-        let family = Family::of(&ip);
-        let conf = host.netconf(family, NetconfScope::Interface(link.index));
-        if family == Family::Ipv4 && conf.proxy_neigh == Some(false) {
-            out.push(problem(
-                PodReason::ProxyArpDisabled,
-                Some(ip),
-                format!("net.ipv4.conf.{}.proxy_arp = 0", link.name),
-            ));
-        }
-        if conf.forwarding == Some(false) && !node_forwarding_off(family) {
-            out.push(problem(
-                PodReason::ForwardingDisabled,
-                Some(ip),
-                format!("net.{}.conf.{}.forwarding = 0", family.as_str(), link.name),
-            ));
-        }
-    }
-    out
-}
-
-/// The route problem of one pod IP, given the pod's link (if it exists).
-fn route_problem(ip: IpAddr, link: Option<&Link>, host: &HostState) -> Option<PodProblem> {
-    let Some(route) = host.host_route(ip) else {
-        return Some(PodProblem {
-            reason: PodReason::RouteMissing,
-            ip: Some(ip),
-            detail: format!("no route for {ip} in the main table"),
-        });
-    };
-    if route.kind != RouteKind::Unicast {
-        return Some(PodProblem {
-            reason: PodReason::RouteNotUnicast,
-            ip: Some(ip),
-            detail: format!("route for {} is {}", route.dst, route.kind.as_str()),
-        });
-    }
-    if link.is_none_or(|l| route.oif != Some(l.index)) {
-        let via = route
-            .oif
-            .map(|i| {
-                host.link(i)
-                    .map_or_else(|| format!("ifindex {i}"), |l| l.name.clone())
-            })
-            .or_else(|| route.gateway.map(|g| format!("gateway {g}")))
-            .unwrap_or_else(|| "a multipath route".to_owned());
-        return Some(PodProblem {
-            reason: PodReason::RouteWrongInterface,
-            ip: Some(ip),
-            detail: format!("route for {} goes via {via}", route.dst),
-        });
-    }
-    None
 }
 
 #[cfg(test)]

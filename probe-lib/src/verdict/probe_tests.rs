@@ -94,7 +94,7 @@ fn run(n: usize, host: &HostState, reports: &HashMap<String, PodProbes>) -> Verd
         reports,
         failure_threshold: 2,
     };
-    evaluate(&pods(n), host, Some(&view))
+    evaluate(&Cni::Calico, &pods(n), host, Some(&view))
 }
 
 fn pod_failures(v: &Verdicts) -> Vec<(String, String, Option<&'static str>)> {
@@ -242,6 +242,28 @@ fn pod_side_problems_become_wiring_reasons() {
     assert_eq!(reasons(0), ["pod_interface_down"]);
     assert_eq!(reasons(1), ["pod_default_route_missing"]);
     assert_eq!(v.pods_with_problems(), 2);
+}
+
+#[test]
+fn host_side_down_is_not_said_again_as_the_pods_lost_carrier() {
+    let mut r = reports(&[&[OK]], &[&[OK]]);
+    r.get_mut("cali0").unwrap().pod_side = Some(PodSide {
+        interface_up: false,
+        default_route_v4: Some(true),
+        default_route_v6: None,
+    });
+    let mut h = host(1);
+    let mut down = veth(10, "cali0", 0);
+    down.admin_up = false;
+    h.apply(&crate::host::KernelEvent::LinkChanged(down));
+    let v = run(1, &h, &r);
+    let reasons: Vec<&str> = v.pods[0]
+        .problems
+        .iter()
+        .map(|p| p.reason.as_str())
+        .collect();
+    assert!(reasons.contains(&"interface_down"), "{reasons:?}");
+    assert!(!reasons.contains(&"pod_interface_down"), "{reasons:?}");
 }
 
 #[test]

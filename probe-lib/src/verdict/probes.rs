@@ -51,7 +51,16 @@ pub(super) fn judge(pods: &mut [PodVerdict], view: &ProbeView<'_>, node: &mut Ve
         };
         pv.pod_side = report.pod_side;
         if let Some(side) = report.pod_side {
-            pv.problems.extend(pod_side_problems(&pv.pod.ips, side));
+            // The host side down takes the pod's carrier with it: said once, on the host side.
+            let host_down = pv
+                .problems
+                .iter()
+                .any(|p| p.reason == PodReason::InterfaceDown);
+            pv.problems.extend(
+                pod_side_problems(&pv.pod.ips, side)
+                    .into_iter()
+                    .filter(|p| !(host_down && p.reason == PodReason::PodInterfaceDown)),
+            );
         }
         pv.probes = report
             .dests

@@ -104,6 +104,7 @@ impl Node {
 
     fn evaluate(self) -> Verdicts {
         evaluate(
+            &Cni::Calico,
             &Node::pods(),
             &HostState::from_dump(self.dump, Default::default()),
             None,
@@ -257,6 +258,7 @@ fn interface_down_without_known_ips() {
     pods[1].ips.clear();
     let n = Node::healthy().with_link(|l| l.admin_up = false, POD_B);
     let v = evaluate(
+        &Cni::Calico,
         &pods,
         &HostState::from_dump(n.dump, Default::default()),
         None,
@@ -343,10 +345,14 @@ fn node_forwarding_off_without_pods_is_no_problem() {
         nc.forwarding = Some(false);
     }
     let state = HostState::from_dump(n.dump, Default::default());
-    let v = evaluate(&[], &state, None);
+    let v = evaluate(&Cni::Calico, &[], &state, None);
     assert!(v.node.is_empty(), "{:?}", v.node);
     // With pods, the same node has the problem (the test can fail).
-    assert!(!evaluate(&Node::pods(), &state, None).node.is_empty());
+    assert!(
+        !evaluate(&Cni::Calico, &Node::pods(), &state, None)
+            .node
+            .is_empty()
+    );
 }
 
 #[test]
@@ -375,6 +381,7 @@ fn ipv6_forwarding_matters_only_with_ipv6_pods() {
     let mut pods = Node::pods();
     pods[0].ips.retain(IpAddr::is_ipv4);
     let v = evaluate(
+        &Cni::Calico,
         &pods,
         &HostState::from_dump(n.dump, Default::default()),
         None,
@@ -417,6 +424,6 @@ fn reason_strings_are_distinct_snake_case() {
 
 #[test]
 fn no_pods_no_verdicts() {
-    let v = evaluate(&[], &HostState::default(), None);
+    let v = evaluate(&Cni::Calico, &[], &HostState::default(), None);
     assert!(v.pods.is_empty() && v.node.is_empty());
 }

@@ -333,6 +333,18 @@ mod tests {
             "spec.hostNetwork=true,status.phase=Running,status.podIP=10.0.0.1"
         ));
         assert!(m("status.nominatedNodeName="));
+        // What podnet asks for: this node's pods that still run.
+        let running = "spec.nodeName=node-1,status.phase!=Failed,status.phase!=Succeeded";
+        assert!(m(running));
+        let mut failed = p.clone();
+        failed["status"]["phase"] = "Failed".into();
+        assert!(!FieldSelector::parse(running).unwrap().matches(&failed));
+        failed["status"]["phase"] = "Succeeded".into();
+        assert!(!FieldSelector::parse(running).unwrap().matches(&failed));
+        assert_eq!(
+            FieldSelector::parse(running).unwrap().node_name(),
+            Some("node-1")
+        );
         assert_eq!(
             FieldSelector::parse("spec.nodeName=n,metadata.name!=x")
                 .unwrap()

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod agent_proc;
 pub mod bench;
+pub mod cni;
 pub mod exposition;
 pub mod netns;
 pub mod simnode;

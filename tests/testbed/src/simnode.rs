@@ -204,6 +204,18 @@ pub struct SimNode {
     blocks: BTreeSet<IpNet>,
     holders: BTreeMap<usize, Child>,
     listeners: Vec<Listener>,
+    wiring: Wiring,
+}
+
+/// Whose CNI wires the simulated pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wiring {
+    /// Calico's (the default): `cali…`, proxy ARP, IPAM block blackholes, felix's neighbours.
+    Calico,
+    /// AWS VPC CNI's (`cmd/routed-eni-cni-plugin/driver`): `eni…`, the same `/32 scope link`
+    /// host route, the gateway 169.254.1.1 resolved by a permanent neighbour inside the pod
+    /// (the host veth's MAC), no proxy ARP, no blackhole blocks.
+    AwsVpcCni,
 }
 
 /// A TCP listener on a thread that accepts and drops connections until stopped.
@@ -228,6 +240,16 @@ impl SimNode {
         let mut node = Self::empty()?;
         for i in 0..pods {
             node.add_pod(PodSpec::numbered(i, dual_stack.contains(&i)))?;
+        }
+        Ok(node)
+    }
+
+    /// A node with `pods` IPv4 pods wired as AWS VPC CNI wires them.
+    pub fn aws_vpc_cni(pods: usize) -> Result<Self> {
+        let mut node = Self::empty()?;
+        node.wiring = Wiring::AwsVpcCni;
+        for i in 0..pods {
+            node.add_pod(PodSpec::numbered(i, false))?;
         }
         Ok(node)
     }
@@ -261,6 +283,7 @@ impl SimNode {
             blocks: BTreeSet::new(),
             holders: BTreeMap::new(),
             listeners: Vec::new(),
+            wiring: Wiring::Calico,
         };
         sim.wire_uplink().context("wiring the node's uplink")?;
         Ok(sim)
@@ -374,7 +397,11 @@ impl SimNode {
             spec,
             netns: netns_name,
         } = pending;
-        let interface = veth_name("cali", &spec.namespace, &spec.name);
+        let prefix = match self.wiring {
+            Wiring::Calico => "cali",
+            Wiring::AwsVpcCni => "eni",
+        };
+        let interface = veth_name(prefix, &spec.namespace, &spec.name);
         let ipv4 = spec.ipv4.unwrap_or_else(|| pod_ipv4(index));
         let ipv6 = spec.dual_stack.then(|| pod_ipv6(index));
         let mac = [
@@ -427,6 +454,7 @@ impl SimNode {
         pod_ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
         let node_path = netns::path(self.node.name());
         let iface = interface.to_owned();
+        let aws = self.wiring == Wiring::AwsVpcCni;
         // Pod side, inside the pod namespace (CNI: DoNetworking).
         pod_ns.run(move |h| async move {
             link_up(&h, "lo").await?;
@@ -467,6 +495,16 @@ impl SimNode {
                 .add(default_via(POD_GATEWAY_IPV4.into(), eth0))
                 .execute()
                 .await?;
+            if aws {
+                // AWS VPC CNI: `ip neigh add 169.254.1.1 lladdr <host veth MAC> dev eth0
+                // nud permanent` instead of proxy ARP on the host.
+                h.neighbours()
+                    .add(eth0, POD_GATEWAY_IPV4.into())
+                    .link_layer_address(&CALI_MAC)
+                    .state(NeighbourState::Permanent)
+                    .execute()
+                    .await?;
+            }
             if ipv6.is_some() {
                 h.route()
                     .add(default_via(POD_GATEWAY_IPV6.into(), eth0))
@@ -477,15 +515,17 @@ impl SimNode {
             move_link(&h, host, &node_path).await?;
             Ok(())
         })?;
-        // Host side (CNI: configureSysctls, then SetupRoutes; felix: static ARP).
+        // Host side (CNI: configureSysctls, then SetupRoutes; felix: static ARP). AWS VPC CNI
+        // sets no proxy ARP/NDP, adds no neighbour for the pod and has no IPAM blocks.
+        let proxy = if aws { "0" } else { "1" };
         for (k, v) in [
-            ("net.ipv4.conf.{}.proxy_arp", "1"),
+            ("net.ipv4.conf.{}.proxy_arp", proxy),
             ("net.ipv4.neigh.{}.proxy_delay", "0"),
             ("net.ipv4.conf.{}.forwarding", "1"),
             ("net.ipv4.conf.{}.route_localnet", "1"),
             ("net.ipv6.conf.{}.accept_dad", "0"),
             ("net.ipv6.conf.{}.accept_ra", "0"),
-            ("net.ipv6.conf.{}.proxy_ndp", "1"),
+            ("net.ipv6.conf.{}.proxy_ndp", proxy),
             ("net.ipv6.conf.{}.forwarding", "1"),
         ] {
             self.node.sysctl(&k.replace("{}", interface), v)?;
@@ -505,18 +545,21 @@ impl SimNode {
             }
             // Replace, as felix does (`ip neigh replace`): the agent may already have
             // probed the pod through its new route, leaving an incomplete entry.
-            h.neighbours()
-                .add(idx, ipv4.into())
-                .link_layer_address(&mac)
-                .state(NeighbourState::Permanent)
-                .replace()
-                .execute()
-                .await?;
+            if !aws {
+                h.neighbours()
+                    .add(idx, ipv4.into())
+                    .link_layer_address(&mac)
+                    .state(NeighbourState::Permanent)
+                    .replace()
+                    .execute()
+                    .await?;
+            }
             Ok(idx)
         })?;
         for ip in [Some(IpAddr::V4(ipv4)), ipv6.map(IpAddr::V6)]
             .into_iter()
             .flatten()
+            .filter(|_| !aws)
         {
             let block = block_of(ip);
             if self.blocks.insert(block) {

@@ -5,22 +5,28 @@
 //! version; a watch from there (with bookmarks) applies changes. A 410 Gone — as an HTTP status
 //! or as a watch `ERROR` event — always means a fresh list, never a retry of the same version.
 //! A watch that sends nothing, not even a bookmark or its own end, for longer than its timeout
-//! plus a margin is declared stalled and replaced. Errors back off exponentially with jitter
-//! (at most 5 s, so the watch is back within seconds of the API's return). Health and restarts
-//! are exported; the monitor turns a long unhealthy spell into a node-level problem.
+//! plus a margin is declared stalled and replaced. Health and restarts are exported; the
+//! monitor turns a long unhealthy spell into a node-level problem.
+//!
+//! Polite to a struggling API server: errors back off exponentially with jitter up to 30 s, and
+//! the backoff starts over only after the watch has stayed healthy for a while (a full watch
+//! timeout, at most a minute) — a watch that fails right after every successful list costs a
+//! list+watch every ~30 s, not several a second. 429 waits the server's `Retry-After`.
+//!
+//! Memory: pages are read as they stream in and each pod is decoded into the few fields podnet
+//! reads ([`RawPod`]); Failed and Succeeded pods are filtered out by the server.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
-use kube::Api;
-use kube::api::{ApiResource, DynamicObject, ListParams, WatchEvent, WatchParams};
-use serde_json::Value;
+use kube::api::{ListParams, WatchEvent, WatchParams};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::error::WatchError;
+use super::pod::RawPod;
 use super::store::{KubeHealth, KubeView, PodStore};
 use crate::model::KubeMetrics;
 use crate::util::backoff::Backoff;
@@ -38,7 +44,19 @@ pub struct WatchConfig {
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// The backoff starts over once the watch has been healthy this long (or a full watch
+/// timeout, if shorter): a list that succeeds before every failing watch does not reset it.
+const HEALTHY_RESET: Duration = Duration::from_secs(60);
+/// A 429 without `Retry-After` waits at least this; a `Retry-After` is honoured up to
+/// [`RETRY_AFTER_MAX`] (a hostile or broken value must not silence the watch for hours).
+const THROTTLED_MIN: Duration = Duration::from_secs(10);
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
+/// The fields a Pod field selector can filter on server-side: this node's pods that still run.
+const PHASE_SELECTOR: &str = "status.phase!=Failed,status.phase!=Succeeded";
+/// The watcher calls its heartbeat at least this often while it runs: during backoff sleeps
+/// and quiet watches too. Only a request can hold it longer, for at most [`REQUEST_TIMEOUT`].
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 /// A watch silent for its timeout plus this (or half its timeout, if less) is stalled.
 const STALL_MARGIN: Duration = Duration::from_secs(30);
 /// How long one list page or the start of a watch may take.
@@ -53,50 +71,9 @@ enum WatchEnd {
     Failed(WatchError),
 }
 
-/// The pods API for a type-erased Pod: a malformed pod is still a `DynamicObject`, so one bad
-/// object never fails a whole list.
-fn pods_api(client: kube::Client) -> Api<DynamicObject> {
-    let ar = ApiResource {
-        group: String::new(),
-        version: "v1".into(),
-        api_version: "v1".into(),
-        kind: "Pod".into(),
-        plural: "pods".into(),
-    };
-    Api::all_with(client, &ar)
-}
-
-/// Just the fields [`parse_pod`](super::parse_pod) reads, so a list of fat pod specs is not
-/// copied whole.
-fn to_value(o: &DynamicObject) -> Value {
-    let m = &o.metadata;
-    let pick = |section: &str, fields: &[&str]| -> Value {
-        match o.data.get(section) {
-            Some(Value::Object(map)) => Value::Object(
-                fields
-                    .iter()
-                    .filter_map(|f| map.get(*f).map(|v| ((*f).to_owned(), v.clone())))
-                    .collect(),
-            ),
-            Some(other) => other.clone(),
-            None => Value::Null,
-        }
-    };
-    serde_json::json!({
-        "metadata": {
-            "name": m.name,
-            "namespace": m.namespace,
-            "uid": m.uid,
-            "deletionTimestamp": m.deletion_timestamp.as_ref().map(|_| true),
-        },
-        "spec": pick("spec", &["nodeName", "hostNetwork"]),
-        "status": pick("status", &["phase", "podIP", "podIPs"]),
-    })
-}
-
 /// Follows this node's pods and publishes a [`KubeView`] on every change.
 pub struct KubeWatcher {
-    api: Api<DynamicObject>,
+    client: kube::Client,
     config: WatchConfig,
     selector: String,
     store: PodStore,
@@ -105,6 +82,10 @@ pub struct KubeWatcher {
     tx: watch::Sender<Arc<KubeView>>,
     metrics: KubeMetrics,
     backoff: Backoff,
+    /// Since when listing and watching have worked without a failure.
+    healthy_since: Option<tokio::time::Instant>,
+    /// Liveness hook: called as the watcher runs, dropped when it ends (returns or panics).
+    heartbeat: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl std::fmt::Debug for KubeWatcher {
@@ -116,6 +97,11 @@ impl std::fmt::Debug for KubeWatcher {
 }
 
 impl KubeWatcher {
+    /// The longest a running watcher goes without calling its heartbeat
+    /// ([`KubeWatcher::with_heartbeat`]): a supervisor may declare it hung after this silence
+    /// (one request timeout plus a beat interval, with margin).
+    pub const MAX_SILENCE: Duration = Duration::from_secs(45);
+
     /// A watcher over `client`, and the receiver of its views.
     pub fn new(
         client: kube::Client,
@@ -123,9 +109,9 @@ impl KubeWatcher {
         metrics: KubeMetrics,
     ) -> (Self, watch::Receiver<Arc<KubeView>>) {
         let (tx, rx) = watch::channel(Arc::new(KubeView::default()));
-        let selector = format!("spec.nodeName={}", config.node);
+        let selector = format!("spec.nodeName={},{PHASE_SELECTOR}", config.node);
         let watcher = KubeWatcher {
-            api: pods_api(client),
+            client,
             store: PodStore::new(&config.node),
             config,
             selector,
@@ -134,8 +120,39 @@ impl KubeWatcher {
             tx,
             metrics,
             backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
+            healthy_since: None,
+            heartbeat: None,
         };
         (watcher, rx)
+    }
+
+    /// Call `beat` at least every [`HEARTBEAT_EVERY`] while running (never more than
+    /// [`KubeWatcher::MAX_SILENCE`] apart). The watcher owns it: when the watcher ends — shutdown, or its
+    /// task unwinding from a panic — `beat` is dropped, so a liveness guard captured in it
+    /// marks the watch worker dead (the agent's `/healthz`).
+    #[must_use]
+    pub fn with_heartbeat(mut self, beat: impl Fn() + Send + Sync + 'static) -> Self {
+        self.heartbeat = Some(Box::new(beat));
+        self
+    }
+
+    fn beat(&self) {
+        if let Some(beat) = &self.heartbeat {
+            beat();
+        }
+    }
+
+    /// Wait `delay`, beating on the way.
+    async fn pause(&self, delay: Duration) {
+        let until = tokio::time::Instant::now() + delay;
+        loop {
+            self.beat();
+            let now = tokio::time::Instant::now();
+            if now >= until {
+                return;
+            }
+            tokio::time::sleep((until - now).min(HEARTBEAT_EVERY)).await;
+        }
     }
 
     /// Run until `shutdown` completes.
@@ -148,14 +165,12 @@ impl KubeWatcher {
 
     async fn run_forever(&mut self) {
         loop {
+            self.beat();
             let mut rv = match self.list().await {
-                Ok(rv) => {
-                    self.backoff.reset();
-                    rv
-                }
+                Ok(rv) => rv,
                 Err(e) => {
-                    self.failed(&e);
-                    tokio::time::sleep(self.backoff.next_delay()).await;
+                    let delay = self.failed(&e);
+                    self.pause(delay).await;
                     continue;
                 }
             };
@@ -163,8 +178,8 @@ impl KubeWatcher {
                 match self.watch_once(&mut rv).await {
                     WatchEnd::Timeout => {}
                     WatchEnd::Failed(e) => {
-                        self.failed(&e);
-                        tokio::time::sleep(self.backoff.next_delay()).await;
+                        let delay = self.failed(&e);
+                        self.pause(delay).await;
                         if e.needs_relist() {
                             break;
                         }
@@ -174,7 +189,27 @@ impl KubeWatcher {
         }
     }
 
-    fn failed(&mut self, error: &WatchError) {
+    /// The wait before the next attempt after `error`: the backoff (started over if the watch
+    /// had been healthy long enough), at least the server's `Retry-After` on a 429.
+    fn retry_delay(&mut self, error: &WatchError) -> Duration {
+        let reset_after = self.config.watch_timeout.min(HEALTHY_RESET);
+        if self
+            .healthy_since
+            .take()
+            .is_some_and(|since| since.elapsed() >= reset_after)
+        {
+            self.backoff.reset();
+        }
+        let delay = self.backoff.next_delay();
+        match error.retry_after() {
+            Some(asked) => delay.max(asked.unwrap_or(THROTTLED_MIN).min(RETRY_AFTER_MAX)),
+            None => delay,
+        }
+    }
+
+    /// Count and report a failure; the wait before the next attempt.
+    fn failed(&mut self, error: &WatchError) -> Duration {
+        let delay = self.retry_delay(error);
         let reason = error.reason();
         self.metrics.restarted(reason);
         self.health.restarts += 1;
@@ -188,6 +223,7 @@ impl KubeWatcher {
         self.health.healthy = false;
         self.metrics.set_healthy(false);
         self.publish();
+        delay
     }
 
     fn contact(&mut self) {
@@ -196,6 +232,8 @@ impl KubeWatcher {
     }
 
     fn ok(&mut self) {
+        self.healthy_since
+            .get_or_insert_with(tokio::time::Instant::now);
         if !self.health.healthy {
             if self.health.unhealthy_since.is_some() {
                 info!(pods = self.store.len(), "Kubernetes watch healthy again");
@@ -223,34 +261,31 @@ impl KubeWatcher {
         });
     }
 
-    /// `GET /api/v1/pods?fieldSelector=spec.nodeName=<node>&limit=N` (and its pages).
+    /// `GET /api/v1/pods?fieldSelector=spec.nodeName=<node>,status.phase!=Failed,…&limit=N`
+    /// (and its pages); `kubectl get pods -A --field-selector … --chunk-size N`.
     async fn list(&mut self) -> Result<String, WatchError> {
         let mut lp = ListParams::default()
             .fields(&self.selector)
             .limit(self.config.page_size);
         let mut items = Vec::new();
-        // Pages are converted as they come, keeping only what podnet reads of each pod.
         let rv = loop {
             self.metrics.request("list");
-            let page = match tokio::time::timeout(REQUEST_TIMEOUT, self.api.list(&lp)).await {
+            let page = tokio::time::timeout(
+                REQUEST_TIMEOUT,
+                request::list_page(&self.client, &lp, &mut items),
+            );
+            let meta = match page.await {
                 Err(_) => {
                     return Err(WatchError::RequestTimeout {
                         verb: "list",
                         after: REQUEST_TIMEOUT,
                     });
                 }
-                Ok(Err(source)) => {
-                    return Err(WatchError::Api {
-                        verb: "list",
-                        source,
-                    });
-                }
-                Ok(Ok(p)) => p,
+                Ok(result) => result?,
             };
-            items.extend(page.items.iter().map(to_value));
-            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            match meta.continue_token {
                 Some(token) => lp = lp.continue_token(&token),
-                None => break page.metadata.resource_version.unwrap_or_default(),
+                None => break meta.resource_version,
             }
         };
         self.store.replace(items.iter(), Instant::now());
@@ -270,7 +305,13 @@ impl KubeWatcher {
         self.metrics.request("watch");
         // tokio's clock (the same in production), so tests can pause it.
         let started = tokio::time::Instant::now();
-        let stream = match tokio::time::timeout(REQUEST_TIMEOUT, self.api.watch(&wp, rv)).await {
+        let request = match request::pods().watch(&wp, rv) {
+            Ok(r) => r,
+            Err(e) => return WatchEnd::Failed(request::build_error("watch", e)),
+        };
+        // Each event's pod is decoded into the few fields podnet reads, nothing more.
+        let start = self.client.request_events::<RawPod>(request);
+        let stream = match tokio::time::timeout(REQUEST_TIMEOUT, start).await {
             Err(_) => {
                 return WatchEnd::Failed(WatchError::RequestTimeout {
                     verb: "watch",
@@ -291,8 +332,18 @@ impl KubeWatcher {
         let idle_limit =
             self.config.watch_timeout + (self.config.watch_timeout / 2).min(STALL_MARGIN);
         loop {
-            let item = match tokio::time::timeout(idle_limit, stream.next()).await {
-                Err(_) => return WatchEnd::Failed(WatchError::Stalled(idle_limit)),
+            let mut silent = Duration::ZERO;
+            let next = loop {
+                self.beat();
+                let wait = (idle_limit - silent).min(HEARTBEAT_EVERY);
+                match tokio::time::timeout(wait, stream.next()).await {
+                    Ok(next) => break Ok(next),
+                    Err(_) if silent + wait >= idle_limit => break Err(()),
+                    Err(_) => silent += wait,
+                }
+            };
+            let item = match next {
+                Err(()) => return WatchEnd::Failed(WatchError::Stalled(idle_limit)),
                 Ok(None) => {
                     // Ended by the server: at its timeout that is normal, earlier it was dropped.
                     return if started.elapsed() + Duration::from_secs(1)
@@ -314,17 +365,17 @@ impl KubeWatcher {
             self.contact();
             match item {
                 WatchEvent::Added(o) | WatchEvent::Modified(o) => {
-                    if let Some(v) = &o.metadata.resource_version {
-                        rv.clone_from(v);
+                    if let Some(v) = o.resource_version() {
+                        v.clone_into(rv);
                     }
-                    self.store.upsert(&to_value(&o), Instant::now());
+                    self.store.upsert(&o.to_value(), Instant::now());
                     self.publish();
                 }
                 WatchEvent::Deleted(o) => {
-                    if let Some(v) = &o.metadata.resource_version {
-                        rv.clone_from(v);
+                    if let Some(v) = o.resource_version() {
+                        v.clone_into(rv);
                     }
-                    self.store.delete(&to_value(&o));
+                    self.store.delete(&o.to_value());
                     self.publish();
                 }
                 WatchEvent::Bookmark(b) => rv.clone_from(&b.metadata.resource_version),
@@ -342,5 +393,6 @@ impl KubeWatcher {
     }
 }
 
+mod request;
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,7 @@ use http::{Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant as TokioInstant;
 
@@ -80,6 +80,34 @@ impl Call {
         );
     }
 
+    /// 429 with `Retry-After: header` and/or `details.retryAfterSeconds`, or neither.
+    fn throttled(self, header: Option<u32>, details: Option<u32>) {
+        let mut status = json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 429, "reason": "TooManyRequests", "message": "slow down"});
+        if let Some(secs) = details {
+            status["details"] = json!({"retryAfterSeconds": secs});
+        }
+        let mut res = Response::builder().status(429);
+        if let Some(secs) = header {
+            res = res.header("Retry-After", secs.to_string());
+        }
+        let body = Full::new(Bytes::from(status.to_string())).boxed_unsync();
+        let _ = self.reply.send(res.body(body).unwrap());
+    }
+
+    /// A list page sent in small chunks, as a slow network would deliver it.
+    fn list_chunked(self, body: String) {
+        assert!(!self.watch, "expected a list");
+        let chunks: Vec<Result<Frame<Bytes>, Infallible>> = body
+            .as_bytes()
+            .chunks(1000)
+            .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+            .collect();
+        let body = StreamBody::new(futures::stream::iter(chunks)).boxed_unsync();
+        let _ = self
+            .reply
+            .send(Response::builder().status(200).body(body).unwrap());
+    }
+
     /// A streaming watch answer; events are written to the returned sender, and the stream
     /// ends when it is dropped.
     fn stream(self) -> mpsc::UnboundedSender<Value> {
@@ -110,6 +138,10 @@ const WATCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Harness {
     fn start() -> Self {
+        Self::start_with(|w| w)
+    }
+
+    fn start_with(hook: impl FnOnce(KubeWatcher) -> KubeWatcher) -> Self {
         let (tx, calls) = mpsc::unbounded_channel();
         let client = kube::Client::new(Scripted(tx), "default");
         let metrics = KubeMetrics::default();
@@ -119,6 +151,7 @@ impl Harness {
             page_size: 100,
         };
         let (watcher, view) = KubeWatcher::new(client, config, metrics.clone());
+        let watcher = hook(watcher);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(watcher.run(async {
             let _ = stopped.await;
@@ -146,9 +179,10 @@ impl Harness {
             })
         };
         assert_eq!(req.uri().path(), "/api/v1/pods");
+        // This node's pods that still run: Failed and Succeeded ones never reach the agent.
         assert_eq!(
             param("fieldSelector").as_deref(),
-            Some("spec.nodeName%3Dn1")
+            Some("spec.nodeName%3Dn1%2Cstatus.phase%21%3DFailed%2Cstatus.phase%21%3DSucceeded")
         );
         Call {
             watch: param("watch").as_deref() == Some("true"),
@@ -335,7 +369,7 @@ async fn server_errors_and_early_ends_retry_the_same_version_with_growing_backof
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_successful_list_resets_the_backoff_and_restores_health() {
+async fn a_successful_list_restores_health_but_only_a_lasting_watch_resets_the_backoff() {
     let mut h = Harness::start();
     let first = h.next().await;
     let mut last = first.at;
@@ -362,14 +396,216 @@ async fn a_successful_list_resets_the_backoff_and_restores_health() {
     assert_eq!(health.unhealthy_since, None);
     assert_eq!(health.restarts, 5);
     assert!(health.last_error.unwrap().starts_with("server_error: "));
-    // After the success the next failure waits the first step again.
+    // A watch failing right after the list: the backoff keeps growing (6th step: 6.4 s).
     let failed_at = w.at;
     w.status(500);
+    let w = h.next().await;
+    assert!(
+        w.at - failed_at >= Duration::from_millis(6400).mul_f64(0.75),
+        "backoff reset by a list that was followed by a failure: {:?}",
+        w.at - failed_at
+    );
+    // A watch that stays healthy for its whole timeout earns a fresh start.
+    let events = w.stream();
+    tokio::time::sleep(WATCH_TIMEOUT + Duration::from_secs(1)).await;
+    let failed_at = TokioInstant::now();
+    events.send(gone_event()).unwrap();
     let again = h.next().await;
     assert!(
         again.at - failed_at < BACKOFF_MIN.mul_f64(1.25),
-        "backoff not reset"
+        "backoff not reset after a healthy watch: {:?}",
+        again.at - failed_at
     );
     drop(again);
     h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_watch_failing_after_every_list_costs_a_bounded_number_of_cycles_per_minute() {
+    let mut h = Harness::start();
+    let t0 = TokioInstant::now();
+    let mut lists = Vec::new();
+    loop {
+        let call = h.next().await;
+        let at = call.at - t0;
+        if at > Duration::from_secs(300) {
+            break;
+        }
+        if call.watch {
+            // The list worked, the watch fails at once (a recovering etcd, a broken proxy).
+            call.status(410);
+        } else {
+            lists.push(at);
+            call.list("5", &[pod("a", "4")]);
+        }
+    }
+    let last_minute = lists
+        .iter()
+        .filter(|at| **at > Duration::from_secs(240))
+        .count();
+    // 200 ms doubling to 30 s: 9 cycles in the first minute, then one per 22.5–30 s.
+    assert!(
+        (15..=22).contains(&lists.len()),
+        "{} list+watch cycles in 5 min: {lists:?}",
+        lists.len()
+    );
+    assert!(last_minute <= 3, "{last_minute} cycles in the last minute");
+    // One watch per list (the request past the 5 minutes may be either).
+    let (l, w) = (
+        h.metrics.request_count("list"),
+        h.metrics.request_count("watch"),
+    );
+    assert!(w == l || w + 1 == l || w == l + 1, "{l} lists, {w} watches");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn too_many_requests_waits_the_servers_retry_after() {
+    let mut h = Harness::start();
+    // A list answered 429 with a Retry-After header.
+    let l = h.next().await;
+    let at = l.at;
+    l.throttled(Some(12), None);
+    let l = h.next().await;
+    assert!(!l.watch);
+    assert!(l.at - at >= Duration::from_secs(12), "{:?}", l.at - at);
+    assert!(l.at - at < Duration::from_secs(13), "{:?}", l.at - at);
+    l.list("5", &[]);
+    // A watch answered 429 with the Status's retryAfterSeconds.
+    let w = h.next().await;
+    let at = w.at;
+    w.throttled(None, Some(7));
+    let w = h.next().await;
+    assert!(w.watch, "a 429 on the watch retries the watch");
+    assert!(w.at - at >= Duration::from_secs(7), "{:?}", w.at - at);
+    // 429 without a hint: still a long wait, not the 200 ms first step.
+    let at = w.at;
+    w.throttled(None, None);
+    let w = h.next().await;
+    assert!(w.at - at >= THROTTLED_MIN, "{:?}", w.at - at);
+    // An absurd Retry-After is capped.
+    let at = w.at;
+    w.throttled(Some(86_400), None);
+    let w = h.next().await;
+    assert!(w.at - at <= RETRY_AFTER_MAX, "{:?}", w.at - at);
+    assert_eq!(h.metrics.restart_count(RestartReason::Throttled), 4);
+    drop(w);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn list_pages_stream_in_and_fat_or_malformed_pods_do_not_fail_the_list() {
+    let mut h = Harness::start();
+    let mut fat = pod("fat", "3");
+    fat["metadata"]["annotations"] = json!({"blob": "y".repeat(1 << 20)});
+    let mut bad = pod("bad", "3");
+    bad["status"] = json!("not an object");
+    let mut failed = pod("failed", "3");
+    failed["status"]["phase"] = json!("Failed");
+    let first = json!({"apiVersion": "v1", "kind": "PodList",
+        "metadata": {"resourceVersion": "9", "continue": "page2"},
+        "items": [fat, bad, pod("a", "2")]});
+    h.next().await.list_chunked(first.to_string());
+    let second = h.next().await;
+    assert!(!second.watch, "the continue token asks for a second page");
+    second.list("9", &[failed, pod("b", "4")]);
+    let w = h.next().await;
+    assert!(w.watch);
+    assert_eq!(w.resource_version.as_deref(), Some("9"));
+    let names: Vec<String> = h
+        .view
+        .borrow()
+        .pods
+        .iter()
+        .map(|t| t.pod.name.clone())
+        .collect();
+    assert_eq!(names, ["a", "b", "fat"]);
+    assert_eq!(h.metrics.request_count("list"), 2);
+    // A page that is not a list is a decode failure, retried.
+    let events = w.stream();
+    events.send(gone_event()).unwrap();
+    h.next().await.list_chunked("{\"items\": [".to_owned());
+    let retry = h.next().await;
+    assert!(!retry.watch);
+    assert_eq!(h.metrics.restart_count(RestartReason::Decode), 1);
+    drop(retry);
+    h.stop().await;
+}
+
+/// What a heartbeat hook saw: its beats, and whether (and how) it was dropped.
+#[derive(Default)]
+struct Liveness {
+    beats: std::sync::Mutex<Vec<TokioInstant>>,
+    ended: std::sync::Mutex<Option<bool>>,
+}
+
+/// Captured by the hook; records the drop (`true` when during a panic), as a worker guard does.
+struct Guard(Arc<Liveness>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        *self.0.ended.lock().unwrap() = Some(std::thread::panicking());
+    }
+}
+
+fn hooked(live: &Arc<Liveness>, panic_after: usize) -> impl FnOnce(KubeWatcher) -> KubeWatcher {
+    let guard = Guard(live.clone());
+    move |w| {
+        w.with_heartbeat(move || {
+            let mut beats = guard.0.beats.lock().unwrap();
+            beats.push(TokioInstant::now());
+            let n = beats.len();
+            drop(beats);
+            assert!(n < panic_after, "injected watcher fault");
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_heartbeat_beats_through_backoff_and_quiet_watches_and_ends_with_the_watcher() {
+    let live = Arc::new(Liveness::default());
+    let mut h = Harness::start_with(hooked(&live, usize::MAX));
+    // A long outage (backoff up to 30 s), then a watch that stays silent until it stalls.
+    for _ in 0..9 {
+        h.next().await.status(503);
+    }
+    h.next().await.list("5", &[]);
+    let events = h.next().await.stream();
+    let relist = h.next().await;
+    assert!(!relist.watch);
+    {
+        let beats = live.beats.lock().unwrap();
+        let gaps: Vec<Duration> = beats.windows(2).map(|w| w[1] - w[0]).collect();
+        let longest = gaps.iter().max().copied().unwrap_or_default();
+        assert!(
+            beats.len() > 20,
+            "{} beats over {:?}",
+            beats.len(),
+            beats[beats.len() - 1] - beats[0]
+        );
+        assert!(
+            longest <= HEARTBEAT_EVERY,
+            "a {longest:?} gap between beats"
+        );
+        assert!(longest <= KubeWatcher::MAX_SILENCE);
+    }
+    assert_eq!(*live.ended.lock().unwrap(), None, "alive while running");
+    drop((events, relist));
+    h.stop().await;
+    assert_eq!(
+        *live.ended.lock().unwrap(),
+        Some(false),
+        "a stopped watcher drops its heartbeat"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_watcher_drops_its_heartbeat_while_unwinding() {
+    let live = Arc::new(Liveness::default());
+    let mut h = Harness::start_with(hooked(&live, 3));
+    h.next().await.status(503);
+    // The third beat panics (in the backoff pause): the task dies, the guard says how.
+    let task = std::mem::replace(&mut h.task, tokio::spawn(async {}));
+    assert!(task.await.unwrap_err().is_panic());
+    assert_eq!(*live.ended.lock().unwrap(), Some(true));
 }

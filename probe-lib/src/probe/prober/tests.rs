@@ -38,6 +38,7 @@ fn pod(i: usize) -> PodVerdict {
         problems: vec![],
         pod_side: None,
         probes: vec![],
+        gateways: vec![],
     }
 }
 
