@@ -330,6 +330,14 @@ fn an_outside_target_failing_for_every_pod_is_one_node_problem() {
         unreachable.contains(OUT4) && unreachable.contains(WEB),
         "{unreachable:?}"
     );
+    // The metric names the targets too (one series each), as /status does.
+    let now = agent.metrics().unwrap();
+    let targets: BTreeSet<&str> = now
+        .named("podnet_node_problem")
+        .filter(|s| s.labels.get("reason").map(String::as_str) == Some("target_unreachable"))
+        .filter_map(|s| s.labels.get("target").map(String::as_str))
+        .collect();
+    assert_eq!(targets, unreachable, "podnet_node_problem{{target}}");
     for (_, target, last, failing) in dests(&status) {
         if ["gateway", "node", "pod"].contains(&target.as_str()) {
             assert!(!failing && last == "ok", "{target} {last}");
