@@ -212,14 +212,26 @@ impl HostNetwork for NetlinkHost {
     }
 
     /// `ip -n <ns> addr show`, without entering the namespace (`IFA_TARGET_NETNSID`).
+    /// Loopback addresses are skipped and at most [`PEER_ADDRESSES_MAX`] kept: the pod
+    /// controls this list (NET_ADMIN in its own namespace can add thousands).
     async fn peer_addresses(&self, netnsid: i32) -> Result<Vec<Address>, Error> {
         let mut req = AddressMessage::default();
         req.attributes
             .push(AddressAttribute::TargetNetNsId(netnsid));
         let req = KernelMessage::Route(RouteNetlinkMessage::GetAddress(req));
-        self.dump_once("peer addresses", req, keep_address).await
+        self.dump_once("peer addresses", req, |m, out| {
+            if out.len() < PEER_ADDRESSES_MAX {
+                keep_address(m, out);
+                out.retain(|a| !a.ip.is_loopback());
+            }
+        })
+        .await
     }
 }
+
+/// The most addresses kept from one pod namespace's dump: a pod has a handful (its IPs and
+/// link-local addresses); node mode uses one IPv4 and one IPv6 of them.
+const PEER_ADDRESSES_MAX: usize = 64;
 
 fn keep_address(m: KernelMessage, out: &mut Vec<Address>) {
     if let KernelMessage::Route(RouteNetlinkMessage::NewAddress(a)) = &m {
