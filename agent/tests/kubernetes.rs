@@ -81,7 +81,7 @@ fn pods_come_from_the_api_with_their_names_and_follow_the_watch() {
     agent
         .wait_metrics("labelled problem", WAIT, |m| {
             m.value_with(
-                "podnet_pod_route_problem",
+                "podnet_pod_problem",
                 &[
                     ("namespace", &p.namespace),
                     ("pod", &p.name),
@@ -263,7 +263,7 @@ fn an_api_outage_keeps_node_checks_running_and_the_watch_recovers() {
     agent
         .wait_metrics("route_missing during the outage", WAIT, |m| {
             m.value_with(
-                "podnet_pod_route_problem",
+                "podnet_pod_problem",
                 &[("pod", &p.name), ("reason", "route_missing")],
             ) == Some(1.0)
         })

@@ -98,10 +98,10 @@ impl ProbeMetrics {
         }
     }
 
-    /// Create every series of one target at zero, so their number never changes at run time
-    /// and `rate()` works from the first scrape.
+    /// Create every possible series of one target at zero (no `refused` for ICMP), so their
+    /// number never changes at run time and `rate()` works from the first scrape.
     pub fn register_target(&self, target: &str, protocol: Protocol, direction: Direction) {
-        for result in ProbeResult::ALL {
+        for &result in ProbeResult::ALL.iter().filter(|r| r.possible_for(protocol)) {
             let _ = self.probes.get_or_create(&ProbeLabels {
                 target: target.to_owned(),
                 protocol: protocol.as_str(),

@@ -143,10 +143,17 @@ pub fn evaluate(
 }
 
 fn node_problems(pods: &[ExpectedPod], host: &HostState) -> Vec<NodeProblem> {
-    let any_v6 = pods.iter().flat_map(|p| &p.ips).any(IpAddr::is_ipv6);
+    // Forwarding off only cuts off pods that exist: a node without pods of a family (none at
+    // all, e.g. a fresh or drained node) may have it off and nothing is broken.
+    let has = |v6: bool| {
+        pods.iter()
+            .flat_map(|p| &p.ips)
+            .any(|ip| ip.is_ipv6() == v6)
+    };
+    let (any_v4, any_v6) = (has(false), has(true));
     let mut out = Vec::new();
     for family in [Family::Ipv4, Family::Ipv6] {
-        if family == Family::Ipv6 && !any_v6 {
+        if (family == Family::Ipv4 && !any_v4) || (family == Family::Ipv6 && !any_v6) {
             continue;
         }
         if host.netconf(family, NetconfScope::All).forwarding == Some(false) {
