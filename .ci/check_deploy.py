@@ -145,6 +145,20 @@ def manifests(rendered):
             fail("DaemonSet is not hostNetwork")
         if pod.get("priorityClassName") != "system-node-critical":
             fail("DaemonSet priorityClassName is not system-node-critical")
+        # GKE (and any API server limiting critical priorities) admits them outside
+        # kube-system only with a ResourceQuota scoped to that priority in the namespace.
+        if ds["metadata"].get("namespace") != "kube-system" and not any(
+            q["metadata"].get("namespace") == ds["metadata"].get("namespace")
+            and {"scopeName": "PriorityClass", "operator": "In", "values": [pod["priorityClassName"]]}
+            in q["spec"].get("scopeSelector", {}).get("matchExpressions", [])
+            for q in by_kind.get("ResourceQuota", [])
+        ):
+            fail(f"no ResourceQuota for {pod['priorityClassName']} in the DaemonSet's namespace (rejected on GKE)")
+        if pod.get("nodeSelector", {}).get("kubernetes.io/os") != "linux":
+            fail("DaemonSet does not select kubernetes.io/os: linux (it would land on Windows nodes)")
+        unavailable = spec["updateStrategy"].get("rollingUpdate", {}).get("maxUnavailable")
+        if not (isinstance(unavailable, str) and re.fullmatch(r"([1-9]|[1-9][0-9])%", unavailable)):
+            fail(f"rollout maxUnavailable {unavailable!r} does not scale with the fleet (want a percentage)")
         if {"operator": "Exists"} not in pod.get("tolerations", []):
             fail("DaemonSet does not tolerate every taint (control-plane nodes)")
         sas = {(s["metadata"]["name"], s["metadata"].get("namespace")) for s in by_kind.get("ServiceAccount", [])}
@@ -170,8 +184,13 @@ def manifests(rendered):
         if mounts.get("/var/run/netns", {}).get("mountPropagation") != "HostToContainer":
             fail("/var/run/netns is not mounted with HostToContainer propagation")
         res = c.get("resources", {})
-        if not res.get("requests") or not res.get("limits"):
-            fail("agent has no resource requests and limits")
+        if not res.get("requests", {}).get("cpu") or not res.get("requests", {}).get("memory"):
+            fail("agent has no CPU and memory requests")
+        if not res.get("limits", {}).get("memory"):
+            fail("agent has no memory limit")
+        # A CFS quota throttles the agent's single runtime thread and skews RTTs and timeouts.
+        if "cpu" in res.get("limits", {}):
+            fail("agent has a CPU limit: its one runtime thread would be throttled (probe timing)")
         listen = env.get("PODNET_LISTEN", {}).get("value", "0.0.0.0:9710")
         if int(listen.rsplit(":", 1)[1]) != ports["metrics"]:
             fail(f"PODNET_LISTEN {listen} is not the metrics port {ports['metrics']}")
@@ -305,8 +324,15 @@ def dashboard(path, out):
         for v in re.findall(r"\$(\w+)", e):
             if v not in var_names and not v.startswith("__"):
                 fail(f"panel {title!r} uses undefined variable ${v}")
+    # Several clusters in one Prometheus: every query selects by the cluster variable.
+    if "cluster" not in var_names:
+        fail("dashboard has no cluster variable")
+    for title, e in exprs:
+        if "$cluster" not in e:
+            fail(f"panel {title!r}: query does not select cluster=~\"$cluster\": {e}")
     # Grafana's variables → something promtool can parse.
-    subst = lambda e: e.replace("$__rate_interval", "5m").replace("$node", ".*")
+    subst = lambda e: (e.replace("$__rate_interval", "5m").replace("$node", ".*")
+                       .replace("$cluster", ".*"))
     rules = [{"record": f"dashboard:panel_{i}", "expr": subst(e)} for i, (_, e) in enumerate(exprs)]
     with open(out, "w") as f:
         yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, f, sort_keys=False)

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use clap::{ColorChoice, Parser, ValueEnum};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, ColorChoice, Parser, ValueEnum};
 use podnet_probe::cni::Cni;
 use podnet_probe::probe::target::Target;
 use tokio_rustls::TlsAcceptor;
@@ -59,7 +60,8 @@ pub struct Args {
     /// and /status: the token is checked with a TokenReview and the request with a
     /// SubjectAccessReview (non-resource URL, verb get), as kube-rbac-proxy does. Needs the
     /// Kubernetes API (--kubeconfig or in-cluster).
-    #[arg(long, env = "PODNET_SECURE_METRICS")]
+    #[arg(long, env = "PODNET_SECURE_METRICS", action = ArgAction::SetTrue,
+          value_parser = BoolishValueParser::new())]
     pub secure_metrics: bool,
 
     /// PEM certificate chain for --secure-metrics; without it (and --tls-key-file) a
@@ -145,8 +147,8 @@ pub struct Args {
           value_parser = parse_duration)]
     pub wiring_grace: Duration,
 
-    /// Length of each watch request to the API; a watch silent for this plus 30 s counts as
-    /// stalled and is replaced.
+    /// Length of each watch request to the API; a watch silent for this plus half of it (at
+    /// most 30 s more) counts as stalled and is replaced.
     #[arg(long, env = "PODNET_KUBE_WATCH_TIMEOUT", default_value = "60s", value_name = "DURATION",
           value_parser = kube_watch_timeout)]
     pub kube_watch_timeout: Duration,
@@ -194,11 +196,13 @@ pub struct Args {
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub probe_concurrency: u32,
 
-    /// Do not probe at all (route and wiring checks only).
-    #[arg(long, env = "PODNET_NO_PROBES")]
+    /// Do not probe at all (route and wiring checks only). The environment variable takes
+    /// 1/true/yes/on or 0/false/no/off.
+    #[arg(long, env = "PODNET_NO_PROBES", action = ArgAction::SetTrue,
+          value_parser = BoolishValueParser::new())]
     pub no_probes: bool,
 
-    /// Pods with per-pod series (`podnet_pod_route_problem`, `podnet_pod_probe_failing`) at
+    /// Pods with per-pod series (`podnet_pod_problem`, `podnet_pod_probe_failing`) at
     /// most; further pods with problems still count in the node-level gauges, and how many
     /// were left out is `podnet_pod_series_truncated`.
     #[arg(long, env = "PODNET_MAX_POD_SERIES", default_value = "2000", value_name = "N",
@@ -227,6 +231,19 @@ pub struct Args {
 }
 
 impl Args {
+    /// A probe must be answered within the interval it runs in, or rounds overlap and a pod's
+    /// results arrive out of order.
+    pub fn check_probes(&self) -> Result<(), String> {
+        if !self.no_probes && self.probe_timeout > self.probe_interval {
+            return Err(format!(
+                "--probe-timeout ({}) must not exceed --probe-interval ({})",
+                humantime(self.probe_timeout),
+                humantime(self.probe_interval)
+            ));
+        }
+        Ok(())
+    }
+
     /// Flags that parse but do not fit together, in one line.
     pub fn check_http(&self) -> Result<(), String> {
         if self.secure_metrics && self.kubeconfig.is_none() && !podnet_probe::kube::in_cluster() {
@@ -442,27 +459,54 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// `500ms`, `10s`, `5m`, `1.5h`, a bare number of seconds, or parts of these in a row as Go
+/// and Kubernetes write them (`1m30s`, `1h2m3.5s`).
 fn parse_unbounded(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration (e.g. 500ms, 10s, 5m)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => {
-            return Err(format!(
-                "unknown unit '{unit}' in '{s}' (use ms, s, m or h)"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("'{s}' is out of range"))
+    let whole = s.trim();
+    let not_a_duration = || format!("'{whole}' is not a duration (e.g. 500ms, 10s, 1m30s)");
+    let mut rest = whole;
+    let mut secs = 0.0;
+    let mut parts = 0;
+    while !rest.is_empty() {
+        let split = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(split);
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_len);
+        let n: f64 = num.parse().map_err(|_| not_a_duration())?;
+        secs += match unit {
+            "ms" => n / 1000.0,
+            // A bare number only alone: `1m30` is a typo, not 90 seconds.
+            "" if parts == 0 && next.is_empty() => n,
+            "s" => n,
+            "m" => n * 60.0,
+            "h" => n * 3600.0,
+            "" => return Err(not_a_duration()),
+            _ => {
+                return Err(format!(
+                    "unknown unit '{unit}' in '{whole}' (use ms, s, m or h)"
+                ));
+            }
+        };
+        parts += 1;
+        rest = next;
+    }
+    if parts == 0 {
+        return Err(not_a_duration());
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("'{whole}' is out of range"))
+}
+
+/// A duration as it would be written on the command line (`1s`, `250ms`).
+fn humantime(d: Duration) -> String {
+    if d.subsec_millis() == 0 && d.as_secs() > 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
 }
 
 #[cfg(test)]
@@ -492,6 +536,13 @@ mod tests {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
         assert_eq!(parse_duration("1ms"), Ok(Duration::from_millis(1)));
+        // Go/Kubernetes style: parts in a row.
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h2m3s"), Ok(Duration::from_secs(3723)));
+        assert_eq!(parse_duration("1s500ms"), Ok(Duration::from_millis(1500)));
+        for bad in ["1m30", "1m-30s", "m30s", "1m 30s", "1m30x"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
         // Every duration flag goes through the bound.
         for flag in [
@@ -504,6 +555,34 @@ mod tests {
             assert!(r.is_err(), "{flag} accepted 100000h");
         }
         assert!(resync_interval("100ms").is_err());
+    }
+
+    #[test]
+    fn probe_timeout_must_fit_the_interval() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["podnet-agent"];
+            argv.extend_from_slice(extra);
+            Args::try_parse_from(argv).unwrap().check_probes()
+        };
+        assert!(parse(&[]).is_ok());
+        assert!(parse(&["--probe-timeout", "10s"]).is_ok());
+        let err = parse(&["--probe-timeout", "10s", "--probe-interval", "5s"]).unwrap_err();
+        assert_eq!(
+            err,
+            "--probe-timeout (10s) must not exceed --probe-interval (5s)"
+        );
+        // Without probes the timeout means nothing.
+        assert!(
+            parse(&[
+                "--probe-timeout",
+                "10s",
+                "--probe-interval",
+                "5s",
+                "--no-probes"
+            ])
+            .is_ok()
+        );
+        assert_eq!(humantime(Duration::from_millis(250)), "250ms");
     }
 
     #[test]

@@ -40,17 +40,15 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            // One line, not clap's usage block: this is read in `kubectl logs`.
-            let rendered = e.render().to_string();
-            eprintln!(
-                "podnet-agent: {}",
-                rendered.lines().next().unwrap_or("invalid arguments")
-            );
+            // One line, not clap's usage block: this is read in `kubectl logs`. The lines
+            // before the usage hint stay (e.g. `[possible values: …]`), joined.
+            eprintln!("podnet-agent: {}", one_line(&e.render().to_string()));
             return ExitCode::from(2);
         }
     };
     let checked = args
         .check_http()
+        .and_then(|()| args.check_probes())
         .and_then(|()| probe_targets(&args))
         .and_then(|t| Ok((t, source::choose(&args)?)));
     let (targets, choice) = match checked {
@@ -68,6 +66,21 @@ fn main() -> ExitCode {
             eprintln!("podnet-agent: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// clap's message in one line: every line up to the usage block or the `--help` hint.
+fn one_line(rendered: &str) -> String {
+    let parts: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect();
+    if parts.is_empty() {
+        "invalid arguments".to_owned()
+    } else {
+        parts.join(" ")
     }
 }
 
@@ -137,7 +150,8 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
         version = env!("CARGO_PKG_VERSION"),
         node = %node,
         listen = %args.listen,
-        pod_source = ?choice,
+        pod_source = choice.kind(),
+        prefix = choice.prefix(),
         cni = args.cni.as_str(),
         "podnet-agent starting"
     );
@@ -151,7 +165,7 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
         warn!(worker = %f.worker, fault = ?f.fault, "test fault injection enabled (--test-fault)");
         workers.inject_fault(&f.worker, f.fault);
     }
-    let mut metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
+    let mut metrics = Metrics::with_revision(env!("CARGO_PKG_VERSION"), env!("PODNET_REVISION"));
     metrics.watch_workers(workers.clone());
     let (felix, felix_task) =
         start_felix(&args, &mut metrics, &workers, stopped(stop_rx.clone())).unzip();

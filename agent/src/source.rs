@@ -28,6 +28,24 @@ pub enum Choice {
     Kubernetes(Option<PathBuf>),
 }
 
+impl Choice {
+    /// `node` or `kubernetes`, as `--pod-source` spells it (for logs).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Choice::Node(_) => "node",
+            Choice::Kubernetes(_) => "kubernetes",
+        }
+    }
+
+    /// The interface prefix in node mode.
+    pub fn prefix(&self) -> Option<&str> {
+        match self {
+            Choice::Node(p) => Some(p),
+            Choice::Kubernetes(_) => None,
+        }
+    }
+}
+
 /// Decide, or explain in one line why the flags do not work together.
 pub fn choose(args: &Args) -> Result<Choice, String> {
     let kube = match args.pod_source {

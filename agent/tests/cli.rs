@@ -137,3 +137,77 @@ fn environment_variables_are_validated_too() {
     );
     assert_rejected(agent().env("NODE_NAME", " "), "--node-name");
 }
+
+#[test]
+fn enum_errors_list_the_allowed_values() {
+    assert_rejected(
+        agent().args(["--pod-source", "everywhere"]),
+        "[possible values: auto, kubernetes, node]",
+    );
+    assert_rejected(
+        agent().env("PODNET_LOG_FORMAT", "xml"),
+        "[possible values: text, json]",
+    );
+}
+
+#[test]
+fn probe_timeout_longer_than_the_interval_is_rejected() {
+    assert_rejected(
+        agent().args(["--probe-timeout", "15s", "--probe-interval", "10s"]),
+        "--probe-timeout (15s) must not exceed --probe-interval (10s)",
+    );
+    assert_rejected(
+        agent()
+            .env("PODNET_PROBE_TIMEOUT", "3s")
+            .env("PODNET_PROBE_INTERVAL", "2s"),
+        "--probe-interval",
+    );
+}
+
+/// Flags that parse, then fail at the pod source check (after the probe check): which error
+/// comes tells whether the probe check ran, i.e. what the values meant.
+fn node_mode_without_prefix(cmd: &mut Command) -> &mut Command {
+    cmd.args([
+        "--probe-timeout",
+        "15s",
+        "--pod-source",
+        "node",
+        "--cni",
+        "generic",
+    ])
+}
+
+#[test]
+fn no_probes_takes_the_usual_boolean_spellings() {
+    for yes in ["1", "true", "yes", "on", "TRUE"] {
+        // Probes off: the timeout is not checked; the next check fails.
+        assert_rejected(
+            node_mode_without_prefix(agent().env("PODNET_NO_PROBES", yes)),
+            "--interface-prefix",
+        );
+    }
+    for no in ["0", "false", "no", "off"] {
+        assert_rejected(
+            node_mode_without_prefix(agent().env("PODNET_NO_PROBES", no)),
+            "--probe-timeout",
+        );
+    }
+    assert_rejected(agent().env("PODNET_NO_PROBES", "maybe"), "--no-probes");
+}
+
+#[test]
+fn compound_durations_are_accepted() {
+    // 1m30s parses (the failure is the later pod source check, not the duration).
+    assert_rejected(
+        agent().args([
+            "--wiring-grace",
+            "1m30s",
+            "--pod-source",
+            "node",
+            "--cni",
+            "generic",
+        ]),
+        "--interface-prefix",
+    );
+    assert_rejected(agent().args(["--wiring-grace", "1m30"]), "--wiring-grace");
+}

@@ -105,7 +105,7 @@ fn is_quiet(m: &Samples) -> bool {
 
 fn quiet_with(m: &Samples, pods: usize) -> bool {
     m.value("podnet_local_pods") == Some(pods as f64)
-        && m.value("podnet_pods_with_route_problem") == Some(0.0)
+        && m.value("podnet_broken_pods") == Some(0.0)
         && m.pod_series().is_empty()
         && m.node_problems().is_empty()
 }

@@ -191,7 +191,7 @@ fn megabyte_pods_and_thousands_of_failed_pods_keep_the_agent_small_and_right() {
     agent
         .wait_metrics("route_missing on the fat pod", WAIT, |m| {
             m.value_with(
-                "podnet_pod_route_problem",
+                "podnet_pod_problem",
                 &[
                     ("namespace", &p.namespace),
                     ("pod", &p.name),

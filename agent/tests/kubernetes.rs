@@ -2,87 +2,25 @@
 //! errors, stalls, outages), inside a simulated node.
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use podnet_kube_double::{Config, KubeApiServer, Outage, PodBuilder, malformed, numbered_pods};
+use podnet_kube_double::{Outage, PodBuilder, malformed};
 use podnet_testbed::agent::Agent;
+use podnet_testbed::cluster::{Cluster, NODE, api_pod};
 use podnet_testbed::exposition::Samples;
-use podnet_testbed::simnode::{PodSpec, SimNode, SimPod};
-use serde_json::Value;
+use podnet_testbed::simnode::{PodSpec, SimNode};
 
 /// The agent binary Cargo built for these tests.
 const AGENT: &str = env!("CARGO_BIN_EXE_podnet-agent");
 
-const NODE: &str = "sim-node";
 const WAIT: Duration = Duration::from_secs(60);
 
-/// A simulated node, an API double inside its namespace, and the pods of both in agreement.
-struct Cluster {
-    node: SimNode,
-    api: KubeApiServer,
-    kubeconfig: PathBuf,
-}
-
-impl Cluster {
-    fn new(pods: usize) -> Self {
-        let node = SimNode::new(pods, &[0]).unwrap();
-        let config = Config {
-            bookmark_interval: Duration::from_secs(1),
-            ..Config::default()
-        };
-        let api = KubeApiServer::start_with(
-            Some(node.node_netns()),
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            config,
-        )
-        .unwrap();
-        api.register_node(NODE);
-        // Pods elsewhere in the cluster: never this agent's business.
-        api.bulk_insert(numbered_pods(20, 4));
-        let kubeconfig = std::env::temp_dir().join(format!("{}-kubeconfig", node.node_netns()));
-        api.kubeconfig(&kubeconfig).unwrap();
-        let c = Cluster {
-            node,
-            api,
-            kubeconfig,
-        };
-        for p in c.node.pods() {
-            c.api.apply(api_pod(p)).unwrap();
-        }
-        c
-    }
-
-    fn agent(&self, extra: &[&str]) -> Agent {
-        let mut args = vec![
-            "--pod-source",
-            "kubernetes",
-            "--kubeconfig",
-            self.kubeconfig.to_str().unwrap(),
-            "--kube-watch-timeout",
-            "5s",
-            "--no-probes",
-        ];
-        args.extend_from_slice(extra);
-        Agent::start_binary(AGENT.as_ref(), &self.node, &args).unwrap()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.kubeconfig);
-    }
-}
-
-fn api_pod(p: &SimPod) -> Value {
-    let mut b = PodBuilder::new(&p.namespace, &p.name)
-        .node(NODE)
-        .ipv4(p.ipv4);
-    if let Some(v6) = p.ipv6 {
-        b = b.ipv6(v6);
-    }
-    b.build()
+/// The Kubernetes-mode bed with the agent's route checks only.
+fn agent(c: &Cluster, extra: &[&str]) -> Agent {
+    let mut args = vec!["--no-probes"];
+    args.extend_from_slice(extra);
+    c.agent(AGENT.as_ref(), &args).unwrap()
 }
 
 /// Pods in /status as `namespace/name`.
@@ -127,8 +65,8 @@ fn restarts(m: &Samples, reason: &str) -> f64 {
 
 #[test]
 fn pods_come_from_the_api_with_their_names_and_follow_the_watch() {
-    let mut c = Cluster::new(4);
-    let agent = c.agent(&[]);
+    let mut c = Cluster::new(4).unwrap();
+    let agent = agent(&c, &[]);
     wait_listed(&agent, &names(&c.node));
     let status = agent.status().unwrap();
     assert_eq!(status["pod_source"], "kubernetes");
@@ -143,7 +81,7 @@ fn pods_come_from_the_api_with_their_names_and_follow_the_watch() {
     agent
         .wait_metrics("labelled problem", WAIT, |m| {
             m.value_with(
-                "podnet_pod_route_problem",
+                "podnet_pod_problem",
                 &[
                     ("namespace", &p.namespace),
                     ("pod", &p.name),
@@ -172,8 +110,8 @@ fn pods_come_from_the_api_with_their_names_and_follow_the_watch() {
 
 #[test]
 fn a_410_gone_relists_and_the_watch_continues() {
-    let mut c = Cluster::new(3);
-    let agent = c.agent(&[]);
+    let mut c = Cluster::new(3).unwrap();
+    let agent = agent(&c, &[]);
     wait_listed(&agent, &names(&c.node));
     let lists = c.api.stats().lists();
     // Changes the agent has not seen, then compaction: its version is gone.
@@ -208,8 +146,8 @@ fn a_410_gone_relists_and_the_watch_continues() {
 
 #[test]
 fn a_pod_with_an_ip_and_no_interface_is_reported_after_the_grace_period() {
-    let c = Cluster::new(2);
-    let agent = c.agent(&["--wiring-grace", "3s"]);
+    let c = Cluster::new(2).unwrap();
+    let agent = agent(&c, &["--wiring-grace", "3s"]);
     wait_listed(&agent, &names(&c.node));
     let ghost_ip = Ipv4Addr::new(10, 244, 3, 7);
     let added = Instant::now();
@@ -268,8 +206,8 @@ fn a_pod_with_an_ip_and_no_interface_is_reported_after_the_grace_period() {
 
 #[test]
 fn an_ip_reused_while_its_route_points_at_the_old_pod_is_route_wrong_interface() {
-    let mut c = Cluster::new(3);
-    let agent = c.agent(&["--wiring-grace", "2s"]);
+    let mut c = Cluster::new(3).unwrap();
+    let agent = agent(&c, &["--wiring-grace", "2s"]);
     wait_listed(&agent, &names(&c.node));
     // The API deletes pod 1 and gives its IP to a new pod; the old veth and route linger
     // (the CNI DEL never ran) and the new pod's route could not be added.
@@ -308,8 +246,8 @@ fn an_ip_reused_while_its_route_points_at_the_old_pod_is_route_wrong_interface()
 
 #[test]
 fn an_api_outage_keeps_node_checks_running_and_the_watch_recovers() {
-    let c = Cluster::new(4);
-    let agent = c.agent(&["--kube-unhealthy-threshold", "10s"]);
+    let c = Cluster::new(4).unwrap();
+    let agent = agent(&c, &["--kube-unhealthy-threshold", "10s"]);
     let before = names(&c.node);
     wait_listed(&agent, &before);
     c.api.set_outage(Some(Outage::Refuse)).unwrap();
@@ -325,7 +263,7 @@ fn an_api_outage_keeps_node_checks_running_and_the_watch_recovers() {
     agent
         .wait_metrics("route_missing during the outage", WAIT, |m| {
             m.value_with(
-                "podnet_pod_route_problem",
+                "podnet_pod_problem",
                 &[("pod", &p.name), ("reason", "route_missing")],
             ) == Some(1.0)
         })
@@ -363,8 +301,8 @@ fn an_api_outage_keeps_node_checks_running_and_the_watch_recovers() {
 
 #[test]
 fn stalls_errors_and_dropped_streams_restart_the_watch() {
-    let c = Cluster::new(2);
-    let agent = c.agent(&[]);
+    let c = Cluster::new(2).unwrap();
+    let agent = agent(&c, &[]);
     wait_listed(&agent, &names(&c.node));
     // A watch that goes silent without closing (no bookmarks either) is replaced.
     c.api.stall_watches();
@@ -390,11 +328,11 @@ fn stalls_errors_and_dropped_streams_restart_the_watch() {
 
 #[test]
 fn malformed_objects_are_skipped_with_a_warning() {
-    let c = Cluster::new(2);
+    let c = Cluster::new(2).unwrap();
     c.api
         .insert_raw(malformed::pod_ips_string("team", "bad-ips", NODE));
     c.api.insert_raw(malformed::nameless("team", NODE));
-    let agent = c.agent(&[]);
+    let agent = agent(&c, &[]);
     wait_listed(&agent, &names(&c.node));
     c.api
         .insert_raw(malformed::bad_pod_ip("team", "bad-ip", NODE));

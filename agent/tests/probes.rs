@@ -134,7 +134,7 @@ fn every_pod_reaches_its_gateway_the_node_and_outside_targets() {
     assert!(pod_failures(&m).is_empty());
     for t in ["gateway", "node", OUT4, WEB, "web6", OUT6, "pod"] {
         assert_eq!(
-            m.value_with("podnet_pods_probe_failing", &[("target", t)]),
+            m.value_with("podnet_target_failing_pods", &[("target", t)]),
             Some(0.0),
             "{t}"
         );
@@ -275,7 +275,7 @@ fn node_forwarding_off_is_reported_once_at_node_level() {
     );
     // The count says how many pods fail it; the node problem says why.
     assert_eq!(
-        m.value_with("podnet_pods_probe_failing", &[("target", OUT4)]),
+        m.value_with("podnet_target_failing_pods", &[("target", OUT4)]),
         Some(8.0)
     );
     for p in status["pods"].as_array().unwrap() {
@@ -330,6 +330,14 @@ fn an_outside_target_failing_for_every_pod_is_one_node_problem() {
         unreachable.contains(OUT4) && unreachable.contains(WEB),
         "{unreachable:?}"
     );
+    // The metric names the targets too (one series each), as /status does.
+    let now = agent.metrics().unwrap();
+    let targets: BTreeSet<&str> = now
+        .named("podnet_node_problem")
+        .filter(|s| s.labels.get("reason").map(String::as_str) == Some("target_unreachable"))
+        .filter_map(|s| s.labels.get("target").map(String::as_str))
+        .collect();
+    assert_eq!(targets, unreachable, "podnet_node_problem{{target}}");
     for (_, target, last, failing) in dests(&status) {
         if ["gateway", "node", "pod"].contains(&target.as_str()) {
             assert!(!failing && last == "ok", "{target} {last}");
@@ -356,7 +364,7 @@ fn a_closed_tcp_port_is_refused_not_unreachable() {
         })
         .unwrap();
     assert_eq!(
-        m.value_with("podnet_pods_probe_failing", &[("target", "closed")]),
+        m.value_with("podnet_target_failing_pods", &[("target", "closed")]),
         Some(0.0)
     );
     assert!(!pod_failures(&m).iter().any(|(_, t)| t == "closed"));

@@ -34,7 +34,7 @@ fn expect(agent: &Agent, what: &str, want: &Problems, node: &[&str]) -> Samples 
         .unwrap();
     let affected: BTreeSet<&String> = want.iter().map(|(i, _, _)| i).collect();
     assert_eq!(
-        m.value("podnet_pods_with_route_problem"),
+        m.value("podnet_broken_pods"),
         Some(affected.len() as f64),
         "{what}"
     );
@@ -54,12 +54,34 @@ fn healthy_node_reports_every_pod_and_no_problem() {
             m.value("podnet_local_pods") == Some(8.0)
         })
         .unwrap();
-    assert_eq!(m.value("podnet_pods_with_route_problem"), Some(0.0));
+    assert_eq!(m.value("podnet_broken_pods"), Some(0.0));
     assert!(m.problems().is_empty());
     assert!(m.node_problems().is_empty());
     assert_eq!(m.value("podnet_synced"), Some(1.0));
     assert_eq!(agent.get("/readyz").unwrap().0, 200);
     assert_eq!(agent.get("/healthz").unwrap().0, 200);
+    // The start line speaks the flags' language, not Rust's Debug (`Node("cali")`).
+    let log = agent.log();
+    let start = log
+        .lines()
+        .find(|l| l.contains("podnet-agent starting"))
+        .unwrap_or_else(|| panic!("no start line in {log}"));
+    assert!(
+        start.contains("pod_source=node prefix=cali")
+            || start.contains("pod_source=\"node\" prefix=\"cali\""),
+        "{start}"
+    );
+    assert!(!start.contains("Node("), "{start}");
+    // The build says which source it came from (a git commit here, not "unknown").
+    let build = m
+        .named("podnet_build_info")
+        .next()
+        .expect("podnet_build_info");
+    let revision = build.labels.get("revision").cloned().unwrap_or_default();
+    assert!(
+        revision.len() == 40 && revision.bytes().all(|b| b.is_ascii_hexdigit()),
+        "revision {revision:?}"
+    );
 
     let status = agent.status().unwrap();
     assert_eq!(status["node"], "sim-node");
@@ -268,7 +290,7 @@ fn pods_added_and_removed_while_running_leave_no_stale_series() {
             m.value("podnet_local_pods") == Some(10.0) && m.problems().is_empty()
         })
         .unwrap();
-    assert_eq!(m.value("podnet_pods_with_route_problem"), Some(0.0));
+    assert_eq!(m.value("podnet_broken_pods"), Some(0.0));
     let status = agent.status().unwrap();
     let listed: BTreeSet<String> = status["pods"]
         .as_array()

@@ -15,6 +15,8 @@ struct Kernel {
     dump: HostDump,
     peers: HashMap<i32, Vec<Address>>,
     subscribers: Vec<mpsc::Sender<KernelEvent>>,
+    /// Events the current subscribers receive right after the next dump was taken.
+    backlog: Vec<(mpsc::Sender<KernelEvent>, KernelEvent)>,
     dumps: usize,
     failing_dumps: u32,
 }
@@ -63,6 +65,26 @@ impl FakeHost {
                 Err(mpsc::error::TrySendError::Closed(_))
             )
         });
+    }
+
+    /// Lose events as a real netlink socket does: report the overrun now, and deliver `stale`
+    /// (what was queued before the loss; the state does not change) to the same subscribers
+    /// only after the next dump — the order in which the kernel hands out a socket's backlog
+    /// to a reader that re-dumps at once.
+    pub fn overrun_with_backlog(&self, stale: Vec<KernelEvent>) {
+        let mut k = self.lock();
+        k.subscribers.retain(|s| {
+            !matches!(
+                s.try_send(KernelEvent::Overrun),
+                Err(mpsc::error::TrySendError::Closed(_))
+            )
+        });
+        let backlog: Vec<_> = k
+            .subscribers
+            .iter()
+            .flat_map(|s| stale.iter().map(move |ev| (s.clone(), ev.clone())))
+            .collect();
+        k.backlog.extend(backlog);
     }
 
     /// Set the addresses inside a peer namespace.
@@ -122,7 +144,11 @@ impl HostNetwork for FakeHost {
             return Err(Error::Timeout("fake dump"));
         }
         k.dumps += 1;
-        Ok(k.dump.clone())
+        let dump = k.dump.clone();
+        for (s, ev) in std::mem::take(&mut k.backlog) {
+            let _ = s.try_send(ev);
+        }
+        Ok(dump)
     }
 
     async fn peer_addresses(&self, netnsid: i32) -> Result<Vec<Address>, Error> {

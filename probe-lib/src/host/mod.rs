@@ -48,6 +48,11 @@ pub fn event_channel(capacity: usize) -> (EventSender, EventReceiver) {
 }
 
 impl EventSender {
+    /// Completes when the receiver is gone (the monitor dropped this subscription).
+    pub async fn closed(&self) {
+        self.tx.closed().await;
+    }
+
     /// Queue `ev`. When the queue is full, `ev` is dropped and an [`KernelEvent::Overrun`]
     /// is queued as soon as there is room (waiting for it: meanwhile the kernel buffers, or
     /// reports its own overrun), so the monitor re-dumps whatever was lost.

@@ -150,7 +150,15 @@ impl HostNetwork for NetlinkHost {
         tokio::spawn(async move {
             // Keep the handle: the connection stops once every handle is gone.
             let _handle = handle;
-            while let Some((msg, _)) = messages.next().await {
+            // Ends with the stream, or as soon as the receiver is dropped (after an overrun
+            // the monitor drops this subscription's stale backlog): the socket closes then,
+            // not at the next notification.
+            loop {
+                let next = tokio::select! {
+                    m = messages.next() => m,
+                    () = tx.closed() => None,
+                };
+                let Some((msg, _)) = next else { break };
                 let event = match msg.payload {
                     NetlinkPayload::InnerMessage(m) => convert::event(&m),
                     NetlinkPayload::Overrun(_) => Some(KernelEvent::Overrun),

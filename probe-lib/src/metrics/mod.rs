@@ -17,15 +17,16 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use crate::model::{Felix, WorkerState, Workers};
+use crate::model::{Felix, NodeReason, WorkerState, Workers};
 pub use crate::model::{KubeMetrics, MonitorMetrics, ProbeMetrics};
 use crate::snapshot::Snapshot;
 use crate::util::clock::unix_seconds;
 
-/// `version` label of `podnet_build_info`.
+/// Labels of `podnet_build_info`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: String,
+    revision: String,
 }
 
 /// The agent's registry.
@@ -37,8 +38,14 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Register every metric except the verdict series (see [`Metrics::serve_snapshots`]).
+    /// Register every metric except the verdict series (see [`Metrics::serve_snapshots`]);
+    /// the source revision is "unknown".
     pub fn new(version: &str) -> Self {
+        Self::with_revision(version, "unknown")
+    }
+
+    /// As [`Metrics::new`], with the source revision (a git commit) in `podnet_build_info`.
+    pub fn with_revision(version: &str, revision: &str) -> Self {
         let mut registry = Registry::default();
         let monitor = MonitorMetrics::default();
         registry.register(
@@ -66,13 +73,24 @@ impl Metrics {
             "Problem-change log lines left out by the rate limit",
             monitor.log_suppressed.clone(),
         );
+        registry.register(
+            "podnet_pod_problems_raised",
+            "Pod problems that appeared (a pod IP gained this reason), by reason: flapping \
+             shows here even when every scrape falls between the flaps",
+            monitor.problems_raised.clone(),
+        );
         let build = Family::<VersionLabels, Gauge>::default();
         build
             .get_or_create(&VersionLabels {
                 version: version.to_owned(),
+                revision: revision.to_owned(),
             })
             .set(1);
-        registry.register("podnet_build_info", "Always 1; the agent's version", build);
+        registry.register(
+            "podnet_build_info",
+            "Always 1; the agent's version and source revision",
+            build,
+        );
         registry.register_collector(Box::new(process::ProcessCollector));
         let probe = ProbeMetrics::default();
         registry.register(
@@ -98,7 +116,7 @@ impl Metrics {
         self.serve_snapshots_capped(snapshots, DEFAULT_POD_SERIES_LIMIT);
     }
 
-    /// As [`Metrics::serve_snapshots`], with per-pod series (`podnet_pod_route_problem`,
+    /// As [`Metrics::serve_snapshots`], with per-pod series (`podnet_pod_problem`,
     /// `podnet_pod_probe_failing`) for at most `max_pods` pods; the pods left out are counted
     /// in `podnet_pod_series_truncated`. Node-level gauges always count every pod.
     pub fn serve_snapshots_capped(
@@ -317,13 +335,13 @@ impl Collector for VerdictCollector {
         )?;
         gauge(
             &mut encoder,
-            "podnet_pods_with_route_problem",
+            "podnet_broken_pods",
             "Pods on this node with at least one wiring problem",
             v.pods_with_problems() as i64,
         )?;
         {
             let mut e = encoder.encode_descriptor(
-                "podnet_pod_route_problem",
+                "podnet_pod_problem",
                 "1 while a pod's host wiring has this problem; absent when healthy",
                 None,
                 MetricType::Gauge,
@@ -349,12 +367,31 @@ impl Collector for VerdictCollector {
                 None,
                 MetricType::Gauge,
             )?;
-            let mut reasons: Vec<&str> = v.node.iter().map(|p| p.reason.as_str()).collect();
-            // Not only adjacent duplicates: one series per reason.
-            reasons.sort_unstable();
-            reasons.dedup();
-            for reason in reasons {
-                ConstGauge::new(1).encode(e.encode_family(&[("reason", reason)])?)?;
+            // `target_unreachable` names its target (a configured one, so bounded): one dead
+            // target can then be silenced or aggregated across nodes. Other reasons carry no
+            // target; their detail (e.g. `ipv4`) stays in /status.
+            let mut series: Vec<(&str, &str)> = v
+                .node
+                .iter()
+                .map(|p| {
+                    let target = if p.reason == NodeReason::TargetUnreachable {
+                        p.detail.as_str()
+                    } else {
+                        ""
+                    };
+                    (p.reason.as_str(), target)
+                })
+                .collect();
+            // Not only adjacent duplicates: one series per reason (and target).
+            series.sort_unstable();
+            series.dedup();
+            for (reason, target) in series {
+                if target.is_empty() {
+                    ConstGauge::new(1).encode(e.encode_family(&[("reason", reason)])?)?;
+                } else {
+                    let labels = [("reason", reason), ("target", target)];
+                    ConstGauge::new(1).encode(e.encode_family(&labels)?)?;
+                }
             }
         }
         encode_probe_verdicts(&mut encoder, &snap, &exported)?;
@@ -385,7 +422,7 @@ impl Collector for VerdictCollector {
     }
 }
 
-/// `podnet_pods_probe_failing{target}` (every target, always: how many pods fail it, whatever
+/// `podnet_target_failing_pods{target}` (every target, always: how many pods fail it, whatever
 /// the explanation) and `podnet_pod_probe_failing{…}` (only pod alarms: failures not explained
 /// at node level by `target_unreachable` or `forwarding_disabled`).
 ///
@@ -460,7 +497,7 @@ fn encode_probe_verdicts(
     }
     {
         let mut e = encoder.encode_descriptor(
-            "podnet_pods_probe_failing",
+            "podnet_target_failing_pods",
             "Pods on this node failing to reach this target",
             None,
             MetricType::Gauge,

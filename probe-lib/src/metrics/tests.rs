@@ -59,8 +59,8 @@ fn healthy_node_series_do_not_grow_with_pods() {
     });
     assert_eq!(samples(&few).len(), samples(&many).len());
     assert!(many.contains("podnet_local_pods 250\n"), "{many}");
-    assert!(many.contains("podnet_pods_with_route_problem 0\n"));
-    assert!(!many.contains("podnet_pod_route_problem{"));
+    assert!(many.contains("podnet_broken_pods 0\n"));
+    assert!(!many.contains("podnet_pod_problem{"));
     assert!(!many.contains("podnet_node_problem{"));
 }
 
@@ -91,9 +91,9 @@ fn problems_are_series_with_bounded_labels() {
         ],
     });
     assert!(text.contains(
-        "podnet_pod_route_problem{namespace=\"ns\",pod=\"p2\",interface=\"cali00000000002\",ip=\"10.244.0.2\",reason=\"route_missing\"} 1\n"
+        "podnet_pod_problem{namespace=\"ns\",pod=\"p2\",interface=\"cali00000000002\",ip=\"10.244.0.2\",reason=\"route_missing\"} 1\n"
     ), "{text}");
-    assert!(text.contains("podnet_pods_with_route_problem 1\n"));
+    assert!(text.contains("podnet_broken_pods 1\n"));
     assert_eq!(
         text.matches("podnet_node_problem{reason=\"forwarding_disabled\"} 1")
             .count(),
@@ -115,7 +115,7 @@ fn counters_info_and_timestamps() {
         );
     }
     assert!(text.contains("podnet_netlink_resyncs_total{cause=\"overrun\"} 1\n"));
-    assert!(text.contains("podnet_build_info{version=\"1.2.3\"} 1\n"));
+    assert!(text.contains("podnet_build_info{version=\"1.2.3\",revision=\"unknown\"} 1\n"));
     assert!(text.contains("podnet_netlink_last_resync_timestamp_seconds 7"));
     assert!(text.contains("podnet_synced 1\n"));
     assert!(text.contains("# TYPE podnet_netlink_resync_duration_seconds histogram"));
@@ -128,6 +128,7 @@ fn counters_info_and_timestamps() {
     assert!(rss > 1e6, "{rss}");
     assert!(text.contains("\nprocess_cpu_seconds_total "), "{text}");
     assert!(text.contains("process_open_fds "));
+    assert!(text.contains("\nprocess_max_fds "), "{text}");
 }
 
 fn broken(i: usize) -> PodVerdict {
@@ -148,15 +149,15 @@ fn per_pod_series_are_capped_and_the_rest_counted() {
         node: vec![],
     };
     let capped = render_capped(verdicts(), 4);
-    assert_eq!(capped.matches("podnet_pod_route_problem{").count(), 4);
+    assert_eq!(capped.matches("podnet_pod_problem{").count(), 4);
     assert!(
         capped.contains("podnet_pod_series_truncated 6\n"),
         "{capped}"
     );
     // Node-level gauges still count every pod.
-    assert!(capped.contains("podnet_pods_with_route_problem 10\n"));
+    assert!(capped.contains("podnet_broken_pods 10\n"));
     let full = render_capped(verdicts(), 10);
-    assert_eq!(full.matches("podnet_pod_route_problem{").count(), 10);
+    assert_eq!(full.matches("podnet_pod_problem{").count(), 10);
     assert!(full.contains("podnet_pod_series_truncated 0\n"));
 }
 
@@ -183,6 +184,36 @@ fn node_problem_reasons_once_even_when_not_adjacent() {
 }
 
 #[test]
+fn target_unreachable_names_its_target_other_reasons_do_not() {
+    let p = |reason, detail: &str| NodeProblem {
+        reason,
+        detail: detail.into(),
+    };
+    let text = render(Verdicts {
+        pods: vec![],
+        node: vec![
+            p(NodeReason::TargetUnreachable, "dns"),
+            p(NodeReason::ForwardingDisabled, "ipv4"),
+            p(NodeReason::TargetUnreachable, "api"),
+            p(NodeReason::TargetUnreachable, "dns"),
+        ],
+    });
+    let node: Vec<&str> = samples(&text)
+        .into_iter()
+        .filter(|l| l.starts_with("podnet_node_problem"))
+        .collect();
+    assert_eq!(
+        node,
+        [
+            "podnet_node_problem{reason=\"forwarding_disabled\"} 1",
+            "podnet_node_problem{reason=\"target_unreachable\",target=\"api\"} 1",
+            "podnet_node_problem{reason=\"target_unreachable\",target=\"dns\"} 1",
+        ],
+        "{text}"
+    );
+}
+
+#[test]
 fn workers_are_exported() {
     let workers = Workers::default();
     let alive = workers.register("monitor");
@@ -199,4 +230,31 @@ fn workers_are_exported() {
         "{text}"
     );
     drop(alive);
+}
+
+#[test]
+fn probe_series_are_pre_created_only_where_possible() {
+    use crate::model::{Direction, ProbeResult, Protocol};
+    let m = Metrics::with_revision("1", "abc123");
+    m.probe()
+        .register_target("node", Protocol::Icmp, Direction::PodToTarget);
+    m.probe()
+        .register_target("dns", Protocol::Tcp, Direction::PodToTarget);
+    let text = m.encode().unwrap();
+    let series = |target: &str| -> Vec<&str> {
+        samples(&text)
+            .into_iter()
+            .filter(|l| l.starts_with("podnet_probes_total{") && l.contains(target))
+            .collect()
+    };
+    let icmp = series("target=\"node\"");
+    let tcp = series("target=\"dns\"");
+    // An ICMP echo is never refused; a TCP connect can end every way.
+    assert_eq!(icmp.len(), ProbeResult::ALL.len() - 1, "{text}");
+    assert!(
+        icmp.iter().all(|l| !l.contains("result=\"refused\"")),
+        "{text}"
+    );
+    assert_eq!(tcp.len(), ProbeResult::ALL.len(), "{text}");
+    assert!(text.contains("podnet_build_info{version=\"1\",revision=\"abc123\"} 1\n"));
 }

@@ -9,7 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
-use super::{Direction, Observation, ProbeResult, Protocol, RestartReason, ResyncCause};
+use super::{Direction, Observation, PodReason, ProbeResult, Protocol, RestartReason, ResyncCause};
 use crate::util::clock::unix_seconds;
 
 /// `cause` label of the re-sync counter.
@@ -98,10 +98,10 @@ impl ProbeMetrics {
         }
     }
 
-    /// Create every series of one target at zero, so their number never changes at run time
-    /// and `rate()` works from the first scrape.
+    /// Create every possible series of one target at zero (no `refused` for ICMP), so their
+    /// number never changes at run time and `rate()` works from the first scrape.
     pub fn register_target(&self, target: &str, protocol: Protocol, direction: Direction) {
-        for result in ProbeResult::ALL {
+        for &result in ProbeResult::ALL.iter().filter(|r| r.possible_for(protocol)) {
             let _ = self.probes.get_or_create(&ProbeLabels {
                 target: target.to_owned(),
                 protocol: protocol.as_str(),
@@ -221,6 +221,7 @@ pub struct MonitorMetrics {
     pub(crate) resync_errors: Counter,
     pub(crate) events: Counter,
     pub(crate) log_suppressed: Counter,
+    pub(crate) problems_raised: Family<ReasonLabels, Counter>,
 }
 
 impl Default for MonitorMetrics {
@@ -232,10 +233,16 @@ impl Default for MonitorMetrics {
             resync_errors: Counter::default(),
             events: Counter::default(),
             log_suppressed: Counter::default(),
+            problems_raised: Family::default(),
         };
         for cause in ResyncCause::ALL {
             let _ = m.resyncs.get_or_create(&CauseLabels {
                 cause: cause.as_str(),
+            });
+        }
+        for reason in PodReason::ALL {
+            let _ = m.problems_raised.get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
             });
         }
         m
@@ -271,6 +278,24 @@ impl MonitorMetrics {
     /// Log lines suppressed so far (for tests).
     pub fn suppressed_count(&self) -> u64 {
         self.log_suppressed.get()
+    }
+
+    /// Count a pod problem that appeared (a pod IP gained `reason`).
+    pub fn problem_raised(&self, reason: PodReason) {
+        self.problems_raised
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// Pod problems raised so far for one reason (for tests).
+    pub fn problems_raised(&self, reason: PodReason) -> u64 {
+        self.problems_raised
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .get()
     }
 
     /// Completed re-syncs so far for one cause (for tests and logs).

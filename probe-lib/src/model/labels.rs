@@ -55,7 +55,7 @@ macro_rules! label_enum {
 }
 
 label_enum! {
-    /// Why one pod is not wired correctly (the `reason` label of `podnet_pod_route_problem`).
+    /// Why one pod is not wired correctly (the `reason` label of `podnet_pod_problem`).
     pub enum PodReason {
         /// The pod's host-side interface does not exist.
         InterfaceMissing => "interface_missing",
@@ -189,6 +189,12 @@ impl ProbeResult {
     /// Counts towards "cannot reach": everything but ok and refused.
     pub const fn is_failure(self) -> bool {
         !matches!(self, ProbeResult::Ok | ProbeResult::Refused)
+    }
+
+    /// Whether a probe of `protocol` can end this way: an ICMP echo is never refused (only a
+    /// TCP connect is), so `podnet_probes_total` pre-creates no series that cannot move.
+    pub const fn possible_for(self, protocol: Protocol) -> bool {
+        !matches!((self, protocol), (ProbeResult::Refused, Protocol::Icmp))
     }
 }
 

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use tracing::{info, warn};
 
 use super::discipline::LogLimiter;
+use crate::model::MonitorMetrics;
 use crate::pods::ExpectedPod;
 use crate::verdict::{PodProblem, Verdicts};
 
@@ -36,6 +37,7 @@ pub(super) fn log_changes(
     after: &Verdicts,
     initial: bool,
     limit: &mut LogLimiter,
+    metrics: &MonitorMetrics,
 ) -> u64 {
     let old = problem_set(before);
     let new = problem_set(after);
@@ -46,7 +48,12 @@ pub(super) fn log_changes(
         ok
     };
     for (key, (pod, p)) in &new {
-        if !old.contains_key(key) && allow() {
+        if old.contains_key(key) {
+            continue;
+        }
+        // Counted always, logged within the rate limit: flaps stay visible either way.
+        metrics.problem_raised(p.reason);
+        if allow() {
             warn!(
                 namespace = %pod.id.namespace, pod = %pod.id.name, interface = %pod.interface,
                 ip = %display_ip(p.ip), reason = p.reason.as_str(), detail = %p.detail,

@@ -114,6 +114,14 @@ struct Watched<'a> {
     felix: &'a mut Option<watch::Receiver<crate::model::FelixStatus>>,
 }
 
+/// Why the event loop returned.
+enum LoopEnd {
+    /// The subscription ended.
+    Closed,
+    /// The kernel dropped notifications: the subscription's backlog is stale.
+    Overrun,
+}
+
 /// What a batch of events asks for once it is applied.
 #[derive(Debug, Default)]
 struct Followups {
@@ -200,6 +208,7 @@ impl<H: HostNetwork> Monitor<H> {
             PodSource::Kubernetes { view, .. } => Some(view.clone()),
             PodSource::Links { .. } => None,
         };
+        let mut overrun = false;
         loop {
             let mut events = match self.host.subscribe().await {
                 Ok(rx) => rx,
@@ -212,6 +221,8 @@ impl<H: HostNetwork> Monitor<H> {
             self.beat();
             let cause = if self.last_full_sync.is_none() {
                 ResyncCause::Startup
+            } else if overrun {
+                ResyncCause::Overrun
             } else {
                 ResyncCause::Error
             };
@@ -229,19 +240,33 @@ impl<H: HostNetwork> Monitor<H> {
                 blocks: &mut blocks,
                 felix: &mut felix,
             };
-            self.event_loop(&mut events, &mut probes, &mut watched)
-                .await;
-            warn!("kernel event subscription ended; subscribing again");
+            overrun = match self
+                .event_loop(&mut events, &mut probes, &mut watched)
+                .await
+            {
+                LoopEnd::Overrun => {
+                    debug!("kernel events lost; subscribing afresh and re-reading");
+                    true
+                }
+                LoopEnd::Closed => {
+                    warn!("kernel event subscription ended; subscribing again");
+                    false
+                }
+            };
         }
     }
 
-    /// Returns when the event stream ends.
+    /// Returns when the event stream ends, or when the kernel lost events: what is still
+    /// queued on that subscription predates the loss, and applied after a re-read it would
+    /// undo the re-read (a route deleted and re-added, the re-add lost: the stale deletion
+    /// would be reported until the next periodic re-sync). The caller drops the subscription
+    /// with its backlog, subscribes afresh and re-reads, as at startup.
     async fn event_loop(
         &mut self,
         events: &mut EventReceiver,
         probes: &mut mpsc::UnboundedReceiver<PodProbes>,
         watched: &mut Watched<'_>,
-    ) {
+    ) -> LoopEnd {
         let Watched {
             kube,
             blocks,
@@ -266,7 +291,7 @@ impl<H: HostNetwork> Monitor<H> {
                 .map(tokio::time::Instant::from_std);
             tokio::select! {
                 ev = events.recv() => {
-                    let Some(ev) = ev else { return };
+                    let Some(ev) = ev else { return LoopEnd::Closed };
                     let mut n = 1;
                     self.apply(ev, &mut follow);
                     while n < MAX_BATCH {
@@ -310,6 +335,9 @@ impl<H: HostNetwork> Monitor<H> {
                     follow.peers = self.unresolved.keys().copied().collect();
                 }
             }
+            if follow.resync == Some(ResyncCause::Overrun) {
+                return LoopEnd::Overrun;
+            }
             if let Some(cause) = follow.resync {
                 self.schedule.request(cause);
             }
@@ -344,8 +372,13 @@ impl<H: HostNetwork> Monitor<H> {
             _ => None,
         };
         self.expected = None;
-        if let Some(cause) = self.state.apply(&ev) {
-            follow.resync.get_or_insert(cause);
+        match self.state.apply(&ev) {
+            // An overrun outranks every other cause: it also discards the subscription.
+            Some(ResyncCause::Overrun) => follow.resync = Some(ResyncCause::Overrun),
+            Some(cause) => {
+                follow.resync.get_or_insert(cause);
+            }
+            None => {}
         }
         match &ev {
             KernelEvent::LinkChanged(l) if self.is_pod_link(l) => {
@@ -490,6 +523,7 @@ impl<H: HostNetwork> Monitor<H> {
             &verdicts,
             !self.last.synced,
             &mut self.logs,
+            &self.metrics,
         );
         self.metrics.log_lines_suppressed(suppressed);
         let snap = Arc::new(Snapshot {

@@ -7,6 +7,7 @@ use super::*;
 use crate::host::fake::FakeHost;
 use crate::host::{Address, HostDump, KernelEvent, Route};
 use crate::metrics::Metrics;
+use crate::model::PodReason;
 
 use crate::fixtures::veth;
 
@@ -140,6 +141,22 @@ async fn route_deletion_event_is_judged_without_a_dump() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn every_flap_of_a_route_is_counted_once() {
+    let host = fake_node();
+    let mut m = start(host.clone(), Duration::from_secs(3600));
+    m.until("healthy", healthy_with(2)).await;
+    for flap in 1..=3 {
+        host.emit(KernelEvent::RouteRemoved(host_route("10.244.0.2", 6)));
+        m.until("route missing", |s| !reasons(s).is_empty()).await;
+        host.emit(KernelEvent::RouteAdded(host_route("10.244.0.2", 6)));
+        m.until("repaired", healthy_with(2)).await;
+        assert_eq!(m.metrics.problems_raised(PodReason::RouteMissing), flap);
+    }
+    assert_eq!(m.metrics.problems_raised(PodReason::InterfaceDown), 0);
+    m.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn pod_deletion_resyncs_and_drops_the_pod() {
     let host = fake_node();
     let mut m = start(host.clone(), Duration::from_secs(60));
@@ -167,6 +184,32 @@ async fn overrun_resyncs_and_finds_silent_changes() {
         .await;
     assert_eq!(reasons(&s), vec![("cali1".to_owned(), "route_missing")]);
     assert_eq!(m.metrics.resync_count(ResyncCause::Overrun), 1);
+    m.stop().await;
+}
+
+/// Regression (issue 11, netlink storm): events queued before an overrun and delivered after
+/// the re-read must not undo it. Here a route was deleted and re-added, the re-add lost: the
+/// stale deletion kept `route_missing` on a healthy pod until the next periodic re-sync.
+#[tokio::test(start_paused = true)]
+async fn a_stale_backlog_after_an_overrun_does_not_undo_the_resync() {
+    let host = fake_node();
+    let mut m = start(host.clone(), Duration::from_secs(3600));
+    m.until("healthy", healthy_with(2)).await;
+    host.overrun_with_backlog(vec![KernelEvent::RouteRemoved(host_route("10.244.0.1", 5))]);
+    for _ in 0..50 {
+        sleep(Duration::from_millis(10)).await;
+        if m.metrics.resync_count(ResyncCause::Overrun) == 1 {
+            break;
+        }
+    }
+    assert_eq!(m.metrics.resync_count(ResyncCause::Overrun), 1);
+    sleep(Duration::from_secs(1)).await;
+    let s = m.rx.borrow().clone();
+    assert!(
+        reasons(&s).is_empty(),
+        "stale event applied: {:?}",
+        reasons(&s)
+    );
     m.stop().await;
 }
 

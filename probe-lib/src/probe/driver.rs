@@ -48,6 +48,9 @@ pub struct RoundResult {
     pub observations: Vec<Observation>,
     /// Why in-pod probes could not run, if they could not.
     pub error: Option<ProbeError>,
+    /// Stamp ([`super::report::next_stamp`]) taken when the probes were sent, after the
+    /// namespace visit: orders this round's results against other pods'.
+    pub sent: u64,
 }
 
 /// Runs rounds.
@@ -409,6 +412,7 @@ impl PodNetwork for NetnsDriver {
         // round (and no pod) can hold a concurrency slot for longer.
         let n = round.probes.len();
         let deadline = timeout.saturating_mul(2) + Duration::from_millis(100);
+        let sent = super::report::next_stamp();
         let observations = tokio::time::timeout(deadline, join_all(probes))
             .await
             .unwrap_or_else(|_| {
@@ -430,6 +434,7 @@ impl PodNetwork for NetnsDriver {
             pod_side,
             observations,
             error,
+            sent,
         }
     }
 }

@@ -94,6 +94,7 @@ impl PodNetwork for FakePodNetwork {
                 .flatten(),
             observations,
             error: None,
+            sent: super::report::next_stamp(),
         }
     }
 }

@@ -79,6 +79,7 @@ pub struct Prober<N> {
     spread_done: bool,
 }
 
+/// A finished round: the pod, its probes and their results.
 type Done = (String, Vec<PlannedProbe>, RoundResult);
 
 impl<N: PodNetwork> Prober<N> {
@@ -283,7 +284,7 @@ impl<N: PodNetwork> Prober<N> {
                 .unwrap_or_else(|| {
                     DestState::new(&p.target, p.protocol, p.direction, p.address.ip(), port)
                 });
-            d.record(obs);
+            d.record_at(obs, result.sent);
             self.metrics
                 .observe(&p.target, p.protocol, p.direction, obs);
             dests.push(d);

@@ -2,6 +2,7 @@
 //! its namespace and the history of every probed destination. Plain data, sent to the monitor.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -55,6 +56,25 @@ pub struct DestState {
     pub consecutive_failures: u32,
     /// Probes sent so far.
     pub probes: u64,
+    /// When the latest probe was recorded, as a process-wide increasing stamp: orders results
+    /// across pods (has another pod probed this target since this one started failing?).
+    #[serde(skip)]
+    pub stamp: u64,
+    /// Stamp of the first failure of the current run of failures.
+    #[serde(skip)]
+    pub failing_since: Option<u64>,
+    /// Stamp of the first success of the current run of successes.
+    #[serde(skip)]
+    pub ok_since: Option<u64>,
+}
+
+/// Source of [`DestState::stamp`].
+static STAMPS: AtomicU64 = AtomicU64::new(1);
+
+/// A new stamp, later than every one before: taken when a round's probes are *sent*, so a probe
+/// that waits for its timeout across a change is ordered by when it was sent.
+pub fn next_stamp() -> u64 {
+    STAMPS.fetch_add(1, Ordering::Relaxed)
 }
 
 fn secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -84,19 +104,32 @@ impl DestState {
             detail: None,
             consecutive_failures: 0,
             probes: 0,
+            stamp: 0,
+            failing_since: None,
+            ok_since: None,
         }
     }
 
-    /// Record one probe.
+    /// Record one probe, sent now.
     pub fn record(&mut self, obs: &Observation) {
+        self.record_at(obs, next_stamp());
+    }
+
+    /// Record one probe sent at `stamp` (from [`next_stamp`]).
+    pub fn record_at(&mut self, obs: &Observation, stamp: u64) {
         self.last = obs.result;
         self.rtt = obs.rtt;
         self.detail.clone_from(&obs.detail);
         self.probes += 1;
+        self.stamp = stamp;
         if obs.result.is_failure() {
             self.consecutive_failures += 1;
+            self.failing_since.get_or_insert(self.stamp);
+            self.ok_since = None;
         } else {
             self.consecutive_failures = 0;
+            self.failing_since = None;
+            self.ok_since.get_or_insert(self.stamp);
         }
     }
 

@@ -44,6 +44,9 @@ pub struct PodLink {
     pub netnsid: Option<i32>,
     /// Index of the pod's end of the veth inside its namespace.
     pub peer_index: Option<u32>,
+    /// Administratively up on the host (`ip link set … up`); a host side that is up but
+    /// without carrier is the pod's eth0 being down, not the host's doing.
+    pub admin_up: bool,
 }
 
 /// The verdict on one pod.
@@ -127,6 +130,7 @@ pub fn evaluate(
                     index: l.index,
                     netnsid: l.peer_netnsid,
                     peer_index: l.peer_index,
+                    admin_up: l.admin_up,
                 }),
                 problems: wiring::pod_problems(cni, pod, host, &node_forwarding_off),
                 pod_side: None,
@@ -151,10 +155,17 @@ pub fn calico_node_stale(
 }
 
 fn node_problems(pods: &[ExpectedPod], host: &HostState) -> Vec<NodeProblem> {
-    let any_v6 = pods.iter().flat_map(|p| &p.ips).any(IpAddr::is_ipv6);
+    // Forwarding off only cuts off pods that exist: a node without pods of a family (none at
+    // all, e.g. a fresh or drained node) may have it off and nothing is broken.
+    let has = |v6: bool| {
+        pods.iter()
+            .flat_map(|p| &p.ips)
+            .any(|ip| ip.is_ipv6() == v6)
+    };
+    let (any_v4, any_v6) = (has(false), has(true));
     let mut out = Vec::new();
     for family in [Family::Ipv4, Family::Ipv6] {
-        if family == Family::Ipv6 && !any_v6 {
+        if (family == Family::Ipv4 && !any_v4) || (family == Family::Ipv6 && !any_v6) {
             continue;
         }
         if host.netconf(family, NetconfScope::All).forwarding == Some(false) {

@@ -49,12 +49,7 @@ fn dest(target: &str, results: &[ProbeResult]) -> DestState {
         None,
     );
     for r in results {
-        let obs = if r.is_failure() {
-            Observation::failed(*r, "x")
-        } else {
-            Observation::answered(*r, Duration::from_micros(100))
-        };
-        d.record(&obs);
+        d.record(&observation(*r));
     }
     d
 }
@@ -70,23 +65,36 @@ fn healthy_side() -> PodSide {
     }
 }
 
-/// Reports where pod i's gateway has `gw[i]` and the outside target `out[i]`.
+fn observation(r: ProbeResult) -> Observation {
+    if r.is_failure() {
+        Observation::failed(r, "x")
+    } else {
+        Observation::answered(r, Duration::from_micros(100))
+    }
+}
+
+/// Reports where pod i's gateway has `gw[i]` and the outside target `out[i]`, probed in rounds
+/// as the prober does: round k of every pod before round k + 1 of any.
 fn reports(gw: &[&[ProbeResult]], out: &[&[ProbeResult]]) -> HashMap<String, PodProbes> {
-    gw.iter()
-        .zip(out)
-        .enumerate()
-        .map(|(i, (g, o))| {
-            (
-                format!("cali{i}"),
-                PodProbes {
-                    interface: format!("cali{i}"),
-                    pod_side: Some(healthy_side()),
-                    dests: vec![dest("gateway", g), dest(OUTSIDE, o)],
-                    error: None,
-                },
-            )
+    let mut r: Vec<PodProbes> = (0..gw.len())
+        .map(|i| PodProbes {
+            interface: format!("cali{i}"),
+            pod_side: Some(healthy_side()),
+            dests: vec![dest("gateway", &[]), dest(OUTSIDE, &[])],
+            error: None,
         })
-        .collect()
+        .collect();
+    let rounds = gw.iter().chain(out).map(|h| h.len()).max().unwrap_or(0);
+    for k in 0..rounds {
+        for (i, p) in r.iter_mut().enumerate() {
+            for (d, history) in p.dests.iter_mut().zip([gw[i], out[i]]) {
+                if let Some(res) = history.get(k) {
+                    d.record(&observation(*res));
+                }
+            }
+        }
+    }
+    r.into_iter().map(|p| (p.interface.clone(), p)).collect()
 }
 
 fn run(n: usize, host: &HostState, reports: &HashMap<String, PodProbes>) -> Verdicts {
@@ -267,6 +275,30 @@ fn host_side_down_is_not_said_again_as_the_pods_lost_carrier() {
 }
 
 #[test]
+fn the_pods_eth0_down_is_said_beside_the_host_sides_lost_carrier() {
+    // The pod set its eth0 down: the host side is still administratively up, only without
+    // carrier. The pod side is the cause and must be named.
+    let mut r = reports(&[&[OK]], &[&[OK]]);
+    r.get_mut("cali0").unwrap().pod_side = Some(PodSide {
+        interface_up: false,
+        default_route_v4: Some(true),
+        default_route_v6: None,
+    });
+    let mut h = host(1);
+    let mut no_carrier = veth(10, "cali0", 0);
+    no_carrier.oper = crate::host::OperState::LowerLayerDown;
+    h.apply(&crate::host::KernelEvent::LinkChanged(no_carrier));
+    let v = run(1, &h, &r);
+    let reasons: Vec<&str> = v.pods[0]
+        .problems
+        .iter()
+        .map(|p| p.reason.as_str())
+        .collect();
+    assert!(reasons.contains(&"interface_down"), "{reasons:?}");
+    assert!(reasons.contains(&"pod_interface_down"), "{reasons:?}");
+}
+
+#[test]
 fn forwarding_off_explains_targets_beyond_the_node() {
     use crate::host::{Family, Netconf, NetconfScope};
     let mut h = host(1);
@@ -299,4 +331,83 @@ fn pods_without_reports_have_no_probe_verdicts() {
             .all(|p| p.probes.is_empty() && p.pod_side.is_none())
     );
     assert!(v.pods.iter().all(|p| p.link.is_some()));
+}
+
+/// Probe `target` of pod `iface` again, now (later stamps than everything before).
+fn probe_again(r: &mut HashMap<String, PodProbes>, iface: &str, results: &[ProbeResult]) {
+    let d = r
+        .get_mut(iface)
+        .unwrap()
+        .dests
+        .iter_mut()
+        .find(|d| d.target == OUTSIDE)
+        .unwrap();
+    for res in results {
+        d.record(&observation(*res));
+    }
+}
+
+/// Regression (issue 11, fault matrix): a target going down for every pod used to raise one
+/// pod alarm per pod until the last pod had failed it; now the early failures wait (pending)
+/// until the node-level verdict forms, or until another pod reaches the target.
+#[test]
+fn a_target_failing_before_the_others_probed_it_again_is_pending() {
+    let mut r = reports(&[&[OK], &[OK], &[OK]], &[&[OK], &[OK], &[OK]]);
+    probe_again(&mut r, "cali0", &[TO, TO]);
+    let v = run(3, &host(3), &r);
+    assert!(pod_failures(&v).is_empty(), "{:?}", pod_failures(&v));
+    assert!(v.pods[0].probes[1].failing && v.pods[0].probes[1].pending);
+    assert!(v.node.is_empty());
+    // Another pod fails once: still undecided.
+    probe_again(&mut r, "cali1", &[TO]);
+    let v = run(3, &host(3), &r);
+    assert!(pod_failures(&v).is_empty(), "{:?}", pod_failures(&v));
+    // Every pod fails it: one node problem, never a pod alarm on the way.
+    probe_again(&mut r, "cali1", &[TO]);
+    probe_again(&mut r, "cali2", &[TO, TO]);
+    let v = run(3, &host(3), &r);
+    assert!(pod_failures(&v).is_empty(), "{:?}", pod_failures(&v));
+    assert_eq!(v.node.len(), 1);
+    assert_eq!(v.node[0].reason, NodeReason::TargetUnreachable);
+}
+
+#[test]
+fn a_target_another_pod_reached_since_is_a_pod_failure_at_once() {
+    let mut r = reports(&[&[OK], &[OK]], &[&[OK], &[OK]]);
+    probe_again(&mut r, "cali0", &[TO, TO]);
+    let d = r
+        .get_mut("cali1")
+        .unwrap()
+        .dests
+        .iter_mut()
+        .find(|d| d.target == OUTSIDE)
+        .unwrap();
+    d.record(&observation(OK));
+    let v = run(2, &host(2), &r);
+    assert_eq!(
+        pod_failures(&v),
+        vec![("cali0".into(), OUTSIDE.into(), None)]
+    );
+    assert!(!v.pods[0].probes[1].pending);
+}
+
+#[test]
+fn a_pod_not_yet_reprobed_after_the_target_came_back_is_pending() {
+    let mut r = reports(&[&[OK], &[OK], &[OK]], &[&[TO, TO], &[TO, TO], &[TO, TO]]);
+    assert_eq!(run(3, &host(3), &r).node.len(), 1);
+    // The target is back: two pods reach it, the third has not probed it since.
+    for iface in ["cali1", "cali2"] {
+        let d = r
+            .get_mut(iface)
+            .unwrap()
+            .dests
+            .iter_mut()
+            .find(|d| d.target == OUTSIDE)
+            .unwrap();
+        d.record(&observation(OK));
+    }
+    let v = run(3, &host(3), &r);
+    assert!(pod_failures(&v).is_empty(), "{:?}", pod_failures(&v));
+    assert!(v.pods[0].probes[1].pending);
+    assert!(v.node.is_empty());
 }

@@ -30,6 +30,12 @@ pub struct TargetVerdict {
     /// Failing for a quorum of pods while their gateways answer: reported once, at node level
     /// (`target_unreachable`), not as a pod failure.
     pub node_wide: bool,
+    /// Failing, but not reported yet: a target beyond the pod that no other pod reached all
+    /// through this pod's failures, while some other pod has not probed it since they began
+    /// (or is confirming its own failure) — it may turn out node-wide — or reaches it again
+    /// since this pod last probed it — it may be back. Lasts at most about one probe interval.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
     /// Why it fails, when the node can tell (a wiring reason, `forwarding_disabled`,
     /// `gateway_unreachable`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -37,9 +43,9 @@ pub struct TargetVerdict {
 }
 
 impl TargetVerdict {
-    /// Failing and not explained at node level: a pod alarm.
+    /// Failing, not explained at node level and not pending: a pod alarm.
     pub fn is_pod_failure(&self) -> bool {
-        self.failing && !self.node_wide
+        self.failing && !self.node_wide && !self.pending
     }
 }
 
@@ -51,11 +57,14 @@ pub(super) fn judge(pods: &mut [PodVerdict], view: &ProbeView<'_>, node: &mut Ve
         };
         pv.pod_side = report.pod_side;
         if let Some(side) = report.pod_side {
-            // The host side down takes the pod's carrier with it: said once, on the host side.
-            let host_down = pv
-                .problems
-                .iter()
-                .any(|p| p.reason == PodReason::InterfaceDown);
+            // The host side set down takes the pod's carrier with it: said once, on the host
+            // side. (The pod's eth0 set down takes the host side's carrier instead: then both
+            // are said, the pod side being the cause.)
+            let host_down = pv.link.is_some_and(|l| !l.admin_up)
+                && pv
+                    .problems
+                    .iter()
+                    .any(|p| p.reason == PodReason::InterfaceDown);
             pv.problems.extend(
                 pod_side_problems(&pv.pod.ips, side)
                     .into_iter()
@@ -69,6 +78,7 @@ pub(super) fn judge(pods: &mut [PodVerdict], view: &ProbeView<'_>, node: &mut Ve
                 state: d.clone(),
                 failing: d.is_failing(view.failure_threshold),
                 node_wide: false,
+                pending: false,
                 diagnosis: None,
             })
             .collect();
@@ -87,6 +97,7 @@ pub(super) fn judge(pods: &mut [PodVerdict], view: &ProbeView<'_>, node: &mut Ve
             detail: target,
         });
     }
+    mark_pending(pods);
     // Forwarding off on the node cuts every pod off: the kernel neither forwards nor answers
     // ARP for the gateway (proxy ARP needs forwarding) nor sends ICMP errors. One node
     // problem, not a pod alarm per pod and target.
@@ -199,6 +210,86 @@ fn node_wide_failures(pods: &[PodVerdict]) -> Vec<String> {
         })
         .map(str::to_owned)
         .collect()
+}
+
+/// Hold back pod failures of targets beyond the pod that may yet turn out node-wide (see
+/// [`TargetVerdict::pending`]). Pods are probed at different points of the interval: without
+/// this, when a target goes down for everyone, each pod raised its own alarm until the last
+/// one had failed and the node-level verdict formed.
+fn mark_pending(pods: &mut [PodVerdict]) {
+    let candidate = |t: &TargetVerdict| {
+        t.state.direction == Direction::PodToTarget && t.state.target != GATEWAY_TARGET
+    };
+    // What every pod's latest result says about each target, gathered once (a pod failing a
+    // target never counts as reaching it, so no pod needs to be left out of its own view).
+    let mut seen: HashMap<&str, Reached> = HashMap::new();
+    for t in pods.iter().flat_map(|p| &p.probes).filter(|t| candidate(t)) {
+        let r = seen.entry(t.state.target.as_str()).or_default();
+        match t.state.ok_since {
+            Some(ok_since) if !t.state.last.is_failure() => {
+                r.oks.push((ok_since, t.state.stamp));
+                r.earliest_ok = r.earliest_ok.min(t.state.stamp);
+            }
+            _ => r.confirming |= !t.failing,
+        }
+    }
+    for r in seen.values_mut() {
+        r.oks.sort_unstable();
+        let mut latest = 0;
+        for (_, stamp) in &mut r.oks {
+            latest = latest.max(*stamp);
+            *stamp = latest; // now: the latest stamp of any pod whose successes began earlier
+        }
+    }
+    let mut pending = Vec::new();
+    for (i, pv) in pods.iter().enumerate() {
+        for (k, t) in pv.probes.iter().enumerate() {
+            if !candidate(t) || !t.failing || t.node_wide {
+                continue;
+            }
+            let Some(r) = seen.get(t.state.target.as_str()) else {
+                continue;
+            };
+            let since = t.state.failing_since.unwrap_or(0);
+            // Another pod reached it all through this pod's failures: its run of successes
+            // began no later than this pod's latest failure and goes on after the first.
+            let began_before = r.oks.partition_point(|(s, _)| *s <= t.state.stamp);
+            let reached_throughout = began_before > 0 && r.oks[began_before - 1].1 > since;
+            // Another pod has not probed it since, or is confirming its own failure: the
+            // target may be down for everyone.
+            let undecided = r.confirming || r.earliest_ok < since;
+            // Another pod reaches it again since this pod last probed it: it may be back.
+            let stale = began_before < r.oks.len();
+            if !reached_throughout && (undecided || stale) {
+                pending.push((i, k));
+            }
+        }
+    }
+    for (i, k) in pending {
+        pods[i].probes[k].pending = true;
+    }
+}
+
+/// One target's latest results over all pods (for [`mark_pending`]).
+#[derive(Debug)]
+struct Reached {
+    /// Some pod failed it and has not confirmed the failure yet.
+    confirming: bool,
+    /// The oldest latest-probe stamp among pods that reach it (`u64::MAX`: none).
+    earliest_ok: u64,
+    /// Pods that reach it: `(first success of their current run, latest probe stamp of any
+    /// pod whose run began no later)`, by the first.
+    oks: Vec<(u64, u64)>,
+}
+
+impl Default for Reached {
+    fn default() -> Self {
+        Reached {
+            confirming: false,
+            earliest_ok: u64::MAX,
+            oks: Vec::new(),
+        }
+    }
 }
 
 fn diagnose(

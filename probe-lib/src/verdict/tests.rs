@@ -339,6 +339,23 @@ fn interface_forwarding_off_is_a_pod_problem() {
 }
 
 #[test]
+fn node_forwarding_off_without_pods_is_no_problem() {
+    let mut n = Node::healthy();
+    for nc in &mut n.dump.netconf {
+        nc.forwarding = Some(false);
+    }
+    let state = HostState::from_dump(n.dump, Default::default());
+    let v = evaluate(&Cni::Calico, &[], &state, None);
+    assert!(v.node.is_empty(), "{:?}", v.node);
+    // With pods, the same node has the problem (the test can fail).
+    assert!(
+        !evaluate(&Cni::Calico, &Node::pods(), &state, None)
+            .node
+            .is_empty()
+    );
+}
+
+#[test]
 fn node_forwarding_off_is_one_node_problem_not_n_pod_problems() {
     // Writing net.ipv4.ip_forward=0 turns every interface's forwarding off too.
     let mut n = Node::healthy();

@@ -44,9 +44,9 @@ impl Samples {
             .map(|s| s.value)
     }
 
-    /// `podnet_pod_route_problem` series as `(interface, ip, reason)`.
+    /// `podnet_pod_problem` series as `(interface, ip, reason)`.
     pub fn problems(&self) -> BTreeSet<(String, String, String)> {
-        self.named("podnet_pod_route_problem")
+        self.named("podnet_pod_problem")
             .filter(|s| s.value == 1.0)
             .map(|s| {
                 let l = |k: &str| s.labels.get(k).cloned().unwrap_or_default();

@@ -6,8 +6,11 @@
 pub mod agent;
 pub mod agent_proc;
 pub mod bench;
+pub mod cluster;
 pub mod cni;
 pub mod exposition;
+pub mod faults;
 pub mod felix;
 pub mod netns;
+pub mod sentinel;
 pub mod simnode;

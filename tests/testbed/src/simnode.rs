@@ -195,16 +195,18 @@ impl PendingPod {
 #[derive(Debug)]
 pub struct SimNode {
     base: String,
-    node: NetnsThread,
+    pub(crate) node: NetnsThread,
     outside: NetnsThread,
-    pods: BTreeMap<usize, SimPod>,
+    pub(crate) pods: BTreeMap<usize, SimPod>,
     /// Namespaces of pods created but not wired.
     pending: BTreeSet<String>,
     next_index: usize,
     blocks: BTreeSet<IpNet>,
     holders: BTreeMap<usize, Child>,
-    listeners: Vec<Listener>,
+    pub(crate) listeners: Vec<Listener>,
     wiring: Wiring,
+    /// Namespaces whose bind mount was removed, kept alive by an open file (see `faults`).
+    pub(crate) detached: BTreeMap<usize, File>,
 }
 
 /// Whose CNI wires the simulated pods.
@@ -220,13 +222,14 @@ pub enum Wiring {
 
 /// A TCP listener on a thread that accepts and drops connections until stopped.
 #[derive(Debug)]
-struct Listener {
+pub(crate) struct Listener {
+    pub(crate) addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Listener {
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -284,6 +287,7 @@ impl SimNode {
             holders: BTreeMap::new(),
             listeners: Vec::new(),
             wiring: Wiring::Calico,
+            detached: BTreeMap::new(),
         };
         sim.wire_uplink().context("wiring the node's uplink")?;
         Ok(sim)
@@ -378,6 +382,14 @@ impl SimNode {
         self.wire_pending(pending)
     }
 
+    /// The host-side veth name prefix of this node's CNI.
+    fn prefix(&self) -> &'static str {
+        match self.wiring {
+            Wiring::Calico => "cali",
+            Wiring::AwsVpcCni => "eni",
+        }
+    }
+
     /// The first half of [`SimNode::add_pod`]: the sandbox's network namespace (bind-mounted,
     /// only `lo`), before the CNI runs. The node sees no veth and the namespace has no id
     /// in the node's namespace yet. Torn down with the node if never wired.
@@ -397,21 +409,10 @@ impl SimNode {
             spec,
             netns: netns_name,
         } = pending;
-        let prefix = match self.wiring {
-            Wiring::Calico => "cali",
-            Wiring::AwsVpcCni => "eni",
-        };
-        let interface = veth_name(prefix, &spec.namespace, &spec.name);
+        let interface = veth_name(self.prefix(), &spec.namespace, &spec.name);
         let ipv4 = spec.ipv4.unwrap_or_else(|| pod_ipv4(index));
         let ipv6 = spec.dual_stack.then(|| pod_ipv6(index));
-        let mac = [
-            0x02,
-            0x42,
-            0x0a,
-            (index >> 16) as u8,
-            (index >> 8) as u8,
-            index as u8,
-        ];
+        let mac = pod_mac(index);
         let wired = NetnsThread::join(&netns_name).and_then(|pod_ns| {
             self.wire_pod(&pod_ns, &interface, ipv4, ipv6, mac, spec.host_route)
         });
@@ -439,6 +440,48 @@ impl SimNode {
             },
         );
         Ok(index)
+    }
+
+    /// The CNI's first step only: the pod's namespace (`ip netns add`), without a veth yet,
+    /// registered as a pod whose `host_index` is 0 until [`SimNode::wire`] (which can also
+    /// re-wire it later). Returns its index. (See [`SimNode::create_pod_netns`] for a sandbox
+    /// that is not a pod until wired.)
+    pub fn add_pod_netns(&mut self, spec: PodSpec) -> Result<usize> {
+        let index = self.next_index;
+        self.next_index += 1;
+        let netns_name = format!("{}-p{index}", self.base);
+        NetnsThread::create(&netns_name)?;
+        self.pods.insert(
+            index,
+            SimPod {
+                index,
+                interface: veth_name(self.prefix(), &spec.namespace, &spec.name),
+                namespace: spec.namespace,
+                name: spec.name,
+                netns: netns_name,
+                host_index: 0,
+                ipv4: spec.ipv4.unwrap_or_else(|| pod_ipv4(index)),
+                ipv6: spec.dual_stack.then(|| pod_ipv6(index)),
+                mac: pod_mac(index),
+                holder: None,
+            },
+        );
+        Ok(index)
+    }
+
+    /// The CNI's later steps for a pod whose namespace exists: veth, addresses, pod routes,
+    /// host sysctls, and (with `host_route`) its host routes. Also re-wires a pod whose veth
+    /// was deleted.
+    pub fn wire(&mut self, index: usize, host_route: bool) -> Result<()> {
+        let p = self.pod(index).clone();
+        let pod_ns = NetnsThread::join_path(&p.netns, &p.netns_path())?;
+        let wired = self.wire_pod(&pod_ns, &p.interface, p.ipv4, p.ipv6, p.mac, host_route);
+        drop(pod_ns);
+        let host_index = wired.with_context(|| format!("wiring pod {}/{}", p.namespace, p.name))?;
+        if let Some(p) = self.pods.get_mut(&index) {
+            p.host_index = host_index;
+        }
+        Ok(())
     }
 
     fn wire_pod(
@@ -485,12 +528,7 @@ impl SimNode {
             if let Some(v6) = ipv6 {
                 add_address(&h, eth0, v6.into(), 128).await?;
             }
-            let gw = RouteMessageBuilder::<Ipv4Addr>::new()
-                .destination_prefix(POD_GATEWAY_IPV4, 32)
-                .output_interface(eth0)
-                .scope(RouteScope::Link)
-                .build();
-            h.route().add(gw).execute().await?;
+            h.route().add(gateway_route(eth0)).execute().await?;
             h.route()
                 .add(default_via(POD_GATEWAY_IPV4.into(), eth0))
                 .execute()
@@ -582,6 +620,7 @@ impl SimNode {
             let _ = holder.kill();
             let _ = holder.wait();
         }
+        self.detached.remove(&index);
         netns::delete(&pod.netns)?;
         Ok(pod)
     }
@@ -628,11 +667,17 @@ impl SimNode {
         })
     }
 
-    /// Put the pod's default routes back.
+    /// Put the pod's default routes back, and the on-link route to its gateway (both go when
+    /// its eth0 goes down).
     pub fn restore_pod_default_routes(&self, index: usize) -> Result<()> {
         let v6 = self.pod(index).ipv6.is_some();
         netns::with_netns(&self.pod(index).netns_path(), move |h| async move {
             let eth0 = index_of(&h, "eth0").await?;
+            h.route()
+                .add(gateway_route(eth0))
+                .replace()
+                .execute()
+                .await?;
             h.route()
                 .add(default_via(POD_GATEWAY_IPV4.into(), eth0))
                 .replace()
@@ -668,6 +713,7 @@ impl SimNode {
             }
         });
         self.listeners.push(Listener {
+            addr,
             stop,
             thread: Some(thread),
         });
@@ -792,6 +838,7 @@ impl SimNode {
             let _ = holder.kill();
             let _ = holder.wait();
         }
+        self.detached.clear();
         for pod in std::mem::take(&mut self.pods).into_values() {
             if let Err(e) = netns::delete(&pod.netns) {
                 first_err.get_or_insert(e);
@@ -838,7 +885,7 @@ async fn link_up(h: &Handle, name: &str) -> Result<()> {
 }
 
 /// `ip link set dev INDEX up|down`.
-async fn set_link(h: &Handle, index: u32, up: bool) -> Result<()> {
+pub async fn set_link(h: &Handle, index: u32, up: bool) -> Result<()> {
     let b = LinkUnspec::new_with_index(index);
     let msg = if up { b.up() } else { b.down() }.build();
     h.link().set(msg).execute().await?;
@@ -867,6 +914,27 @@ async fn add_address(h: &Handle, index: u32, ip: IpAddr, len: u8) -> Result<()> 
     }
     req.execute().await?;
     Ok(())
+}
+
+/// A pod's eth0 MAC: locally administered, unique per pod index.
+fn pod_mac(index: usize) -> [u8; 6] {
+    [
+        0x02,
+        0x42,
+        0x0a,
+        (index >> 16) as u8,
+        (index >> 8) as u8,
+        index as u8,
+    ]
+}
+
+/// `ip route add 169.254.1.1 dev INDEX scope link` (inside a pod).
+fn gateway_route(eth0: u32) -> RouteMessage {
+    RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(POD_GATEWAY_IPV4, 32)
+        .output_interface(eth0)
+        .scope(RouteScope::Link)
+        .build()
 }
 
 /// `ip route add default via GW dev INDEX`.
@@ -916,7 +984,7 @@ pub fn pod_route(ip: IpAddr, oif: u32) -> Result<RouteMessage> {
 }
 
 /// Felix's IPAM block route: `ip route add blackhole BLOCK proto 80`.
-fn blackhole(net: IpNet) -> Result<RouteMessage> {
+pub(crate) fn blackhole(net: IpNet) -> Result<RouteMessage> {
     Ok(RouteMessageBuilder::<IpAddr>::new()
         .destination_prefix(net.addr(), net.prefix_len())?
         .kind(RouteType::BlackHole)

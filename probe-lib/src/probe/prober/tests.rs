@@ -34,6 +34,7 @@ fn pod(i: usize) -> PodVerdict {
             index: 10 + i as u32,
             netnsid: Some(i as i32),
             peer_index: Some(2),
+            admin_up: true,
         }),
         problems: vec![],
         pod_side: None,

@@ -48,9 +48,9 @@ fn run() -> Result<()> {
     let agent = Agent::start(&node, &[]).context("starting podnet-agent in the node")?;
     let m = agent.metrics()?;
     say(&format!(
-        "\npodnet-agent is ready: podnet_local_pods {} , podnet_pods_with_route_problem {}",
+        "\npodnet-agent is ready: podnet_local_pods {} , podnet_broken_pods {}",
         m.value("podnet_local_pods").unwrap_or(-1.0),
-        m.value("podnet_pods_with_route_problem").unwrap_or(-1.0)
+        m.value("podnet_broken_pods").unwrap_or(-1.0)
     ));
 
     let victim = node.pod(1).clone();
@@ -73,21 +73,21 @@ fn run() -> Result<()> {
         "   podnet reported it {:.2} ms after the deletion:",
         detected.as_secs_f64() * 1e3
     ));
-    for s in m.named("podnet_pod_route_problem") {
+    for s in m.named("podnet_pod_problem") {
         let l: Vec<String> = s
             .labels
             .iter()
             .map(|(k, v)| format!("{k}=\"{v}\""))
             .collect();
         say(&format!(
-            "     podnet_pod_route_problem{{{}}} {}",
+            "     podnet_pod_problem{{{}}} {}",
             l.join(","),
             s.value
         ));
     }
     say(&format!(
-        "     podnet_pods_with_route_problem {}",
-        m.value("podnet_pods_with_route_problem").unwrap_or(-1.0)
+        "     podnet_broken_pods {}",
+        m.value("podnet_broken_pods").unwrap_or(-1.0)
     ));
     let status = agent.status()?;
     if let Some(p) = status["pods"].as_array().and_then(|ps| {
@@ -111,9 +111,9 @@ fn run() -> Result<()> {
         m.problems().is_empty()
     })?;
     say(&format!(
-        "   recovered {:.2} ms after the repair: podnet_pods_with_route_problem {}, no problem series left",
+        "   recovered {:.2} ms after the repair: podnet_broken_pods {}, no problem series left",
         t1.elapsed().as_secs_f64() * 1e3,
-        m.value("podnet_pods_with_route_problem").unwrap_or(-1.0)
+        m.value("podnet_broken_pods").unwrap_or(-1.0)
     ));
 
     say("\n-- teardown");

@@ -53,7 +53,7 @@ pub(super) fn run(o: &Opts) -> Result<()> {
         let pid = agent.pid().context("agent pid")?;
         agent.wait_metrics("every pod from the API", Duration::from_secs(120), |m| {
             m.value("podnet_local_pods") == Some(o.pods as f64)
-                && m.value_with("podnet_pod_route_problem", &[]).is_none()
+                && m.value_with("podnet_pod_problem", &[]).is_none()
         })?;
         let synced = started.elapsed();
         api.clear_request_log();

@@ -211,7 +211,7 @@ fn latency(node: &SimNode, n: usize) -> Result<(Vec<Duration>, Vec<Duration>)> {
             }
             let t1 = Instant::now();
             h.route().add(msg).execute().await?;
-            wait_body(addr, t1, |b| !b.contains("podnet_pod_route_problem{"))?;
+            wait_body(addr, t1, |b| !b.contains("podnet_pod_problem{"))?;
             recover.push(t1.elapsed());
         }
         Ok((detect, recover))

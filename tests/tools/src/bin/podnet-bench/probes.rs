@@ -123,7 +123,7 @@ pub(super) fn run(o: &Opts) -> Result<()> {
     let (a_rss, b_rss) = (rss[0], rss[1]);
     let m = agent.metrics()?;
     let probes = total_probes(&m) - probes0;
-    let failing: f64 = m.named("podnet_pods_probe_failing").map(|s| s.value).sum();
+    let failing: f64 = m.named("podnet_target_failing_pods").map(|s| s.value).sum();
     if bb_ok < bb_total * 99 / 100 || failing > 0.0 {
         bail!(
             "probes failed during the run: blackbox {bb_ok}/{bb_total} ok, podnet failing {failing}"
