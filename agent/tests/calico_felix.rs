@@ -2,14 +2,14 @@
 //! (health and Prometheus endpoints in the real formats) and exports what it read — and never
 //! reports felix healthy when it cannot read it.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use podnet_kube_double::{KubeApiServer, PodBuilder};
 use podnet_testbed::agent::Agent;
+use podnet_testbed::cluster::{Cluster, api_pod};
 use podnet_testbed::exposition::Samples;
 use podnet_testbed::felix::FelixDouble;
-use podnet_testbed::simnode::{PodSpec, SimNode, SimPod};
+use podnet_testbed::simnode::{PodSpec, SimNode};
 
 /// The agent binary Cargo built for these tests.
 const AGENT: &str = env!("CARGO_BIN_EXE_podnet-agent");
@@ -86,56 +86,28 @@ fn felix_read_and_never_healthy_when_unreadable() {
     agent.stop().unwrap();
 }
 
-const NODE: &str = "sim-node";
-
-fn api_pod(p: &SimPod) -> serde_json::Value {
-    PodBuilder::new(&p.namespace, &p.name)
-        .node(NODE)
-        .ipv4(p.ipv4)
-        .build()
-}
-
 /// The incident, shortened: felix ready and in sync, a new pod the API runs here, its route
 /// added by the CNI and removed by felix a moment later (felix never learned the pod: it still
 /// counts the old endpoints) → `calico_node_stale` naming the evidence; cleared once felix
 /// catches up and the route is back; with felix unreadable it is never claimed either way.
 #[test]
 fn felix_ready_but_stale_is_named() {
-    let mut node = SimNode::new(2, &[]).unwrap();
-    let api = KubeApiServer::start(
-        Some(node.node_netns()),
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    )
-    .unwrap();
-    api.register_node(NODE);
-    for p in node.pods() {
-        api.apply(api_pod(p)).unwrap();
-    }
-    let kubeconfig = std::env::temp_dir().join(format!("{}-kubeconfig", node.node_netns()));
-    api.kubeconfig(&kubeconfig).unwrap();
-    let double = FelixDouble::start(node.node_netns(), 0, 0).unwrap();
+    let mut c = Cluster::new(2).unwrap();
+    let double = FelixDouble::start(c.node.node_netns(), 0, 0).unwrap();
     double.set(|s| s.active_local_endpoints = 2);
     let (health, metrics) = (double.health.to_string(), double.metrics.to_string());
-    let mut agent = Agent::start_binary(
-        AGENT.as_ref(),
-        &node,
-        &[
-            "--pod-source",
-            "kubernetes",
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-            "--no-probes",
-            "--wiring-grace",
-            "1s",
-            "--calico-felix-health",
-            &health,
-            "--calico-felix-metrics",
-            &metrics,
-            "--calico-felix-interval",
-            "100ms",
-        ],
-    )
-    .unwrap();
+    let extra = [
+        "--no-probes",
+        "--wiring-grace",
+        "1s",
+        "--calico-felix-health",
+        &health,
+        "--calico-felix-metrics",
+        &metrics,
+        "--calico-felix-interval",
+        "100ms",
+    ];
+    let mut agent = c.agent(AGENT.as_ref(), &extra).unwrap();
     let stale = |m: &Samples| m.node_problems().contains("calico_node_stale");
     agent
         .wait_metrics("felix read, nothing stale", WAIT, |m| {
@@ -144,10 +116,12 @@ fn felix_ready_but_stale_is_named() {
         .unwrap();
     // A new pod: wired by the CNI, known to the API, unknown to felix, which removes its
     // route after its grace period (shortened from ~10 s).
-    let i = node.add_pod(PodSpec::named("shop", "new-1")).unwrap();
-    api.apply(api_pod(node.pod(i))).unwrap();
+    let i = c.node.add_pod(PodSpec::named("shop", "new-1")).unwrap();
+    c.api.apply(api_pod(c.node.pod(i))).unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    node.delete_route(i, IpAddr::V4(node.pod(i).ipv4)).unwrap();
+    c.node
+        .delete_route(i, IpAddr::V4(c.node.pod(i).ipv4))
+        .unwrap();
     let started = Instant::now();
     agent
         .wait_metrics("calico_node_stale", WAIT, stale)
@@ -159,13 +133,15 @@ fn felix_ready_but_stale_is_named() {
     assert!(status.contains("restart calico-node"), "{status}");
     // calico-node restarted: felix learns the pod and puts its route back.
     double.set(|s| s.active_local_endpoints = 3);
-    node.restore_routes(i).unwrap();
+    c.node.restore_routes(i).unwrap();
     agent
         .wait_metrics("stale cleared", WAIT, |m| !stale(m))
         .unwrap();
     // The route goes again while felix cannot be read: unknown, not stale and not healthy.
     drop(double);
-    node.delete_route(i, IpAddr::V4(node.pod(i).ipv4)).unwrap();
+    c.node
+        .delete_route(i, IpAddr::V4(c.node.pod(i).ipv4))
+        .unwrap();
     let m = agent
         .wait_metrics("felix unreadable", WAIT, |m| {
             m.value("podnet_calico_felix_up") == Some(0.0) && !m.problems().is_empty()
@@ -174,5 +150,4 @@ fn felix_ready_but_stale_is_named() {
     assert!(!stale(&m));
     assert_eq!(m.value("podnet_calico_felix_ready"), Some(0.0));
     agent.stop().unwrap();
-    let _ = std::fs::remove_file(&kubeconfig);
 }

@@ -4,19 +4,16 @@
 //! vxlan.calico onlink`). A lost route (a dropped BGP session), a route via the wrong node,
 //! repair, and nodes joining and leaving while the agent runs.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use podnet_kube_double::{Config, KubeApiServer, Resource, block_affinity, calico_node};
+use podnet_kube_double::{Resource, block_affinity, calico_node};
 use podnet_testbed::agent::Agent;
+use podnet_testbed::cluster::{Cluster, NODE};
 use podnet_testbed::exposition::Samples;
-use podnet_testbed::simnode::SimNode;
 
 /// The agent binary Cargo built for these tests.
 const AGENT: &str = env!("CARGO_BIN_EXE_podnet-agent");
-const NODE: &str = "sim-node";
 const WAIT: Duration = Duration::from_secs(30);
 /// The reporting deadline after a route change (the agent judges on the route event itself).
 const REPORT: Duration = Duration::from_secs(1);
@@ -42,59 +39,9 @@ fn ip(ns: &str, args: &str) {
     );
 }
 
-struct Cluster {
-    node: SimNode,
-    api: KubeApiServer,
-    kubeconfig: PathBuf,
-}
-
-impl Cluster {
-    fn new() -> Self {
-        let node = SimNode::new(1, &[]).unwrap();
-        let config = Config {
-            bookmark_interval: Duration::from_secs(1),
-            ..Config::default()
-        };
-        let api = KubeApiServer::start_with(
-            Some(node.node_netns()),
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            config,
-        )
-        .unwrap();
-        api.register_node(NODE);
-        let kubeconfig = std::env::temp_dir().join(format!("{}-kubeconfig", node.node_netns()));
-        api.kubeconfig(&kubeconfig).unwrap();
-        Cluster {
-            node,
-            api,
-            kubeconfig,
-        }
-    }
-
-    fn agent(&self) -> Agent {
-        let args = [
-            "--pod-source",
-            "kubernetes",
-            "--kubeconfig",
-            self.kubeconfig.to_str().unwrap(),
-            "--kube-watch-timeout",
-            "5s",
-            "--no-probes",
-            "--remote-blocks",
-            "calico",
-        ];
-        Agent::start_binary(AGENT.as_ref(), &self.node, &args).unwrap()
-    }
-
-    fn ip(&self, args: &str) {
-        ip(self.node.node_netns(), args);
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.kubeconfig);
-    }
+fn agent(c: &Cluster) -> Agent {
+    let args = ["--no-probes", "--remote-blocks", "calico"];
+    c.agent(AGENT.as_ref(), &args).unwrap()
 }
 
 /// Failing blocks as `(block, node, reason)`.
@@ -133,31 +80,37 @@ fn wait_failing(agent: &Agent, within: Duration, want: &[(&str, &str, &str)]) ->
 
 #[test]
 fn remote_block_routes_routed_and_vxlan() {
-    let c = Cluster::new();
+    let c = Cluster::new(1).unwrap();
+    let ns = c.node.node_netns();
     let (b, b_ip, b_block) = PEER_B;
     let (cn, c_ip, c_block) = PEER_C;
     // node-b: plain routed mode, as BIRD programs it without encapsulation.
-    c.ip(&format!(
-        "route add {b_block} via {b_ip} dev eth0 proto bird"
-    ));
+    ip(
+        ns,
+        &format!("route add {b_block} via {b_ip} dev eth0 proto bird"),
+    );
     // node-c: VXLAN, felix's vxlan.calico device with the peer's tunnel address as gateway.
-    c.ip("link add vxlan.calico type vxlan id 4096 dstport 4789 dev eth0 local 192.0.2.10");
-    c.ip("addr add 10.244.250.0/32 dev vxlan.calico");
-    c.ip("link set vxlan.calico up");
-    c.ip(&format!(
-        "route add {c_block} via {TUNNEL_C} dev vxlan.calico onlink proto 80"
-    ));
+    ip(
+        ns,
+        "link add vxlan.calico type vxlan id 4096 dstport 4789 dev eth0 local 192.0.2.10",
+    );
+    ip(ns, "addr add 10.244.250.0/32 dev vxlan.calico");
+    ip(ns, "link set vxlan.calico up");
+    ip(
+        ns,
+        &format!("route add {c_block} via {TUNNEL_C} dev vxlan.calico onlink proto 80"),
+    );
     c.api.apply_object(calico_node(b, b_ip, None));
     c.api.apply_object(calico_node(cn, c_ip, Some(TUNNEL_C)));
     c.api.apply_object(block_affinity(b, b_block));
     c.api.apply_object(block_affinity(cn, c_block));
     // This node's own block: recognized as local whatever its route (a blackhole here).
     c.api.apply_object(block_affinity(NODE, "10.244.0.0/26"));
-    let mut agent = c.agent();
+    let mut agent = agent(&c);
     wait_blocks(&agent, 2);
     wait_failing(&agent, REPORT, &[]);
     // A lost BGP session: BIRD withdraws node-b's block route.
-    c.ip(&format!("route del {b_block}"));
+    ip(ns, &format!("route del {b_block}"));
     let took = wait_failing(
         &agent,
         REPORT,
@@ -165,35 +118,40 @@ fn remote_block_routes_routed_and_vxlan() {
     );
     eprintln!("route loss reported after {took:?}");
     // Repair.
-    c.ip(&format!(
-        "route add {b_block} via {b_ip} dev eth0 proto bird"
-    ));
+    ip(
+        ns,
+        &format!("route add {b_block} via {b_ip} dev eth0 proto bird"),
+    );
     let took = wait_failing(&agent, REPORT, &[]);
     eprintln!("repair reported after {took:?}");
     // Routed via the wrong node: node-b's block toward node-c.
-    c.ip(&format!(
-        "route replace {b_block} via {c_ip} dev eth0 proto bird"
-    ));
+    ip(
+        ns,
+        &format!("route replace {b_block} via {c_ip} dev eth0 proto bird"),
+    );
     wait_failing(
         &agent,
         REPORT,
         &[(b_block, b, "remote_block_route_wrong_next_hop")],
     );
     // The VXLAN route with a wrong tunnel address (node-b's IP, not node-c's VTEP): wrong.
-    c.ip(&format!(
-        "route replace {b_block} via {b_ip} dev eth0 proto bird"
-    ));
-    c.ip(&format!(
-        "route replace {c_block} via 10.244.200.1 dev vxlan.calico onlink proto 80"
-    ));
+    ip(
+        ns,
+        &format!("route replace {b_block} via {b_ip} dev eth0 proto bird"),
+    );
+    ip(
+        ns,
+        &format!("route replace {c_block} via 10.244.200.1 dev vxlan.calico onlink proto 80"),
+    );
     wait_failing(
         &agent,
         REPORT,
         &[(c_block, cn, "remote_block_route_wrong_next_hop")],
     );
-    c.ip(&format!(
-        "route replace {c_block} via {TUNNEL_C} dev vxlan.calico onlink proto 80"
-    ));
+    ip(
+        ns,
+        &format!("route replace {c_block} via {TUNNEL_C} dev vxlan.calico onlink proto 80"),
+    );
     wait_failing(&agent, REPORT, &[]);
 
     // A node joins while the agent runs: its block has no route yet.
@@ -207,7 +165,10 @@ fn remote_block_routes_routed_and_vxlan() {
         REPORT,
         &[("10.244.202.0/26", "node-d", "remote_block_route_missing")],
     );
-    c.ip("route add 10.244.202.0/26 via 192.0.2.13 dev eth0 proto bird");
+    ip(
+        ns,
+        "route add 10.244.202.0/26 via 192.0.2.13 dev eth0 proto bird",
+    );
     wait_failing(&agent, REPORT, &[]);
     // node-b leaves: its route goes with it, and so does its block.
     c.api
@@ -215,7 +176,7 @@ fn remote_block_routes_routed_and_vxlan() {
     c.api.delete_object(Resource::Nodes, b);
     wait_blocks(&agent, 2);
     // Nothing reported: the block is no longer in the cluster.
-    c.ip(&format!("route del {b_block}"));
+    ip(ns, &format!("route del {b_block}"));
     std::thread::sleep(Duration::from_millis(200));
     wait_failing(&agent, REPORT, &[]);
     let m = agent.metrics().unwrap();
