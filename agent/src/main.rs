@@ -382,7 +382,9 @@ fn start_felix(
     metrics.watch_felix(felix.clone());
     info!(health = ?config.health, metrics = ?config.metrics, "reading calico-node's felix");
     let reader = felix.clone();
-    let task = spawn_worker(workers, "felix", |_guard| async move {
+    let task = spawn_worker(workers, "felix", |guard| async move {
+        // The guard lives as long as the reader: dropping it marks the worker stopped.
+        let _guard = guard;
         podnet_probe::felix::run(config, reader, shutdown).await;
     });
     Some((felix, task))

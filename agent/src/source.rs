@@ -143,7 +143,9 @@ pub async fn start_blocks(
     };
     let (watcher, rx) = BlockWatcher::new(client, config);
     info!(?source, "watching the cluster's pod blocks");
-    let task = spawn_worker(workers, "blocks", |_guard| async move {
+    let task = spawn_worker(workers, "blocks", |guard| async move {
+        // The guard lives as long as the watcher: dropping it marks the worker stopped.
+        let _guard = guard;
         watcher.run(shutdown).await;
     });
     Ok(Some((rx, task)))

@@ -55,6 +55,13 @@ fn felix_read_and_never_healthy_when_unreadable() {
         .unwrap();
     let m = agent.metrics().unwrap();
     assert_eq!(m.value("podnet_calico_felix_resync_state"), Some(3.0));
+    // The felix reader is a supervised worker that stays up.
+    assert_eq!(
+        agent.get("/healthz").unwrap().0,
+        200,
+        "{}",
+        agent.log_tail()
+    );
     // Not ready: 503 with the component table.
     double.set(|s| {
         s.ready = false;

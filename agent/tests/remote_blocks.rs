@@ -109,6 +109,13 @@ fn remote_block_routes_routed_and_vxlan() {
     let mut agent = agent(&c);
     wait_blocks(&agent, 2);
     wait_failing(&agent, REPORT, &[]);
+    // The block watch is a supervised worker that stays up.
+    assert_eq!(
+        agent.get("/healthz").unwrap().0,
+        200,
+        "{}",
+        agent.log_tail()
+    );
     // A lost BGP session: BIRD withdraws node-b's block route.
     ip(ns, &format!("route del {b_block}"));
     let took = wait_failing(
