@@ -108,6 +108,34 @@ pub struct Args {
           value_parser = cni)]
     pub cni: Cni,
 
+    /// Check that every other node's pod block is routed toward that node: `calico` (IPAM
+    /// BlockAffinities and Calico's node annotations), `pod-cidrs` (`Node.spec.podCIDRs`) or
+    /// `off`. Needs the Kubernetes pod source.
+    #[arg(
+        long,
+        env = "PODNET_REMOTE_BLOCKS",
+        default_value = "off",
+        value_name = "SOURCE"
+    )]
+    pub remote_blocks: RemoteBlocksArg,
+
+    /// With `--cni calico`: felix's health endpoint on this node (`HealthHost:HealthPort`), or
+    /// `off`. Read over the host's loopback (the agent runs in the host network).
+    #[arg(long, env = "PODNET_CALICO_FELIX_HEALTH", default_value = "127.0.0.1:9099",
+          value_name = "ADDR|off", value_parser = endpoint)]
+    pub calico_felix_health: Endpoint,
+
+    /// With `--cni calico`: felix's Prometheus endpoint (off by default in Calico:
+    /// `PrometheusMetricsEnabled`), or `off`.
+    #[arg(long, env = "PODNET_CALICO_FELIX_METRICS", default_value = "127.0.0.1:9091",
+          value_name = "ADDR|off", value_parser = endpoint)]
+    pub calico_felix_metrics: Endpoint,
+
+    /// Time between readings of felix.
+    #[arg(long, env = "PODNET_CALICO_FELIX_INTERVAL", default_value = "10s",
+          value_name = "DURATION", value_parser = parse_duration)]
+    pub calico_felix_interval: Duration,
+
     /// Name prefix of pods' host interfaces, if not the CNI's default (`cali`, `eni`).
     #[arg(long, env = "PODNET_INTERFACE_PREFIX", value_name = "PREFIX",
           value_parser = interface_prefix)]
@@ -272,6 +300,17 @@ pub enum StatusListen {
     On(SocketAddr),
 }
 
+/// `--remote-blocks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RemoteBlocksArg {
+    /// Remote blocks are not checked.
+    Off,
+    /// Calico IPAM `BlockAffinity` objects and the nodes' (tunnel) addresses.
+    Calico,
+    /// `Node.spec.podCIDRs` and the nodes' `InternalIP`s.
+    PodCidrs,
+}
+
 /// `--pod-source`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PodSourceArg {
@@ -322,6 +361,19 @@ fn http_timeout(s: &str) -> Result<Duration, String> {
         return Err("must be between 100ms and 120s".into());
     }
     Ok(d)
+}
+
+/// An `ip:port` to read, or none (`off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint(pub Option<SocketAddr>);
+
+fn endpoint(s: &str) -> Result<Endpoint, String> {
+    if s == "off" {
+        return Ok(Endpoint(None));
+    }
+    s.parse()
+        .map(|a| Endpoint(Some(a)))
+        .map_err(|_| format!("{s:?} is not ip:port or off (no host names: no DNS here)"))
 }
 
 fn non_empty(s: &str) -> Result<String, String> {

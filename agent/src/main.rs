@@ -137,6 +137,9 @@ fn run(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyhow::Resu
 /// millisecond.
 const MALLOC_TRIM_EVERY: Duration = Duration::from_secs(10);
 
+/// How long one read of felix may take (connect and answer).
+const FELIX_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Worker names of the HTTP accept loops, in `Args::listeners` order (--listen, then
 /// --status-listen).
 const HTTP_WORKERS: [&str; 2] = ["http", "http-status"];
@@ -164,6 +167,8 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
     }
     let mut metrics = Metrics::with_revision(env!("CARGO_PKG_VERSION"), env!("PODNET_REVISION"));
     metrics.watch_workers(workers.clone());
+    let (felix, felix_task) =
+        start_felix(&args, &mut metrics, &workers, stopped(stop_rx.clone())).unzip();
     let (pods, watch_task) = source::start(
         choice,
         &args,
@@ -173,6 +178,8 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
         stopped(stop_rx.clone()),
     )
     .await?;
+    let blocks = source::start_blocks(&args, &workers, stopped(stop_rx.clone())).await?;
+    let (remote_blocks, blocks_task) = blocks.unzip();
     let host = NetlinkHost::new().context("opening netlink")?;
     let config = MonitorConfig {
         node_name: node,
@@ -187,6 +194,8 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
                 .collect(),
         }),
         cni: args.cni.clone(),
+        remote_blocks,
+        felix,
     };
     let (monitor, snapshots) = Monitor::new(host, config, metrics.monitor());
     metrics.serve_snapshots_capped(snapshots.clone(), args.max_pod_series as usize);
@@ -259,6 +268,8 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
     tasks.push(("monitor", monitor_task));
     tasks.extend(prober_task.map(|t| ("prober", t)));
     tasks.extend(watch_task.map(|t| ("watch", t)));
+    tasks.extend(blocks_task.map(|t| ("blocks", t)));
+    tasks.extend(felix_task.map(|t| ("felix", t)));
     let deadline = async {
         stopped(stop_rx.clone()).await;
         tokio::time::sleep(SHUTDOWN_DEADLINE).await;
@@ -348,4 +359,33 @@ async fn wait_for_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+}
+
+/// With `--cni calico` and an endpoint to read, read felix on this node and export it.
+fn start_felix(
+    args: &Args,
+    metrics: &mut Metrics,
+    workers: &Workers,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Option<(podnet_probe::model::Felix, tokio::task::JoinHandle<()>)> {
+    let config = podnet_probe::felix::FelixConfig {
+        health: args.calico_felix_health.0,
+        metrics: args.calico_felix_metrics.0,
+        interval: args.calico_felix_interval,
+        timeout: FELIX_TIMEOUT,
+    };
+    let calico = matches!(args.cni, podnet_probe::cni::Cni::Calico);
+    if !calico || (config.health.is_none() && config.metrics.is_none()) {
+        return None;
+    }
+    let felix = podnet_probe::model::Felix::default();
+    metrics.watch_felix(felix.clone());
+    info!(health = ?config.health, metrics = ?config.metrics, "reading calico-node's felix");
+    let reader = felix.clone();
+    let task = spawn_worker(workers, "felix", |guard| async move {
+        // The guard lives as long as the reader: dropping it marks the worker stopped.
+        let _guard = guard;
+        podnet_probe::felix::run(config, reader, shutdown).await;
+    });
+    Some((felix, task))
 }

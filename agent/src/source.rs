@@ -1,17 +1,22 @@
-//! Wiring of the pod source: the node's own interfaces, or a Kubernetes watch.
+//! Wiring of the pod source (the node's own interfaces, or a Kubernetes watch) and of the
+//! remote block watch.
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
-use podnet_probe::kube::{KubeWatcher, WatchConfig, in_cluster};
+use podnet_probe::kube::{
+    BlockSource, BlockWatchConfig, BlockWatcher, KubeWatcher, WatchConfig, in_cluster,
+};
 use podnet_probe::metrics::Metrics;
-use podnet_probe::model::Workers;
+use podnet_probe::model::{BlockMap, Workers};
 use podnet_probe::monitor::PodSource;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use crate::config::{Args, PodSourceArg};
+use crate::config::{Args, PodSourceArg, RemoteBlocksArg};
 use crate::supervise::spawn_worker;
 
 /// The pod source the flags ask for, checked before anything starts.
@@ -48,6 +53,9 @@ pub fn choose(args: &Args) -> Result<Choice, String> {
         PodSourceArg::Node => false,
         PodSourceArg::Auto => args.kubeconfig.is_some() || in_cluster(),
     };
+    if !kube && args.remote_blocks != RemoteBlocksArg::Off {
+        return Err("--remote-blocks needs the Kubernetes pod source".into());
+    }
     if kube {
         if args.kubeconfig.is_none() && !in_cluster() {
             return Err(
@@ -112,4 +120,33 @@ pub async fn start(
             ))
         }
     }
+}
+
+/// Start the remote block watch if `--remote-blocks` asks for it (stopped by `shutdown`).
+pub async fn start_blocks(
+    args: &Args,
+    workers: &Workers,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Option<(watch::Receiver<Arc<BlockMap>>, JoinHandle<()>)>> {
+    let source = match args.remote_blocks {
+        RemoteBlocksArg::Off => return Ok(None),
+        RemoteBlocksArg::Calico => BlockSource::Calico,
+        RemoteBlocksArg::PodCidrs => BlockSource::PodCidrs,
+    };
+    let client = podnet_probe::kube::client(args.kubeconfig.as_deref())
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let config = BlockWatchConfig {
+        source,
+        watch_timeout: args.kube_watch_timeout,
+        page_size: 500,
+    };
+    let (watcher, rx) = BlockWatcher::new(client, config);
+    info!(?source, "watching the cluster's pod blocks");
+    let task = spawn_worker(workers, "blocks", |guard| async move {
+        // The guard lives as long as the watcher: dropping it marks the worker stopped.
+        let _guard = guard;
+        watcher.run(shutdown).await;
+    });
+    Ok(Some((rx, task)))
 }

@@ -10,6 +10,7 @@
 
 pub mod cni;
 mod error;
+pub mod felix;
 #[cfg(test)]
 mod fixtures;
 pub mod host;

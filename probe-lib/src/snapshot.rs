@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::model::{KubeStatus, PodEntry, PodSet, SourceName};
-use crate::verdict::Verdicts;
+use crate::verdict::{BlockProblem, Verdicts};
 
 /// One consistent view of the node, replaced (never mutated) on every change.
 #[derive(Debug, Clone, Serialize)]
@@ -36,6 +36,11 @@ pub struct Snapshot {
     /// Per-pod and node-level verdicts.
     #[serde(flatten)]
     pub verdicts: Verdicts,
+    /// Other nodes' pod blocks not routed toward their node (only the failing ones).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remote_blocks: Vec<BlockProblem>,
+    /// Other nodes' blocks judged (none before the block map's first list, or when off).
+    pub remote_blocks_checked: usize,
 }
 
 impl Snapshot {
@@ -53,6 +58,8 @@ impl Snapshot {
             node_ips: Vec::new(),
             probe_targets: Vec::new(),
             verdicts: Verdicts::default(),
+            remote_blocks: Vec::new(),
+            remote_blocks_checked: 0,
         }
     }
 

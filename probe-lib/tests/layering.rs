@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("error", 0),
     ("model", 1),
     ("cni", 2),
+    ("felix", 2),
     ("host", 2),
     ("kube", 2),
     ("probe", 3),

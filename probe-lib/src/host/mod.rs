@@ -242,13 +242,20 @@ impl HostState {
     /// every route event without asking the kernel: at most 33 (IPv4) or 129 (IPv6) hash
     /// look-ups.
     pub fn route_lookup(&self, ip: IpAddr) -> Option<&Route> {
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        (0..=max).rev().find_map(|len| {
-            let net = IpNet::new(ip, len).ok()?.trunc();
+        self.route_covering(IpNet::from(ip))
+    }
+
+    /// The route the kernel would pick for every address of `net`: the longest main-table
+    /// prefix that contains the whole of `net`, lowest metric first (`ip route get` of the
+    /// block's addresses, ignoring routes more specific than `net` such as borrowed `/32`s).
+    pub fn route_covering(&self, net: IpNet) -> Option<&Route> {
+        let net = net.trunc();
+        (0..=net.prefix_len()).rev().find_map(|len| {
+            let cover = IpNet::new(net.addr(), len).ok()?.trunc();
             // A route with a TOS selector only matches packets of that TOS; the lookup is for
             // ordinary (TOS 0) traffic.
             self.routes
-                .get(&net)
+                .get(&cover)
                 .and_then(|rs| rs.iter().filter(|r| r.tos == 0).min_by_key(|r| r.priority))
         })
     }

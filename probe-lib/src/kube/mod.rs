@@ -1,6 +1,7 @@
 //! This node's pods from the Kubernetes API: a list/watch of `spec.nodeName=<node>` that
 //! survives 410 Gone, errors, dropped streams and stalls, and says when it is unhealthy.
 
+mod blocks;
 mod error;
 mod page;
 mod pod;
@@ -9,6 +10,7 @@ mod watch;
 
 use std::path::Path;
 
+pub use blocks::{BlockSource, BlockWatchConfig, BlockWatcher};
 pub use error::WatchError;
 pub use pod::{KubePod, RawPod, Skip, parse_pod};
 pub use store::{KubeHealth, KubeView, PodStore, Tracked};

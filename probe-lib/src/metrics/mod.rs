@@ -17,8 +17,8 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+use crate::model::{Felix, NodeReason, WorkerState, Workers};
 pub use crate::model::{KubeMetrics, MonitorMetrics, ProbeMetrics};
-use crate::model::{NodeReason, WorkerState, Workers};
 use crate::snapshot::Snapshot;
 use crate::util::clock::unix_seconds;
 
@@ -136,6 +136,12 @@ impl Metrics {
             .register_collector(Box::new(WorkerCollector { workers }));
     }
 
+    /// Export what the felix reader last read (`--cni calico`).
+    pub fn watch_felix(&mut self, felix: Felix) {
+        self.registry
+            .register_collector(Box::new(FelixCollector { felix }));
+    }
+
     /// Handles for the monitor.
     pub fn monitor(&self) -> MonitorMetrics {
         self.monitor.clone()
@@ -191,6 +197,67 @@ pub const DEFAULT_POD_SERIES_LIMIT: usize = 2000;
 struct VerdictCollector {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     max_pods: usize,
+}
+
+#[derive(Debug)]
+struct FelixCollector {
+    felix: Felix,
+}
+
+impl Collector for FelixCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let s = self.felix.get();
+        let up = "1 while calico-node's felix health endpoint on this node answers";
+        gauge(
+            &mut encoder,
+            "podnet_calico_felix_up",
+            up,
+            i64::from(s.health_up),
+        )?;
+        let ready =
+            "1 while felix reports ready; 0 when not ready or not readable (never 1 unread)";
+        let is_ready = s.ready == Some(true);
+        gauge(
+            &mut encoder,
+            "podnet_calico_felix_ready",
+            ready,
+            i64::from(is_ready),
+        )?;
+        let live = "1 while felix reports live; 0 when not live or not readable";
+        let is_live = s.live == Some(true);
+        gauge(
+            &mut encoder,
+            "podnet_calico_felix_live",
+            live,
+            i64::from(is_live),
+        )?;
+        let mup = "1 while felix's Prometheus endpoint answers (off by default in Calico)";
+        gauge(
+            &mut encoder,
+            "podnet_calico_felix_metrics_up",
+            mup,
+            i64::from(s.metrics_up),
+        )?;
+        if let Some(n) = s.active_local_endpoints {
+            let help = "felix_active_local_endpoints: workloads felix knows on this node; absent when unread";
+            gauge(
+                &mut encoder,
+                "podnet_calico_felix_active_local_endpoints",
+                help,
+                n as i64,
+            )?;
+        }
+        if let Some(n) = s.resync_state {
+            let help = "felix_resync_state (1 wait for datastore, 2 resyncing, 3 in sync); absent when unread";
+            gauge(
+                &mut encoder,
+                "podnet_calico_felix_resync_state",
+                help,
+                i64::from(n),
+            )?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug)]
@@ -328,6 +395,7 @@ impl Collector for VerdictCollector {
             }
         }
         encode_probe_verdicts(&mut encoder, &snap, &exported)?;
+        encode_remote_blocks(&mut encoder, &snap)?;
         gauge(
             &mut encoder,
             "podnet_synced",
@@ -360,6 +428,43 @@ impl Collector for VerdictCollector {
 ///
 /// Linear in pods × their probes: duplicates are found within one pod (a pod's targets are
 /// few and bounded by configuration), never by searching every alarm of the node.
+/// Most `podnet_remote_block_problem` series: a node that lost every route (thousands of
+/// blocks) must not explode the scrape; `podnet_remote_block_problems` keeps the full count.
+const MAX_BLOCK_SERIES: usize = 500;
+
+/// Failing remote blocks only: one series per block with its node and reason.
+fn encode_remote_blocks(encoder: &mut DescriptorEncoder, snap: &Snapshot) -> fmt::Result {
+    gauge(
+        encoder,
+        "podnet_remote_blocks",
+        "Other nodes' pod blocks whose routes are checked (0 when the check is off)",
+        snap.remote_blocks_checked as i64,
+    )?;
+    gauge(
+        encoder,
+        "podnet_remote_block_problems",
+        "Other nodes' pod blocks not routed toward their node",
+        snap.remote_blocks.len() as i64,
+    )?;
+    let mut e = encoder.encode_descriptor(
+        "podnet_remote_block_problem",
+        "1 while another node's pod block is not routed toward that node; absent when healthy",
+        None,
+        MetricType::Gauge,
+    )?;
+    for p in snap.remote_blocks.iter().take(MAX_BLOCK_SERIES) {
+        let block = p.block.to_string();
+        let labels = [
+            ("block", block.as_str()),
+            // Not `node`: scrapes label every series with the agent's own node.
+            ("remote_node", p.node.as_str()),
+            ("reason", p.reason.as_str()),
+        ];
+        ConstGauge::new(1).encode(e.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 fn encode_probe_verdicts(
     encoder: &mut DescriptorEncoder,
     snap: &Snapshot,

@@ -106,6 +106,22 @@ label_enum! {
         /// The Kubernetes watch has been unhealthy for longer than the threshold: the pod set
         /// may be stale.
         KubeWatchStalled => "kube_watch_stalled",
+        /// calico-node's felix reports ready while pods the API runs here lack their routes or
+        /// felix counts fewer endpoints than the API has pods (the incident: calico#6032).
+        CalicoNodeStale => "calico_node_stale",
+    }
+}
+
+label_enum! {
+    /// Why another node's pod address block is not routed toward that node (the `reason` label
+    /// of `podnet_remote_block_problem`).
+    pub enum BlockReason {
+        /// Nothing but the default route, a non-unicast aggregate or no route at all covers the
+        /// block: traffic to that node's pods is dropped or leaves by the default gateway.
+        RemoteBlockRouteMissing => "remote_block_route_missing",
+        /// The block's route leads elsewhere: another node's address, an unknown gateway, or
+        /// no gateway at all.
+        RemoteBlockRouteWrongNextHop => "remote_block_route_wrong_next_hop",
     }
 }
 
@@ -292,7 +308,7 @@ mod tests {
             use NodeReason::*;
             match r {
                 ForwardingDisabled | TargetUnreachable | OrphanedRoute | OrphanedInterface
-                | KubeWatchStalled => 5,
+                | KubeWatchStalled | CalicoNodeStale => 6,
             }
         }
         fn resync(r: ResyncCause) -> usize {

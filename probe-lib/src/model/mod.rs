@@ -3,17 +3,21 @@
 //! update and exporters read. A leaf: it imports nothing from the crate but `util`, so any
 //! layer may use it and it can never close a cycle (`tests/layering.rs`).
 
+mod blocks;
 mod counters;
+mod felix;
 mod labels;
 mod pods;
 mod workers;
 
 use std::time::Duration;
 
+pub use blocks::{BlockMap, PeerNode, RemoteBlock};
 pub use counters::{KubeMetrics, MonitorMetrics, ProbeMetrics};
+pub use felix::{Felix, FelixStatus};
 pub use labels::{
-    Direction, LabelEnum, NodeReason, PodReason, ProbeResult, Protocol, RestartReason, ResyncCause,
-    SourceName,
+    BlockReason, Direction, LabelEnum, NodeReason, PodReason, ProbeResult, Protocol, RestartReason,
+    ResyncCause, SourceName,
 };
 pub use pods::{ExpectedPod, KubeHealth, KubeStatus, PodEntry, PodId, PodSet};
 pub use workers::{Fault, WorkerGuard, WorkerState, Workers};

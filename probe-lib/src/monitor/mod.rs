@@ -18,12 +18,12 @@ use tracing::{debug, info, warn};
 use crate::Error;
 use crate::host::{EventReceiver, HostNetwork, HostState, KernelEvent, Link, ResyncCause};
 use crate::kube::KubeView;
-use crate::model::{MonitorMetrics, PodSet, WorkerGuard};
+use crate::model::{BlockMap, Felix, MonitorMetrics, PodSet, WorkerGuard};
 use crate::pods::ExpectedPod;
 use crate::probe::report::PodProbes;
 use crate::snapshot::Snapshot;
 use crate::util::backoff::Backoff;
-use crate::verdict::{ProbeView, evaluate};
+use crate::verdict::{BlockProblem, ProbeView, block_problems, calico_node_stale, evaluate};
 
 mod changes;
 mod discipline;
@@ -72,6 +72,10 @@ pub struct MonitorConfig {
     pub probes: Option<ProbeSettings>,
     /// The node's CNI: the wiring profile pods are judged by.
     pub cni: crate::cni::Cni,
+    /// The cluster's pod blocks, when their routes are checked (`--remote-blocks`).
+    pub remote_blocks: Option<watch::Receiver<Arc<BlockMap>>>,
+    /// calico-node's felix as last read (`--cni calico`), for `calico_node_stale`.
+    pub felix: Option<Felix>,
 }
 
 /// Keeps the node's state and verdicts current. Create with [`Monitor::new`], drive with
@@ -101,6 +105,13 @@ pub struct Monitor<H> {
     /// Expected pods as of the last change (probe results alone do not change them).
     expected: Option<Expectation>,
     source_state: SourceState,
+}
+
+/// The watched sources the event loop wakes on besides kernel events and probes.
+struct Watched<'a> {
+    kube: &'a mut Option<watch::Receiver<Arc<KubeView>>>,
+    blocks: &'a mut Option<watch::Receiver<Arc<BlockMap>>>,
+    felix: &'a mut Option<watch::Receiver<crate::model::FelixStatus>>,
 }
 
 /// Why the event loop returned.
@@ -191,6 +202,8 @@ impl<H: HostNetwork> Monitor<H> {
         let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         let (_, idle) = mpsc::unbounded_channel();
         let mut probes = self.probe_rx.take().unwrap_or(idle);
+        let mut blocks = self.config.remote_blocks.clone();
+        let mut felix = self.config.felix.as_ref().map(Felix::subscribe);
         let mut kube = match &self.config.pods {
             PodSource::Kubernetes { view, .. } => Some(view.clone()),
             PodSource::Links { .. } => None,
@@ -222,7 +235,15 @@ impl<H: HostNetwork> Monitor<H> {
             backoff.reset();
             self.schedule.succeeded();
             self.publish();
-            overrun = match self.event_loop(&mut events, &mut probes, &mut kube).await {
+            let mut watched = Watched {
+                kube: &mut kube,
+                blocks: &mut blocks,
+                felix: &mut felix,
+            };
+            overrun = match self
+                .event_loop(&mut events, &mut probes, &mut watched)
+                .await
+            {
                 LoopEnd::Overrun => {
                     debug!("kernel events lost; subscribing afresh and re-reading");
                     true
@@ -244,8 +265,13 @@ impl<H: HostNetwork> Monitor<H> {
         &mut self,
         events: &mut EventReceiver,
         probes: &mut mpsc::UnboundedReceiver<PodProbes>,
-        kube: &mut Option<watch::Receiver<Arc<KubeView>>>,
+        watched: &mut Watched<'_>,
     ) -> LoopEnd {
+        let Watched {
+            kube,
+            blocks,
+            felix,
+        } = watched;
         let period = self.config.resync_interval;
         let mut periodic = interval_at(tokio::time::Instant::now() + period, period);
         periodic.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -284,16 +310,21 @@ impl<H: HostNetwork> Monitor<H> {
                     continue;
                 }
                 () = tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)), if flush_at.is_some() => {}
-                changed = async {
-                    match kube.as_mut() {
-                        Some(rx) => rx.changed().await,
-                        None => std::future::pending().await,
-                    }
-                } => {
+                changed = changed_or_pending(kube) => {
                     if changed.is_err() {
-                        *kube = None; // The watch is gone; keep the last view.
+                        **kube = None; // The watch is gone; keep the last view.
                     }
                     self.expected = None;
+                }
+                changed = changed_or_pending(blocks) => {
+                    if changed.is_err() {
+                        **blocks = None; // The watch is gone; keep the last map.
+                    }
+                }
+                changed = changed_or_pending(felix) => {
+                    if changed.is_err() {
+                        **felix = None;
+                    }
                 }
                 () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
                     self.expected = None;
@@ -463,12 +494,30 @@ impl<H: HostNetwork> Monitor<H> {
         verdicts
             .node
             .extend(expectation.node_problems.iter().cloned());
+        if let (Some(felix), PodSource::Kubernetes { .. }) = (&self.config.felix, &self.config.pods)
+        {
+            verdicts
+                .node
+                .extend(calico_node_stale(&felix.get(), &verdicts.pods));
+        }
         if let Some(n) = self.logs.roll(tokio::time::Instant::now()) {
             warn!(
                 suppressed = n,
                 "problem-change log lines suppressed by the rate limit in the last window"
             );
         }
+        // Judged on every publish, so on every route event, like the pods' routes.
+        let (remote_blocks, remote_blocks_checked) = self
+            .config
+            .remote_blocks
+            .as_ref()
+            .map_or_else(Default::default, |rx| {
+                let map = rx.borrow();
+                let node = &self.config.node_name;
+                let checked = map.blocks.iter().filter(|b| map.synced && b.node != *node);
+                (block_problems(node, &map, &self.state), checked.count())
+            });
+        log_block_changes(&self.last.remote_blocks, &remote_blocks);
         let suppressed = log_changes(
             &self.last.verdicts,
             &verdicts,
@@ -494,6 +543,8 @@ impl<H: HostNetwork> Monitor<H> {
                 .map(|p| p.targets.clone())
                 .unwrap_or_default(),
             verdicts,
+            remote_blocks,
+            remote_blocks_checked,
         });
         if !self.last.synced {
             info!(
@@ -514,6 +565,29 @@ impl<H: HostNetwork> Monitor<H> {
         });
         self.publisher.send_replace(Arc::clone(&snap));
         self.last = snap;
+    }
+}
+
+/// The next change of an optional watch; never, without one.
+async fn changed_or_pending<T>(
+    rx: &mut Option<watch::Receiver<T>>,
+) -> Result<(), watch::error::RecvError> {
+    match rx.as_mut() {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One line per remote block that starts or stops failing (bounded by the block count).
+fn log_block_changes(old: &[BlockProblem], new: &[BlockProblem]) {
+    for p in new.iter().filter(|p| !old.contains(p)) {
+        warn!(block = %p.block, node = %p.node, reason = p.reason.as_str(), detail = %p.detail, "remote block route problem");
+    }
+    for p in old
+        .iter()
+        .filter(|o| !new.iter().any(|n| n.block == o.block))
+    {
+        info!(block = %p.block, node = %p.node, "remote block route repaired");
     }
 }
 

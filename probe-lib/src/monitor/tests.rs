@@ -58,6 +58,8 @@ fn start(host: FakeHost, resync: Duration) -> Running {
         resync_interval: resync,
         probes: None,
         cni: crate::cni::Cni::Calico,
+        remote_blocks: None,
+        felix: None,
     };
     let (monitor, rx) = Monitor::new(host, config, metrics.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel();

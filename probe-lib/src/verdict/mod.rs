@@ -7,11 +7,14 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+mod blocks;
+mod calico;
 mod orphans;
 mod probes;
 mod route;
 mod wiring;
 
+pub use blocks::{BlockProblem, block_problems};
 pub use orphans::{Orphan, find_orphans};
 pub use probes::{ProbeView, TargetVerdict};
 
@@ -140,6 +143,15 @@ pub fn evaluate(
         probes::judge(&mut pods, view, &mut node);
     }
     Verdicts { pods, node }
+}
+
+/// `calico_node_stale` when felix reports ready but disagrees with the API (pods from the API
+/// only: in node mode the pods are the interfaces, which felix sees too).
+pub fn calico_node_stale(
+    felix: &crate::model::FelixStatus,
+    pods: &[PodVerdict],
+) -> Option<NodeProblem> {
+    calico::stale(felix, pods)
 }
 
 fn node_problems(pods: &[ExpectedPod], host: &HostState) -> Vec<NodeProblem> {

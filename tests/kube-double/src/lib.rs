@@ -4,6 +4,8 @@
 //! bookmarks; the double serves what a real apiserver would to either.)
 //!
 //! Served (GET only): `/api/v1/pods` and `/api/v1/namespaces/{ns}/pods` (list and watch),
+//! `/api/v1/nodes` and `/apis/crd.projectcalico.org/v1/blockaffinities` (list and watch, the
+//! same machinery: one store and revision, objects told apart by `kind`),
 //! `/api/v1/namespaces/{ns}/pods/{name}`, `/api/v1/nodes/{name}`, `/version`, `/api`, `/apis`,
 //! `/api/v1`. Anything else is a 404 `Status`.
 //!
@@ -43,6 +45,7 @@
 //! of single objects (ignored).
 
 mod auth;
+mod calico;
 mod client;
 mod control;
 mod pod;
@@ -64,9 +67,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
+pub use calico::{block_affinity, calico_node};
 pub use client::{WatchStream, get_json, http_get};
 pub use control::{Outage, RequestKind, RequestRecord, RequestStats};
 pub use pod::{CREATION_TIMESTAMP, PodBuilder, malformed, numbered_pods, uid_for};
+pub use store::Resource;
 
 use server::Shared;
 
@@ -106,6 +111,17 @@ pub struct KubeApiServer {
 }
 
 impl KubeApiServer {
+    /// Create or replace a cluster-scoped object (a Node from [`calico_node`], a
+    /// BlockAffinity from [`block_affinity`]); returns its revision.
+    pub fn apply_object(&self, obj: Value) -> u64 {
+        self.shared.write(|s| s.put(obj))
+    }
+
+    /// Delete a cluster-scoped object; its revision, or `None` if it did not exist.
+    pub fn delete_object(&self, resource: Resource, name: &str) -> Option<u64> {
+        self.shared.write(|s| s.delete(&resource.key("", name)))
+    }
+
     /// Start on `addr` (port 0: any free port), inside network namespace `netns` if given.
     pub fn start(netns: Option<&str>, addr: SocketAddr) -> Result<Self> {
         Self::start_with(netns, addr, Config::default())

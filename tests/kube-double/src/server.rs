@@ -20,7 +20,7 @@ use super::pod::node_object;
 use super::query::{ListAt, Params, encode_continue, plan_list};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::{ApiError, json_response};
-use super::store::{Filter, Store};
+use super::store::{Filter, Resource, Store};
 
 /// State shared by the test's handle and the server thread.
 #[derive(Debug)]
@@ -96,6 +96,8 @@ enum Route<'a> {
     Pods(Option<&'a str>),
     Pod(&'a str, &'a str),
     Node(&'a str),
+    /// A list or watch of a cluster-scoped resource (Nodes, BlockAffinities).
+    Cluster(Resource),
     TokenReviews,
     SubjectAccessReviews,
     Unknown,
@@ -112,7 +114,11 @@ impl<'a> Route<'a> {
             ["api", "v1", "pods"] => Route::Pods(None),
             ["api", "v1", "namespaces", ns, "pods"] => Route::Pods(Some(ns)),
             ["api", "v1", "namespaces", ns, "pods", name] => Route::Pod(ns, name),
+            ["api", "v1", "nodes"] => Route::Cluster(Resource::Nodes),
             ["api", "v1", "nodes", name] => Route::Node(name),
+            ["apis", "crd.projectcalico.org", "v1", "blockaffinities"] => {
+                Route::Cluster(Resource::BlockAffinities)
+            }
             ["apis", "authentication.k8s.io", "v1", "tokenreviews"] => Route::TokenReviews,
             ["apis", "authorization.k8s.io", "v1", "subjectaccessreviews"] => {
                 Route::SubjectAccessReviews
@@ -131,8 +137,8 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let params = Params::parse(&query);
     let kind = match (&route, &params) {
         _ if method != Method::GET => RequestKind::Other,
-        (Route::Pods(_), Ok(p)) if p.watch => RequestKind::Watch,
-        (Route::Pods(_), _) => RequestKind::List,
+        (Route::Pods(_) | Route::Cluster(_), Ok(p)) if p.watch => RequestKind::Watch,
+        (Route::Pods(_) | Route::Cluster(_), _) => RequestKind::List,
         (Route::Pod(..) | Route::Node(_), _) => RequestKind::Get,
         (Route::Unknown, _) => RequestKind::Other,
         _ => RequestKind::Discovery,
@@ -163,10 +169,10 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let result = match params {
         Err(e) => Err(e),
         Ok(params) => match route {
-            Route::Pods(ns) if params.watch => {
-                super::watch::watch(shared.clone(), ns.map(str::to_owned), &params).await
-            }
-            Route::Pods(ns) => list(&shared, ns, &params).await,
+            Route::Pods(ns) if params.watch => watch(&shared, Resource::Pods, ns, &params).await,
+            Route::Pods(ns) => list(&shared, Resource::Pods, ns, &params).await,
+            Route::Cluster(r) if params.watch => watch(&shared, r, None, &params).await,
+            Route::Cluster(r) => list(&shared, r, None, &params).await,
             Route::Pod(ns, name) => get_pod(&shared, ns, name),
             Route::Node(name) => get_node(&shared, name),
             Route::Version => Ok(ok_json(&version())),
@@ -188,6 +194,17 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         },
     };
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET …?watch=true` of a resource.
+async fn watch(
+    shared: &Arc<Shared>,
+    resource: Resource,
+    ns: Option<&str>,
+    params: &Params,
+) -> Result<Response, ApiError> {
+    let filter = filter(resource, ns.map(str::to_owned), params)?;
+    super::watch::watch(Arc::clone(shared), filter, params).await
 }
 
 /// `POST` a TokenReview or SubjectAccessReview (see `auth.rs`).
@@ -212,8 +229,13 @@ fn ok_json(v: &Value) -> Response {
 }
 
 /// The request's filter; selector syntax errors are 400 BadRequest.
-pub(crate) fn filter(namespace: Option<String>, params: &Params) -> Result<Filter, ApiError> {
+pub(crate) fn filter(
+    resource: Resource,
+    namespace: Option<String>,
+    params: &Params,
+) -> Result<Filter, ApiError> {
     Ok(Filter {
+        resource,
         namespace,
         fields: FieldSelector::parse(&params.field_selector).map_err(ApiError::bad_request)?,
         labels: LabelSelector::parse(&params.label_selector).map_err(ApiError::bad_request)?,
@@ -226,9 +248,14 @@ const CONTINUE_EXPIRED: &str = "The provided continue parameter is too old to di
     provided token results in an inconsistent list - objects that were created, modified, or \
     deleted between the time the first chunk was returned and now may show up in the list.";
 
-/// `GET …/pods`: a `PodList`.
-async fn list(shared: &Shared, ns: Option<&str>, params: &Params) -> Result<Response, ApiError> {
-    let filter = filter(ns.map(str::to_owned), params)?;
+/// `GET …/pods`: a `PodList` (`NodeList`, `BlockAffinityList` for those resources).
+async fn list(
+    shared: &Shared,
+    resource: Resource,
+    ns: Option<&str>,
+    params: &Params,
+) -> Result<Response, ApiError> {
+    let filter = filter(resource, ns.map(str::to_owned), params)?;
     let plan = plan_list(params)?;
     if let ListAt::NotOlderThan(rv) | ListAt::Exact(rv) = plan.at {
         shared.wait_for_revision(rv).await?;
@@ -261,7 +288,10 @@ async fn list(shared: &Shared, ns: Option<&str>, params: &Params) -> Result<Resp
         }
     }
     let mut body = Vec::with_capacity(64 + page.items.len() * 1024);
-    body.extend_from_slice(br#"{"kind":"PodList","apiVersion":"v1","metadata":"#);
+    let (api_version, kind) = resource.list_kind();
+    body.extend_from_slice(
+        format!(r#"{{"kind":"{kind}","apiVersion":"{api_version}","metadata":"#).as_bytes(),
+    );
     body.extend_from_slice(metadata.to_string().as_bytes());
     body.extend_from_slice(br#","items":["#);
     for (i, item) in page.items.iter().enumerate() {
@@ -283,7 +313,9 @@ fn get_pod(shared: &Shared, ns: &str, name: &str) -> Result<Response, ApiError> 
 
 fn get_node(shared: &Shared, name: &str) -> Result<Response, ApiError> {
     let store = shared.store();
-    if store.has_node(name) {
+    if let Some(node) = store.get(&Resource::Nodes.key("", name)) {
+        Ok(ok_json(node))
+    } else if store.has_node(name) {
         Ok(ok_json(&node_object(name, store.revision())))
     } else {
         Err(ApiError::not_found("nodes", name))

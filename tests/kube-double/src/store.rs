@@ -35,9 +35,57 @@ pub(crate) struct Change {
     pub prev: Option<Obj>,
 }
 
-/// What a list or watch selects: an optional namespace and both selectors.
+/// The resources the double serves: pods, and the cluster-scoped Nodes and Calico
+/// `BlockAffinities` (told apart by their `kind`; one store, one revision, as in etcd).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Resource {
+    /// Pods (and malformed objects without a `kind`).
+    #[default]
+    Pods,
+    /// `v1` Nodes.
+    Nodes,
+    /// `crd.projectcalico.org/v1` BlockAffinities.
+    BlockAffinities,
+}
+
+impl Resource {
+    /// The resource of a stored object, by its `kind`.
+    pub fn of(obj: &Value) -> Self {
+        match obj.get("kind").and_then(Value::as_str) {
+            Some("Node") => Resource::Nodes,
+            Some("BlockAffinity") => Resource::BlockAffinities,
+            _ => Resource::Pods,
+        }
+    }
+
+    /// `(apiVersion, kind)` of the list answer.
+    pub(crate) fn list_kind(self) -> (&'static str, &'static str) {
+        match self {
+            Resource::Pods => ("v1", "PodList"),
+            Resource::Nodes => ("v1", "NodeList"),
+            Resource::BlockAffinities => ("crd.projectcalico.org/v1", "BlockAffinityList"),
+        }
+    }
+
+    /// The etcd-like key prefix of cluster-scoped objects (no namespace holds a `:`).
+    fn prefix(self) -> &'static str {
+        match self {
+            Resource::Pods => "",
+            Resource::Nodes => "nodes:",
+            Resource::BlockAffinities => "blockaffinities:",
+        }
+    }
+
+    /// The store key of the named object of this resource.
+    pub fn key(self, namespace: &str, name: &str) -> String {
+        format!("{}{namespace}/{name}", self.prefix())
+    }
+}
+
+/// What a list or watch selects: a resource, an optional namespace and both selectors.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Filter {
+    pub resource: Resource,
     pub namespace: Option<String>,
     pub fields: FieldSelector,
     pub labels: LabelSelector,
@@ -46,9 +94,10 @@ pub(crate) struct Filter {
 impl Filter {
     /// Whether an object passes the namespace and both selectors.
     pub fn matches(&self, obj: &Value) -> bool {
-        self.namespace
-            .as_deref()
-            .is_none_or(|ns| obj.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns))
+        Resource::of(obj) == self.resource
+            && self.namespace.as_deref().is_none_or(|ns| {
+                obj.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns)
+            })
             && self.fields.matches(obj)
             && self.labels.matches(obj)
     }
@@ -88,7 +137,7 @@ fn key_of(obj: &Value, anonymous: &mut u64) -> String {
         .and_then(Value::as_str)
         .unwrap_or("");
     match obj.pointer("/metadata/name").and_then(Value::as_str) {
-        Some(name) => format!("{ns}/{name}"),
+        Some(name) => Resource::of(obj).key(ns, name),
         None => {
             *anonymous += 1;
             format!("{ns}/~unnamed-{}", *anonymous)
@@ -323,6 +372,7 @@ impl Store {
                         std::ops::Bound::Unbounded,
                     ))
                     .take_while(|(k, _)| in_ns(k))
+                    .filter(|(_, o)| Resource::of(o) == filter.resource)
                     .count(),
             ),
             _ => None,
@@ -348,6 +398,33 @@ mod tests {
             .iter()
             .map(|o| o["metadata"]["name"].as_str().unwrap_or("?"))
             .collect()
+    }
+
+    /// Nodes and BlockAffinities share the store and its revision but never a list: a pod
+    /// list holds pods only, a node list nodes only, and a node may share a pod's name.
+    #[test]
+    fn resources_are_kept_apart() {
+        let mut s = Store::new(10, 100);
+        s.put(pod("a", "n1"));
+        s.put(json!({"kind": "Node", "metadata": {"name": "a"}}));
+        s.put(json!({"kind": "BlockAffinity", "metadata": {"name": "a-10-244-1-0-26"}}));
+        let of = |resource| Filter {
+            resource,
+            ..Filter::default()
+        };
+        let rev = s.revision();
+        let pods = s.list(rev, &of(Resource::Pods), None, Some(1)).unwrap();
+        assert_eq!((names(&pods), pods.last_key.as_deref()), (vec!["a"], None));
+        assert_eq!(
+            names(&s.list(rev, &of(Resource::Nodes), None, None).unwrap()),
+            ["a"]
+        );
+        let blocks = s
+            .list(rev, &of(Resource::BlockAffinities), None, None)
+            .unwrap();
+        assert_eq!(names(&blocks), ["a-10-244-1-0-26"]);
+        assert!(s.delete(&Resource::Nodes.key("", "a")).is_some());
+        assert_eq!(s.len(), 2);
     }
 
     #[test]
@@ -378,7 +455,7 @@ mod tests {
         let on_n2 = Filter {
             namespace: Some("ns".into()),
             fields: FieldSelector::parse("spec.nodeName=n2").unwrap(),
-            labels: LabelSelector::default(),
+            ..Filter::default()
         };
         assert_eq!(names(&s.list(14, &on_n2, None, None).unwrap()), ["a"]);
         assert_eq!(names(&s.list(12, &on_n2, None, None).unwrap()), ["b"]);

@@ -23,17 +23,16 @@ use tokio::time::Instant;
 
 use super::control::OpenWatch;
 use super::query::{Params, WatchPlan, WatchStart, plan_watch};
-use super::server::{Shared, filter};
+use super::server::Shared;
 use super::status::ApiError;
 use super::store::{Change, ChangeKind, Filter, with_resource_version};
 
 /// `GET …/pods?watch=true`.
 pub(crate) async fn watch(
     shared: Arc<Shared>,
-    namespace: Option<String>,
+    filter: Filter,
     params: &Params,
 ) -> Result<Response, ApiError> {
-    let filter = filter(namespace, params)?;
     let plan = plan_watch(params)?;
     if let Some(rv) = plan.not_older_than {
         shared.wait_for_revision(rv).await?;

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod cni;
 pub mod exposition;
 pub mod faults;
+pub mod felix;
 pub mod netns;
 pub mod sentinel;
 pub mod simnode;

@@ -1,0 +1,160 @@
+//! calico-node awareness: the agent reads a felix double on the simulated node's loopback
+//! (health and Prometheus endpoints in the real formats) and exports what it read — and never
+//! reports felix healthy when it cannot read it.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use podnet_testbed::agent::Agent;
+use podnet_testbed::cluster::{Cluster, api_pod};
+use podnet_testbed::exposition::Samples;
+use podnet_testbed::felix::FelixDouble;
+use podnet_testbed::simnode::{PodSpec, SimNode};
+
+/// The agent binary Cargo built for these tests.
+const AGENT: &str = env!("CARGO_BIN_EXE_podnet-agent");
+const WAIT: Duration = Duration::from_secs(20);
+
+fn felix(m: &Samples) -> (Option<f64>, Option<f64>, Option<f64>, Option<f64>) {
+    (
+        m.value("podnet_calico_felix_up"),
+        m.value("podnet_calico_felix_ready"),
+        m.value("podnet_calico_felix_metrics_up"),
+        m.value("podnet_calico_felix_active_local_endpoints"),
+    )
+}
+
+#[test]
+fn felix_read_and_never_healthy_when_unreadable() {
+    let node = SimNode::new(1, &[]).unwrap();
+    let double = FelixDouble::start(node.node_netns(), 0, 0).unwrap();
+    double.set(|s| s.active_local_endpoints = 7);
+    let (health, metrics) = (double.health.to_string(), double.metrics.to_string());
+    let mut agent = Agent::start_binary(
+        AGENT.as_ref(),
+        &node,
+        &[
+            "--no-probes",
+            "--calico-felix-health",
+            &health,
+            "--calico-felix-metrics",
+            &metrics,
+            "--calico-felix-interval",
+            "100ms",
+        ],
+    )
+    .unwrap();
+    let want =
+        |w: (Option<f64>, Option<f64>, Option<f64>, Option<f64>)| move |m: &Samples| felix(m) == w;
+    agent
+        .wait_metrics(
+            "felix ready",
+            WAIT,
+            want((Some(1.0), Some(1.0), Some(1.0), Some(7.0))),
+        )
+        .unwrap();
+    let m = agent.metrics().unwrap();
+    assert_eq!(m.value("podnet_calico_felix_resync_state"), Some(3.0));
+    // The felix reader is a supervised worker that stays up.
+    assert_eq!(
+        agent.get("/healthz").unwrap().0,
+        200,
+        "{}",
+        agent.log_tail()
+    );
+    // Not ready: 503 with the component table.
+    double.set(|s| {
+        s.ready = false;
+        s.active_local_endpoints = 5;
+    });
+    agent
+        .wait_metrics(
+            "felix not ready",
+            WAIT,
+            want((Some(1.0), Some(0.0), Some(1.0), Some(5.0))),
+        )
+        .unwrap();
+    // Gone: unreadable is not ready, and its counts disappear rather than go stale.
+    drop(double);
+    agent
+        .wait_metrics(
+            "felix unreadable",
+            WAIT,
+            want((Some(0.0), Some(0.0), Some(0.0), None)),
+        )
+        .unwrap();
+    assert_eq!(
+        agent
+            .metrics()
+            .unwrap()
+            .value("podnet_calico_felix_resync_state"),
+        None
+    );
+    agent.stop().unwrap();
+}
+
+/// The incident, shortened: felix ready and in sync, a new pod the API runs here, its route
+/// added by the CNI and removed by felix a moment later (felix never learned the pod: it still
+/// counts the old endpoints) → `calico_node_stale` naming the evidence; cleared once felix
+/// catches up and the route is back; with felix unreadable it is never claimed either way.
+#[test]
+fn felix_ready_but_stale_is_named() {
+    let mut c = Cluster::new(2).unwrap();
+    let double = FelixDouble::start(c.node.node_netns(), 0, 0).unwrap();
+    double.set(|s| s.active_local_endpoints = 2);
+    let (health, metrics) = (double.health.to_string(), double.metrics.to_string());
+    let extra = [
+        "--no-probes",
+        "--wiring-grace",
+        "1s",
+        "--calico-felix-health",
+        &health,
+        "--calico-felix-metrics",
+        &metrics,
+        "--calico-felix-interval",
+        "100ms",
+    ];
+    let mut agent = c.agent(AGENT.as_ref(), &extra).unwrap();
+    let stale = |m: &Samples| m.node_problems().contains("calico_node_stale");
+    agent
+        .wait_metrics("felix read, nothing stale", WAIT, |m| {
+            m.value("podnet_calico_felix_active_local_endpoints") == Some(2.0) && !stale(m)
+        })
+        .unwrap();
+    // A new pod: wired by the CNI, known to the API, unknown to felix, which removes its
+    // route after its grace period (shortened from ~10 s).
+    let i = c.node.add_pod(PodSpec::named("shop", "new-1")).unwrap();
+    c.api.apply(api_pod(c.node.pod(i))).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    c.node
+        .delete_route(i, IpAddr::V4(c.node.pod(i).ipv4))
+        .unwrap();
+    let started = Instant::now();
+    agent
+        .wait_metrics("calico_node_stale", WAIT, stale)
+        .unwrap();
+    eprintln!("calico_node_stale after {:?}", started.elapsed());
+    let status = agent.status().unwrap().to_string();
+    assert!(status.contains("1 of 3 pods"), "{status}");
+    assert!(status.contains("felix knows 2 local endpoints"), "{status}");
+    assert!(status.contains("restart calico-node"), "{status}");
+    // calico-node restarted: felix learns the pod and puts its route back.
+    double.set(|s| s.active_local_endpoints = 3);
+    c.node.restore_routes(i).unwrap();
+    agent
+        .wait_metrics("stale cleared", WAIT, |m| !stale(m))
+        .unwrap();
+    // The route goes again while felix cannot be read: unknown, not stale and not healthy.
+    drop(double);
+    c.node
+        .delete_route(i, IpAddr::V4(c.node.pod(i).ipv4))
+        .unwrap();
+    let m = agent
+        .wait_metrics("felix unreadable", WAIT, |m| {
+            m.value("podnet_calico_felix_up") == Some(0.0) && !m.problems().is_empty()
+        })
+        .unwrap();
+    assert!(!stale(&m));
+    assert_eq!(m.value("podnet_calico_felix_ready"), Some(0.0));
+    agent.stop().unwrap();
+}
