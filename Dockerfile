@@ -17,9 +17,12 @@ ARG BINARY=build
 ARG RUST_VERSION=1.89
 
 FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS build
+# .git is not in the context (.dockerignore): the revision comes in as a build argument and
+# reaches podnet_build_info{revision} through agent/build.rs.
+ARG REVISION=unknown
 WORKDIR /src
 COPY . .
-RUN RUSTFLAGS='-C target-feature=+crt-static' \
+RUN PODNET_REVISION="${REVISION}" RUSTFLAGS='-C target-feature=+crt-static' \
       cargo build --release --locked -p podnet-agent --target x86_64-unknown-linux-gnu \
  && install -D -m 0755 target/x86_64-unknown-linux-gnu/release/podnet-agent /out/podnet-agent
 
