@@ -217,9 +217,23 @@ def manifests(rendered):
         for c in ds["spec"]["template"]["spec"]["containers"]
         for e in c.get("env", [])
     )
+    remote_blocks = {
+        e.get("value")
+        for ds in by_kind.get("DaemonSet", [])
+        for c in ds["spec"]["template"]["spec"]["containers"]
+        for e in c.get("env", [])
+        if e.get("name") == "PODNET_REMOTE_BLOCKS"
+    } - {"off"}
     # Exactly the verbs the code uses: the agent's own role; with --secure-metrics the reviews
-    # and a reader role for Prometheus (the only binding to a subject outside the kustomization).
+    # and a reader role for Prometheus (the only binding to a subject outside the kustomization);
+    # with --remote-blocks what probe-lib/src/kube/blocks/ lists and watches.
     want_roles = {"podnet-agent": AGENT_RULES}
+    if remote_blocks:
+        want_roles["podnet-agent-remote-blocks"] = sorted(
+            [(("",), "nodes", ("list", "watch"))]
+            + ([(("crd.projectcalico.org",), "blockaffinities", ("list", "watch"))]
+               if "calico" in remote_blocks else [])
+        )
     if secure:
         want_roles["podnet-agent-auth-delegator"] = AUTH_DELEGATOR_RULES
         want_roles["podnet-metrics-reader"] = [(("nonResourceURLs",), "/metrics", ("get",))]
