@@ -2,7 +2,7 @@
 
 use ipnet::IpNet;
 
-use crate::host::{Link, MAIN_TABLE, OperState, Route, RouteKind, SCOPE_LINK};
+use crate::host::{HostDump, HostState, Link, MAIN_TABLE, OperState, Route, RouteKind, SCOPE_LINK};
 
 /// An up veth named `name` whose peer (ifindex 2) lives in namespace `nsid`.
 pub(crate) fn veth(index: u32, name: &str, nsid: i32) -> Link {
@@ -31,4 +31,16 @@ pub(crate) fn route(dst: &str, oif: Option<u32>) -> Route {
         priority: 0,
         tos: 0,
     }
+}
+
+/// A host state holding just these routes and links.
+pub(crate) fn host_with(routes: Vec<Route>, links: Vec<Link>) -> HostState {
+    HostState::from_dump(
+        HostDump {
+            links,
+            routes,
+            ..HostDump::default()
+        },
+        Default::default(),
+    )
 }

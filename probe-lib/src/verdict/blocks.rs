@@ -108,10 +108,7 @@ fn judge(
 
 /// `via <gw> dev <name>` as far as the route says.
 fn hop(route: &Route, host: &HostState) -> String {
-    let dev = route.oif.map(|i| {
-        host.link(i)
-            .map_or_else(|| format!("ifindex {i}"), |l| l.name.clone())
-    });
+    let dev = route.oif.map(|i| super::route::link_name(host, i));
     match (route.gateway, dev) {
         (Some(g), Some(d)) => format!("via {g} dev {d}"),
         (Some(g), None) => format!("via {g}"),
@@ -124,19 +121,10 @@ fn hop(route: &Route, host: &HostState) -> String {
 mod tests {
     use super::*;
     use crate::fixtures;
-    use crate::host::{HostDump, Link};
+    use crate::host::Link;
     use crate::model::RemoteBlock;
 
-    fn host(routes: Vec<Route>, links: Vec<Link>) -> HostState {
-        HostState::from_dump(
-            HostDump {
-                links,
-                routes,
-                ..HostDump::default()
-            },
-            Default::default(),
-        )
-    }
+    use crate::fixtures::host_with as host;
 
     fn via(dst: &str, gw: &str, oif: u32) -> Route {
         let mut r = fixtures::route(dst, Some(oif));

@@ -68,13 +68,16 @@ pub(super) fn reaches(route: &Route, link: &Link) -> bool {
         .is_some_and(|oif| oif == link.index || Some(oif) == link.master)
 }
 
+/// A link's name for messages, or its index when the link is not (or no longer) known.
+pub(super) fn link_name(host: &HostState, index: u32) -> String {
+    host.link(index)
+        .map_or_else(|| format!("ifindex {index}"), |l| l.name.clone())
+}
+
 fn via(route: &Route, host: &HostState) -> String {
     route
         .oif
-        .map(|i| {
-            host.link(i)
-                .map_or_else(|| format!("ifindex {i}"), |l| l.name.clone())
-        })
+        .map(|i| link_name(host, i))
         .or_else(|| route.gateway.map(|g| format!("gateway {g}")))
         .unwrap_or_else(|| "a multipath route".to_owned())
 }
@@ -91,18 +94,8 @@ fn describe(route: &Route, host: &HostState) -> String {
 mod tests {
     use super::*;
     use crate::fixtures;
-    use crate::host::HostDump;
 
-    fn host(routes: Vec<Route>, links: Vec<Link>) -> HostState {
-        HostState::from_dump(
-            HostDump {
-                links,
-                routes,
-                ..HostDump::default()
-            },
-            Default::default(),
-        )
-    }
+    use crate::fixtures::host_with as host;
 
     fn reason(ip: &str, link: Option<&Link>, h: &HostState) -> Option<&'static str> {
         route_problem(ip.parse().unwrap(), link, h).map(|p| p.reason.as_str())
