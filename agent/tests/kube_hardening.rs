@@ -41,32 +41,17 @@ fn api_pod(p: &SimPod) -> Value {
     fat(b.build())
 }
 
-fn listed(agent: &Agent) -> BTreeSet<String> {
-    agent.status().unwrap()["pods"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            format!(
-                "{}/{}",
-                p["namespace"].as_str().unwrap(),
-                p["pod"].as_str().unwrap()
-            )
-        })
-        .collect()
-}
-
 fn wait_listed(agent: &Agent, node: &SimNode) {
     let want: BTreeSet<String> = node
         .pods()
         .map(|p| format!("{}/{}", p.namespace, p.name))
         .collect();
     let deadline = Instant::now() + WAIT;
-    while listed(agent) != want {
+    while agent.listed_pods().unwrap() != want {
         assert!(
             Instant::now() < deadline,
             "pods {:?} != {want:?}\n{}",
-            listed(agent),
+            agent.listed_pods().unwrap(),
             agent.log_tail()
         );
         std::thread::sleep(Duration::from_millis(100));

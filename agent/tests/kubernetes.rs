@@ -23,22 +23,6 @@ fn agent(c: &Cluster, extra: &[&str]) -> Agent {
     c.agent(AGENT.as_ref(), &args).unwrap()
 }
 
-/// Pods in /status as `namespace/name`.
-fn listed(agent: &Agent) -> BTreeSet<String> {
-    agent.status().unwrap()["pods"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            format!(
-                "{}/{}",
-                p["namespace"].as_str().unwrap(),
-                p["pod"].as_str().unwrap()
-            )
-        })
-        .collect()
-}
-
 fn names(node: &SimNode) -> BTreeSet<String> {
     node.pods()
         .map(|p| format!("{}/{}", p.namespace, p.name))
@@ -47,11 +31,11 @@ fn names(node: &SimNode) -> BTreeSet<String> {
 
 fn wait_listed(agent: &Agent, want: &BTreeSet<String>) {
     let deadline = Instant::now() + WAIT;
-    while listed(agent) != *want {
+    while agent.listed_pods().unwrap() != *want {
         assert!(
             Instant::now() < deadline,
             "pods {:?} != {want:?}\n{}",
-            listed(agent),
+            agent.listed_pods().unwrap(),
             agent.log_tail()
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -167,7 +151,7 @@ fn a_pod_with_an_ip_and_no_interface_is_reported_after_the_grace_period() {
     );
     // Within the grace period: listed, not reported.
     let deadline = Instant::now() + WAIT;
-    while !listed(&agent).contains("team/never-wired") {
+    while !agent.listed_pods().unwrap().contains("team/never-wired") {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -276,7 +260,11 @@ fn an_api_outage_keeps_node_checks_running_and_the_watch_recovers() {
     c.node.restore_routes(3).unwrap();
     let remaining = Duration::from_secs(60).saturating_sub(outage.elapsed());
     std::thread::sleep(remaining);
-    assert_eq!(listed(&agent), before, "pods lost during the outage");
+    assert_eq!(
+        agent.listed_pods().unwrap(),
+        before,
+        "pods lost during the outage"
+    );
     c.api.set_outage(None).unwrap();
     let back = Instant::now();
     agent
@@ -291,7 +279,7 @@ fn an_api_outage_keeps_node_checks_running_and_the_watch_recovers() {
         "recovered only after {recovered:?}"
     );
     assert_eq!(
-        listed(&agent),
+        agent.listed_pods().unwrap(),
         before,
         "pods lost or duplicated after the outage"
     );
@@ -323,7 +311,7 @@ fn stalls_errors_and_dropped_streams_restart_the_watch() {
             m.value("podnet_kube_watch_healthy") == Some(1.0)
         })
         .unwrap();
-    assert_eq!(listed(&agent), names(&c.node));
+    assert_eq!(agent.listed_pods().unwrap(), names(&c.node));
 }
 
 #[test]
@@ -342,12 +330,18 @@ fn malformed_objects_are_skipped_with_a_warning() {
         .build();
     c.api.apply(good).unwrap();
     let deadline = Instant::now() + WAIT;
-    while !listed(&agent).contains("team/fine") {
+    while !agent.listed_pods().unwrap().contains("team/fine") {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(20));
     }
     let log = agent.log();
     assert!(log.contains("skipping a malformed pod object"), "{log}");
-    assert!(!listed(&agent).iter().any(|p| p.contains("bad")));
+    assert!(
+        !agent
+            .listed_pods()
+            .unwrap()
+            .iter()
+            .any(|p| p.contains("bad"))
+    );
     assert_eq!(agent.get("/healthz").unwrap().0, 200);
 }

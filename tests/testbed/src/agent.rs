@@ -166,6 +166,24 @@ impl Agent {
         Ok(Samples::parse(&body))
     }
 
+    /// The pods in `/status`, as `namespace/name`.
+    pub fn listed_pods(&self) -> Result<std::collections::BTreeSet<String>> {
+        let status = self.status()?;
+        let pods = status["pods"]
+            .as_array()
+            .context("/status has no pods array")?;
+        Ok(pods
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}/{}",
+                    p["namespace"].as_str().unwrap_or_default(),
+                    p["pod"].as_str().unwrap_or_default()
+                )
+            })
+            .collect())
+    }
+
     /// Fetch `/status`.
     pub fn status(&self) -> Result<serde_json::Value> {
         let (code, body) = self.get("/status")?;
