@@ -95,6 +95,7 @@ impl PodNetwork for FakePodNetwork {
             observations,
             error: None,
             sent: super::report::next_stamp(),
+            path_mtu: Vec::new(),
         }
     }
 }

@@ -210,6 +210,7 @@ fn side(interface_up: bool) -> PodSide {
         interface_up,
         default_route_v4: Some(true),
         default_route_v6: None,
+        mtu: None,
     }
 }
 
