@@ -151,7 +151,10 @@ impl Control {
     /// Whether this watch must be answered as if its resourceVersion were compacted.
     pub fn take_forced_expiry(&self) -> bool {
         self.expire_every_other.load(Ordering::SeqCst)
-            && self.expire_count.fetch_add(1, Ordering::SeqCst) % 2 == 0
+            && self
+                .expire_count
+                .fetch_add(1, Ordering::SeqCst)
+                .is_multiple_of(2)
     }
 
     /// Delay every response by `d`.
