@@ -279,6 +279,42 @@ fn ten_thousand_pod_events_in_one_burst() {
     // Carried by the watch: no restart, no re-list, only the watches' own timeouts.
     assert_eq!(all_restarts(&b.m0), all_restarts(&m));
     assert_eq!(lists, 0, "the burst caused a re-list");
+    // Bounded, not leaking: a second burst (4,000 pods created and deleted again) needs no more
+    // memory than the first had at its peak.
+    let mut listed = b.agent.listed_pods().unwrap();
+    let (rss1, peak1) = (rss_kib(&b.agent, "VmRSS"), rss_kib(&b.agent, "VmHWM"));
+    let name = |k: usize| format!("c{k:05}");
+    b.c.api.bulk_insert((0..4_000).map(|k| {
+        PodBuilder::new("burst2", &name(k))
+            .node(NODE)
+            .ipv4(Ipv4Addr::from(
+                u32::from(Ipv4Addr::new(10, 244, 192, 0)) + k as u32,
+            ))
+            .build()
+    }));
+    for k in 0..4_000 {
+        b.c.api.delete("burst2", &name(k)).unwrap();
+    }
+    // Events come in order: once this pod is listed, the burst has been digested.
+    b.c.api
+        .apply(
+            PodBuilder::new("burst2", "marker")
+                .node(NODE)
+                .ipv4(Ipv4Addr::new(10, 244, 255, 1))
+                .build(),
+        )
+        .unwrap();
+    listed.insert("burst2/marker".into());
+    wait_for(&b.agent, "the pod set after the second burst", |a| {
+        a.listed_pods().is_ok_and(|l| l == listed)
+    });
+    let (rss2, peak2) = (rss_kib(&b.agent, "VmRSS"), rss_kib(&b.agent, "VmHWM"));
+    eprintln!("second burst: RSS {rss1} -> {rss2} KiB, peak {peak1} -> {peak2} KiB");
+    // The allocator keeps some of what the first burst used, but the second needs no more.
+    assert!(
+        peak2 <= peak1 + 1024 && rss2 <= peak1 + 1024,
+        "the second burst went past the first's peak ({peak1} KiB): RSS {rss2}, peak {peak2} KiB"
+    );
 }
 
 /// A watch cache of 1,000 changes: the apiserver closes a watch that falls that far behind
