@@ -279,8 +279,8 @@ fn ten_thousand_pod_events_in_one_burst() {
     // Carried by the watch: no restart, no re-list, only the watches' own timeouts.
     assert_eq!(all_restarts(&b.m0), all_restarts(&m));
     assert_eq!(lists, 0, "the burst caused a re-list");
-    // Bounded, not leaking: a second burst (4,000 pods created and deleted again) needs no more
-    // memory than the first had at its peak.
+    // Bounded, not leaking: a second burst (4,000 pods created and deleted again) leaves the
+    // agent where the first did.
     let mut listed = b.agent.listed_pods().unwrap();
     let (rss1, peak1) = (rss_kib(&b.agent, "VmRSS"), rss_kib(&b.agent, "VmHWM"));
     let name = |k: usize| format!("c{k:05}");
@@ -310,10 +310,11 @@ fn ten_thousand_pod_events_in_one_burst() {
     });
     let (rss2, peak2) = (rss_kib(&b.agent, "VmRSS"), rss_kib(&b.agent, "VmHWM"));
     eprintln!("second burst: RSS {rss1} -> {rss2} KiB, peak {peak1} -> {peak2} KiB");
-    // The allocator keeps some of what the first burst used, but the second needs no more.
+    // The allocator keeps some of what the first burst used; the second reuses it: the same
+    // bound on the peak as the first, and no growth after it beyond noise.
     assert!(
-        peak2 <= peak1 + 1024 && rss2 <= peak1 + 1024,
-        "the second burst went past the first's peak ({peak1} KiB): RSS {rss2}, peak {peak2} KiB"
+        peak2 < b.rss0 + 24 * 1024 && rss2 <= rss1 + 3 * 1024,
+        "after a second burst: RSS {rss1} -> {rss2} KiB, peak {peak1} -> {peak2} KiB"
     );
 }
 
