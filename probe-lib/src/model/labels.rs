@@ -87,6 +87,10 @@ label_enum! {
         /// ptp and bridge CNIs: the interface that must hold the pod's gateway address (the
         /// host veth for ptp, the bridge for bridge) has no address of the pod's family.
         GatewayAddressMissing => "gateway_address_missing",
+        /// A don't-fragment echo as large as the pod's eth0 MTU gets no answer from its gateway
+        /// while small echoes do: the path's MTU is smaller than the pod's, so large packets
+        /// are dropped (seen by the prober).
+        PathMtuMismatch => "path_mtu_mismatch",
     }
 }
 
@@ -301,7 +305,8 @@ mod tests {
                 | PodDefaultRouteMissing
                 | VethNotOnBridge
                 | BridgeDown
-                | GatewayAddressMissing => 12,
+                | GatewayAddressMissing
+                | PathMtuMismatch => 13,
             }
         }
         fn node(r: NodeReason) -> usize {

@@ -41,6 +41,8 @@ const MAX_BATCH: usize = 4096;
 const PEER_RETRY: Duration = Duration::from_millis(500);
 /// Probe results are folded into the verdicts at most this often.
 const PROBE_FLUSH: Duration = Duration::from_secs(1);
+/// Changes of the API's pod set are published at most this often (see the event loop).
+const KUBE_FLUSH: Duration = Duration::from_millis(100);
 /// After this many fruitless reads, leave a namespace to the periodic re-sync.
 const PEER_RETRY_LIMIT: u32 = 20;
 /// Retries of a failed subscription or dump: from 100 ms to 30 s.
@@ -280,6 +282,7 @@ impl<H: HostNetwork> Monitor<H> {
         // Probe results arrive one pod at a time; they are folded into the published verdicts
         // at most every PROBE_FLUSH, not once per pod (which would be quadratic in pods).
         let mut flush_at: Option<tokio::time::Instant> = None;
+        let mut last_kube: Option<tokio::time::Instant> = None;
         loop {
             self.beat();
             let mut follow = Followups::default();
@@ -315,6 +318,19 @@ impl<H: HostNetwork> Monitor<H> {
                         **kube = None; // The watch is gone; keep the last view.
                     }
                     self.expected = None;
+                    // The API's changes come in bursts (a re-list, thousands of pods
+                    // rescheduled): after a quiet spell published at once, then folded in at
+                    // most every KUBE_FLUSH, not evaluated once each (quadratic in pods).
+                    // Kernel events still publish at once.
+                    let now = tokio::time::Instant::now();
+                    match last_kube {
+                        Some(last) if now < last + KUBE_FLUSH => {
+                            let at = last + KUBE_FLUSH;
+                            flush_at = Some(flush_at.map_or(at, |f| f.min(at)));
+                            continue;
+                        }
+                        _ => last_kube = Some(now),
+                    }
                 }
                 changed = changed_or_pending(blocks) => {
                     if changed.is_err() {

@@ -9,6 +9,7 @@ pub mod outcome;
 pub mod report;
 pub mod target;
 
+mod dont_fragment;
 pub mod driver;
 mod error;
 pub mod fake;

@@ -16,7 +16,7 @@ use tracing::debug;
 
 use super::driver::{PodNetwork, PodRound, RoundResult};
 use super::plan::{PlannedProbe, plan};
-use super::report::{DestState, PodProbes};
+use super::report::{DestState, PathMtuState, PodProbes};
 use super::target::{Direction, Gateways, HOST_TO_POD_TARGET, Protocol, Target};
 use crate::model::{PodSet, ProbeMetrics};
 
@@ -171,6 +171,7 @@ impl<N: PodNetwork> Prober<N> {
                         pod_side: None,
                         dests: Vec::new(),
                         error: None,
+                        path_mtu: Vec::new(),
                     },
                 }
             });
@@ -224,8 +225,9 @@ impl<N: PodNetwork> Prober<N> {
             );
             // The pod's own routes rarely change: read them every few rounds, and whenever the
             // last round failed, so a failure is diagnosed before it is confirmed.
-            let failed_last =
-                pod.state.dests.iter().any(|d| d.last.is_failure()) || pod.pod_side_problems > 0;
+            let failed_last = pod.state.dests.iter().any(|d| d.last.is_failure())
+                || pod.pod_side_problems > 0
+                || pod.state.path_mtu.iter().any(|m| m.last.is_failure());
             let read_pod_side = failed_last || pod.since_pod_side >= POD_SIDE_EVERY - 1;
             pod.since_pod_side = if read_pod_side {
                 0
@@ -290,12 +292,18 @@ impl<N: PodNetwork> Prober<N> {
             dests.push(d);
         }
         pod.state.dests = dests;
+        record_path_mtu(&mut pod.state.path_mtu, &probes, &result);
         let unconfirmed = pod
             .state
             .dests
             .iter()
             .any(|d| d.last.is_failure() && d.consecutive_failures < threshold)
-            || (pod.pod_side_problems > 0 && pod.pod_side_problems < threshold);
+            || (pod.pod_side_problems > 0 && pod.pod_side_problems < threshold)
+            || pod
+                .state
+                .path_mtu
+                .iter()
+                .any(|m| m.last.is_failure() && m.consecutive_failures < threshold);
         let now = Instant::now();
         let interval = self.config.interval.max(Duration::from_millis(100));
         while pod.regular <= now {
@@ -309,6 +317,31 @@ impl<N: PodNetwork> Prober<N> {
         self.queue.insert((pod.due, key.clone()));
         debug!(interface = %key, unconfirmed, "probe round done");
         let _ = self.sink.send(pod.state.clone());
+    }
+}
+
+/// Follow the path-MTU probes (sent only in rounds that read the pod's side): a family probed
+/// this round gets its new state; one no longer probed (no gateway of that family planned, or
+/// the pod's namespace could not be entered) is forgotten; otherwise the last state stays.
+fn record_path_mtu(states: &mut Vec<PathMtuState>, probes: &[PlannedProbe], result: &RoundResult) {
+    let gateway_planned = |ip: &IpAddr| {
+        result.error.is_none()
+            && probes.iter().any(|p| {
+                p.gateway
+                    && p.direction == Direction::PodToTarget
+                    && p.address.is_ipv4() == ip.is_ipv4()
+            })
+    };
+    states.retain(|s| gateway_planned(&s.address));
+    for obs in &result.path_mtu {
+        let i = states
+            .iter()
+            .position(|s| s.address.is_ipv4() == obs.address.is_ipv4());
+        let next = PathMtuState::next(i.map(|i| &states[i]), obs);
+        match i {
+            Some(i) => states[i] = next,
+            None => states.push(next),
+        }
     }
 }
 

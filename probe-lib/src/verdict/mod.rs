@@ -10,6 +10,7 @@ use serde::Serialize;
 mod blocks;
 mod calico;
 mod orphans;
+mod path_mtu;
 mod probes;
 mod route;
 mod wiring;

@@ -62,6 +62,7 @@ fn healthy_side() -> PodSide {
         interface_up: true,
         default_route_v4: Some(true),
         default_route_v6: None,
+        mtu: None,
     }
 }
 
@@ -82,6 +83,7 @@ fn reports(gw: &[&[ProbeResult]], out: &[&[ProbeResult]]) -> HashMap<String, Pod
             pod_side: Some(healthy_side()),
             dests: vec![dest("gateway", &[]), dest(OUTSIDE, &[])],
             error: None,
+            path_mtu: Vec::new(),
         })
         .collect();
     let rounds = gw.iter().chain(out).map(|h| h.len()).max().unwrap_or(0);
@@ -232,11 +234,13 @@ fn pod_side_problems_become_wiring_reasons() {
         interface_up: true,
         default_route_v4: Some(false),
         default_route_v6: None,
+        mtu: None,
     });
     r.get_mut("cali0").unwrap().pod_side = Some(PodSide {
         interface_up: false,
         default_route_v4: Some(true),
         default_route_v6: Some(false),
+        mtu: None,
     });
     let v = run(2, &host(2), &r);
     let reasons = |i: usize| -> Vec<&str> {
@@ -259,6 +263,7 @@ fn host_side_down_is_not_said_again_as_the_pods_lost_carrier() {
         interface_up: false,
         default_route_v4: Some(true),
         default_route_v6: None,
+        mtu: None,
     });
     let mut h = host(1);
     let mut down = veth(10, "cali0", 0);
@@ -283,6 +288,7 @@ fn the_pods_eth0_down_is_said_beside_the_host_sides_lost_carrier() {
         interface_up: false,
         default_route_v4: Some(true),
         default_route_v6: None,
+        mtu: None,
     });
     let mut h = host(1);
     let mut no_carrier = veth(10, "cali0", 0);

@@ -82,6 +82,12 @@ pub(super) fn judge(pods: &mut [PodVerdict], view: &ProbeView<'_>, node: &mut Ve
                 diagnosis: None,
             })
             .collect();
+        pv.problems.extend(super::path_mtu::path_mtu_problems(
+            &pv.pod.ips,
+            &report.path_mtu,
+            &pv.probes,
+            view.failure_threshold,
+        ));
     }
     for target in node_wide_failures(pods) {
         for pv in pods.iter_mut() {

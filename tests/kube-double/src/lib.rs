@@ -242,6 +242,14 @@ impl KubeApiServer {
         self.shared.control.fail_all(on);
     }
 
+    /// While `on`, every other watch request from a resourceVersion (the first one after
+    /// switching on, the third, …) gets what a compacted revision gets: one `ERROR` event with
+    /// a 410 `Expired` Status and the end of the stream. Lists are unaffected (a list without
+    /// a resourceVersion is never too old).
+    pub fn expire_every_other_watch(&self, on: bool) {
+        self.shared.control.expire_every_other_watch(on);
+    }
+
     /// Start (`Some`) or end (`None`) an outage. Starting one closes every open watch stream.
     /// Returns once the listening socket is closed (`Refuse`) or open again (`None`).
     pub fn set_outage(&self, outage: Option<Outage>) -> Result<()> {

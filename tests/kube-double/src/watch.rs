@@ -2,7 +2,9 @@
 //! store's history as the watch cache does (`k8s.io/apiserver/pkg/storage/cacher`).
 //!
 //! - A start revision below the compaction point gets one `ERROR` event carrying a 410
-//!   `Expired` Status, `too old resource version: R (C)`, and the stream ends.
+//!   `Expired` Status, `too old resource version: R (C)`, and the stream ends; so does every
+//!   other watch from a revision while `expire_every_other_watch` is on (an etcd compacting
+//!   faster than watchers keep up, the incident's loop).
 //! - A change whose object stops matching the selectors is sent as `DELETED` (the previous
 //!   object, with the change's resourceVersion); one that starts matching as `ADDED`.
 //! - `allowWatchBookmarks=true`: a `BOOKMARK` every bookmark interval, carrying the revision up
@@ -132,6 +134,10 @@ async fn run(
                 "too old resource version: {rv} ({})",
                 store.compacted()
             ))),
+            // As if etcd had compacted past `rv` (`expire_every_other_watch`).
+            WatchStart::After(rv) if shared.control.take_forced_expiry() => Err(ApiError::expired(
+                format!("too old resource version: {rv} ({})", store.revision()),
+            )),
             WatchStart::After(rv) => Ok((rv, Vec::new())),
             WatchStart::Now => Ok((store.revision(), Vec::new())),
             WatchStart::CurrentState => {

@@ -574,3 +574,28 @@ fn kube_rs_watcher_request_sequence() {
     assert_eq!(log[1].kind, RequestKind::Watch);
     assert!(log[1].query.contains("allowWatchBookmarks=true"));
 }
+
+#[test]
+fn every_other_watch_from_a_revision_expires_while_asked_to() {
+    let s = server();
+    let rv = s.apply(pod("ns", "a", "n1", 1)).unwrap();
+    s.expire_every_other_watch(true);
+    let from_rv = format!("resourceVersion={rv}");
+    let expired = |w: &mut WatchStream| {
+        let e = w.next_event(T).unwrap().unwrap();
+        e["type"] == "ERROR" && e["object"]["code"] == 410 && w.next_event(T).unwrap().is_none()
+    };
+    assert!(expired(&mut watch(&s, &from_rv)), "the first one expires");
+    let mut second = watch(&s, &from_rv);
+    second.expect_silence(Duration::from_millis(200)).unwrap();
+    assert!(expired(&mut watch(&s, &from_rv)), "the third one too");
+    // A watch without a revision (the current state) is never too old, and lists still work.
+    let mut now = watch(&s, "");
+    assert_eq!(now.next_event(T).unwrap().unwrap()["type"], "ADDED");
+    ok(&s, "/api/v1/pods");
+    s.expire_every_other_watch(false);
+    let mut fine = watch(&s, &from_rv);
+    fine.expect_silence(Duration::from_millis(200)).unwrap();
+    let mut fine = watch(&s, &from_rv);
+    fine.expect_silence(Duration::from_millis(200)).unwrap();
+}

@@ -210,6 +210,7 @@ fn side(interface_up: bool) -> PodSide {
         interface_up,
         default_route_v4: Some(true),
         default_route_v6: None,
+        mtu: None,
     }
 }
 
@@ -261,4 +262,36 @@ async fn a_pod_side_problem_seen_twice_is_reported() {
     assert_eq!(reports.last().unwrap().pod_side, Some(side(false)));
     // Once confirmed, the problem keeps the pod side read every round.
     assert!(rounds.len() >= 3, "{rounds:?}");
+}
+
+/// The path-MTU probe rides on the rounds that read the pod's side (every sixth); a failure
+/// makes the next round come after the re-check delay and read (and probe) again, and every
+/// round after while it fails; the reports carry its state, and a success clears it.
+#[tokio::test(start_paused = true)]
+async fn a_path_mtu_failure_is_rechecked_confirmed_and_cleared() {
+    let mut r = start(2, 8);
+    r.net.set_path_mtu("cali1", ProbeResult::Timeout);
+    r.net.set_path_mtu("cali0", ProbeResult::Ok);
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let rounds = rounds_of(&r.net, "cali1", r.start);
+    assert_eq!(rounds[1] - rounds[0], Duration::from_secs(1), "{rounds:?}");
+    let reports = reports_of(&mut r, "cali1");
+    let states = |p: &PodProbes| p.path_mtu.clone();
+    assert_eq!(states(&reports[0])[0].consecutive_failures, 1);
+    let last = states(reports.last().unwrap());
+    assert_eq!(last.len(), 1, "{last:?}");
+    assert!(last[0].is_failing(2), "{last:?}");
+    assert_eq!(last[0].consecutive_failures as usize, reports.len());
+    assert_eq!((last[0].mtu, last[0].size), (1500, 1500));
+    // The healthy pod probes it only every sixth round: its state stays ok in between.
+    let healthy = reports_of(&mut r, "cali0");
+    assert!(
+        healthy
+            .iter()
+            .all(|p| p.path_mtu.len() == 1 && !p.path_mtu[0].last.is_failure())
+    );
+    r.net.set_path_mtu("cali1", ProbeResult::Ok);
+    tokio::time::sleep(INTERVAL * 2).await;
+    let after = reports_of(&mut r, "cali1");
+    assert_eq!(after.last().unwrap().path_mtu[0].consecutive_failures, 0);
 }
