@@ -151,6 +151,9 @@ pub struct PodProbes {
     /// Why the pod's namespace could not be used, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Not probed at all (it or its namespace opted out), and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<crate::model::ProbeSkip>,
 }
 
 #[cfg(test)]
