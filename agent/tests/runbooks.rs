@@ -238,3 +238,24 @@ fn commands_that_cannot_run_here_carry_the_flags_that_make_them_right() {
     // The old filter that filtered nothing.
     assert!(!text.contains("grep -v ' 0:0\\]'"));
 }
+
+#[test]
+fn the_host_policy_command_shows_the_rule_that_drops_pod_to_node_traffic() {
+    let node = SimNode::new(1, &[]).unwrap();
+    let ns = node.node_netns();
+    let pod = node.pod(0).clone();
+    let list = command("iptables -L INPUT -v -n | grep -iE 'DROP|REJECT'");
+    assert!(!sh_in(ns, &list).stdout.contains("DROP"), "nothing yet");
+    // What a host policy does (the rule lives in the simulated node's namespace only).
+    assert!(sh_in(ns, "iptables -I INPUT -p icmp -j DROP").ok);
+    let ping = format!("ping -c1 -W1 {NODE_IPV4}");
+    assert!(!sh_in(&pod.netns, &ping).ok, "the pod cannot reach the node");
+    let o = sh_in(ns, &list);
+    let line = o.stdout.lines().find(|l| l.contains("DROP")).unwrap_or_default();
+    let packets: u64 = line
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(packets >= 1, "the rule and its counter: {}", o.stdout);
+}
