@@ -249,9 +249,16 @@ fn the_host_policy_command_shows_the_rule_that_drops_pod_to_node_traffic() {
     // What a host policy does (the rule lives in the simulated node's namespace only).
     assert!(sh_in(ns, "iptables -I INPUT -p icmp -j DROP").ok);
     let ping = format!("ping -c1 -W1 {NODE_IPV4}");
-    assert!(!sh_in(&pod.netns, &ping).ok, "the pod cannot reach the node");
+    assert!(
+        !sh_in(&pod.netns, &ping).ok,
+        "the pod cannot reach the node"
+    );
     let o = sh_in(ns, &list);
-    let line = o.stdout.lines().find(|l| l.contains("DROP")).unwrap_or_default();
+    let line = o
+        .stdout
+        .lines()
+        .find(|l| l.contains("DROP"))
+        .unwrap_or_default();
     let packets: u64 = line
         .split_whitespace()
         .next()
