@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use podnet_testbed::agent::Agent;
@@ -154,7 +154,7 @@ pub(super) fn run(o: &Opts) -> Result<()> {
         PERIOD_US / 1000
     ));
     out(
-        "quota     | CPU % | periods | throttled | throttled time | probes | RTT p50 | RTT p99 | failed probes",
+        "quota     | start: every pod probed | throttled (time) | steady CPU % | periods | throttled | throttled time | probes | RTT p50 | RTT p99 | failed probes",
     );
     for quota in [None, Some(200), Some(100), Some(50), Some(25)] {
         let name = format!("podnet-bench-{}-{}", std::process::id(), quota.unwrap_or(0));
@@ -164,8 +164,13 @@ pub(super) fn run(o: &Opts) -> Result<()> {
             &["--probe", &icmp, "--probe", &tcp, "--log-level", "info"],
         )?;
         let pid = agent.pid().context("agent pid")?;
-        super::wait_every_pod_probed(&agent, o.pods)?;
+        // In the cgroup from the start: the initial sync and every pod's first round are the
+        // burst a quota hurts most.
         group.add(pid)?;
+        let started = Instant::now();
+        super::wait_every_pod_probed(&agent, o.pods)?;
+        let warm = started.elapsed();
+        let warm_stat = group.stat()?;
         let (m0, c0, s0) = (agent.metrics()?, cpu_time(pid)?, group.stat()?);
         std::thread::sleep(Duration::from_secs(o.seconds as u64));
         let (m1, c1, s1) = (agent.metrics()?, cpu_time(pid)?, group.stat()?);
@@ -173,8 +178,11 @@ pub(super) fn run(o: &Opts) -> Result<()> {
         drop(group);
         let (n, p50, p99) = rtt_quantiles(&m0, &m1);
         out(&format!(
-            "{:<9} | {:>5.2} | {:>7} | {:>9} | {:>11.2} s | {:>6.0} | {:>5.2} ms | {:>5.2} ms | {:.0}",
+            "{:<9} | {:>9.1} s | {:>4} ({:.2} s) | {:>5.2} | {:>7} | {:>9} | {:>11.2} s | {:>6.0} | {:>5.2} ms | {:>5.2} ms | {:.0}",
             quota.map_or("none".to_owned(), |q| format!("{q}m")),
+            warm.as_secs_f64(),
+            warm_stat.1,
+            warm_stat.2.as_secs_f64(),
             (c1 - c0).as_secs_f64() / o.seconds as f64 * 100.0,
             s1.0 - s0.0,
             s1.1 - s0.1,
