@@ -165,6 +165,16 @@ def manifests(rendered):
         if (pod["serviceAccountName"], ds["metadata"].get("namespace")) not in sas:
             fail(f"ServiceAccount {pod['serviceAccountName']} is not in the same kustomization")
         (c,) = pod["containers"]
+        # deploy/release pins the image by digest (a manifest list of amd64 and arm64 images);
+        # only that image may go to every architecture, a tag is amd64 only.
+        by_digest = "@" in c["image"]
+        if by_digest and not re.fullmatch(r"[a-z0-9.:/_-]+@sha256:[0-9a-f]{64}", c["image"]):
+            fail(f"image {c['image']} is not REPOSITORY@sha256:<64 hex digits>")
+        arch = pod.get("nodeSelector", {}).get("kubernetes.io/arch")
+        if arch is None and not by_digest:
+            fail("DaemonSet selects every architecture but its image is no multi-arch release by digest")
+        if arch not in (None, "amd64"):
+            fail(f"DaemonSet selects kubernetes.io/arch {arch}: the image is built for amd64 and arm64 only")
         env = {e["name"]: e for e in c.get("env", [])}
         if env.get("NODE_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != "spec.nodeName":
             fail("NODE_NAME does not come from the downward API (spec.nodeName)")

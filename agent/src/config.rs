@@ -15,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Authorizer;
 use crate::http::Exposure;
+use crate::scoping::{Builtin, PolicyEngineArg, TargetSelector};
 use crate::server::{Limits, Listener};
 use crate::supervise::TestFault;
 
@@ -201,6 +202,43 @@ pub struct Args {
     #[arg(long, env = "PODNET_NO_PROBES", action = ArgAction::SetTrue,
           value_parser = BoolishValueParser::new())]
     pub no_probes: bool,
+
+    /// Built-in probes to run, comma-separated: `gateway` (each pod's gateway, from the pod),
+    /// `node` (the node's own address, from each pod), `host-to-pod` (each pod, from the host),
+    /// or `none`. Configured targets are not affected; routes and wiring are always checked.
+    #[arg(
+        long,
+        env = "PODNET_BUILTIN_PROBES",
+        value_delimiter = ',',
+        value_name = "PROBES",
+        default_value = "gateway,node,host-to-pod"
+    )]
+    pub builtin_probes: Vec<Builtin>,
+
+    /// Namespaces whose pods are not probed (their routes and wiring still are),
+    /// comma-separated. Pods opt out themselves with the annotation or label
+    /// `podnet.io/probes: "false"`.
+    #[arg(long, env = "PODNET_PROBE_EXCLUDE_NAMESPACES", value_delimiter = ',',
+          value_name = "NAMESPACES", value_parser = crate::scoping::namespace_name)]
+    pub probe_exclude_namespaces: Vec<String>,
+
+    /// Probe a configured target only from the pods a label selector matches:
+    /// `NAME=SELECTOR` in Kubernetes syntax (`dns=app=web,tier!=db`). Repeatable; the
+    /// environment variable takes a `;`-separated list. Needs pods from the API.
+    #[arg(long = "probe-selector", env = "PODNET_PROBE_SELECTORS", value_delimiter = ';',
+          value_name = "NAME=SELECTOR", value_parser = crate::scoping::probe_selector)]
+    pub probe_selectors: Vec<TargetSelector>,
+
+    /// The network policy engine on the node, for diagnosing probe failures behind clean
+    /// wiring as a possible policy: `auto` (Calico with --cni calico), `calico`, `other`,
+    /// `none`.
+    #[arg(
+        long,
+        env = "PODNET_POLICY_ENGINE",
+        default_value = "auto",
+        value_name = "ENGINE"
+    )]
+    pub policy_engine: PolicyEngineArg,
 
     /// Pods with per-pod series (`podnet_pod_problem`, `podnet_pod_probe_failing`) at
     /// most; further pods with problems still count in the node-level gauges, and how many

@@ -6,6 +6,7 @@ mod caps;
 mod config;
 mod http;
 mod memory;
+mod scoping;
 mod server;
 mod source;
 mod supervise;
@@ -22,9 +23,7 @@ use podnet_probe::host::netlink::NetlinkHost;
 use podnet_probe::metrics::Metrics;
 use podnet_probe::model::Workers;
 use podnet_probe::monitor::{Monitor, MonitorConfig, ProbeSettings};
-use podnet_probe::probe::target::{
-    Gateways, HOST_TO_POD_TARGET, Target, check_unique, parse_probe_file,
-};
+use podnet_probe::probe::target::Gateways;
 use podnet_probe::probe::{NetnsDriver, Prober, ProberConfig};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -49,9 +48,9 @@ fn main() -> ExitCode {
     let checked = args
         .check_http()
         .and_then(|()| args.check_probes())
-        .and_then(|()| probe_targets(&args))
+        .and_then(|()| scoping::probing(&args))
         .and_then(|t| Ok((t, source::choose(&args)?)));
-    let (targets, choice) = match checked {
+    let (probing, choice) = match checked {
         Ok(c) => c,
         Err(e) => {
             eprintln!("podnet-agent: {e}");
@@ -59,7 +58,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&args);
-    match run(args, targets, choice) {
+    match run(args, probing, choice) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -96,21 +95,6 @@ fn init_logging(args: &Args) {
     }
 }
 
-/// Built-in targets, then `--probe`, then `--probe-file`; names must be unique.
-fn probe_targets(args: &Args) -> Result<Vec<Target>, String> {
-    let mut targets = Target::defaults().to_vec();
-    targets.extend(args.probes.iter().cloned());
-    if let Some(path) = &args.probe_file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("--probe-file {}: {e}", path.display()))?;
-        targets.extend(
-            parse_probe_file(&text).map_err(|e| format!("--probe-file {}: {e}", path.display()))?,
-        );
-    }
-    check_unique(&targets).map_err(|e| e.to_string())?;
-    Ok(targets)
-}
-
 fn node_name(args: &Args) -> String {
     args.node_name.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -119,7 +103,7 @@ fn node_name(args: &Args) -> String {
     })
 }
 
-fn run(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyhow::Result<()> {
+fn run(args: Args, probing: scoping::Probing, choice: source::Choice) -> anyhow::Result<()> {
     // One runtime thread is plenty for this load; namespace work runs on its own thread. Fewer
     // threads also means fewer malloc arenas, i.e. a smaller resident set.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -127,7 +111,7 @@ fn run(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyhow::Resu
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let result = runtime.block_on(serve(args, targets, choice));
+    let result = runtime.block_on(serve(args, probing, choice));
     // Do not wait for blocking-pool work that may hang: the deadline is already spent.
     runtime.shutdown_timeout(Duration::from_millis(200));
     result
@@ -144,7 +128,11 @@ const FELIX_TIMEOUT: Duration = Duration::from_secs(2);
 /// --status-listen).
 const HTTP_WORKERS: [&str; 2] = ["http", "http-status"];
 
-async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyhow::Result<()> {
+async fn serve(
+    args: Args,
+    probing: scoping::Probing,
+    choice: source::Choice,
+) -> anyhow::Result<()> {
     let node = node_name(&args);
     info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -187,11 +175,8 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
         resync_interval: args.resync_interval,
         probes: (!args.no_probes).then(|| ProbeSettings {
             failure_threshold: args.probe_failures,
-            targets: targets
-                .iter()
-                .map(|t| t.name.clone())
-                .chain([HOST_TO_POD_TARGET.to_owned()])
-                .collect(),
+            targets: probing.target_names(),
+            policy_engine: probing.policy_engine,
         }),
         cni: args.cni.clone(),
         remote_blocks,
@@ -205,13 +190,14 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
         let driver =
             NetnsDriver::with_worker(workers.register("netns")).context("starting the prober")?;
         let config = ProberConfig {
-            targets,
+            targets: probing.targets,
             gateways: Gateways::default(),
             interval: args.probe_interval,
             timeout: args.probe_timeout,
             failure_threshold: args.probe_failures,
             recheck: Duration::from_secs(1).min(args.probe_interval),
             concurrency: args.probe_concurrency as usize,
+            scope: probing.scope,
         };
         Some(Prober::new(
             driver,

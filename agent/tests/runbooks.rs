@@ -266,3 +266,31 @@ fn mtu_mismatch_commands_show_the_two_mtus_and_lose_only_the_large_ping() {
     node.set_host_mtu(0, 1500).unwrap();
     assert!(sh_in(ns, &large).ok, "and passes again once the MTUs agree");
 }
+
+#[test]
+fn the_host_policy_command_shows_the_rule_that_drops_pod_to_node_traffic() {
+    let node = SimNode::new(1, &[]).unwrap();
+    let ns = node.node_netns();
+    let pod = node.pod(0).clone();
+    let list = command("iptables -L INPUT -v -n | grep -iE 'DROP|REJECT'");
+    assert!(!sh_in(ns, &list).stdout.contains("DROP"), "nothing yet");
+    // What a host policy does (the rule lives in the simulated node's namespace only).
+    assert!(sh_in(ns, "iptables -I INPUT -p icmp -j DROP").ok);
+    let ping = format!("ping -c1 -W1 {NODE_IPV4}");
+    assert!(
+        !sh_in(&pod.netns, &ping).ok,
+        "the pod cannot reach the node"
+    );
+    let o = sh_in(ns, &list);
+    let line = o
+        .stdout
+        .lines()
+        .find(|l| l.contains("DROP"))
+        .unwrap_or_default();
+    let packets: u64 = line
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(packets >= 1, "the rule and its counter: {}", o.stdout);
+}

@@ -89,6 +89,8 @@ impl Snapshot {
                     netnsid: p.link.and_then(|l| l.netnsid),
                     peer_index: p.link.and_then(|l| l.peer_index),
                     gateways: p.gateways.clone(),
+                    namespace: p.pod.id.namespace.clone(),
+                    meta: p.pod.meta.clone(),
                 })
                 .collect(),
         }

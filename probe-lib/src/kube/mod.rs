@@ -12,7 +12,9 @@ use std::path::Path;
 
 pub use blocks::{BlockSource, BlockWatchConfig, BlockWatcher};
 pub use error::WatchError;
-pub use pod::{KubePod, RawPod, Skip, parse_pod};
+pub use pod::{
+    KubePod, MAX_LABELS, MAX_PROBE_ANNOTATION, PROBES_KEY, RawPod, SKIP_PROBES_KEY, Skip, parse_pod,
+};
 pub use store::{KubeHealth, KubeView, PodStore, Tracked};
 pub use watch::{KubeWatcher, WatchConfig};
 

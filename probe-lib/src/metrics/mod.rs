@@ -17,7 +17,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use crate::model::{Felix, NodeReason, WorkerState, Workers};
+use crate::model::{Felix, NodeReason, ProbeSkip, WorkerState, Workers};
 pub use crate::model::{KubeMetrics, MonitorMetrics, ProbeMetrics};
 use crate::snapshot::Snapshot;
 use crate::util::clock::unix_seconds;
@@ -102,6 +102,12 @@ impl Metrics {
             "podnet_probe_duration_seconds",
             "Round-trip time of answered probes, over all pods",
             probe.duration.clone(),
+        );
+        registry.register(
+            "podnet_probe_scope_ignored",
+            "Pods' probe labels and annotations (podnet.io/probes, podnet.io/skip-probes) \
+             ignored because they were not understood, by reason; counted once per pod and value",
+            probe.scope_ignored.clone(),
         );
         Metrics {
             registry,
@@ -493,6 +499,24 @@ fn encode_probe_verdicts(
             {
                 alarms.push((i, target, t.state.last.as_str()));
             }
+        }
+    }
+    {
+        let mut e = encoder.encode_descriptor(
+            "podnet_pods_probes_skipped",
+            "Pods on this node not probed at all because they or their namespace opted out, by \
+             reason; their wiring is still checked",
+            None,
+            MetricType::Gauge,
+        )?;
+        for &reason in ProbeSkip::ALL {
+            let n = snap
+                .verdicts
+                .pods
+                .iter()
+                .filter(|p| p.probes_skipped == Some(reason))
+                .count() as i64;
+            ConstGauge::new(n).encode(e.encode_family(&[("reason", reason.as_str())])?)?;
         }
     }
     {

@@ -16,12 +16,14 @@ fn pod(i: usize, problems: Vec<PodProblem>) -> PodVerdict {
             interface: format!("cali{i:011}"),
             ips: vec![format!("10.244.0.{i}").parse().unwrap()],
             in_grace: false,
+            meta: Default::default(),
         },
         link: None,
         problems,
         pod_side: None,
         probes: Vec::new(),
         gateways: Vec::new(),
+        probes_skipped: None,
     }
 }
 

@@ -222,6 +222,33 @@ label_enum! {
     }
 }
 
+label_enum! {
+    /// Why a pod is not probed at all (the `reason` label of `podnet_pods_probes_skipped`);
+    /// its route and wiring are still verified.
+    pub enum ProbeSkip {
+        /// `--probe-exclude-namespaces` names its namespace.
+        Namespace => "namespace",
+        /// It carries the label `podnet.io/probes=false`.
+        Label => "label",
+        /// It carries the annotation `podnet.io/probes: "false"`.
+        Annotation => "annotation",
+    }
+}
+
+label_enum! {
+    /// What of a pod's probe scoping (its `podnet.io/…` label or annotations) was ignored (the
+    /// `reason` label of `podnet_probe_scope_ignored_total`): the pod is probed as if it were
+    /// not there.
+    pub enum ScopeIgnored {
+        /// A value that is neither true nor false (`podnet.io/probes`).
+        InvalidValue => "invalid_value",
+        /// `podnet.io/skip-probes` names a target that is not configured.
+        UnknownTarget => "unknown_target",
+        /// Labels or the annotation were larger than podnet reads (see docs/metrics.md).
+        TooLarge => "too_large",
+    }
+}
+
 /// Where the expected pods come from (`pod_source` in `/status`). Not a label: one value
 /// carries an explanation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -345,6 +372,12 @@ mod tests {
         });
         check::<Direction>(match Direction::HostToPod {
             Direction::PodToTarget | Direction::HostToPod => 2,
+        });
+        check::<ProbeSkip>(match ProbeSkip::Label {
+            ProbeSkip::Namespace | ProbeSkip::Label | ProbeSkip::Annotation => 3,
+        });
+        check::<ScopeIgnored>(match ScopeIgnored::TooLarge {
+            ScopeIgnored::InvalidValue | ScopeIgnored::UnknownTarget | ScopeIgnored::TooLarge => 3,
         });
         let source = match SourceName::Node {
             SourceName::Node | SourceName::Kubernetes | SourceName::NodeUntilListed => 3,

@@ -19,7 +19,8 @@ pub use labels::{
     BlockReason, Direction, LabelEnum, NodeReason, PodReason, ProbeResult, Protocol, RestartReason,
     ResyncCause, SourceName,
 };
-pub use pods::{ExpectedPod, KubeHealth, KubeStatus, PodEntry, PodId, PodSet};
+pub use labels::{ProbeSkip, ScopeIgnored};
+pub use pods::{ExpectedPod, KubeHealth, KubeStatus, PodEntry, PodId, PodSet, ProbeMeta};
 pub use workers::{Fault, WorkerGuard, WorkerState, Workers};
 
 /// One probe's outcome with its round-trip time (measured around the exchange by podnet,

@@ -59,6 +59,8 @@ pub struct ProbeSettings {
     pub failure_threshold: u32,
     /// Every target name, for the gauges that are always present.
     pub targets: Vec<String>,
+    /// The node's network policy engine, if any (policy-aware diagnosis).
+    pub policy_engine: Option<crate::verdict::PolicyEngine>,
 }
 
 /// Monitor settings.
@@ -505,6 +507,7 @@ impl<H: HostNetwork> Monitor<H> {
         let view = self.config.probes.as_ref().map(|p| ProbeView {
             reports: &self.probe_reports,
             failure_threshold: p.failure_threshold,
+            policy_engine: p.policy_engine,
         });
         let mut verdicts = evaluate(&self.config.cni, pods, &self.state, view.as_ref());
         verdicts

@@ -248,6 +248,7 @@ mod tests {
                     uid: "u".into(),
                     ips: vec!["10.244.0.2".parse().unwrap()],
                     terminating: false,
+                    meta: Default::default(),
                 },
                 ips_since: Some(t0),
             }],

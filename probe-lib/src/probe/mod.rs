@@ -18,6 +18,8 @@ mod netns_thread;
 mod nl;
 pub mod plan;
 pub mod prober;
+pub mod scope;
+pub mod selector;
 
 pub use driver::{NetnsDriver, PodNetwork, PodRound, RoundResult};
 pub use error::ProbeError;

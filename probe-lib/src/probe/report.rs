@@ -212,6 +212,9 @@ pub struct PodProbes {
     /// The path-MTU probe, per family (sent in rounds that read the pod's side).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub path_mtu: Vec<PathMtuState>,
+    /// Not probed at all (it or its namespace opted out), and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<crate::model::ProbeSkip>,
 }
 
 #[cfg(test)]

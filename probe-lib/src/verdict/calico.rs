@@ -69,6 +69,7 @@ mod tests {
                 interface: format!("cali{i}"),
                 ips: vec![ip],
                 in_grace,
+                meta: Default::default(),
             },
             link: None,
             problems: route_missing
@@ -82,6 +83,7 @@ mod tests {
             pod_side: None,
             probes: Vec::new(),
             gateways: Vec::new(),
+            probes_skipped: None,
         }
     }
 

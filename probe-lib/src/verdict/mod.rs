@@ -11,12 +11,14 @@ mod blocks;
 mod calico;
 mod orphans;
 mod path_mtu;
+mod policy;
 mod probes;
 mod route;
 mod wiring;
 
 pub use blocks::{BlockProblem, block_problems};
 pub use orphans::{Orphan, find_orphans};
+pub use policy::{NETWORK_POLICY, NODE_TARGET_HINT, PolicyEngine};
 pub use probes::{ProbeView, TargetVerdict};
 
 use crate::cni::Cni;
@@ -72,6 +74,10 @@ pub struct PodVerdict {
     /// AWS VPC CNI: 169.254.1.1).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub gateways: Vec<IpAddr>,
+    /// Not probed at all (its namespace, label or annotation opted it out); its wiring is
+    /// still judged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probes_skipped: Option<crate::model::ProbeSkip>,
 }
 
 impl PodVerdict {
@@ -82,12 +88,37 @@ impl PodVerdict {
 }
 
 /// One node-level problem.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeProblem {
     /// What is wrong.
     pub reason: NodeReason,
     /// Evidence, e.g. `ipv4`.
     pub detail: String,
+}
+
+impl NodeProblem {
+    /// What the problem means beyond its reason, when podnet can tell: the `node` target
+    /// unreachable from every pod is the node's own filter, never the uplink.
+    pub fn hint(&self) -> Option<&'static str> {
+        (self.reason == NodeReason::TargetUnreachable
+            && self.detail == crate::probe::target::NODE_TARGET)
+            .then_some(NODE_TARGET_HINT)
+    }
+}
+
+impl Serialize for NodeProblem {
+    /// `reason`, `detail` and, when there is one, `hint`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let hint = self.hint();
+        let mut m = s.serialize_map(Some(2 + usize::from(hint.is_some())))?;
+        m.serialize_entry("reason", &self.reason)?;
+        m.serialize_entry("detail", &self.detail)?;
+        if let Some(h) = hint {
+            m.serialize_entry("hint", h)?;
+        }
+        m.end()
+    }
 }
 
 /// All verdicts for the node.
@@ -137,6 +168,7 @@ pub fn evaluate(
                 pod_side: None,
                 probes: Vec::new(),
                 gateways: link.map_or_else(Vec::new, |l| wiring::gateways(cni, l, host)),
+                probes_skipped: None,
             }
         })
         .collect();
@@ -184,3 +216,6 @@ mod tests;
 
 #[cfg(test)]
 mod probe_tests;
+
+#[cfg(test)]
+mod policy_tests;

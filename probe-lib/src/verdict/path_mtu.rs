@@ -91,6 +91,7 @@ mod tests {
             node_wide: false,
             pending: false,
             diagnosis: None,
+            hint: None,
         }
     }
 

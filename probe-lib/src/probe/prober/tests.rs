@@ -29,6 +29,7 @@ fn pod(i: usize) -> PodVerdict {
             interface: format!("cali{i}"),
             ips: vec![format!("10.244.0.{}", i + 2).parse().unwrap()],
             in_grace: false,
+            meta: Default::default(),
         },
         link: Some(PodLink {
             index: 10 + i as u32,
@@ -40,6 +41,7 @@ fn pod(i: usize) -> PodVerdict {
         pod_side: None,
         probes: vec![],
         gateways: vec![],
+        probes_skipped: None,
     }
 }
 
@@ -52,8 +54,12 @@ struct Running {
 }
 
 fn start(n: usize, concurrency: usize) -> Running {
+    start_with(snapshot(n), concurrency, ProbeScope::default())
+}
+
+fn start_with(set: PodSet, concurrency: usize, scope: ProbeScope) -> Running {
     let net = FakePodNetwork::default();
-    let (snaps, rx) = watch::channel(Arc::new(snapshot(n)));
+    let (snaps, rx) = watch::channel(Arc::new(set));
     let (tx, reports) = mpsc::unbounded_channel();
     let metrics = Metrics::new("t").probe();
     let mut targets = Target::defaults().to_vec();
@@ -66,6 +72,7 @@ fn start(n: usize, concurrency: usize) -> Running {
         failure_threshold: 2,
         recheck: Duration::from_secs(1),
         concurrency,
+        scope,
     };
     let prober = Prober::new(net.clone(), config, rx, tx, metrics.clone());
     tokio::spawn(prober.run(std::future::pending()));
@@ -196,6 +203,7 @@ async fn unsynced_snapshots_are_ignored() {
         failure_threshold: 2,
         recheck: Duration::from_secs(1),
         concurrency: 4,
+        scope: Default::default(),
     };
     tokio::spawn(
         Prober::new(net.clone(), config, rx, tx, Metrics::new("t").probe())
@@ -294,4 +302,85 @@ async fn a_path_mtu_failure_is_rechecked_confirmed_and_cleared() {
     tokio::time::sleep(INTERVAL * 2).await;
     let after = reports_of(&mut r, "cali1");
     assert_eq!(after.last().unwrap().path_mtu[0].consecutive_failures, 0);
+}
+
+/// Pods 0–2: 0 annotated `podnet.io/probes: "false"`, 1 labelled app=web, 2 app=db with an
+/// annotation podnet does not understand.
+fn scoped_set(annotate: bool) -> PodSet {
+    let mut set = snapshot(3);
+    let meta = |labels: &[(&str, &str)], probes: Option<&str>| crate::model::ProbeMeta {
+        labels: Arc::new(
+            labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        ),
+        probes: probes.map(Arc::from),
+        ..Default::default()
+    };
+    set.pods[0].meta = meta(&[], annotate.then_some("false"));
+    set.pods[1].meta = meta(&[("app", "web")], None);
+    set.pods[2].meta = meta(&[("app", "db")], Some("maybe"));
+    set
+}
+
+fn last_report(r: &mut Running, iface: &str) -> Option<PodProbes> {
+    let mut last = None;
+    while let Ok(p) = r.reports.try_recv() {
+        if p.interface == iface {
+            last = Some(p);
+        }
+    }
+    last
+}
+
+#[tokio::test(start_paused = true)]
+async fn opted_out_pods_are_not_probed_and_selectors_limit_targets() {
+    let scope = ProbeScope {
+        selectors: [("icmp:198.51.100.1".to_owned(), "app=web".parse().unwrap())].into(),
+        ..ProbeScope::default()
+    };
+    let mut r = start_with(scoped_set(true), 8, scope);
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert!(
+        rounds_of(&r.net, "cali0", r.start).is_empty(),
+        "never probed"
+    );
+    assert!(rounds_of(&r.net, "cali1", r.start).len() >= 2);
+    let mut by_pod = HashMap::new();
+    while let Ok(p) = r.reports.try_recv() {
+        by_pod.insert(p.interface.clone(), p);
+    }
+    let skipped = &by_pod["cali0"];
+    assert_eq!(skipped.skipped, Some(crate::model::ProbeSkip::Annotation));
+    assert!(skipped.dests.is_empty());
+    let targets =
+        |i: &str| -> Vec<String> { by_pod[i].dests.iter().map(|d| d.target.clone()).collect() };
+    assert_eq!(
+        targets("cali1"),
+        ["gateway", "node", "icmp:198.51.100.1", "pod"]
+    );
+    assert_eq!(
+        targets("cali2"),
+        ["gateway", "node", "pod"],
+        "app=db: not selected"
+    );
+    // The value podnet does not understand is counted once, not once per pod set.
+    let invalid = crate::model::ScopeIgnored::InvalidValue;
+    assert_eq!(r.metrics.scope_ignored_count(invalid), 1);
+    r.snaps.send_replace(Arc::new(scoped_set(true)));
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(r.metrics.scope_ignored_count(invalid), 1);
+
+    // The annotation removed: probed at once.
+    r.snaps.send_replace(Arc::new(scoped_set(false)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(rounds_of(&r.net, "cali0", r.start).len(), 1);
+    let back = last_report(&mut r, "cali0").expect("a report");
+    assert_eq!(back.skipped, None);
+    // And back on: no further rounds.
+    r.snaps.send_replace(Arc::new(scoped_set(true)));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(rounds_of(&r.net, "cali0", r.start).len(), 1);
+    assert!(last_report(&mut r, "cali0").is_some_and(|p| p.skipped.is_some()));
 }

@@ -10,6 +10,10 @@
 //!
 //! `podnet-bench kube [--pods 250] [--others 50000] [--seconds 300]`: Kubernetes mode with this
 //! node's pods among many others in the API double: memory, time to sync, API requests/min.
+//!
+//! `podnet-bench throttle [--pods 250] [--seconds 300]`: the probing agent in a scratch CPU
+//! cgroup with the manifest's request, without a quota and with CFS quotas of 200m to 25m:
+//! throttled periods and the probes' round-trip times and failures.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
@@ -22,7 +26,7 @@ use podnet_testbed::simnode::{GATEWAY_IPV4, GATEWAY_IPV6, PodSpec, SimNode, pod_
 use rtnetlink::RouteMessageBuilder;
 
 fn main() -> ExitCode {
-    const USAGE: &str = "usage: podnet-bench core [--pods N] [--deletions N] [--idle SECS] [--extra-routes N]\n       podnet-bench probes [--pods N] [--seconds N]\n       podnet-bench kube [--pods N] [--others N] [--seconds N]";
+    const USAGE: &str = "usage: podnet-bench core [--pods N] [--deletions N] [--idle SECS] [--extra-routes N]\n       podnet-bench probes [--pods N] [--seconds N]\n       podnet-bench kube [--pods N] [--others N] [--seconds N]\n       podnet-bench throttle [--pods N] [--seconds N]";
     let args: Vec<String> = std::env::args().skip(1).collect();
     let opts = match Opts::parse(args.get(1..).unwrap_or_default()) {
         Ok(o) => o,
@@ -35,6 +39,7 @@ fn main() -> ExitCode {
         Some("core") => core(&opts),
         Some("probes") => probes::run(&opts),
         Some("kube") => kube::run(&opts),
+        Some("throttle") => throttle::run(&opts),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -92,6 +97,7 @@ impl Opts {
 
 mod kube;
 mod probes;
+mod throttle;
 
 /// The benchmark's report is its output.
 #[allow(clippy::print_stdout)]
