@@ -9,12 +9,14 @@ use serde::Serialize;
 
 mod blocks;
 mod calico;
+mod controlplane;
 mod orphans;
 mod probes;
 mod route;
 mod wiring;
 
 pub use blocks::{BlockProblem, block_problems};
+pub use controlplane::{ControlPlaneStatus, ServiceVerdict, control_plane_status};
 pub use orphans::{Orphan, find_orphans};
 pub use probes::{ProbeView, TargetVerdict};
 
