@@ -21,8 +21,8 @@ pub use controlplane::{
 pub use counters::{KubeMetrics, MonitorMetrics, ProbeMetrics};
 pub use felix::{Felix, FelixStatus};
 pub use labels::{
-    BlockReason, ControlPlaneReason, Direction, LabelEnum, NodeReason, PodReason, ProbeResult, Protocol, RestartReason,
-    ResyncCause, SourceName,
+    BlockReason, ControlPlaneReason, Direction, LabelEnum, NodeReason, PodReason, ProbeResult,
+    Protocol, RestartReason, ResyncCause, SourceName,
 };
 pub use pods::{ExpectedPod, KubeHealth, KubeStatus, PodEntry, PodId, PodSet};
 pub use workers::{Fault, WorkerGuard, WorkerState, Workers};

@@ -218,17 +218,21 @@ fn judge(
         );
     }
     match cluster_ip {
-        Some(c @ PathProbe {
-            outcome: Some(PathOutcome::Unreached { .. }),
-            ..
-        }) => {
+        Some(
+            c @ PathProbe {
+                outcome: Some(PathOutcome::Unreached { .. }),
+                ..
+            },
+        ) => {
             let (affects, msg) = cluster_ip_message(c, routing);
             (R::ClusterIpUnreachable, affects, msg)
         }
-        Some(c @ PathProbe {
-            outcome: Some(PathOutcome::TlsFailed { .. }),
-            ..
-        }) => (
+        Some(
+            c @ PathProbe {
+                outcome: Some(PathOutcome::TlsFailed { .. }),
+                ..
+            },
+        ) => (
             R::TlsFailed,
             routing != Some(true),
             format!(

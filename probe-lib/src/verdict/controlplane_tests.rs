@@ -88,9 +88,17 @@ fn the_incident_cluster_ip_unreachable_names_both_fixes() {
         );
         assert_eq!(v.reason, ControlPlaneReason::ClusterIpUnreachable);
         assert!(v.affects_apiserver);
-        assert!(v.message.contains("--enable-aggregator-routing=true"), "{}", v.message);
+        assert!(
+            v.message.contains("--enable-aggregator-routing=true"),
+            "{}",
+            v.message
+        );
         assert!(v.message.contains("kube-proxy"), "{}", v.message);
-        assert!(v.message.contains("10.96.0.10:443 (timeout)"), "{}", v.message);
+        assert!(
+            v.message.contains("10.96.0.10:443 (timeout)"),
+            "{}",
+            v.message
+        );
         assert_eq!(
             v.message.contains("flags are unknown"),
             routing.is_none(),
@@ -102,11 +110,20 @@ fn the_incident_cluster_ip_unreachable_names_both_fixes() {
 
 #[test]
 fn with_aggregator_routing_the_cluster_ip_does_not_matter_to_the_apiserver() {
-    let v = one(metrics_server(timeout(), vec![probe(EP1, ok())]), Some(true));
+    let v = one(
+        metrics_server(timeout(), vec![probe(EP1, ok())]),
+        Some(true),
+    );
     assert_eq!(v.reason, ControlPlaneReason::ClusterIpUnreachable);
     assert!(!v.affects_apiserver);
-    assert!(v.message.contains("runs with --enable-aggregator-routing=true"));
-    assert!(v.message.contains("admission webhooks and CRD conversion webhooks"));
+    assert!(
+        v.message
+            .contains("runs with --enable-aggregator-routing=true")
+    );
+    assert!(
+        v.message
+            .contains("admission webhooks and CRD conversion webhooks")
+    );
     assert!(!v.message.contains("Fix:"));
 }
 
@@ -118,9 +135,17 @@ fn an_unreachable_endpoint_wins_over_the_cluster_ip_and_links_the_route_verdicts
     );
     assert_eq!(v.reason, ControlPlaneReason::EndpointsUnreachable);
     assert!(v.affects_apiserver);
-    assert!(v.message.contains("10.244.1.7:8443 (timeout)"), "{}", v.message);
+    assert!(
+        v.message.contains("10.244.1.7:8443 (timeout)"),
+        "{}",
+        v.message
+    );
     assert!(!v.message.contains("10.244.0.5"), "{}", v.message);
-    assert!(v.message.contains("ip route get 10.244.1.7"), "{}", v.message);
+    assert!(
+        v.message.contains("ip route get 10.244.1.7"),
+        "{}",
+        v.message
+    );
     let hint = |ip: IpAddr| {
         (ip == "10.244.1.7".parse::<IpAddr>().unwrap())
             .then(|| "pod kube-system/metrics-server-x: route_missing".to_owned())
@@ -158,12 +183,22 @@ fn tls_failures_on_endpoints_or_only_on_the_cluster_ip() {
         Some(false),
     );
     assert_eq!(v.reason, ControlPlaneReason::TlsFailed);
-    assert!(v.message.contains("10.244.0.5:8443 (TLS: peer closed)"), "{}", v.message);
-    let v = one(metrics_server(tls_failed(), vec![probe(EP1, ok())]), Some(false));
+    assert!(
+        v.message.contains("10.244.0.5:8443 (TLS: peer closed)"),
+        "{}",
+        v.message
+    );
+    let v = one(
+        metrics_server(tls_failed(), vec![probe(EP1, ok())]),
+        Some(false),
+    );
     assert_eq!(v.reason, ControlPlaneReason::TlsFailed);
     assert!(v.message.contains("ClusterIP"));
     assert!(v.affects_apiserver);
-    let v = one(metrics_server(tls_failed(), vec![probe(EP1, ok())]), Some(true));
+    let v = one(
+        metrics_server(tls_failed(), vec![probe(EP1, ok())]),
+        Some(true),
+    );
     assert!(!v.affects_apiserver);
 }
 
