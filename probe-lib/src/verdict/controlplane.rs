@@ -14,6 +14,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+use super::{BlockProblem, PodVerdict};
 use crate::model::{
     ApiServiceCondition, ControlPlaneReason, ControlPlaneView, PathOutcome, PathProbe, ServiceRef,
     ServiceUsers,
@@ -98,6 +99,36 @@ pub fn control_plane_status(
         synced: view.synced,
         error: view.error.clone(),
     }
+}
+
+/// What podnet's route verdicts say about `ip`: a local pod's problems, or the problem of
+/// the remote block holding it (for `endpoints_unreachable`).
+pub fn route_hint(pods: &[PodVerdict], blocks: &[BlockProblem], ip: IpAddr) -> Option<String> {
+    if let Some(p) = pods.iter().find(|p| p.pod.ips.contains(&ip)) {
+        let reasons: Vec<&str> = p.problems.iter().map(|x| x.reason.as_str()).collect();
+        let id = &p.pod.id;
+        return Some(if reasons.is_empty() {
+            format!(
+                "{ip} is pod {}/{} on this node, wired correctly",
+                id.namespace, id.name
+            )
+        } else {
+            format!(
+                "{ip} is pod {}/{} on this node: {} (podnet_pod_problem)",
+                id.namespace,
+                id.name,
+                reasons.join(", ")
+            )
+        });
+    }
+    blocks.iter().find(|b| b.block.contains(&ip)).map(|b| {
+        format!(
+            "{ip} is in block {} of node {}: {} (podnet_remote_block_problem)",
+            b.block,
+            b.node,
+            b.reason.as_str()
+        )
+    })
 }
 
 /// `1.2.3.4:443 (timeout)`, for messages.

@@ -16,7 +16,7 @@ mod route;
 mod wiring;
 
 pub use blocks::{BlockProblem, block_problems};
-pub use controlplane::{ControlPlaneStatus, ServiceVerdict, control_plane_status};
+pub use controlplane::{ControlPlaneStatus, ServiceVerdict, control_plane_status, route_hint};
 pub use orphans::{Orphan, find_orphans};
 pub use probes::{ProbeView, TargetVerdict};
 
