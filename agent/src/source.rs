@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use podnet_probe::controlplane::{ControlPlaneConfig, ControlPlaneWatcher, Mode};
 use podnet_probe::kube::{
     BlockSource, BlockWatchConfig, BlockWatcher, KubeWatcher, WatchConfig, in_cluster,
 };
-use podnet_probe::controlplane::{ControlPlaneConfig, ControlPlaneWatcher, Mode};
 use podnet_probe::metrics::Metrics;
 use podnet_probe::model::{BlockMap, ControlPlaneView, Workers};
 use podnet_probe::monitor::PodSource;
