@@ -171,7 +171,7 @@ impl ControlPlaneWatcher {
 
     /// Re-read the mirror pod, the references and every referenced Service into `known`.
     async fn read(&self, known: &mut Known) {
-        let crds = known.relists % CRD_EVERY == 0;
+        let crds = known.relists.is_multiple_of(CRD_EVERY);
         known.relists = known.relists.wrapping_add(1);
         let mut errors = Vec::new();
         match self.reader.apiserver_pod(&self.config.node).await {
