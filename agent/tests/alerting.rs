@@ -14,8 +14,6 @@
 //! kube-apiserver mirror pod without `--enable-aggregator-routing`), no service proxy → the
 //! webhook receives `PodnetAggregatedAPIUnreachable`; kube-proxy's DNAT added → resolved.
 
-#[path = "support/pod_server.rs"]
-mod pod_server;
 #[path = "support/alerting.rs"]
 mod support;
 
@@ -458,8 +456,11 @@ fn aggregated_api_unreachable_reaches_alertmanager_and_resolves() {
         METRICS_PORT,
         &[(&ms.ipv4.to_string(), true)],
     ));
-    let server =
-        pod_server::PodServer::start(&ms.netns, endpoint, Some("metrics-server.kube-system.svc"));
+    let server = podnet_testbed::podserver::PodServer::start(
+        &ms.netns,
+        endpoint,
+        Some("metrics-server.kube-system.svc"),
+    );
     let args = [
         "--no-probes",
         "--control-plane-checks",
@@ -514,7 +515,7 @@ fn control_plane_scenario(bed: &mut Bed, endpoint: std::net::SocketAddr) -> Resu
     }
     // kube-proxy arrives: the ClusterIP is DNATed to the endpoint.
     let repaired = Instant::now();
-    pod_server::dnat(bed.host.node().node_netns(), METRICS_IP, endpoint);
+    podnet_testbed::podserver::dnat(bed.host.node().node_netns(), METRICS_IP, endpoint);
     bed.wait_notification(
         "PodnetAggregatedAPIUnreachable resolved",
         repaired,

@@ -5,13 +5,9 @@
 //! webhook. The ClusterIPs are implemented as kube-proxy does, with DNAT rules in the node
 //! namespace's `nat OUTPUT` chain; removing them is the incident.
 
-#[path = "support/pod_server.rs"]
-mod pod_server;
-
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use pod_server::{PodServer, dnat, iptables};
 use podnet_kube_double::{
     RequestKind, Resource, apiserver_mirror_pod, apiservice, crd_with_conversion, endpoint_slice,
     service, webhook_configuration,
@@ -19,6 +15,7 @@ use podnet_kube_double::{
 use podnet_testbed::agent::Agent;
 use podnet_testbed::cluster::{Cluster, NODE};
 use podnet_testbed::exposition::Samples;
+use podnet_testbed::podserver::{PodServer, dnat, iptables};
 use serde_json::Value;
 
 /// The agent binary Cargo built for these tests.

@@ -10,6 +10,9 @@
 //!
 //! `podnet-bench kube [--pods 250] [--others 50000] [--seconds 300]`: Kubernetes mode with this
 //! node's pods among many others in the API double: memory, time to sync, API requests/min.
+//!
+//! `podnet-bench controlplane [--seconds N]`: the control-plane check probing 50 webhook
+//! Services × 3 endpoints every 10 s: CPU, RSS and API requests with and without it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
@@ -22,7 +25,7 @@ use podnet_testbed::simnode::{GATEWAY_IPV4, GATEWAY_IPV6, PodSpec, SimNode, pod_
 use rtnetlink::RouteMessageBuilder;
 
 fn main() -> ExitCode {
-    const USAGE: &str = "usage: podnet-bench core [--pods N] [--deletions N] [--idle SECS] [--extra-routes N]\n       podnet-bench probes [--pods N] [--seconds N]\n       podnet-bench kube [--pods N] [--others N] [--seconds N]";
+    const USAGE: &str = "usage: podnet-bench core [--pods N] [--deletions N] [--idle SECS] [--extra-routes N]\n       podnet-bench probes [--pods N] [--seconds N]\n       podnet-bench kube [--pods N] [--others N] [--seconds N]\n       podnet-bench controlplane [--seconds N]";
     let args: Vec<String> = std::env::args().skip(1).collect();
     let opts = match Opts::parse(args.get(1..).unwrap_or_default()) {
         Ok(o) => o,
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
         Some("core") => core(&opts),
         Some("probes") => probes::run(&opts),
         Some("kube") => kube::run(&opts),
+        Some("controlplane") => controlplane::run(&opts),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -90,6 +94,7 @@ impl Opts {
     }
 }
 
+mod controlplane;
 mod kube;
 mod probes;
 
