@@ -137,11 +137,13 @@ impl ControlPlaneWatcher {
         let mut ticks = tokio::time::interval(self.config.interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticks.tick().await;
+            // Scheduled tick times, not wake-up times: a re-list every `relist` exactly when
+            // it is a multiple of the interval, not one tick late.
+            let at = ticks.tick().await;
             (self.heartbeat)();
-            if Instant::now() >= next_read {
+            if at >= next_read {
                 self.read(&mut known).await;
-                next_read = Instant::now() + self.config.relist;
+                next_read = at + self.config.relist;
                 self.publish(&known.view);
             }
             self.probe_round(&mut known.view).await;
