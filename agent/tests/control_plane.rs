@@ -383,3 +383,32 @@ fn worker_nodes_read_and_probe_nothing_extra() {
     assert!(status.get("control_plane").is_none(), "{status}");
     drop(agent);
 }
+
+/// The check is a supervised worker: killed, `/healthz` turns red naming it.
+#[test]
+fn a_killed_control_plane_worker_turns_healthz_red() {
+    let c = Cluster::new(1).unwrap();
+    let args = [
+        "--no-probes",
+        "--control-plane-checks",
+        "auto",
+        "--test-fault",
+        "kill:controlplane",
+    ];
+    let agent = c.agent(AGENT.as_ref(), &args).unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (code, body) = agent.get("/healthz").unwrap();
+        if code == 503 {
+            assert!(body.contains("controlplane: panicked"), "{body:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", agent.log_tail());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let m = agent.metrics().unwrap();
+    assert_eq!(
+        m.value_with("podnet_worker_up", &[("worker", "controlplane")]),
+        Some(0.0)
+    );
+}
