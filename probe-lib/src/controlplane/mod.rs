@@ -326,3 +326,65 @@ fn observation(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::ServiceUsers;
+
+    fn sref() -> ServiceRef {
+        ServiceRef {
+            namespace: "kube-system".into(),
+            name: "metrics-server".into(),
+            port: 443,
+        }
+    }
+
+    #[test]
+    fn a_re_read_keeps_the_outcomes_of_paths_it_saw_before() {
+        let a: SocketAddr = "10.96.0.10:443".parse().unwrap();
+        let e1: SocketAddr = "10.244.0.5:10250".parse().unwrap();
+        let e2: SocketAddr = "10.244.0.6:10250".parse().unwrap();
+        let first = observation(
+            sref(),
+            ServiceUsers::default(),
+            Resolved::Paths {
+                cluster_ip: a,
+                endpoints: vec![e1],
+            },
+            None,
+        );
+        assert!(first.cluster_ip.as_ref().unwrap().outcome.is_none());
+        let mut probed = first.clone();
+        for p in probed
+            .cluster_ip
+            .iter_mut()
+            .chain(probed.endpoints.iter_mut())
+        {
+            p.outcome = Some(PathOutcome::ok(Duration::from_millis(2)));
+        }
+        // A new endpoint appears: the known paths keep their outcome, the new one is pending.
+        let second = observation(
+            sref(),
+            ServiceUsers::default(),
+            Resolved::Paths {
+                cluster_ip: a,
+                endpoints: vec![e1, e2],
+            },
+            Some(&probed),
+        );
+        assert!(second.cluster_ip.unwrap().outcome.is_some());
+        assert!(second.endpoints[0].outcome.is_some());
+        assert!(second.endpoints[1].outcome.is_none());
+        let gone = observation(
+            sref(),
+            ServiceUsers::default(),
+            Resolved::Unusable("not found".into()),
+            Some(&probed),
+        );
+        assert_eq!(gone.unusable.as_deref(), Some("not found"));
+        assert!(gone.cluster_ip.is_none() && gone.endpoints.is_empty());
+    }
+}
