@@ -5,6 +5,7 @@
 //! webhook. The ClusterIPs are implemented as kube-proxy does, with DNAT rules in the node
 //! namespace's `nat OUTPUT` chain; removing them is the incident.
 
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -317,7 +318,50 @@ fn control_plane_paths_from_the_apiserver_host() {
             ("policy-webhook", "service_not_found", 1.0),
         ],
     );
+    // Every request was one of the verbs deploy/control-plane/rbac.yaml (and the base role's
+    // pods list/watch) grant: the RBAC is exactly what the code uses.
+    let used: BTreeSet<(String, String)> =
+        c.api.request_log().iter().map(verb_and_resource).collect();
+    let want: BTreeSet<(String, String)> = [
+        ("list", "pods"),
+        ("watch", "pods"),
+        ("list", "apiservices"),
+        ("list", "validatingwebhookconfigurations"),
+        ("list", "mutatingwebhookconfigurations"),
+        ("list", "customresourcedefinitions"),
+        ("get", "services"),
+        ("list", "endpointslices"),
+    ]
+    .iter()
+    .map(|(v, r)| ((*v).to_owned(), (*r).to_owned()))
+    .collect();
+    assert_eq!(used, want);
     drop(agent);
+}
+
+/// `(verb, resource)` of one request to the API double, as RBAC names them.
+fn verb_and_resource(r: &podnet_kube_double::RequestRecord) -> (String, String) {
+    let segs: Vec<&str> = r.path.trim_matches('/').split('/').collect();
+    // /api/v1/<rest> or /apis/<group>/<version>/<rest>; <rest> = [namespaces/<ns>/]<res>[/<name>]
+    let rest = if segs.first() == Some(&"api") {
+        &segs[2.min(segs.len())..]
+    } else {
+        &segs[3.min(segs.len())..]
+    };
+    let rest = match rest {
+        ["namespaces", _, tail @ ..] if !tail.is_empty() => tail,
+        other => other,
+    };
+    let verb = match r.kind {
+        RequestKind::List => "list",
+        RequestKind::Watch => "watch",
+        RequestKind::Get => "get",
+        _ => "other",
+    };
+    (
+        verb.to_owned(),
+        rest.first().copied().unwrap_or("").to_owned(),
+    )
 }
 
 /// (f) A worker node (no mirror pod, no control-plane label) reads none of those kinds and
