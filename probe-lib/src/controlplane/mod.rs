@@ -19,13 +19,14 @@ mod dial;
 mod parse;
 mod read;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -214,11 +215,34 @@ impl ControlPlaneWatcher {
             .into_iter()
             .map(|o| (o.service.clone(), o))
             .collect();
+        // One EndpointSlice list per namespace (and 32 Services), not one per Service.
+        let mut names: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for s in grouped.keys() {
+            names.entry(&s.namespace).or_default().push(&s.name);
+        }
+        let mut slices: HashMap<String, Result<BTreeMap<String, Vec<Value>>, String>> =
+            HashMap::new();
+        for (ns, names) in names {
+            (self.heartbeat)();
+            let read = self.reader.endpoint_slices(ns, &names).await;
+            slices.insert(ns.to_owned(), read.map_err(|e| e.to_string()));
+        }
         let mut services = Vec::with_capacity(grouped.len());
         for (service, users) in grouped {
             (self.heartbeat)();
             let previous = old.get(&service);
-            let obs = match self.reader.service(&service).await {
+            let resolved = match slices.get(&service.namespace) {
+                Some(Ok(by_name)) => {
+                    let own = by_name.get(&service.name).map_or(&[][..], Vec::as_slice);
+                    self.reader
+                        .service(&service, own)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                Some(Err(e)) => Err(format!("EndpointSlices: {e}")),
+                None => Err("EndpointSlices not read".to_owned()),
+            };
+            let obs = match resolved {
                 Ok(resolved) => observation(service, users, resolved, previous),
                 Err(e) => {
                     errors.push(format!(
@@ -237,7 +261,7 @@ impl ControlPlaneWatcher {
         known.view.services_over_limit = over;
         known.view.apiservices = apiservices;
         known.view.synced = true;
-        known.view.error = (!errors.is_empty()).then(|| errors.join("; "));
+        known.view.error = summary(&errors);
     }
 
     /// Probe every path once, `concurrency` at a time.
@@ -285,6 +309,21 @@ impl ControlPlaneWatcher {
             }
             changed
         });
+    }
+}
+
+/// The first few errors of a read, and how many more (one bad namespace must not make the
+/// message as long as the Service list).
+fn summary(errors: &[String]) -> Option<String> {
+    const SHOWN: usize = 3;
+    match errors.len() {
+        0 => None,
+        n if n <= SHOWN => Some(errors.join("; ")),
+        n => Some(format!(
+            "{}; and {} more",
+            errors[..SHOWN].join("; "),
+            n - SHOWN
+        )),
     }
 }
 
@@ -340,6 +379,14 @@ mod tests {
             name: "metrics-server".into(),
             port: 443,
         }
+    }
+
+    #[test]
+    fn error_summaries_are_bounded() {
+        assert_eq!(summary(&[]), None);
+        let errs: Vec<String> = (0..10).map(|i| format!("e{i}")).collect();
+        assert_eq!(summary(&errs[..2]).unwrap(), "e0; e1");
+        assert_eq!(summary(&errs).unwrap(), "e0; e1; e2; and 7 more");
     }
 
     #[test]

@@ -22,8 +22,12 @@ const MAX_OBJECTS: usize = 2000;
 const MAX_USERS: usize = 16;
 /// Most ready endpoints probed per Service port.
 pub(crate) const MAX_ENDPOINTS: usize = 16;
-/// Most EndpointSlices read per Service.
-const MAX_SLICES: u32 = 20;
+/// Most EndpointSlices kept per Service.
+const MAX_SLICES: usize = 20;
+/// Service names per EndpointSlice list (a set-based label selector; keeps the URL short).
+const NAMES_PER_LIST: usize = 32;
+/// The label an EndpointSlice names its Service with.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// A kind the check reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,10 +241,43 @@ impl Reader {
         Ok((apiservices, users))
     }
 
-    /// One Service port: its ClusterIP path and its ready endpoints, or why it cannot be
-    /// called (`kubectl -n <ns> get svc <name>`, `kubectl -n <ns> get endpointslices -l
-    /// kubernetes.io/service-name=<name>`).
-    pub(crate) async fn service(&self, s: &ServiceRef) -> Result<Resolved, WatchError> {
+    /// The EndpointSlices of the Services `names` in `ns`, by Service name, in one list per
+    /// [`NAMES_PER_LIST`] names (`kubectl -n <ns> get endpointslices -l
+    /// 'kubernetes.io/service-name in (a,b,…)'`); at most [`MAX_SLICES`] per Service.
+    pub(crate) async fn endpoint_slices(
+        &self,
+        ns: &str,
+        names: &[&str],
+    ) -> Result<BTreeMap<String, Vec<Value>>, WatchError> {
+        let mut by_service: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        let api = self.namespaced(Kind::EndpointSlice, ns);
+        for chunk in names.chunks(NAMES_PER_LIST) {
+            let selector = format!("{SERVICE_NAME_LABEL} in ({})", chunk.join(","));
+            let lp = ListParams::default().labels(&selector);
+            for slice in self.list(&api, Kind::EndpointSlice, lp).await? {
+                let Some(name) = slice
+                    .pointer("/metadata/labels")
+                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                    .and_then(Value::as_str)
+                else {
+                    continue;
+                };
+                let list = by_service.entry(name.to_owned()).or_default();
+                if list.len() < MAX_SLICES {
+                    list.push(slice);
+                }
+            }
+        }
+        Ok(by_service)
+    }
+
+    /// One Service port: its ClusterIP path and its ready endpoints (from `slices`, its
+    /// EndpointSlices), or why it cannot be called (`kubectl -n <ns> get svc <name>`).
+    pub(crate) async fn service(
+        &self,
+        s: &ServiceRef,
+        slices: &[Value],
+    ) -> Result<Resolved, WatchError> {
         let svc = timed(
             "get",
             self.namespaced(Kind::Service, &s.namespace)
@@ -263,19 +300,9 @@ impl Reader {
                 )));
             }
         };
-        let lp = ListParams::default()
-            .labels(&format!("kubernetes.io/service-name={}", s.name))
-            .limit(MAX_SLICES);
-        let slices = timed(
-            "list",
-            self.namespaced(Kind::EndpointSlice, &s.namespace).list(&lp),
-        )
-        .await?;
         let mut endpoints: Vec<SocketAddr> = slices
-            .items
             .iter()
-            .map(|o| serde_json::to_value(o).unwrap_or_default())
-            .flat_map(|v| parse::ready_endpoints(&v, &port.port_name))
+            .flat_map(|v| parse::ready_endpoints(v, &port.port_name))
             .map(|(ip, p)| SocketAddr::new(ip, p))
             .collect();
         endpoints.sort();
