@@ -7,8 +7,8 @@
 //! Re-listed every [`ControlPlaneConfig::relist`] (30 s by default) rather than watched: a
 //! cluster has tens of these objects, a re-list of the four reference kinds is four small
 //! requests (CRDs, which carry their schemas, only every [`CRD_EVERY`] re-lists), and it has no
-//! watch state to lose. Per referenced Service port it costs one GET and one EndpointSlice
-//! list; probes cost one connect + handshake per path per interval, deduplicated by Service
+//! watch state to lose. Per referenced Service it costs one GET, plus one EndpointSlice list
+//! per namespace (and 32 Services, by a set-based label selector); probes cost one connect + handshake per path per interval, deduplicated by Service
 //! port, so independent of how many webhook rules point at it.
 //!
 //! Where: with [`Mode::Auto`] the node is a control-plane node when the kube-apiserver mirror
