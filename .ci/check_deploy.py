@@ -118,6 +118,15 @@ CAPS = {"NET_ADMIN", "NET_RAW", "SYS_ADMIN"}
 # Only together with hostPID (deploy/proc-fallback).
 PROC_FALLBACK_CAP = "SYS_PTRACE"
 AGENT_RULES = [(("",), "pods", ("list", "watch"))]
+CONTROL_PLANE_RULES = sorted([
+    (("apiregistration.k8s.io",), "apiservices", ("list",)),
+    (("admissionregistration.k8s.io",), "validatingwebhookconfigurations", ("list",)),
+    (("admissionregistration.k8s.io",), "mutatingwebhookconfigurations", ("list",)),
+    (("apiextensions.k8s.io",), "customresourcedefinitions", ("list",)),
+    (("",), "services", ("get",)),
+    (("",), "nodes", ("get",)),
+    (("discovery.k8s.io",), "endpointslices", ("list",)),
+])
 AUTH_DELEGATOR_RULES = [
     (("authentication.k8s.io",), "tokenreviews", ("create",)),
     (("authorization.k8s.io",), "subjectaccessreviews", ("create",)),
@@ -244,6 +253,16 @@ def manifests(rendered):
             + ([(("crd.projectcalico.org",), "blockaffinities", ("list", "watch"))]
                if "calico" in remote_blocks else [])
         )
+    control_plane = {
+        e.get("value")
+        for ds in by_kind.get("DaemonSet", [])
+        for c in ds["spec"]["template"]["spec"]["containers"]
+        for e in c.get("env", [])
+        if e.get("name") == "PODNET_CONTROL_PLANE_CHECKS"
+    } - {"off"}
+    # With --control-plane-checks: what probe-lib/src/controlplane/read.rs lists and gets.
+    if control_plane:
+        want_roles["podnet-agent-control-plane"] = CONTROL_PLANE_RULES
     if secure:
         want_roles["podnet-agent-auth-delegator"] = AUTH_DELEGATOR_RULES
         want_roles["podnet-metrics-reader"] = [(("nonResourceURLs",), "/metrics", ("get",))]

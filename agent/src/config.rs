@@ -266,6 +266,24 @@ pub struct Args {
         value_name = "FORMAT"
     )]
     pub log_format: LogFormat,
+
+    /// Check, from control-plane nodes, that kube-apiserver can reach the Services it calls
+    /// (aggregated APIs, admission and CRD conversion webhooks): `auto` (when the
+    /// kube-apiserver mirror pod runs here or the Node has the control-plane role label), `on`
+    /// or `off`. Needs the Kubernetes pod source and deploy/control-plane's RBAC.
+    #[arg(
+        long,
+        env = "PODNET_CONTROL_PLANE_CHECKS",
+        default_value = "off",
+        value_name = "WHEN"
+    )]
+    pub control_plane_checks: ControlPlaneChecksArg,
+
+    /// How often the control-plane check re-reads the objects that reference Services and
+    /// the Services themselves (probes run every --probe-interval).
+    #[arg(long, env = "PODNET_CONTROL_PLANE_RELIST", default_value = "30s",
+          value_name = "DURATION", value_parser = probe_interval)]
+    pub control_plane_relist: Duration,
 }
 
 impl Args {
@@ -347,6 +365,17 @@ pub enum RemoteBlocksArg {
     Calico,
     /// `Node.spec.podCIDRs` and the nodes' `InternalIP`s.
     PodCidrs,
+}
+
+/// `--control-plane-checks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ControlPlaneChecksArg {
+    /// Only on control-plane nodes.
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
 }
 
 /// `--pod-source`.

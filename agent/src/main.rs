@@ -168,6 +168,9 @@ async fn serve(
     .await?;
     let blocks = source::start_blocks(&args, &workers, stopped(stop_rx.clone())).await?;
     let (remote_blocks, blocks_task) = blocks.unzip();
+    let control_plane =
+        source::start_control_plane(&args, &node, &workers, stopped(stop_rx.clone())).await?;
+    let (control_plane, control_plane_task) = control_plane.unzip();
     let host = NetlinkHost::new().context("opening netlink")?;
     let config = MonitorConfig {
         node_name: node,
@@ -181,6 +184,7 @@ async fn serve(
         cni: args.cni.clone(),
         remote_blocks,
         felix,
+        control_plane,
     };
     let (monitor, snapshots) = Monitor::new(host, config, metrics.monitor());
     metrics.serve_snapshots_capped(snapshots.clone(), args.max_pod_series as usize);
@@ -256,6 +260,7 @@ async fn serve(
     tasks.extend(watch_task.map(|t| ("watch", t)));
     tasks.extend(blocks_task.map(|t| ("blocks", t)));
     tasks.extend(felix_task.map(|t| ("felix", t)));
+    tasks.extend(control_plane_task.map(|t| ("controlplane", t)));
     let deadline = async {
         stopped(stop_rx.clone()).await;
         tokio::time::sleep(SHUTDOWN_DEADLINE).await;

@@ -35,6 +35,8 @@ fn help_documents_every_flag_and_its_environment_variable() {
             "--kube-unhealthy-threshold",
             "PODNET_KUBE_UNHEALTHY_THRESHOLD",
         ),
+        ("--control-plane-checks", "PODNET_CONTROL_PLANE_CHECKS"),
+        ("--control-plane-relist", "PODNET_CONTROL_PLANE_RELIST"),
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
         assert!(
@@ -102,6 +104,25 @@ fn bad_flags_and_values_exit_2_with_one_line() {
     );
     assert_rejected(agent().args(["--cni", "flannel"]), "--cni");
     assert_rejected(agent().args(["--pod-source", "everywhere"]), "--pod-source");
+    assert_rejected(
+        agent().args(["--control-plane-checks", "sometimes"]),
+        "--control-plane-checks",
+    );
+    assert_rejected(
+        agent().args(["--control-plane-relist", "10ms"]),
+        "--control-plane-relist",
+    );
+    assert_rejected(
+        agent().args([
+            "--pod-source",
+            "node",
+            "--interface-prefix",
+            "cali",
+            "--control-plane-checks",
+            "auto",
+        ]),
+        "--control-plane-checks needs the Kubernetes pod source",
+    );
     assert_rejected(
         agent()
             .env_remove("KUBERNETES_SERVICE_HOST")

@@ -9,6 +9,7 @@
 //! The binary (`podnet-agent`) only wires these together.
 
 pub mod cni;
+pub mod controlplane;
 mod error;
 pub mod felix;
 #[cfg(test)]

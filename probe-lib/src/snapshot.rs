@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::model::{KubeStatus, PodEntry, PodSet, SourceName};
-use crate::verdict::{BlockProblem, Verdicts};
+use crate::verdict::{BlockProblem, ControlPlaneStatus, Verdicts};
 
 /// One consistent view of the node, replaced (never mutated) on every change.
 #[derive(Debug, Clone, Serialize)]
@@ -41,6 +41,10 @@ pub struct Snapshot {
     pub remote_blocks: Vec<BlockProblem>,
     /// Other nodes' blocks judged (none before the block map's first list, or when off).
     pub remote_blocks_checked: usize,
+    /// On control-plane nodes: the Services kube-apiserver calls, judged; `None` when the
+    /// check is off or idle (not a control-plane node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_plane: Option<ControlPlaneStatus>,
 }
 
 impl Snapshot {
@@ -60,6 +64,7 @@ impl Snapshot {
             verdicts: Verdicts::default(),
             remote_blocks: Vec::new(),
             remote_blocks_checked: 0,
+            control_plane: None,
         }
     }
 

@@ -22,6 +22,9 @@ const LAYERS: &[(&str, u32)] = &[
     ("kube", 2),
     ("probe", 3),
     ("pods", 4),
+    // A source (control-plane Services, probed from the host) that classifies its connects
+    // with `probe::outcome`, so it sits just above `probe`.
+    ("controlplane", 4),
     ("verdict", 5),
     ("snapshot", 6),
     ("monitor", 7),

@@ -402,6 +402,7 @@ impl Collector for VerdictCollector {
         }
         encode_probe_verdicts(&mut encoder, &snap, &exported)?;
         encode_remote_blocks(&mut encoder, &snap)?;
+        controlplane::encode_control_plane(&mut encoder, &snap)?;
         gauge(
             &mut encoder,
             "podnet_synced",
@@ -551,6 +552,7 @@ fn encode_probe_verdicts(
     Ok(())
 }
 
+mod controlplane;
 mod process;
 
 #[cfg(test)]

@@ -287,6 +287,29 @@ impl Serialize for SourceName {
     }
 }
 
+label_enum! {
+    /// What stands between kube-apiserver on this control-plane node and a Service it calls
+    /// (an aggregated API, an admission or CRD conversion webhook): the `reason` label of
+    /// `podnet_controlplane_service_problem`.
+    pub enum ControlPlaneReason {
+        /// The ClusterIP and every ready endpoint complete a TCP connect and a TLS handshake.
+        Ok => "ok",
+        /// Not probed yet (just discovered, or the first round is still running).
+        Pending => "pending",
+        /// The Service does not exist, is headless or ExternalName, or lacks the port.
+        ServiceNotFound => "service_not_found",
+        /// The Service has no ready endpoint for the port.
+        NoReadyEndpoints => "no_ready_endpoints",
+        /// A ready endpoint does not accept a TCP connection from this host: the host cannot
+        /// reach the pod network (see the route verdicts for that pod or its node's block).
+        EndpointsUnreachable => "endpoints_unreachable",
+        /// TCP connects but the TLS handshake fails (not TLS, or a broken server).
+        TlsFailed => "tls_failed",
+        /// Endpoints answer but the ClusterIP does not: no service proxy on this host.
+        ClusterIpUnreachable => "cluster_ip_unreachable",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -367,6 +390,15 @@ mod tests {
         check::<ResyncCause>(resync(ResyncCause::ALL[0]));
         check::<RestartReason>(restart(RestartReason::ALL[0]));
         check::<ProbeResult>(result(ProbeResult::ALL[0]));
+        check::<ControlPlaneReason>(match ControlPlaneReason::Ok {
+            ControlPlaneReason::Ok
+            | ControlPlaneReason::Pending
+            | ControlPlaneReason::ServiceNotFound
+            | ControlPlaneReason::NoReadyEndpoints
+            | ControlPlaneReason::EndpointsUnreachable
+            | ControlPlaneReason::TlsFailed
+            | ControlPlaneReason::ClusterIpUnreachable => 7,
+        });
         check::<Protocol>(match Protocol::Icmp {
             Protocol::Icmp | Protocol::Tcp => 2,
         });

@@ -4,6 +4,7 @@
 //! layer may use it and it can never close a cycle (`tests/layering.rs`).
 
 mod blocks;
+mod controlplane;
 mod counters;
 mod felix;
 mod labels;
@@ -13,11 +14,15 @@ mod workers;
 use std::time::Duration;
 
 pub use blocks::{BlockMap, PeerNode, RemoteBlock};
+pub use controlplane::{
+    ApiServiceCondition, ControlPlaneView, PathOutcome, PathProbe, ServiceObservation, ServiceRef,
+    ServiceUsers,
+};
 pub use counters::{KubeMetrics, MonitorMetrics, ProbeMetrics};
 pub use felix::{Felix, FelixStatus};
 pub use labels::{
-    BlockReason, Direction, LabelEnum, NodeReason, PodReason, ProbeResult, Protocol, RestartReason,
-    ResyncCause, SourceName,
+    BlockReason, ControlPlaneReason, Direction, LabelEnum, NodeReason, PodReason, ProbeResult,
+    Protocol, RestartReason, ResyncCause, SourceName,
 };
 pub use labels::{ProbeSkip, ScopeIgnored};
 pub use pods::{ExpectedPod, KubeHealth, KubeStatus, PodEntry, PodId, PodSet, ProbeMeta};

@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 use crate::Error;
 use crate::host::{EventReceiver, HostNetwork, HostState, KernelEvent, Link, ResyncCause};
 use crate::kube::KubeView;
-use crate::model::{BlockMap, Felix, MonitorMetrics, PodSet, WorkerGuard};
+use crate::model::{BlockMap, ControlPlaneView, Felix, MonitorMetrics, PodSet, WorkerGuard};
 use crate::pods::ExpectedPod;
 use crate::probe::report::PodProbes;
 use crate::snapshot::Snapshot;
@@ -26,6 +26,7 @@ use crate::util::backoff::Backoff;
 use crate::verdict::{BlockProblem, ProbeView, block_problems, calico_node_stale, evaluate};
 
 mod changes;
+mod controlplane;
 mod discipline;
 mod source;
 
@@ -80,6 +81,8 @@ pub struct MonitorConfig {
     pub remote_blocks: Option<watch::Receiver<Arc<BlockMap>>>,
     /// calico-node's felix as last read (`--cni calico`), for `calico_node_stale`.
     pub felix: Option<Felix>,
+    /// The control-plane source's view (`--control-plane-checks`), judged on every publish.
+    pub control_plane: Option<watch::Receiver<Arc<ControlPlaneView>>>,
 }
 
 /// Keeps the node's state and verdicts current. Create with [`Monitor::new`], drive with
@@ -116,6 +119,7 @@ struct Watched<'a> {
     kube: &'a mut Option<watch::Receiver<Arc<KubeView>>>,
     blocks: &'a mut Option<watch::Receiver<Arc<BlockMap>>>,
     felix: &'a mut Option<watch::Receiver<crate::model::FelixStatus>>,
+    control_plane: &'a mut Option<watch::Receiver<Arc<ControlPlaneView>>>,
 }
 
 /// Why the event loop returned.
@@ -208,6 +212,7 @@ impl<H: HostNetwork> Monitor<H> {
         let mut probes = self.probe_rx.take().unwrap_or(idle);
         let mut blocks = self.config.remote_blocks.clone();
         let mut felix = self.config.felix.as_ref().map(Felix::subscribe);
+        let mut control_plane = self.config.control_plane.clone();
         let mut kube = match &self.config.pods {
             PodSource::Kubernetes { view, .. } => Some(view.clone()),
             PodSource::Links { .. } => None,
@@ -243,6 +248,7 @@ impl<H: HostNetwork> Monitor<H> {
                 kube: &mut kube,
                 blocks: &mut blocks,
                 felix: &mut felix,
+                control_plane: &mut control_plane,
             };
             overrun = match self
                 .event_loop(&mut events, &mut probes, &mut watched)
@@ -275,6 +281,7 @@ impl<H: HostNetwork> Monitor<H> {
             kube,
             blocks,
             felix,
+            control_plane,
         } = watched;
         let period = self.config.resync_interval;
         let mut periodic = interval_at(tokio::time::Instant::now() + period, period);
@@ -342,6 +349,11 @@ impl<H: HostNetwork> Monitor<H> {
                 changed = changed_or_pending(felix) => {
                     if changed.is_err() {
                         **felix = None;
+                    }
+                }
+                changed = changed_or_pending(control_plane) => {
+                    if changed.is_err() {
+                        **control_plane = None; // The source is gone; keep its last view.
                     }
                 }
                 () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
@@ -561,6 +573,7 @@ impl<H: HostNetwork> Monitor<H> {
                 .as_ref()
                 .map(|p| p.targets.clone())
                 .unwrap_or_default(),
+            control_plane: self.control_plane_status(&verdicts, &remote_blocks),
             verdicts,
             remote_blocks,
             remote_blocks_checked,

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 mod blocks;
 mod calico;
+mod controlplane;
 mod orphans;
 mod path_mtu;
 mod policy;
@@ -17,6 +18,7 @@ mod route;
 mod wiring;
 
 pub use blocks::{BlockProblem, block_problems};
+pub use controlplane::{ControlPlaneStatus, ServiceVerdict, control_plane_status, route_hint};
 pub use orphans::{Orphan, find_orphans};
 pub use policy::{NETWORK_POLICY, NODE_TARGET_HINT, PolicyEngine};
 pub use probes::{ProbeView, TargetVerdict};

@@ -7,7 +7,11 @@
 //! `/api/v1/nodes` and `/apis/crd.projectcalico.org/v1/blockaffinities` (list and watch, the
 //! same machinery: one store and revision, objects told apart by `kind`),
 //! `/api/v1/namespaces/{ns}/pods/{name}`, `/api/v1/nodes/{name}`, `/version`, `/api`, `/apis`,
-//! `/api/v1`. Anything else is a 404 `Status`.
+//! `/api/v1`. For the control-plane check (`controlplane.rs` builds them): APIServices,
+//! Validating/MutatingWebhookConfigurations and CRDs (cluster-scoped lists and watches),
+//! Services (`/api/v1[/namespaces/{ns}]/services`, and `GET …/services/{name}`) and
+//! EndpointSlices (`/apis/discovery.k8s.io/v1[/namespaces/{ns}]/endpointslices`, with label
+//! selectors). Anything else is a 404 `Status`.
 //!
 //! Modelled kube-apiserver behaviour:
 //! - **Lists**: a `PodList` whose `metadata.resourceVersion` is the store's revision; field
@@ -48,6 +52,7 @@ mod auth;
 mod calico;
 mod client;
 mod control;
+mod controlplane;
 mod pod;
 mod query;
 mod selectors;
@@ -70,6 +75,10 @@ use serde_json::Value;
 pub use calico::{block_affinity, calico_node};
 pub use client::{WatchStream, get_json, http_get};
 pub use control::{Outage, RequestKind, RequestRecord, RequestStats};
+pub use controlplane::{
+    apiserver_mirror_pod, apiservice, crd_with_conversion, endpoint_slice, service,
+    webhook_configuration,
+};
 pub use pod::{CREATION_TIMESTAMP, PodBuilder, malformed, numbered_pods, uid_for};
 pub use store::Resource;
 
@@ -112,7 +121,8 @@ pub struct KubeApiServer {
 
 impl KubeApiServer {
     /// Create or replace a cluster-scoped object (a Node from [`calico_node`], a
-    /// BlockAffinity from [`block_affinity`]); returns its revision.
+    /// BlockAffinity from [`block_affinity`], an APIService, …) or a namespaced one other than
+    /// a pod (a Service, an EndpointSlice); returns its revision.
     pub fn apply_object(&self, obj: Value) -> u64 {
         self.shared.write(|s| s.put(obj))
     }
@@ -120,6 +130,17 @@ impl KubeApiServer {
     /// Delete a cluster-scoped object; its revision, or `None` if it did not exist.
     pub fn delete_object(&self, resource: Resource, name: &str) -> Option<u64> {
         self.shared.write(|s| s.delete(&resource.key("", name)))
+    }
+
+    /// Delete a namespaced object other than a pod (a Service, an EndpointSlice).
+    pub fn delete_namespaced(
+        &self,
+        resource: Resource,
+        namespace: &str,
+        name: &str,
+    ) -> Option<u64> {
+        self.shared
+            .write(|s| s.delete(&resource.key(namespace, name)))
     }
 
     /// Start on `addr` (port 0: any free port), inside network namespace `netns` if given.

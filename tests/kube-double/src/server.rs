@@ -98,6 +98,11 @@ enum Route<'a> {
     Node(&'a str),
     /// A list or watch of a cluster-scoped resource (Nodes, BlockAffinities).
     Cluster(Resource),
+    /// A list or watch of a namespaced resource other than pods (Services, EndpointSlices),
+    /// in one namespace or all.
+    Namespaced(Resource, Option<&'a str>),
+    /// `GET` of one namespaced object other than a pod (a Service).
+    Object(Resource, &'a str, &'a str),
     TokenReviews,
     SubjectAccessReviews,
     Unknown,
@@ -119,6 +124,45 @@ impl<'a> Route<'a> {
             ["apis", "crd.projectcalico.org", "v1", "blockaffinities"] => {
                 Route::Cluster(Resource::BlockAffinities)
             }
+            ["apis", "apiregistration.k8s.io", "v1", "apiservices"] => {
+                Route::Cluster(Resource::ApiServices)
+            }
+            [
+                "apis",
+                "admissionregistration.k8s.io",
+                "v1",
+                "validatingwebhookconfigurations",
+            ] => Route::Cluster(Resource::ValidatingWebhookConfigurations),
+            [
+                "apis",
+                "admissionregistration.k8s.io",
+                "v1",
+                "mutatingwebhookconfigurations",
+            ] => Route::Cluster(Resource::MutatingWebhookConfigurations),
+            [
+                "apis",
+                "apiextensions.k8s.io",
+                "v1",
+                "customresourcedefinitions",
+            ] => Route::Cluster(Resource::CustomResourceDefinitions),
+            ["api", "v1", "services"] => Route::Namespaced(Resource::Services, None),
+            ["api", "v1", "namespaces", ns, "services"] => {
+                Route::Namespaced(Resource::Services, Some(ns))
+            }
+            ["api", "v1", "namespaces", ns, "services", name] => {
+                Route::Object(Resource::Services, ns, name)
+            }
+            ["apis", "discovery.k8s.io", "v1", "endpointslices"] => {
+                Route::Namespaced(Resource::EndpointSlices, None)
+            }
+            [
+                "apis",
+                "discovery.k8s.io",
+                "v1",
+                "namespaces",
+                ns,
+                "endpointslices",
+            ] => Route::Namespaced(Resource::EndpointSlices, Some(ns)),
             ["apis", "authentication.k8s.io", "v1", "tokenreviews"] => Route::TokenReviews,
             ["apis", "authorization.k8s.io", "v1", "subjectaccessreviews"] => {
                 Route::SubjectAccessReviews
@@ -137,9 +181,11 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let params = Params::parse(&query);
     let kind = match (&route, &params) {
         _ if method != Method::GET => RequestKind::Other,
-        (Route::Pods(_) | Route::Cluster(_), Ok(p)) if p.watch => RequestKind::Watch,
-        (Route::Pods(_) | Route::Cluster(_), _) => RequestKind::List,
-        (Route::Pod(..) | Route::Node(_), _) => RequestKind::Get,
+        (Route::Pods(_) | Route::Cluster(_) | Route::Namespaced(..), Ok(p)) if p.watch => {
+            RequestKind::Watch
+        }
+        (Route::Pods(_) | Route::Cluster(_) | Route::Namespaced(..), _) => RequestKind::List,
+        (Route::Pod(..) | Route::Node(_) | Route::Object(..), _) => RequestKind::Get,
         (Route::Unknown, _) => RequestKind::Other,
         _ => RequestKind::Discovery,
     };
@@ -173,6 +219,9 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             Route::Pods(ns) => list(&shared, Resource::Pods, ns, &params).await,
             Route::Cluster(r) if params.watch => watch(&shared, r, None, &params).await,
             Route::Cluster(r) => list(&shared, r, None, &params).await,
+            Route::Namespaced(r, ns) if params.watch => watch(&shared, r, ns, &params).await,
+            Route::Namespaced(r, ns) => list(&shared, r, ns, &params).await,
+            Route::Object(r, ns, name) => get_object(&shared, r, ns, name),
             Route::Pod(ns, name) => get_pod(&shared, ns, name),
             Route::Node(name) => get_node(&shared, name),
             Route::Version => Ok(ok_json(&version())),
@@ -309,6 +358,23 @@ fn get_pod(shared: &Shared, ns: &str, name: &str) -> Result<Response, ApiError> 
     let pod = shared.store().get(&format!("{ns}/{name}")).cloned();
     pod.map(|p| ok_json(&p))
         .ok_or_else(|| ApiError::not_found("pods", name))
+}
+
+fn get_object(
+    shared: &Shared,
+    resource: Resource,
+    ns: &str,
+    name: &str,
+) -> Result<Response, ApiError> {
+    let obj = shared.store().get(&resource.key(ns, name)).cloned();
+    let plural = resource
+        .list_kind()
+        .1
+        .trim_end_matches("List")
+        .to_lowercase()
+        + "s";
+    obj.map(|o| ok_json(&o))
+        .ok_or_else(|| ApiError::not_found(&plural, name))
 }
 
 fn get_node(shared: &Shared, name: &str) -> Result<Response, ApiError> {
@@ -459,7 +525,19 @@ mod tests {
             Route::parse("/apis/authentication.k8s.io/v1/tokenreviews"),
             Route::TokenReviews
         );
-        assert_eq!(Route::parse("/api/v1/services"), Route::Unknown);
+        assert_eq!(
+            Route::parse("/api/v1/services"),
+            Route::Namespaced(Resource::Services, None)
+        );
+        assert_eq!(
+            Route::parse("/apis/discovery.k8s.io/v1/namespaces/a/endpointslices"),
+            Route::Namespaced(Resource::EndpointSlices, Some("a"))
+        );
+        assert_eq!(
+            Route::parse("/api/v1/namespaces/a/services/s"),
+            Route::Object(Resource::Services, "a", "s")
+        );
+        assert_eq!(Route::parse("/api/v1/configmaps"), Route::Unknown);
         assert_eq!(Route::parse("/"), Route::Unknown);
     }
 }

@@ -14,6 +14,9 @@
 //! `podnet-bench throttle [--pods 250] [--seconds 300]`: the probing agent in a scratch CPU
 //! cgroup with the manifest's request, without a quota and with CFS quotas of 200m to 25m:
 //! throttled periods and the probes' round-trip times and failures.
+//!
+//! `podnet-bench controlplane [--seconds N]`: the control-plane check probing 50 webhook
+//! Services × 3 endpoints every 10 s: CPU, RSS and API requests with and without it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
@@ -26,7 +29,7 @@ use podnet_testbed::simnode::{GATEWAY_IPV4, GATEWAY_IPV6, PodSpec, SimNode, pod_
 use rtnetlink::RouteMessageBuilder;
 
 fn main() -> ExitCode {
-    const USAGE: &str = "usage: podnet-bench core [--pods N] [--deletions N] [--idle SECS] [--extra-routes N]\n       podnet-bench probes [--pods N] [--seconds N]\n       podnet-bench kube [--pods N] [--others N] [--seconds N]\n       podnet-bench throttle [--pods N] [--seconds N]";
+    const USAGE: &str = "usage: podnet-bench core [--pods N] [--deletions N] [--idle SECS] [--extra-routes N]\n       podnet-bench probes [--pods N] [--seconds N]\n       podnet-bench kube [--pods N] [--others N] [--seconds N]\n       podnet-bench throttle [--pods N] [--seconds N]\n       podnet-bench controlplane [--seconds N]";
     let args: Vec<String> = std::env::args().skip(1).collect();
     let opts = match Opts::parse(args.get(1..).unwrap_or_default()) {
         Ok(o) => o,
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         Some("probes") => probes::run(&opts),
         Some("kube") => kube::run(&opts),
         Some("throttle") => throttle::run(&opts),
+        Some("controlplane") => controlplane::run(&opts),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -95,6 +99,7 @@ impl Opts {
     }
 }
 
+mod controlplane;
 mod kube;
 mod probes;
 mod throttle;
