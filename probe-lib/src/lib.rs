@@ -20,6 +20,7 @@ pub mod model;
 pub mod monitor;
 pub mod pods;
 pub mod probe;
+pub mod report;
 pub mod snapshot;
 pub mod util;
 pub mod verdict;
