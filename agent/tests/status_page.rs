@@ -95,7 +95,10 @@ fn chromium_shows_the_broken_pod_first_with_its_reason() {
     let _ = std::fs::remove_file(&shot);
     chromium(&node, &profile, &format!("--screenshot={}", shot.display()));
     let png = std::fs::read(&shot).expect("chromium saved no screenshot");
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "not a real PNG");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 5_000,
+        "not a real PNG"
+    );
     let _ = std::fs::remove_dir_all(&profile);
     eprintln!("screenshot: {}", shot.display());
 }

@@ -119,6 +119,7 @@ impl<'a> Route<'a> {
             ["apis", "crd.projectcalico.org", "v1", "blockaffinities"] => {
                 Route::Cluster(Resource::BlockAffinities)
             }
+            ["apis", "events.k8s.io", "v1", "events"] => Route::Cluster(Resource::Events),
             ["apis", "authentication.k8s.io", "v1", "tokenreviews"] => Route::TokenReviews,
             ["apis", "authorization.k8s.io", "v1", "subjectaccessreviews"] => {
                 Route::SubjectAccessReviews

@@ -46,6 +46,8 @@ pub enum Resource {
     Nodes,
     /// `crd.projectcalico.org/v1` BlockAffinities.
     BlockAffinities,
+    /// `events.k8s.io/v1` Events (listed across namespaces, for `kubectl podnet pods`).
+    Events,
 }
 
 impl Resource {
@@ -54,6 +56,7 @@ impl Resource {
         match obj.get("kind").and_then(Value::as_str) {
             Some("Node") => Resource::Nodes,
             Some("BlockAffinity") => Resource::BlockAffinities,
+            Some("Event") => Resource::Events,
             _ => Resource::Pods,
         }
     }
@@ -64,6 +67,7 @@ impl Resource {
             Resource::Pods => ("v1", "PodList"),
             Resource::Nodes => ("v1", "NodeList"),
             Resource::BlockAffinities => ("crd.projectcalico.org/v1", "BlockAffinityList"),
+            Resource::Events => ("events.k8s.io/v1", "EventList"),
         }
     }
 
@@ -73,6 +77,7 @@ impl Resource {
             Resource::Pods => "",
             Resource::Nodes => "nodes:",
             Resource::BlockAffinities => "blockaffinities:",
+            Resource::Events => "events:",
         }
     }
 
