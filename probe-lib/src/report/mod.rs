@@ -64,7 +64,7 @@ pub struct PodRow {
     pub route: String,
     /// Probe summary: `2/3 ok`, `-` (not probed), `pending` (round not complete).
     pub probes: String,
-    /// `ok` or the pod's reasons joined with `,`.
+    /// `ok` or the pod's reasons joined with `,` (failing probes once, as `probe_failing`).
     pub verdict: String,
     /// The pod's reasons (problems, then `probe_failing:<target>`), empty when healthy.
     pub reasons: Vec<String>,
@@ -181,14 +181,26 @@ fn pod_row(v: &PodVerdict) -> PodRow {
         ips: v.pod.ips.clone(),
         route,
         probes,
-        verdict: if reasons.is_empty() {
-            "ok".to_owned()
-        } else {
-            reasons.join(",")
-        },
+        verdict: verdict(&reasons),
         reasons,
         details,
     }
+}
+
+/// `ok`, or the distinct reasons with the probe targets left out (they are in `reasons` and
+/// the details): a cell that fits a terminal.
+fn verdict(reasons: &[String]) -> String {
+    if reasons.is_empty() {
+        return "ok".to_owned();
+    }
+    let mut short: Vec<&str> = Vec::new();
+    for r in reasons {
+        let r = r.split_once(':').map_or(r.as_str(), |(head, _)| head);
+        if !short.contains(&r) {
+            short.push(r);
+        }
+    }
+    short.join(",")
 }
 
 #[cfg(test)]

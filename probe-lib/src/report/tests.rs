@@ -138,3 +138,10 @@ fn status_page_escapes_hostile_strings_and_lists_problems_first() {
     assert!(bad < good);
     assert_eq!(html::escape("a\"b'c&\u{7}"), "a&quot;b&#39;c&amp;");
 }
+
+#[test]
+fn verdict_names_failing_probes_once() {
+    let reasons = ["route_missing", "probe_failing:gateway", "probe_failing:node"].map(String::from);
+    assert_eq!(verdict(&reasons), "route_missing,probe_failing");
+    assert_eq!(verdict(&[]), "ok");
+}
