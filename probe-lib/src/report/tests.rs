@@ -141,7 +141,12 @@ fn status_page_escapes_hostile_strings_and_lists_problems_first() {
 
 #[test]
 fn verdict_names_failing_probes_once() {
-    let reasons = ["route_missing", "probe_failing:gateway", "probe_failing:node"].map(String::from);
+    let reasons = [
+        "route_missing",
+        "probe_failing:gateway",
+        "probe_failing:node",
+    ]
+    .map(String::from);
     assert_eq!(verdict(&reasons), "route_missing,probe_failing");
     assert_eq!(verdict(&[]), "ok");
 }

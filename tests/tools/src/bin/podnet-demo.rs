@@ -135,7 +135,9 @@ fn run() -> Result<()> {
     for line in table.lines() {
         say(&format!("   {line}"));
     }
-    say(&format!("   exit code {code} (0 healthy, 1 problems, 2 could not check)"));
+    say(&format!(
+        "   exit code {code} (0 healthy, 1 problems, 2 could not check)"
+    ));
 
     // HOOK (issue 15 items 1-2, the node condition and Events, built in parallel): once the
     // agent sets the `PodNetworkProblem` condition and writes Events (reportingController
@@ -224,7 +226,10 @@ fn kubectl_podnet(cluster: &Cluster, plugin: &Path, what: &str) -> Result<String
         .output()
         .context("running kubectl-podnet")?;
     if out.status.code() == Some(2) {
-        anyhow::bail!("kubectl-podnet {what}: {}", String::from_utf8_lossy(&out.stderr));
+        anyhow::bail!(
+            "kubectl-podnet {what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
