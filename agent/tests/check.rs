@@ -4,6 +4,7 @@
 
 use std::process::{Command, Output};
 
+use podnet_testbed::cluster::Cluster;
 use podnet_testbed::netns;
 use podnet_testbed::simnode::SimNode;
 use serde_json::Value;
@@ -123,4 +124,35 @@ fn without_privileges_or_with_bad_flags_exits_2() {
         "{}",
         show(&out)
     );
+}
+
+#[test]
+fn with_the_api_the_table_names_namespace_and_pod() {
+    netns::require_root().unwrap();
+    let c = Cluster::new(2).unwrap();
+    let broken = c.node.pod(1).clone();
+    c.node.delete_route(1, broken.ipv4.into()).unwrap();
+    let kubeconfig = c.kubeconfig.to_str().unwrap();
+    let out = check(
+        &c.node,
+        &[],
+        &[
+            "--pod-source",
+            "kubernetes",
+            "--kubeconfig",
+            kubeconfig,
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("--json is JSON");
+    assert_eq!(v["pod_source"], "kubernetes", "{v:#}");
+    assert_eq!(
+        v["pods"][0]["namespace"],
+        broken.namespace.as_str(),
+        "{v:#}"
+    );
+    assert_eq!(v["pods"][0]["pod"], broken.name.as_str(), "{v:#}");
+    assert_eq!(v["pods"][0]["route"], "route_missing", "{v:#}");
+    assert_eq!(v["pods"].as_array().unwrap().len(), 2, "{v:#}");
 }
