@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::builder::BoolishValueParser;
 use clap::error::ErrorKind;
-use clap::{ArgAction, ColorChoice, Parser};
+use clap::{ArgAction, ColorChoice, CommandFactory, FromArgMatches, Parser};
 use podnet_probe::metrics::Metrics;
 use podnet_probe::model::{ProbeResult, SourceName, Workers};
 use podnet_probe::report::{CheckReport, table};
@@ -64,13 +64,16 @@ const CAP_SYS_ADMIN: u32 = 21;
 
 /// Run `podnet-agent check` with `argv` (the program name first, `check` removed).
 pub fn main(argv: Vec<OsString>) -> ExitCode {
-    let cli = match CheckArgs::try_parse_from(argv) {
+    let cli = match parse(argv) {
         Ok(c) => c,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
-        Err(e) => return cannot(&one_line(&e.render().to_string())),
+        Err(e) => {
+            let line = one_line(&e.render().to_string());
+            return cannot(line.strip_prefix("error: ").unwrap_or(&line));
+        }
     };
     let mut args = cli.agent;
     args.probe_interval = CHECK_PROBE_INTERVAL.max(args.probe_timeout);
@@ -115,6 +118,20 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Parse with the subcommand's own name and usage (the flattened agent flags bring the agent's
+/// command attributes along, which would otherwise name it `podnet-agent`).
+fn parse(argv: Vec<OsString>) -> Result<CheckArgs, clap::Error> {
+    let cmd = CheckArgs::command()
+        .name("podnet-agent check")
+        .bin_name("podnet-agent check")
+        .override_usage("podnet-agent check [OPTIONS]")
+        .after_help(
+            "Exit codes: 0 healthy, 1 problems, 2 could not check. JSON schema: docs/check.md.",
+        )
+        .max_term_width(100);
+    CheckArgs::from_arg_matches(&cmd.try_get_matches_from(argv)?)
 }
 
 /// "Could not check": one line on stderr, exit code 2.
