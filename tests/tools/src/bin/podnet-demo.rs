@@ -133,7 +133,7 @@ fn run() -> Result<()> {
     ));
     let (code, table) = check(&cluster, &bin)?;
     for line in table.lines() {
-        say(&format!("   {line}"));
+        say(format!("   {line}").trim_end());
     }
     say(&format!(
         "   exit code {code} (0 healthy, 1 problems, 2 could not check)"
@@ -148,7 +148,7 @@ fn run() -> Result<()> {
             for what in ["nodes", "pods"] {
                 say(&format!("\n   $ kubectl podnet {what} -o wide"));
                 for line in kubectl_podnet(&cluster, &plugin, what)?.lines() {
-                    say(&format!("   {line}"));
+                    say(format!("   {line}").trim_end());
                 }
             }
         }
