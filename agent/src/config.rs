@@ -24,7 +24,10 @@ const STATUS_MAX_CONNECTIONS: usize = 16;
 
 /// podnet-agent: proves, continuously, that every pod on this node is wired into the network.
 #[derive(Debug, Parser)]
-#[command(name = "podnet-agent", version, color = ColorChoice::Never, max_term_width = 100)]
+#[command(name = "podnet-agent", version, color = ColorChoice::Never, max_term_width = 100,
+          after_help = "Also: `podnet-agent check [OPTIONS] [--json] [--timeout DURATION]` checks \
+this node once with these flags and exits 0 (healthy), 1 (problems) or 2 (could not check); see \
+`podnet-agent check --help`.")]
 pub struct Args {
     /// Address to serve /metrics, /healthz and /readyz on (the DaemonSet passes the node's own
     /// IP; an IPv6 address may come without brackets). /status is served here only if ADDR

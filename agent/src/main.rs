@@ -3,7 +3,9 @@
 
 mod auth;
 mod caps;
+mod check;
 mod config;
+mod engine;
 mod http;
 mod memory;
 mod scoping;
@@ -19,12 +21,8 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use clap::Parser;
 use clap::error::ErrorKind;
-use podnet_probe::host::netlink::NetlinkHost;
 use podnet_probe::metrics::Metrics;
 use podnet_probe::model::Workers;
-use podnet_probe::monitor::{Monitor, MonitorConfig, ProbeSettings};
-use podnet_probe::probe::target::Gateways;
-use podnet_probe::probe::{NetnsDriver, Prober, ProberConfig};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -32,7 +30,12 @@ use crate::config::{Args, LogFormat};
 use crate::supervise::{SHUTDOWN_DEADLINE, spawn_worker};
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "check") {
+        argv.remove(1);
+        return check::main(argv);
+    }
+    let args = match Args::try_parse_from(argv) {
         Ok(a) => a,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let _ = e.print();
@@ -69,7 +72,7 @@ fn main() -> ExitCode {
 }
 
 /// clap's message in one line: every line up to the usage block or the `--help` hint.
-fn one_line(rendered: &str) -> String {
+pub(crate) fn one_line(rendered: &str) -> String {
     let parts: Vec<&str> = rendered
         .lines()
         .map(str::trim)
@@ -95,7 +98,7 @@ fn init_logging(args: &Args) {
     }
 }
 
-fn node_name(args: &Args) -> String {
+pub(crate) fn node_name(args: &Args) -> String {
     args.node_name.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
@@ -155,62 +158,16 @@ async fn serve(
     }
     let mut metrics = Metrics::with_revision(env!("CARGO_PKG_VERSION"), env!("PODNET_REVISION"));
     metrics.watch_workers(workers.clone());
-    let (felix, felix_task) =
-        start_felix(&args, &mut metrics, &workers, stopped(stop_rx.clone())).unzip();
-    let (pods, watch_task) = source::start(
-        choice,
-        &args,
-        &node,
-        &mut metrics,
-        &workers,
-        stopped(stop_rx.clone()),
-    )
+    let engine::Engine {
+        monitor,
+        prober,
+        snapshots,
+        tasks: source_tasks,
+    } = engine::build(&args, probing, choice, node, &mut metrics, &workers, || {
+        stopped(stop_rx.clone())
+    })
     .await?;
-    let blocks = source::start_blocks(&args, &workers, stopped(stop_rx.clone())).await?;
-    let (remote_blocks, blocks_task) = blocks.unzip();
-    let control_plane =
-        source::start_control_plane(&args, &node, &workers, stopped(stop_rx.clone())).await?;
-    let (control_plane, control_plane_task) = control_plane.unzip();
-    let host = NetlinkHost::new().context("opening netlink")?;
-    let config = MonitorConfig {
-        node_name: node,
-        pods,
-        resync_interval: args.resync_interval,
-        probes: (!args.no_probes).then(|| ProbeSettings {
-            failure_threshold: args.probe_failures,
-            targets: probing.target_names(),
-            policy_engine: probing.policy_engine,
-        }),
-        cni: args.cni.clone(),
-        remote_blocks,
-        felix,
-        control_plane,
-    };
-    let (monitor, snapshots) = Monitor::new(host, config, metrics.monitor());
     metrics.serve_snapshots_capped(snapshots.clone(), args.max_pod_series as usize);
-    let prober = if args.no_probes {
-        None
-    } else {
-        let driver =
-            NetnsDriver::with_worker(workers.register("netns")).context("starting the prober")?;
-        let config = ProberConfig {
-            targets: probing.targets,
-            gateways: Gateways::default(),
-            interval: args.probe_interval,
-            timeout: args.probe_timeout,
-            failure_threshold: args.probe_failures,
-            recheck: Duration::from_secs(1).min(args.probe_interval),
-            concurrency: args.probe_concurrency as usize,
-            scope: probing.scope,
-        };
-        Some(Prober::new(
-            driver,
-            config,
-            monitor.pod_set(),
-            monitor.probe_sink(),
-            metrics.probe(),
-        ))
-    };
 
     let listeners = server::bind_all(args.listeners(secure_metrics(&args).await?))?;
     let state = Arc::new(http::AppState {
@@ -257,10 +214,7 @@ async fn serve(
     let mut tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)> = http_tasks;
     tasks.push(("monitor", monitor_task));
     tasks.extend(prober_task.map(|t| ("prober", t)));
-    tasks.extend(watch_task.map(|t| ("watch", t)));
-    tasks.extend(blocks_task.map(|t| ("blocks", t)));
-    tasks.extend(felix_task.map(|t| ("felix", t)));
-    tasks.extend(control_plane_task.map(|t| ("controlplane", t)));
+    tasks.extend(source_tasks);
     let deadline = async {
         stopped(stop_rx.clone()).await;
         tokio::time::sleep(SHUTDOWN_DEADLINE).await;
@@ -353,7 +307,7 @@ async fn wait_for_signal() {
 }
 
 /// With `--cni calico` and an endpoint to read, read felix on this node and export it.
-fn start_felix(
+pub(crate) fn start_felix(
     args: &Args,
     metrics: &mut Metrics,
     workers: &Workers,

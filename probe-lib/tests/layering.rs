@@ -29,6 +29,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("snapshot", 6),
     ("monitor", 7),
     ("metrics", 8),
+    ("report", 8),
     // Test-only builders of host objects (`#[cfg(test)]` in lib.rs); no product code sees it.
     ("fixtures", 9),
 ];

@@ -4,8 +4,9 @@
 //! bookmarks; the double serves what a real apiserver would to either.)
 //!
 //! Served (GET only): `/api/v1/pods` and `/api/v1/namespaces/{ns}/pods` (list and watch),
-//! `/api/v1/nodes` and `/apis/crd.projectcalico.org/v1/blockaffinities` (list and watch, the
-//! same machinery: one store and revision, objects told apart by `kind`),
+//! `/api/v1/nodes`, `/apis/crd.projectcalico.org/v1/blockaffinities` and
+//! `/apis/events.k8s.io/v1/events` (list and watch, the same machinery: one store and revision,
+//! objects told apart by `kind`),
 //! `/api/v1/namespaces/{ns}/pods/{name}`, `/api/v1/nodes/{name}`, `/version`, `/api`, `/apis`,
 //! `/api/v1`. For the control-plane check (`controlplane.rs` builds them): APIServices,
 //! Validating/MutatingWebhookConfigurations and CRDs (cluster-scoped lists and watches),

@@ -163,6 +163,7 @@ impl<'a> Route<'a> {
                 ns,
                 "endpointslices",
             ] => Route::Namespaced(Resource::EndpointSlices, Some(ns)),
+            ["apis", "events.k8s.io", "v1", "events"] => Route::Cluster(Resource::Events),
             ["apis", "authentication.k8s.io", "v1", "tokenreviews"] => Route::TokenReviews,
             ["apis", "authorization.k8s.io", "v1", "subjectaccessreviews"] => {
                 Route::SubjectAccessReviews

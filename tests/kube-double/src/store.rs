@@ -58,6 +58,8 @@ pub enum Resource {
     Services,
     /// `discovery.k8s.io/v1` EndpointSlices (namespaced).
     EndpointSlices,
+    /// `events.k8s.io/v1` Events (listed across namespaces, for `kubectl podnet pods`).
+    Events,
 }
 
 impl Resource {
@@ -72,6 +74,7 @@ impl Resource {
             Some("CustomResourceDefinition") => Resource::CustomResourceDefinitions,
             Some("Service") => Resource::Services,
             Some("EndpointSlice") => Resource::EndpointSlices,
+            Some("Event") => Resource::Events,
             _ => Resource::Pods,
         }
     }
@@ -96,6 +99,7 @@ impl Resource {
             }
             Resource::Services => ("v1", "ServiceList"),
             Resource::EndpointSlices => ("discovery.k8s.io/v1", "EndpointSliceList"),
+            Resource::Events => ("events.k8s.io/v1", "EventList"),
         }
     }
 
@@ -111,6 +115,7 @@ impl Resource {
             Resource::CustomResourceDefinitions => "customresourcedefinitions:",
             Resource::Services => "services:",
             Resource::EndpointSlices => "endpointslices:",
+            Resource::Events => "events:",
         }
     }
 
