@@ -79,6 +79,12 @@ impl Metrics {
              shows here even when every scrape falls between the flaps",
             monitor.problems_raised.clone(),
         );
+        registry.register(
+            "podnet_pod_routes_removed",
+            "Pod host routes removed while the pod and its interface lived (after they had \
+             appeared): on Calico, felix deleting routes of endpoints it does not know",
+            monitor.routes_removed.clone(),
+        );
         let build = Family::<VersionLabels, Gauge>::default();
         build
             .get_or_create(&VersionLabels {

@@ -27,10 +27,12 @@ use crate::verdict::{BlockProblem, ProbeView, block_problems, calico_node_stale,
 
 mod changes;
 mod discipline;
+mod route_history;
 mod source;
 
 use changes::log_changes;
 use discipline::{LogLimiter, ResyncSchedule};
+use route_history::RouteHistory;
 pub use source::PodSource;
 use source::{Expectation, SourceState};
 
@@ -105,6 +107,8 @@ pub struct Monitor<H> {
     /// Expected pods as of the last change (probe results alone do not change them).
     expected: Option<Expectation>,
     source_state: SourceState,
+    /// Pod routes that appeared and were removed while their pods lived.
+    route_history: RouteHistory,
 }
 
 /// The watched sources the event loop wakes on besides kernel events and probes.
@@ -161,6 +165,7 @@ impl<H: HostNetwork> Monitor<H> {
             pod_set,
             expected: None,
             source_state: SourceState::default(),
+            route_history: RouteHistory::default(),
         };
         (monitor, rx)
     }
@@ -494,11 +499,14 @@ impl<H: HostNetwork> Monitor<H> {
         verdicts
             .node
             .extend(expectation.node_problems.iter().cloned());
+        let removed = self.route_history.observe(&verdicts.pods, Instant::now());
+        self.metrics.pod_routes_removed(removed);
         if let (Some(felix), PodSource::Kubernetes { .. }) = (&self.config.felix, &self.config.pods)
         {
+            let vanished = self.route_history.vanished();
             verdicts
                 .node
-                .extend(calico_node_stale(&felix.get(), &verdicts.pods));
+                .extend(calico_node_stale(&felix.get(), &verdicts.pods, &vanished));
         }
         if let Some(n) = self.logs.roll(tokio::time::Instant::now()) {
             warn!(

@@ -15,6 +15,7 @@ mod route;
 mod wiring;
 
 pub use blocks::{BlockProblem, block_problems};
+pub use calico::VanishedRoute;
 pub use orphans::{Orphan, find_orphans};
 pub use probes::{ProbeView, TargetVerdict};
 
@@ -146,12 +147,14 @@ pub fn evaluate(
 }
 
 /// `calico_node_stale` when felix reports ready but disagrees with the API (pods from the API
-/// only: in node mode the pods are the interfaces, which felix sees too).
+/// only: in node mode the pods are the interfaces, which felix sees too). `vanished`: by host
+/// interface, the pods whose route was removed while they lived.
 pub fn calico_node_stale(
     felix: &crate::model::FelixStatus,
     pods: &[PodVerdict],
+    vanished: &std::collections::HashMap<&str, VanishedRoute>,
 ) -> Option<NodeProblem> {
-    calico::stale(felix, pods)
+    calico::stale(felix, pods, vanished)
 }
 
 fn node_problems(pods: &[ExpectedPod], host: &HostState) -> Vec<NodeProblem> {
