@@ -5,8 +5,9 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use podnet_kube_double::PodBuilder;
 use podnet_testbed::agent::Agent;
-use podnet_testbed::cluster::{Cluster, api_pod};
+use podnet_testbed::cluster::{Cluster, NODE, api_pod};
 use podnet_testbed::exposition::Samples;
 use podnet_testbed::felix::FelixDouble;
 use podnet_testbed::simnode::{PodSpec, SimNode};
@@ -260,5 +261,113 @@ fn routes_that_appear_and_vanish_are_named() {
         .wait_metrics("stale cleared", WAIT, |m| !stale(m))
         .unwrap();
     assert_eq!(removed(&m), Some(4.0));
+    agent.stop().unwrap();
+}
+
+/// A host-network pod of this node with a `calico-node` container running `image`.
+fn calico_node_pod(namespace: &str, image: &str) -> serde_json::Value {
+    let mut p = PodBuilder::new(namespace, "calico-node-x7k2p")
+        .node(NODE)
+        .host_network()
+        .build();
+    p["spec"]["containers"] = serde_json::json!([
+        {"name": "calico-node", "image": image, "env": [{"name": "DATASTORE_TYPE", "value": "kubernetes"}]},
+    ]);
+    p
+}
+
+/// The calico-node pod on this node is in the pod watch: its version is exported, shown in
+/// `/status`, and for a version with the incident's watch bug (calico#6032, < v3.23.1) the
+/// stale message says so and says to upgrade. A tenant's look-alike pod is not believed.
+#[test]
+fn calico_node_version_is_read_and_the_known_bug_named() {
+    let c = Cluster::new(1).unwrap();
+    let double = FelixDouble::start(c.node.node_netns(), 0, 0).unwrap();
+    double.set(|s| s.active_local_endpoints = 1);
+    c.api
+        .apply(calico_node_pod(
+            "calico-system",
+            "docker.io/calico/node:v3.22.4",
+        ))
+        .unwrap();
+    // A tenant cannot vouch for a fixed version (its key sorts first: it would be chosen).
+    c.api
+        .apply(calico_node_pod("attacker", "calico/node:v3.26.1"))
+        .unwrap();
+    let health = double.health.to_string();
+    let extra = [
+        "--no-probes",
+        "--wiring-grace",
+        "1s",
+        "--calico-felix-health",
+        &health,
+        "--calico-felix-interval",
+        "100ms",
+    ];
+    let mut agent = c.agent(AGENT.as_ref(), &extra).unwrap();
+    let info = |m: &Samples, version: &str, bug: &str| {
+        m.value_with(
+            "podnet_calico_node_info",
+            &[("version", version), ("known_watch_bug", bug)],
+        ) == Some(1.0)
+    };
+    agent
+        .wait_metrics("calico-node v3.22.4", WAIT, |m| info(m, "v3.22.4", "true"))
+        .unwrap();
+    let status = agent.status().unwrap();
+    let cn = &status["kube"]["calico_node"];
+    assert_eq!(cn["pod"], "calico-system/calico-node-x7k2p", "{status}");
+    assert_eq!(cn["version"], "v3.22.4", "{status}");
+    assert_eq!(cn["known_watch_bug"], true, "{status}");
+    // The incident: a route felix removed.
+    c.node
+        .delete_route(0, IpAddr::V4(c.node.pod(0).ipv4))
+        .unwrap();
+    let stale = |m: &Samples| m.node_problems().contains("calico_node_stale");
+    agent.wait_metrics("stale", WAIT, stale).unwrap();
+    let detail = agent.status().unwrap()["node_problems"].to_string();
+    assert!(
+        detail.contains("calico-system/calico-node-x7k2p runs Calico v3.22.4, which has the known watch bug (calico#6032/typha#227"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("upgrade Calico to v3.23.1 or later"),
+        "{detail}"
+    );
+    // Upgraded (same pod name, as a test shortcut): the fix is there, the message says so.
+    let digest = "sha256:5d5e7a4f0c1b2a3e4d5c6b7a8f9e0d1c2b3a4f5e6d7c8b9a0f1e2d3c4b5a6f7e";
+    c.api
+        .apply(calico_node_pod(
+            "calico-system",
+            &format!("quay.io/calico/node:v3.26.1@{digest}"),
+        ))
+        .unwrap();
+    agent
+        .wait_metrics("calico-node v3.26.1", WAIT, |m| {
+            info(m, "v3.26.1", "false") && !info(m, "v3.22.4", "true")
+        })
+        .unwrap();
+    let detail = agent.status().unwrap()["node_problems"].to_string();
+    assert!(
+        detail.contains("Calico v3.26.1, which has the fix"),
+        "{detail}"
+    );
+    // A digest without a tag: unknown, never assumed fixed or broken.
+    c.api
+        .apply(calico_node_pod(
+            "calico-system",
+            &format!("docker.io/calico/node@{digest}"),
+        ))
+        .unwrap();
+    agent
+        .wait_metrics("calico-node unknown", WAIT, |m| info(m, "unknown", "false"))
+        .unwrap();
+    // Gone from the API: no info series.
+    assert!(c.api.delete("calico-system", "calico-node-x7k2p").is_some());
+    agent
+        .wait_metrics("no calico-node", WAIT, |m| {
+            m.value("podnet_calico_node_info").is_none()
+        })
+        .unwrap();
     agent.stop().unwrap();
 }

@@ -232,7 +232,7 @@ mod tests {
                     ips_since: *since,
                 })
                 .collect(),
-            health: Default::default(),
+            ..KubeView::default()
         }
     }
 

@@ -345,6 +345,7 @@ impl Collector for VerdictCollector {
             "Pods on this node with at least one wiring problem",
             v.pods_with_problems() as i64,
         )?;
+        calico::encode_calico_node(&mut encoder, &snap)?;
         {
             let mut e = encoder.encode_descriptor(
                 "podnet_pod_problem",
@@ -533,6 +534,7 @@ fn encode_probe_verdicts(
     Ok(())
 }
 
+mod calico;
 mod process;
 
 #[cfg(test)]

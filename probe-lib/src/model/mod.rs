@@ -4,6 +4,7 @@
 //! layer may use it and it can never close a cycle (`tests/layering.rs`).
 
 mod blocks;
+mod calico_node;
 mod counters;
 mod felix;
 mod labels;
@@ -13,6 +14,7 @@ mod workers;
 use std::time::Duration;
 
 pub use blocks::{BlockMap, PeerNode, RemoteBlock};
+pub use calico_node::{CalicoNode, CalicoVersion};
 pub use counters::{KubeMetrics, MonitorMetrics, ProbeMetrics};
 pub use felix::{Felix, FelixStatus};
 pub use labels::{

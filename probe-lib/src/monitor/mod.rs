@@ -504,9 +504,16 @@ impl<H: HostNetwork> Monitor<H> {
         if let (Some(felix), PodSource::Kubernetes { .. }) = (&self.config.felix, &self.config.pods)
         {
             let vanished = self.route_history.vanished();
-            verdicts
-                .node
-                .extend(calico_node_stale(&felix.get(), &verdicts.pods, &vanished));
+            let calico_node = expectation
+                .kube
+                .as_ref()
+                .and_then(|k| k.calico_node.as_ref());
+            verdicts.node.extend(calico_node_stale(
+                &felix.get(),
+                &verdicts.pods,
+                &vanished,
+                calico_node,
+            ));
         }
         if let Some(n) = self.logs.roll(tokio::time::Instant::now()) {
             warn!(

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{NodeProblem, NodeReason, PodReason, PodVerdict};
-use crate::model::FelixStatus;
+use crate::model::{CalicoNode, CalicoVersion, FelixStatus};
 
 /// Pods named in the evidence, at most (the count is always complete).
 const NAMED_PODS: usize = 5;
@@ -33,6 +33,7 @@ pub(super) fn stale(
     felix: &FelixStatus,
     pods: &[PodVerdict],
     vanished: &HashMap<&str, VanishedRoute>,
+    calico_node: Option<&CalicoNode>,
 ) -> Option<NodeProblem> {
     if felix.ready != Some(true) {
         return None;
@@ -76,11 +77,34 @@ pub(super) fn stale(
     Some(NodeProblem {
         reason: NodeReason::CalicoNodeStale,
         detail: format!(
-            "felix reports ready but {}; calico-node has likely stopped learning pods \
-             (calico#6032 before v3.23.1): restart calico-node on this node",
-            evidence.join("; ")
+            "felix reports ready but {}; calico-node has likely stopped learning pods{}",
+            evidence.join("; "),
+            advice(calico_node)
         ),
     })
+}
+
+/// The cause and the fix, as far as calico-node's version tells them.
+fn advice(calico_node: Option<&CalicoNode>) -> String {
+    let fixed = CalicoVersion::WATCH_BUG_FIXED;
+    match calico_node.and_then(|c| Some((c, c.version?))) {
+        Some((c, v)) if v.has_watch_bug() => format!(
+            ": {} runs Calico {v}, which has the known watch bug (calico#6032/typha#227: the \
+             datastore watch loops on \"resourceVersion too old\" after an API server restart); \
+             restart calico-node on this node now, and upgrade Calico to {fixed} or later, \
+             which fixes it",
+            c.pod
+        ),
+        Some((c, v)) => format!(
+            " ({} runs Calico {v}, which has the fix for calico#6032: look for another cause \
+             in its log): restart calico-node on this node",
+            c.pod
+        ),
+        None => format!(
+            " (calico#6032 before {fixed}; calico-node's version unknown): restart \
+             calico-node on this node"
+        ),
+    }
 }
 
 /// "routes of 3 pods appeared and were removed within ~10 s while the pods live (a/b, …)".
@@ -159,22 +183,25 @@ mod tests {
             pod(2, false, true),
             pod(3, true, true),
         ];
-        let p = stale(&felix(Some(true), None), &pods, &none()).unwrap();
+        let p = stale(&felix(Some(true), None), &pods, &none(), None).unwrap();
         assert_eq!(p.reason, NodeReason::CalicoNodeStale);
         assert!(p.detail.contains("1 of 2 pods"), "{}", p.detail);
         assert!(p.detail.contains("restart calico-node"), "{}", p.detail);
         // Endpoint lag alone.
         let healthy = [pod(1, false, false), pod(2, false, false)];
-        let p = stale(&felix(Some(true), Some(1)), &healthy, &none()).unwrap();
+        let p = stale(&felix(Some(true), Some(1)), &healthy, &none(), None).unwrap();
         assert!(
             p.detail.contains("felix knows 1 local endpoints"),
             "{}",
             p.detail
         );
-        assert_eq!(stale(&felix(Some(true), Some(2)), &healthy, &none()), None);
+        assert_eq!(
+            stale(&felix(Some(true), Some(2)), &healthy, &none(), None),
+            None
+        );
         // A pod still in its grace period is not evidence.
         let young = [pod(3, true, true)];
-        assert_eq!(stale(&felix(Some(true), None), &young, &none()), None);
+        assert_eq!(stale(&felix(Some(true), None), &young, &none(), None), None);
     }
 
     #[test]
@@ -191,7 +218,7 @@ mod tests {
         .into();
         // cali1's route is back: not evidence; cali3 and cali4 are in grace but routeless.
         let pods = [pod(1, false, false), pod(3, true, true), pod(4, true, true)];
-        let p = stale(&felix(Some(true), None), &pods, &vanished).unwrap();
+        let p = stale(&felix(Some(true), None), &pods, &vanished, None).unwrap();
         assert_eq!(p.reason, NodeReason::CalicoNodeStale);
         assert!(
             p.detail.contains(
@@ -207,13 +234,16 @@ mod tests {
             pod(3, true, false),
             pod(4, true, false),
         ];
-        assert_eq!(stale(&felix(Some(true), None), &back, &vanished), None);
+        assert_eq!(
+            stale(&felix(Some(true), None), &back, &vanished, None),
+            None
+        );
         // Many pods: counted in full, a few named.
         let many: Vec<PodVerdict> = (10..20).map(|i| pod(i, true, true)).collect();
         let names: Vec<String> = (10..20).map(|i| format!("cali{i}")).collect();
         let vanished: HashMap<&str, VanishedRoute> =
             names.iter().map(|n| (n.as_str(), removed(1, 10))).collect();
-        let p = stale(&felix(Some(true), None), &many, &vanished).unwrap();
+        let p = stale(&felix(Some(true), None), &many, &vanished, None).unwrap();
         assert!(p.detail.contains("routes of 10 pods"), "{}", p.detail);
         assert!(p.detail.contains("5 more)"), "{}", p.detail);
     }
@@ -229,7 +259,47 @@ mod tests {
             },
         )]
         .into();
-        assert_eq!(stale(&felix(None, Some(0)), &pods, &vanished), None);
-        assert_eq!(stale(&felix(Some(false), Some(0)), &pods, &vanished), None);
+        assert_eq!(stale(&felix(None, Some(0)), &pods, &vanished, None), None);
+        assert_eq!(
+            stale(&felix(Some(false), Some(0)), &pods, &vanished, None),
+            None
+        );
+    }
+
+    #[test]
+    fn the_message_names_calico_nodes_version_and_the_bug() {
+        let pods = [pod(1, false, true)];
+        let node = |image: &str, version| {
+            CalicoNode::new("calico-system/calico-node-x".into(), image.into(), version)
+        };
+        let v = |minor, patch| {
+            Some(CalicoVersion {
+                major: 3,
+                minor,
+                patch,
+            })
+        };
+        let detail = |c: Option<&CalicoNode>| {
+            stale(&felix(Some(true), None), &pods, &none(), c)
+                .unwrap()
+                .detail
+        };
+        let old = node("calico/node:v3.22.4", v(22, 4));
+        let d = detail(Some(&old));
+        assert!(
+            d.contains("calico-system/calico-node-x runs Calico v3.22.4, which has the known watch bug (calico#6032/typha#227"),
+            "{d}"
+        );
+        assert!(d.contains("upgrade Calico to v3.23.1 or later"), "{d}");
+        assert!(d.contains("restart calico-node on this node"), "{d}");
+        let new = node("calico/node:v3.26.1", v(26, 1));
+        let d = detail(Some(&new));
+        assert!(d.contains("Calico v3.26.1, which has the fix"), "{d}");
+        assert!(!d.contains("upgrade"), "{d}");
+        for unknown in [None, Some(&node("calico/node@sha256:00", None))] {
+            let d = detail(unknown);
+            assert!(d.contains("calico-node's version unknown"), "{d}");
+            assert!(d.contains("restart calico-node on this node"), "{d}");
+        }
     }
 }

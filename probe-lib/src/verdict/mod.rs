@@ -148,13 +148,15 @@ pub fn evaluate(
 
 /// `calico_node_stale` when felix reports ready but disagrees with the API (pods from the API
 /// only: in node mode the pods are the interfaces, which felix sees too). `vanished`: by host
-/// interface, the pods whose route was removed while they lived.
+/// interface, the pods whose route was removed while they lived; `calico_node`: the calico-node
+/// pod on this node, whose version the message names.
 pub fn calico_node_stale(
     felix: &crate::model::FelixStatus,
     pods: &[PodVerdict],
     vanished: &std::collections::HashMap<&str, VanishedRoute>,
+    calico_node: Option<&crate::model::CalicoNode>,
 ) -> Option<NodeProblem> {
-    calico::stale(felix, pods, vanished)
+    calico::stale(felix, pods, vanished, calico_node)
 }
 
 fn node_problems(pods: &[ExpectedPod], host: &HostState) -> Vec<NodeProblem> {
