@@ -144,9 +144,13 @@ pub async fn start_blocks(
     let (watcher, rx) = BlockWatcher::new(client, config);
     info!(?source, "watching the cluster's pod blocks");
     let task = spawn_worker(workers, "blocks", |guard| async move {
-        // The guard lives as long as the watcher: dropping it marks the worker stopped.
-        let _guard = guard;
-        watcher.run(shutdown).await;
+        // The guard lives as long as the watcher: dropping it marks the worker stopped; a
+        // watcher that stops working goes silent and shows as stalled.
+        guard.expect_beats(BlockWatcher::MAX_SILENCE);
+        watcher
+            .with_heartbeat(move || guard.beat())
+            .run(shutdown)
+            .await;
     });
     Ok(Some((rx, task)))
 }

@@ -19,6 +19,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use futures::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, WatchEvent, WatchParams};
 use serde_json::Value;
@@ -60,6 +62,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// A watch silent for its timeout plus this is stalled (bookmarks keep a healthy one talking).
 const STALL_MARGIN: Duration = Duration::from_secs(30);
+/// Each kind's loop beats at least this often while it runs: during backoff sleeps and quiet
+/// watches too. Only a request can hold it longer, for at most [`REQUEST_TIMEOUT`].
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 
 /// One watched kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +103,23 @@ struct Stores {
     nodes_synced: bool,
 }
 
+/// When each followed kind last beat: the watcher is alive only while every one does (one
+/// hung kind must not hide behind the other's beats).
+#[derive(Debug, Default)]
+struct Beats([Option<Instant>; 2]);
+
+impl Beats {
+    /// Record `kind`'s beat at `now`; whether every kind followed so far beat within
+    /// [`BlockWatcher::MAX_SILENCE`].
+    fn beat(&mut self, kind: Kind, now: Instant) -> bool {
+        self.0[kind as usize] = Some(now);
+        self.0
+            .iter()
+            .flatten()
+            .all(|t| now.saturating_duration_since(*t) <= BlockWatcher::MAX_SILENCE)
+    }
+}
+
 /// Follows the cluster's blocks and node addresses and publishes a [`BlockMap`] on every
 /// change.
 pub struct BlockWatcher {
@@ -105,6 +127,9 @@ pub struct BlockWatcher {
     config: BlockWatchConfig,
     stores: Mutex<Stores>,
     tx: watch::Sender<Arc<BlockMap>>,
+    beats: Mutex<Beats>,
+    /// Liveness hook: called while every kind's loop runs, dropped when the watcher ends.
+    heartbeat: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl std::fmt::Debug for BlockWatcher {
@@ -132,8 +157,44 @@ impl BlockWatcher {
             config,
             stores,
             tx,
+            beats: Mutex::default(),
+            heartbeat: None,
         };
         (w, rx)
+    }
+
+    /// The longest a running watcher goes without calling its heartbeat: one request
+    /// timeout plus a beat interval, with margin.
+    pub const MAX_SILENCE: Duration = Duration::from_secs(45);
+
+    /// Call `beat` at least every few seconds while every watched kind's loop runs (never
+    /// more than [`BlockWatcher::MAX_SILENCE`] apart). The watcher owns it: when it ends —
+    /// shutdown, or its task unwinding from a panic — `beat` is dropped, and a liveness guard
+    /// captured in it marks the worker dead.
+    #[must_use]
+    pub fn with_heartbeat(mut self, beat: impl Fn() + Send + Sync + 'static) -> Self {
+        self.heartbeat = Some(Box::new(beat));
+        self
+    }
+
+    fn beat(&self, kind: Kind) {
+        let all_alive = lock(&self.beats).beat(kind, Instant::now());
+        if let (true, Some(beat)) = (all_alive, &self.heartbeat) {
+            beat();
+        }
+    }
+
+    /// Wait `delay`, beating on the way.
+    async fn pause(&self, kind: Kind, delay: Duration) {
+        let until = Instant::now() + delay;
+        loop {
+            self.beat(kind);
+            let now = Instant::now();
+            if now >= until {
+                return;
+            }
+            tokio::time::sleep((until - now).min(HEARTBEAT_EVERY)).await;
+        }
     }
 
     /// Follow until `shutdown` completes.
@@ -157,12 +218,13 @@ impl BlockWatcher {
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &kind.resource());
         let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         loop {
+            self.beat(kind);
             let mut rv = match self.list(&api, kind).await {
                 Ok(rv) => rv,
                 Err(e) => {
                     let delay = backoff.next_delay();
                     warn!(?kind, error = %e, ?delay, "listing failed; retrying");
-                    tokio::time::sleep(delay).await;
+                    self.pause(kind, delay).await;
                     continue;
                 }
             };
@@ -176,7 +238,7 @@ impl BlockWatcher {
                     Err(e) => {
                         let delay = backoff.next_delay();
                         warn!(?kind, error = %e, ?delay, "watch failed; retrying");
-                        tokio::time::sleep(delay).await;
+                        self.pause(kind, delay).await;
                     }
                 }
             }
@@ -189,6 +251,7 @@ impl BlockWatcher {
         let mut all = Vec::new();
         let mut token: Option<String> = None;
         let rv = loop {
+            self.beat(kind);
             let mut lp = ListParams::default().limit(self.config.page_size);
             if let Some(t) = token.take() {
                 lp = lp.continue_token(&t);
@@ -257,9 +320,19 @@ impl BlockWatcher {
         let mut stream = std::pin::pin!(stream);
         let silence = self.config.watch_timeout + STALL_MARGIN;
         loop {
-            let next = tokio::time::timeout(silence, stream.next())
-                .await
-                .map_err(|_| WatchError::Stalled(silence))?;
+            // Wait for the next event in beats; silence beyond `silence` is a stall.
+            let stalled_at = Instant::now() + silence;
+            let next = loop {
+                self.beat(kind);
+                let left = stalled_at.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(WatchError::Stalled(silence));
+                }
+                if let Ok(n) = tokio::time::timeout(left.min(HEARTBEAT_EVERY), stream.next()).await
+                {
+                    break n;
+                }
+            };
             let event = match next {
                 None => return Ok(()),
                 Some(Err(source)) => {
@@ -360,5 +433,28 @@ fn block_map(s: &Stores, source: BlockSource) -> BlockMap {
             .map(|(k, v)| (k.clone(), v.peer.clone()))
             .collect(),
         synced: s.blocks_synced && s.nodes_synced,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_hung_kind_silences_the_heartbeat() {
+        let t0 = Instant::now();
+        let mut b = Beats::default();
+        assert!(b.beat(Kind::Node, t0));
+        assert!(b.beat(Kind::BlockAffinity, t0));
+        let later = t0 + BlockWatcher::MAX_SILENCE;
+        assert!(b.beat(Kind::Node, later));
+        // BlockAffinity's loop went quiet: Node's beats alone no longer count.
+        let hung = later + Duration::from_secs(1);
+        assert!(!b.beat(Kind::Node, hung));
+        assert!(b.beat(Kind::BlockAffinity, hung));
+        // Nodes alone (`--remote-blocks pod-cidrs`): only that kind is judged.
+        let mut b = Beats::default();
+        assert!(b.beat(Kind::Node, t0));
+        assert!(b.beat(Kind::Node, t0 + Duration::from_secs(600)));
     }
 }
