@@ -188,6 +188,16 @@ fn remote_block_routes_routed_and_vxlan() {
     wait_failing(&agent, REPORT, &[]);
     let m = agent.metrics().unwrap();
     assert_eq!(m.value("podnet_remote_block_problems"), Some(0.0));
+    // Nodes were read as metadata only (Calico's annotations carry the addresses: the double
+    // served no status), BlockAffinities whole.
+    let log = c.api.request_log();
+    let nodes: Vec<_> = log.iter().filter(|r| r.path == "/api/v1/nodes").collect();
+    assert!(
+        !nodes.is_empty() && nodes.iter().all(|r| r.metadata_only),
+        "{nodes:?}"
+    );
+    let blocks = log.iter().filter(|r| r.path.ends_with("/blockaffinities"));
+    assert!(blocks.clone().count() > 0 && blocks.clone().all(|r| !r.metadata_only));
     agent.stop().unwrap();
 }
 

@@ -48,6 +48,7 @@ mod auth;
 mod calico;
 mod client;
 mod control;
+pub mod metadata;
 mod pod;
 mod query;
 mod selectors;
@@ -68,7 +69,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 pub use calico::{block_affinity, calico_node};
-pub use client::{WatchStream, get_json, http_get};
+pub use client::{WatchStream, get_json, get_json_accept, http_get, http_get_accept};
 pub use control::{Outage, RequestKind, RequestRecord, RequestStats};
 pub use pod::{CREATION_TIMESTAMP, PodBuilder, malformed, numbered_pods, uid_for};
 pub use store::Resource;

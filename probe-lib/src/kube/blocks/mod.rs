@@ -5,12 +5,12 @@
 //! every request and every silence has a timeout, objects are decoded leniently into the few
 //! fields the check reads, and the number kept is bounded.
 //!
-//! Cost at 5,000 nodes × 4 blocks: one list of each kind at start and after a 410, then one
-//! watch request per kind per watch timeout (default 5 min: under 1 request/min per agent),
-//! plus the changes themselves (Nodes update their status every ~10 s upstream: 500 Node
-//! events/s across the cluster reach every agent — metadata-only Node watches would avoid it
-//! but lose `status.addresses`; with Calico the annotations suffice, see docs). Memory: the
-//! kept fields only, ≈ 150 B per block and ≈ 200 B per node (≈ 4 MiB for 20,000 blocks).
+//! With Calico IPAM the Nodes are listed and watched as `PartialObjectMetadata` (the addresses
+//! are in Calico's annotations; a Node's status, which its kubelet rewrites, is not needed);
+//! with `spec.podCIDRs` they are read whole. Cost at 5,000 nodes × 4 blocks: one list of each
+//! kind at start and after a 410, then one watch request per kind per watch timeout, plus every
+//! Node write (`docs/kubernetes.md`). Memory: the kept fields only, ≈ 150 B per block and
+//! ≈ 200 B per node.
 
 mod parse;
 
@@ -22,6 +22,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, WatchEvent, WatchParams};
 use serde_json::Value;
 use tokio::sync::watch;
@@ -256,7 +257,7 @@ impl BlockWatcher {
             if let Some(t) = token.take() {
                 lp = lp.continue_token(&t);
             }
-            let page = tokio::time::timeout(REQUEST_TIMEOUT, api.list(&lp))
+            let page = tokio::time::timeout(REQUEST_TIMEOUT, self.page(api, kind, &lp))
                 .await
                 .map_err(|_| WatchError::RequestTimeout {
                     verb: "list",
@@ -271,9 +272,9 @@ impl BlockWatcher {
                     all.push(obj);
                 }
             }
-            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            match page.continue_.filter(|c| !c.is_empty()) {
                 Some(c) => token = Some(c),
-                None => break page.metadata.resource_version.unwrap_or_default(),
+                None => break page.resource_version.unwrap_or_default(),
             }
         };
         let n = all.len();
@@ -307,7 +308,7 @@ impl BlockWatcher {
     ) -> Result<(), WatchError> {
         let secs = u32::try_from(self.config.watch_timeout.as_secs()).unwrap_or(u32::MAX);
         let wp = WatchParams::default().timeout(secs.max(1));
-        let stream = tokio::time::timeout(REQUEST_TIMEOUT, api.watch(&wp, rv))
+        let stream = tokio::time::timeout(REQUEST_TIMEOUT, self.events(api, kind, &wp, rv))
             .await
             .map_err(|_| WatchError::RequestTimeout {
                 verb: "watch",
@@ -344,27 +345,74 @@ impl BlockWatcher {
                 Some(Ok(e)) => e,
             };
             let (obj, added) = match event {
-                WatchEvent::Added(o) | WatchEvent::Modified(o) => (o, true),
-                WatchEvent::Deleted(o) => (o, false),
-                WatchEvent::Bookmark(b) => {
-                    *rv = b.metadata.resource_version;
+                Event::Apply(o, added) => (o, added),
+                Event::Bookmark(v) => {
+                    *rv = v;
                     continue;
                 }
-                WatchEvent::Error(e) => {
-                    return Err(WatchError::ErrorEvent {
-                        code: e.code,
-                        message: e.message,
-                    });
+                Event::Error { code, message } => {
+                    return Err(WatchError::ErrorEvent { code, message });
                 }
             };
-            if let Some(v) = obj.metadata.resource_version.clone() {
-                *rv = v;
+            if let Some(v) = obj
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+            {
+                *rv = v.to_owned();
             }
             let changed = apply(&mut lock(&self.stores), kind, &obj, added);
             if changed {
                 self.publish();
             }
         }
+    }
+
+    /// Whether `kind` is read as metadata only: Nodes with Calico IPAM, whose addresses are
+    /// in Calico's annotations (`status.addresses` and `spec.podCIDRs` are not needed, and a
+    /// Node's status, rewritten by its kubelet every ~10 s, is what makes full Node watches
+    /// expensive at scale).
+    fn metadata_only(&self, kind: Kind) -> bool {
+        kind == Kind::Node && self.config.source == BlockSource::Calico
+    }
+
+    /// One list page, whole objects or `PartialObjectMetadata`
+    /// (`Accept: application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1`).
+    async fn page(
+        &self,
+        api: &Api<DynamicObject>,
+        kind: Kind,
+        lp: &ListParams,
+    ) -> Result<Page, kube::Error> {
+        fn page<T: serde::Serialize + Clone>(list: kube::core::ObjectList<T>) -> Page {
+            Page {
+                items: list.items.iter().map(to_value).collect(),
+                continue_: list.metadata.continue_,
+                resource_version: list.metadata.resource_version,
+            }
+        }
+        if self.metadata_only(kind) {
+            api.list_metadata(lp).await.map(page)
+        } else {
+            api.list(lp).await.map(page)
+        }
+    }
+
+    /// Start one watch, whole objects or `PartialObjectMetadata`.
+    async fn events(
+        &self,
+        api: &Api<DynamicObject>,
+        kind: Kind,
+        wp: &WatchParams,
+        rv: &str,
+    ) -> Result<BoxStream<'static, Result<Event, kube::Error>>, kube::Error> {
+        Ok(if self.metadata_only(kind) {
+            api.watch_metadata(wp, rv)
+                .await?
+                .map(|e| e.map(Event::from))
+                .boxed()
+        } else {
+            api.watch(wp, rv).await?.map(|e| e.map(Event::from)).boxed()
+        })
     }
 
     fn publish(&self) {
@@ -379,21 +427,53 @@ impl BlockWatcher {
     }
 }
 
+/// One list page, its objects as JSON.
+struct Page {
+    items: Vec<Value>,
+    continue_: Option<String>,
+    resource_version: Option<String>,
+}
+
+/// One watch event, its object as JSON whatever shape it came in.
+enum Event {
+    /// Added or modified (`true`), deleted (`false`).
+    Apply(Value, bool),
+    Bookmark(String),
+    Error {
+        code: u16,
+        message: String,
+    },
+}
+
+impl<T: serde::Serialize + Clone> From<WatchEvent<T>> for Event {
+    fn from(e: WatchEvent<T>) -> Self {
+        match e {
+            WatchEvent::Added(o) | WatchEvent::Modified(o) => Event::Apply(to_value(&o), true),
+            WatchEvent::Deleted(o) => Event::Apply(to_value(&o), false),
+            WatchEvent::Bookmark(b) => Event::Bookmark(b.metadata.resource_version),
+            WatchEvent::Error(e) => Event::Error {
+                code: e.code,
+                message: e.message,
+            },
+        }
+    }
+}
+
+fn to_value<T: serde::Serialize>(obj: &T) -> Value {
+    serde_json::to_value(obj).unwrap_or(Value::Null)
+}
+
 /// Store (or remove) one object; whether anything changed.
-fn apply(s: &mut Stores, kind: Kind, obj: &DynamicObject, added: bool) -> bool {
-    let Some(name) = obj.metadata.name.clone() else {
+fn apply(s: &mut Stores, kind: Kind, value: &Value, added: bool) -> bool {
+    let Some(name) = parse::name(value).map(str::to_owned) else {
         return false;
     };
-    let value = serde_json::to_value(obj).unwrap_or(Value::Null);
-    if parse::name(&value).is_none() {
-        return false;
-    }
     match kind {
         Kind::BlockAffinity => {
-            let block = added.then(|| parse::block_affinity(&value)).flatten();
+            let block = added.then(|| parse::block_affinity(value)).flatten();
             upsert(&mut s.blocks, name, block)
         }
-        Kind::Node => upsert(&mut s.nodes, name, added.then(|| parse::node(&value))),
+        Kind::Node => upsert(&mut s.nodes, name, added.then(|| parse::node(value))),
     }
 }
 
