@@ -23,13 +23,15 @@ use crate::pods::ExpectedPod;
 use crate::probe::report::PodProbes;
 use crate::snapshot::Snapshot;
 use crate::util::backoff::Backoff;
-use crate::verdict::{BlockProblem, ProbeView, block_problems, calico_node_stale, evaluate};
+use crate::verdict::{BlockProblem, ProbeView, calico_node_stale, evaluate};
 
+mod block_cache;
 mod changes;
 mod discipline;
 mod route_history;
 mod source;
 
+use block_cache::BlockCache;
 use changes::log_changes;
 use discipline::{LogLimiter, ResyncSchedule};
 use route_history::RouteHistory;
@@ -109,6 +111,8 @@ pub struct Monitor<H> {
     source_state: SourceState,
     /// Pod routes that appeared and were removed while their pods lived.
     route_history: RouteHistory,
+    /// The remote block verdicts, judged again only when they can change.
+    block_cache: BlockCache,
 }
 
 /// The watched sources the event loop wakes on besides kernel events and probes.
@@ -166,6 +170,7 @@ impl<H: HostNetwork> Monitor<H> {
             expected: None,
             source_state: SourceState::default(),
             route_history: RouteHistory::default(),
+            block_cache: BlockCache::default(),
         };
         (monitor, rx)
     }
@@ -432,6 +437,7 @@ impl<H: HostNetwork> Monitor<H> {
         };
         let peers = self.state.take_peers();
         self.state = HostState::from_dump(dump, peers);
+        self.block_cache.new_state();
         self.expected = None;
         let nsids: HashSet<i32> = self
             .state
@@ -521,17 +527,16 @@ impl<H: HostNetwork> Monitor<H> {
                 "problem-change log lines suppressed by the rate limit in the last window"
             );
         }
-        // Judged on every publish, so on every route event, like the pods' routes.
-        let (remote_blocks, remote_blocks_checked) = self
-            .config
-            .remote_blocks
-            .as_ref()
-            .map_or_else(Default::default, |rx| {
-                let map = rx.borrow();
-                let node = &self.config.node_name;
-                let checked = map.blocks.iter().filter(|b| map.synced && b.node != *node);
-                (block_problems(node, &map, &self.state), checked.count())
-            });
+        // Up to date on every publish, so on every route event, like the pods' routes (judged
+        // again only when a covering route or the map changed).
+        let (remote_blocks, remote_blocks_checked) = match &self.config.remote_blocks {
+            Some(rx) => {
+                let map = Arc::clone(&rx.borrow());
+                self.block_cache
+                    .judge(&self.config.node_name, &map, &self.state)
+            }
+            None => Default::default(),
+        };
         log_block_changes(&self.last.remote_blocks, &remote_blocks);
         let suppressed = log_changes(
             &self.last.verdicts,
