@@ -12,9 +12,10 @@ use crate::verdict::{BlockProblem, block_problems};
 /// The last judgement and what it was made from.
 #[derive(Debug, Default)]
 pub(super) struct BlockCache {
-    /// The map judged (compared by identity: the watch publishes a new `Arc` per change),
-    /// the host state's cover generation, and the state's epoch (a re-dump starts a new one).
-    key: Option<(usize, u64, u64)>,
+    /// The map judged (compared by identity: the watch publishes a new `Arc` per change; held,
+    /// so its address cannot be reused by the next one), the host state's cover generation,
+    /// and the state's epoch (a re-dump starts a new one).
+    key: Option<(Arc<BlockMap>, u64, u64)>,
     problems: Vec<BlockProblem>,
     checked: usize,
     /// Bumped on every re-dump: generations of different states are not comparable.
@@ -40,19 +41,17 @@ impl BlockCache {
             .blocks
             .iter()
             .all(|b| b.cidr.prefix_len() < b.cidr.max_prefix_len());
-        let key = (
-            Arc::as_ptr(map) as usize,
-            host.cover_generation(),
-            self.epoch,
-        );
-        if !cacheable || self.key != Some(key) {
+        let fresh = self.key.as_ref().is_some_and(|(m, generation, epoch)| {
+            Arc::ptr_eq(m, map) && *generation == host.cover_generation() && *epoch == self.epoch
+        });
+        if !cacheable || !fresh {
             self.problems = block_problems(node, map, host);
             self.checked = map
                 .blocks
                 .iter()
                 .filter(|b| map.synced && b.node != node)
                 .count();
-            self.key = cacheable.then_some(key);
+            self.key = cacheable.then(|| (Arc::clone(map), host.cover_generation(), self.epoch));
         }
         (self.problems.clone(), self.checked)
     }
@@ -96,19 +95,19 @@ mod tests {
         let mut c = BlockCache::default();
         assert_eq!(c.judge("local", &m, &host), (Vec::new(), 1));
         // A pod route elsewhere: same judgement, from the cache (same key).
-        let key = c.key;
+        let generation = c.key.as_ref().map(|k| k.1);
         host.apply(&KernelEvent::RouteAdded(route("10.244.0.5/32", Some(7))));
         assert_eq!(c.judge("local", &m, &host).0, Vec::new());
-        assert_eq!(c.key, key);
+        assert_eq!(c.key.as_ref().map(|k| k.1), generation);
         // The block's route goes: judged again.
         host.apply(&KernelEvent::RouteRemoved(block_route("10.244.1.0/26")));
         let (p, n) = c.judge("local", &m, &host);
         assert_eq!((p.len(), n), (1, 1));
         // A re-dump: a new state whose generation may repeat an old one.
         c.new_state();
-        assert_ne!(c.key.map(|k| k.2), Some(c.epoch));
+        assert_ne!(c.key.as_ref().map(|k| k.2), Some(c.epoch));
         assert_eq!(c.judge("local", &m, &host).0.len(), 1);
-        // A new map: judged again.
+        // A new map, even at the address of a dropped one: judged again.
         let m2 = map("10.244.2.0/26");
         assert_eq!(
             c.judge("local", &m2, &host).0[0].block.to_string(),
