@@ -13,7 +13,7 @@ mod workers;
 
 use std::time::Duration;
 
-pub use blocks::{BlockMap, PeerNode, RemoteBlock};
+pub use blocks::{BlockMap, NodeName, PeerNode, RemoteBlock};
 pub use calico_node::{CalicoNode, CalicoVersion};
 pub use counters::{KubeMetrics, MonitorMetrics, ProbeMetrics};
 pub use felix::{Felix, FelixStatus};

@@ -49,7 +49,7 @@ impl BlockCache {
             self.checked = map
                 .blocks
                 .iter()
-                .filter(|b| map.synced && b.node != node)
+                .filter(|b| map.synced && *b.node != *node)
                 .count();
             self.key = cacheable.then(|| (Arc::clone(map), host.cover_generation(), self.epoch));
         }
@@ -71,7 +71,7 @@ mod tests {
                 node: "node-b".into(),
             }],
             nodes: [(
-                "node-b".to_owned(),
+                "node-b".into(),
                 PeerNode {
                     addresses: vec!["192.0.2.11".parse().unwrap()],
                     tunnels: Vec::new(),

@@ -14,8 +14,9 @@
 
 mod parse;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ use tracing::{debug, info, warn};
 
 use self::parse::NodeInfo;
 use super::error::WatchError;
-use crate::model::{BlockMap, RemoteBlock};
+use crate::model::{BlockMap, NodeName, RemoteBlock};
 use crate::util::backoff::Backoff;
 use crate::util::lock;
 
@@ -95,13 +96,44 @@ impl Kind {
     }
 }
 
-/// Both kinds' objects by name, as last seen.
+/// Both kinds' objects, as last seen: compact, as the budget is < 2 MiB at 5,000
+/// blocks (`podnet-bench blocks`).
 #[derive(Debug, Default)]
 struct Stores {
-    blocks: BTreeMap<String, RemoteBlock>,
-    nodes: BTreeMap<String, NodeInfo>,
+    /// BlockAffinities by a 64-bit hash of their name (deletes carry the name; the name
+    /// itself, ~35 bytes, is not kept).
+    blocks: BTreeMap<u64, RemoteBlock>,
+    nodes: BTreeMap<NodeName, NodeInfo>,
+    /// Every node name in use, once: blocks and nodes share these.
+    names: HashSet<NodeName>,
     blocks_synced: bool,
     nodes_synced: bool,
+}
+
+impl Stores {
+    /// The shared copy of `name`.
+    fn intern(&mut self, name: &str) -> NodeName {
+        if let Some(n) = self.names.get(name) {
+            return Arc::clone(n);
+        }
+        let n: NodeName = name.into();
+        if self.names.len() < 2 * MAX_OBJECTS {
+            self.names.insert(Arc::clone(&n));
+        }
+        n
+    }
+
+    /// Drop names no block or node (or published map) uses any more.
+    fn forget_unused_names(&mut self) {
+        self.names.retain(|n| Arc::strong_count(n) > 1);
+    }
+}
+
+/// The key a BlockAffinity is kept under.
+fn name_key(name: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    name.hash(&mut h);
+    h.finish()
 }
 
 /// When each followed kind last beat: the watcher is alive only while every one does (one
@@ -249,7 +281,10 @@ impl BlockWatcher {
     /// A full paginated list (`GET /apis/crd.projectcalico.org/v1/blockaffinities?limit=…`,
     /// `GET /api/v1/nodes?limit=…`) replacing the store; returns its resource version.
     async fn list(&self, api: &Api<DynamicObject>, kind: Kind) -> Result<String, WatchError> {
-        let mut all = Vec::new();
+        // Each page is reduced to the kept fields as it arrives: at most one page of raw
+        // objects is in memory, never the whole list (5,000 raw BlockAffinities are megabytes).
+        let mut staged = Stores::default();
+        let mut n = 0usize;
         let mut token: Option<String> = None;
         let rv = loop {
             self.beat(kind);
@@ -267,31 +302,32 @@ impl BlockWatcher {
                     verb: "list",
                     source,
                 })?;
-            for obj in page.items {
-                if all.len() < MAX_OBJECTS {
-                    all.push(obj);
+            n += page.items.len();
+            {
+                // The names are interned in the live set, so both kinds share them.
+                let mut s = lock(&self.stores);
+                staged.names = std::mem::take(&mut s.names);
+                for obj in &page.items {
+                    apply(&mut staged, kind, obj, true);
                 }
+                s.names = std::mem::take(&mut staged.names);
             }
             match page.continue_.filter(|c| !c.is_empty()) {
                 Some(c) => token = Some(c),
                 None => break page.resource_version.unwrap_or_default(),
             }
         };
-        let n = all.len();
         {
             let mut s = lock(&self.stores);
             match kind {
                 Kind::BlockAffinity => {
-                    s.blocks.clear();
+                    s.blocks = std::mem::take(&mut staged.blocks);
                     s.blocks_synced = true;
                 }
                 Kind::Node => {
-                    s.nodes.clear();
+                    s.nodes = std::mem::take(&mut staged.nodes);
                     s.nodes_synced = true;
                 }
-            }
-            for obj in all {
-                apply(&mut s, kind, &obj, true);
             }
         }
         debug!(?kind, objects = n, "listed");
@@ -416,7 +452,11 @@ impl BlockWatcher {
     }
 
     fn publish(&self) {
-        let map = block_map(&lock(&self.stores), self.config.source);
+        let map = {
+            let mut s = lock(&self.stores);
+            s.forget_unused_names();
+            block_map(&s, self.config.source)
+        };
         self.tx.send_if_modified(|old| {
             let changed = **old != map;
             if changed {
@@ -465,19 +505,26 @@ fn to_value<T: serde::Serialize>(obj: &T) -> Value {
 
 /// Store (or remove) one object; whether anything changed.
 fn apply(s: &mut Stores, kind: Kind, value: &Value, added: bool) -> bool {
-    let Some(name) = parse::name(value).map(str::to_owned) else {
+    let Some(name) = parse::name(value) else {
         return false;
     };
     match kind {
         Kind::BlockAffinity => {
             let block = added.then(|| parse::block_affinity(value)).flatten();
-            upsert(&mut s.blocks, name, block)
+            let block = block.map(|b| RemoteBlock {
+                node: s.intern(&b.node),
+                cidr: b.cidr,
+            });
+            upsert(&mut s.blocks, name_key(name), block)
         }
-        Kind::Node => upsert(&mut s.nodes, name, added.then(|| parse::node(value))),
+        Kind::Node => {
+            let name = s.intern(name);
+            upsert(&mut s.nodes, name, added.then(|| parse::node(value)))
+        }
     }
 }
 
-fn upsert<T: PartialEq>(map: &mut BTreeMap<String, T>, name: String, v: Option<T>) -> bool {
+fn upsert<K: Ord, T: PartialEq>(map: &mut BTreeMap<K, T>, name: K, v: Option<T>) -> bool {
     match v {
         Some(v) if map.get(&name) == Some(&v) => false,
         Some(v) if map.len() < MAX_OBJECTS || map.contains_key(&name) => {
