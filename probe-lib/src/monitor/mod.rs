@@ -537,7 +537,9 @@ impl<H: HostNetwork> Monitor<H> {
             }
             None => Default::default(),
         };
-        log_block_changes(&self.last.remote_blocks, &remote_blocks);
+        if !Arc::ptr_eq(&self.last.remote_blocks, &remote_blocks) {
+            log_block_changes(&self.last.remote_blocks, &remote_blocks);
+        }
         let suppressed = log_changes(
             &self.last.verdicts,
             &verdicts,
