@@ -68,7 +68,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-pub use calico::{block_affinity, calico_node};
+pub use calico::{block_affinity, calico_node, calico_node_v6};
 pub use client::{WatchStream, get_json, get_json_accept, http_get, http_get_accept};
 pub use control::{Outage, RequestKind, RequestRecord, RequestStats};
 pub use pod::{CREATION_TIMESTAMP, PodBuilder, malformed, numbered_pods, uid_for};

@@ -12,7 +12,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use podnet_kube_double::{KubeApiServer, PodBuilder, block_affinity, calico_node};
+use podnet_kube_double::{KubeApiServer, PodBuilder, block_affinity, calico_node_v6};
 use podnet_testbed::agent::Agent;
 use podnet_testbed::bench::{ms, percentile, status_kib};
 use podnet_testbed::simnode::{PodSpec, SimNode};
@@ -40,13 +40,7 @@ fn node_ip(n: usize) -> Ipv6Addr {
 
 /// A Calico node known by its IPv6 address annotation.
 fn peer(n: usize) -> serde_json::Value {
-    let name = format!("node-{n}");
-    let mut v = calico_node(&name, &node_ip(n).to_string(), None);
-    let a = &mut v["metadata"]["annotations"];
-    a.as_object_mut()
-        .map(|m| m.remove("projectcalico.org/IPv4Address"));
-    a["projectcalico.org/IPv6Address"] = serde_json::json!(format!("{}/64", node_ip(n)));
-    v
+    calico_node_v6(&format!("node-{n}"), &node_ip(n).to_string())
 }
 
 struct Run {
