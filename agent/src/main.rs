@@ -328,9 +328,10 @@ pub(crate) fn start_felix(
     info!(health = ?config.health, metrics = ?config.metrics, "reading calico-node's felix");
     let reader = felix.clone();
     let task = spawn_worker(workers, "felix", |guard| async move {
-        // The guard lives as long as the reader: dropping it marks the worker stopped.
-        let _guard = guard;
-        podnet_probe::felix::run(config, reader, shutdown).await;
+        // The guard lives as long as the reader: dropping it marks the worker stopped; a
+        // reader that stops reading goes silent and shows as stalled.
+        guard.expect_beats(podnet_probe::felix::max_silence(&config));
+        podnet_probe::felix::run(config, reader, || guard.beat(), shutdown).await;
     });
     Some((felix, task))
 }

@@ -235,7 +235,7 @@ mod tests {
                     ips_since: *since,
                 })
                 .collect(),
-            health: Default::default(),
+            ..KubeView::default()
         }
     }
 

@@ -36,15 +36,31 @@ pub struct Snapshot {
     /// Per-pod and node-level verdicts.
     #[serde(flatten)]
     pub verdicts: Verdicts,
-    /// Other nodes' pod blocks not routed toward their node (only the failing ones).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub remote_blocks: Vec<BlockProblem>,
+    /// Other nodes' pod blocks not routed toward their node (only the failing ones). Shared
+    /// between snapshots while unchanged: in a BGP outage all 5,000 may fail, and copying them
+    /// per route event would cost milliseconds.
+    #[serde(
+        skip_serializing_if = "block_list_is_empty",
+        serialize_with = "serialize_block_list"
+    )]
+    pub remote_blocks: std::sync::Arc<Vec<BlockProblem>>,
     /// Other nodes' blocks judged (none before the block map's first list, or when off).
     pub remote_blocks_checked: usize,
     /// On control-plane nodes: the Services kube-apiserver calls, judged; `None` when the
     /// check is off or idle (not a control-plane node).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub control_plane: Option<ControlPlaneStatus>,
+}
+
+fn block_list_is_empty(l: &std::sync::Arc<Vec<BlockProblem>>) -> bool {
+    l.is_empty()
+}
+
+fn serialize_block_list<S: serde::Serializer>(
+    l: &std::sync::Arc<Vec<BlockProblem>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(l.iter())
 }
 
 impl Snapshot {
@@ -62,7 +78,7 @@ impl Snapshot {
             node_ips: Vec::new(),
             probe_targets: Vec::new(),
             verdicts: Verdicts::default(),
-            remote_blocks: Vec::new(),
+            remote_blocks: std::sync::Arc::default(),
             remote_blocks_checked: 0,
             control_plane: None,
         }

@@ -33,6 +33,8 @@ pub const PROBES_KEY: &str = "podnet.io/probes";
 /// The annotation naming targets a pod is not probed against: `"node,dns"`.
 pub const SKIP_PROBES_KEY: &str = "podnet.io/skip-probes";
 
+use super::calico_node::CalicoNodeImage;
+
 /// A pod as decoded from the API: only the fields [`parse_pod`] reads.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
@@ -59,6 +61,8 @@ struct RawMeta {
 struct RawSpec {
     node_name: Option<Value>,
     host_network: Option<Value>,
+    /// Only the `calico-node` container's image (see `calico_node.rs`).
+    containers: CalicoNodeImage,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -73,7 +77,7 @@ struct RawStatus {
 
 /// An object-valued section of a pod: absent (or null), decoded, or not an object at all.
 #[derive(Debug, Clone, Default)]
-enum Section<T> {
+pub(super) enum Section<T> {
     #[default]
     Missing,
     Valid(T),
@@ -276,6 +280,7 @@ impl RawPod {
             "spec": self.spec.to_value(|s| object(&[
                 ("nodeName", &s.node_name),
                 ("hostNetwork", &s.host_network),
+                ("calicoNodeImage", &s.containers.0.clone().map(Value::String)),
             ])),
             "status": self.status.to_value(|s| object(&[
                 ("phase", &s.phase),

@@ -79,6 +79,12 @@ impl Metrics {
              shows here even when every scrape falls between the flaps",
             monitor.problems_raised.clone(),
         );
+        registry.register(
+            "podnet_pod_routes_removed",
+            "Pod host routes removed while the pod and its interface lived (after they had \
+             appeared): on Calico, felix deleting routes of endpoints it does not know",
+            monitor.routes_removed.clone(),
+        );
         let build = Family::<VersionLabels, Gauge>::default();
         build
             .get_or_create(&VersionLabels {
@@ -345,6 +351,7 @@ impl Collector for VerdictCollector {
             "Pods on this node with at least one wiring problem",
             v.pods_with_problems() as i64,
         )?;
+        calico::encode_calico_node(&mut encoder, &snap)?;
         {
             let mut e = encoder.encode_descriptor(
                 "podnet_pod_problem",
@@ -552,6 +559,7 @@ fn encode_probe_verdicts(
     Ok(())
 }
 
+mod calico;
 mod controlplane;
 mod process;
 

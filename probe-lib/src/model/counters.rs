@@ -249,6 +249,7 @@ pub struct MonitorMetrics {
     pub(crate) events: Counter,
     pub(crate) log_suppressed: Counter,
     pub(crate) problems_raised: Family<ReasonLabels, Counter>,
+    pub(crate) routes_removed: Counter,
 }
 
 impl Default for MonitorMetrics {
@@ -261,6 +262,7 @@ impl Default for MonitorMetrics {
             events: Counter::default(),
             log_suppressed: Counter::default(),
             problems_raised: Family::default(),
+            routes_removed: Counter::default(),
         };
         for cause in ResyncCause::ALL {
             let _ = m.resyncs.get_or_create(&CauseLabels {
@@ -332,5 +334,15 @@ impl MonitorMetrics {
                 cause: cause.as_str(),
             })
             .get()
+    }
+
+    /// Count pods whose host route was removed while the pod and its interface lived.
+    pub fn pod_routes_removed(&self, n: u64) {
+        self.routes_removed.inc_by(n);
+    }
+
+    /// Such removals so far (for tests).
+    pub fn pod_routes_removed_count(&self) -> u64 {
+        self.routes_removed.get()
     }
 }

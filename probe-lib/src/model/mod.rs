@@ -4,6 +4,7 @@
 //! layer may use it and it can never close a cycle (`tests/layering.rs`).
 
 mod blocks;
+mod calico_node;
 mod controlplane;
 mod counters;
 mod felix;
@@ -13,7 +14,8 @@ mod workers;
 
 use std::time::Duration;
 
-pub use blocks::{BlockMap, PeerNode, RemoteBlock};
+pub use blocks::{BlockMap, NodeName, PeerNode, RemoteBlock};
+pub use calico_node::{CalicoNode, CalicoVersion};
 pub use controlplane::{
     ApiServiceCondition, ControlPlaneView, PathOutcome, PathProbe, ServiceObservation, ServiceRef,
     ServiceUsers,

@@ -112,4 +112,7 @@ pub struct KubeStatus {
     /// The watch's health.
     #[serde(flatten)]
     pub health: KubeHealth,
+    /// The calico-node pod on this node and its version, if the watch saw one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calico_node: Option<super::CalicoNode>,
 }

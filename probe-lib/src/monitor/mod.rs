@@ -23,15 +23,19 @@ use crate::pods::ExpectedPod;
 use crate::probe::report::PodProbes;
 use crate::snapshot::Snapshot;
 use crate::util::backoff::Backoff;
-use crate::verdict::{BlockProblem, ProbeView, block_problems, calico_node_stale, evaluate};
+use crate::verdict::{BlockProblem, ProbeView, calico_node_stale, evaluate};
 
+mod block_cache;
 mod changes;
 mod controlplane;
 mod discipline;
+mod route_history;
 mod source;
 
+use block_cache::BlockCache;
 use changes::log_changes;
 use discipline::{LogLimiter, ResyncSchedule};
+use route_history::RouteHistory;
 pub use source::PodSource;
 use source::{Expectation, SourceState};
 
@@ -112,6 +116,10 @@ pub struct Monitor<H> {
     /// Expected pods as of the last change (probe results alone do not change them).
     expected: Option<Expectation>,
     source_state: SourceState,
+    /// Pod routes that appeared and were removed while their pods lived.
+    route_history: RouteHistory,
+    /// The remote block verdicts, judged again only when they can change.
+    block_cache: BlockCache,
 }
 
 /// The watched sources the event loop wakes on besides kernel events and probes.
@@ -169,6 +177,8 @@ impl<H: HostNetwork> Monitor<H> {
             pod_set,
             expected: None,
             source_state: SourceState::default(),
+            route_history: RouteHistory::default(),
+            block_cache: BlockCache::default(),
         };
         (monitor, rx)
     }
@@ -457,6 +467,7 @@ impl<H: HostNetwork> Monitor<H> {
         };
         let peers = self.state.take_peers();
         self.state = HostState::from_dump(dump, peers);
+        self.block_cache.new_state();
         self.expected = None;
         let nsids: HashSet<i32> = self
             .state
@@ -525,11 +536,21 @@ impl<H: HostNetwork> Monitor<H> {
         verdicts
             .node
             .extend(expectation.node_problems.iter().cloned());
+        let removed = self.route_history.observe(&verdicts.pods, Instant::now());
+        self.metrics.pod_routes_removed(removed);
         if let (Some(felix), PodSource::Kubernetes { .. }) = (&self.config.felix, &self.config.pods)
         {
-            verdicts
-                .node
-                .extend(calico_node_stale(&felix.get(), &verdicts.pods));
+            let vanished = self.route_history.vanished();
+            let calico_node = expectation
+                .kube
+                .as_ref()
+                .and_then(|k| k.calico_node.as_ref());
+            verdicts.node.extend(calico_node_stale(
+                &felix.get(),
+                &verdicts.pods,
+                &vanished,
+                calico_node,
+            ));
         }
         if let Some(n) = self.logs.roll(tokio::time::Instant::now()) {
             warn!(
@@ -537,18 +558,19 @@ impl<H: HostNetwork> Monitor<H> {
                 "problem-change log lines suppressed by the rate limit in the last window"
             );
         }
-        // Judged on every publish, so on every route event, like the pods' routes.
-        let (remote_blocks, remote_blocks_checked) = self
-            .config
-            .remote_blocks
-            .as_ref()
-            .map_or_else(Default::default, |rx| {
-                let map = rx.borrow();
-                let node = &self.config.node_name;
-                let checked = map.blocks.iter().filter(|b| map.synced && b.node != *node);
-                (block_problems(node, &map, &self.state), checked.count())
-            });
-        log_block_changes(&self.last.remote_blocks, &remote_blocks);
+        // Up to date on every publish, so on every route event, like the pods' routes (judged
+        // again only when a covering route or the map changed).
+        let (remote_blocks, remote_blocks_checked) = match &self.config.remote_blocks {
+            Some(rx) => {
+                let map = Arc::clone(&rx.borrow());
+                self.block_cache
+                    .judge(&self.config.node_name, &map, &self.state)
+            }
+            None => Default::default(),
+        };
+        if !Arc::ptr_eq(&self.last.remote_blocks, &remote_blocks) {
+            log_block_changes(&self.last.remote_blocks, &remote_blocks);
+        }
         let suppressed = log_changes(
             &self.last.verdicts,
             &verdicts,

@@ -106,6 +106,7 @@ impl SourceState {
                     synced: view.synced,
                     pods: view.pods.len(),
                     health: view.health.clone(),
+                    calico_node: view.calico_node.clone(),
                 });
                 let mut out = if view.synced {
                     let pods = expected_from_api(&view, cni, prefix.as_deref(), host, now, *grace);

@@ -18,6 +18,7 @@ mod route;
 mod wiring;
 
 pub use blocks::{BlockProblem, block_problems};
+pub use calico::VanishedRoute;
 pub use controlplane::{ControlPlaneStatus, ServiceVerdict, control_plane_status, route_hint};
 pub use orphans::{Orphan, find_orphans};
 pub use policy::{NETWORK_POLICY, NODE_TARGET_HINT, PolicyEngine};
@@ -181,12 +182,16 @@ pub fn evaluate(
 }
 
 /// `calico_node_stale` when felix reports ready but disagrees with the API (pods from the API
-/// only: in node mode the pods are the interfaces, which felix sees too).
+/// only: in node mode the pods are the interfaces, which felix sees too). `vanished`: by host
+/// interface, the pods whose route was removed while they lived; `calico_node`: the calico-node
+/// pod on this node, whose version the message names.
 pub fn calico_node_stale(
     felix: &crate::model::FelixStatus,
     pods: &[PodVerdict],
+    vanished: &std::collections::HashMap<&str, VanishedRoute>,
+    calico_node: Option<&crate::model::CalicoNode>,
 ) -> Option<NodeProblem> {
-    calico::stale(felix, pods)
+    calico::stale(felix, pods, vanished, calico_node)
 }
 
 fn node_problems(pods: &[ExpectedPod], host: &HostState) -> Vec<NodeProblem> {

@@ -42,6 +42,8 @@ pub struct RequestRecord {
     pub path: String,
     /// Raw query string (still percent-encoded).
     pub query: String,
+    /// The `Accept` header asked for `PartialObjectMetadata`.
+    pub metadata_only: bool,
 }
 
 /// Request counters.

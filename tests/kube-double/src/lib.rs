@@ -54,6 +54,7 @@ mod calico;
 mod client;
 mod control;
 mod controlplane;
+pub mod metadata;
 mod pod;
 mod query;
 mod selectors;
@@ -73,8 +74,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-pub use calico::{block_affinity, calico_node};
-pub use client::{WatchStream, get_json, http_get};
+pub use calico::{block_affinity, calico_node, calico_node_v6};
+pub use client::{WatchStream, get_json, get_json_accept, http_get, http_get_accept};
 pub use control::{Outage, RequestKind, RequestRecord, RequestStats};
 pub use controlplane::{
     apiserver_mirror_pod, apiservice, crd_with_conversion, endpoint_slice, service,

@@ -179,7 +179,15 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let route = Route::parse(&path);
-    let params = Params::parse(&query);
+    let metadata_only = req
+        .headers()
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(super::metadata::wanted);
+    let params = Params::parse(&query).map(|mut p| {
+        p.metadata_only = metadata_only;
+        p
+    });
     let kind = match (&route, &params) {
         _ if method != Method::GET => RequestKind::Other,
         (Route::Pods(_) | Route::Cluster(_) | Route::Namespaced(..), Ok(p)) if p.watch => {
@@ -196,6 +204,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         method: method.to_string(),
         path: path.clone(),
         query,
+        metadata_only,
     });
     let delay = ctl.delay();
     if !delay.is_zero() {
@@ -338,7 +347,11 @@ async fn list(
         }
     }
     let mut body = Vec::with_capacity(64 + page.items.len() * 1024);
-    let (api_version, kind) = resource.list_kind();
+    let (api_version, kind) = if params.metadata_only {
+        (super::metadata::API_VERSION, super::metadata::LIST_KIND)
+    } else {
+        resource.list_kind()
+    };
     body.extend_from_slice(
         format!(r#"{{"kind":"{kind}","apiVersion":"{api_version}","metadata":"#).as_bytes(),
     );
@@ -348,8 +361,12 @@ async fn list(
         if i > 0 {
             body.push(b',');
         }
-        serde_json::to_writer(&mut body, &**item)
-            .map_err(|e| ApiError::internal(&e.to_string()))?;
+        let written = if params.metadata_only {
+            serde_json::to_writer(&mut body, &super::metadata::partial(item))
+        } else {
+            serde_json::to_writer(&mut body, &**item)
+        };
+        written.map_err(|e| ApiError::internal(&e.to_string()))?;
     }
     body.extend_from_slice(b"]}");
     Ok(json_response(200, body))

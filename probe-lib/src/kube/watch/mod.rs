@@ -254,6 +254,7 @@ impl KubeWatcher {
             synced: self.synced,
             pods: self.store.pods(),
             health: self.health.clone(),
+            calico_node: self.store.calico_node(),
         };
         self.tx.send_if_modified(|current| {
             if **current == view {
