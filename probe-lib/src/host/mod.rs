@@ -192,6 +192,7 @@ impl HostState {
                 None
             }
             KernelEvent::Overrun => Some(ResyncCause::Overrun),
+            KernelEvent::Malformed => Some(ResyncCause::Malformed),
         }
     }
 
@@ -376,5 +377,7 @@ impl HostState {
     }
 }
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests;
