@@ -21,3 +21,6 @@ pub mod prober;
 pub use driver::{NetnsDriver, PodNetwork, PodRound, RoundResult};
 pub use error::ProbeError;
 pub use prober::{Prober, ProberConfig};
+
+#[cfg(test)]
+mod props;
