@@ -5,6 +5,8 @@ mod blocks;
 mod error;
 mod page;
 mod pod;
+#[cfg(test)]
+mod props;
 mod store;
 mod watch;
 

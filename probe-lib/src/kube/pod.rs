@@ -180,6 +180,24 @@ pub enum Skip {
     Finished,
 }
 
+/// Longest piece of a pod's own text quoted in a [`Skip::Malformed`] reason (which is logged):
+/// the object may come from anyone who can write the field.
+pub(crate) const QUOTE_MAX: usize = 64;
+
+/// `s` for a reason: escaped (no control characters or quotes reach a log line raw) and cut
+/// to [`QUOTE_MAX`] characters.
+fn quote(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(QUOTE_MAX)
+        .flat_map(char::escape_default)
+        .collect();
+    if s.chars().nth(QUOTE_MAX).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     path.iter().try_fold(v, |v, k| v.get(*k))?.as_str()
 }
@@ -224,10 +242,9 @@ pub fn parse_pod(obj: &Value, node: &str) -> Result<KubePod, Skip> {
                     .get("ip")
                     .and_then(Value::as_str)
                     .ok_or_else(|| malformed("status.podIPs entry without ip"))?;
-                ips.push(
-                    ip.parse::<IpAddr>()
-                        .map_err(|_| malformed(&format!("status.podIPs has '{ip}', not an IP")))?,
-                );
+                ips.push(ip.parse::<IpAddr>().map_err(|_| {
+                    malformed(&format!("status.podIPs has '{}', not an IP", quote(ip)))
+                })?);
             }
         }
         Some(_) => return Err(malformed("status.podIPs is not a list")),
@@ -236,10 +253,11 @@ pub fn parse_pod(obj: &Value, node: &str) -> Result<KubePod, Skip> {
         match status.and_then(|s| s.get("podIP")) {
             None | Some(Value::Null) => {}
             Some(Value::String(s)) if s.is_empty() => {}
-            Some(Value::String(s)) => ips.push(
-                s.parse()
-                    .map_err(|_| malformed(&format!("status.podIP has '{s}', not an IP")))?,
-            ),
+            Some(Value::String(s)) => {
+                ips.push(s.parse().map_err(|_| {
+                    malformed(&format!("status.podIP has '{}', not an IP", quote(s)))
+                })?)
+            }
             Some(_) => return Err(malformed("status.podIP is not a string")),
         }
     }

@@ -12,7 +12,7 @@
 //! but lose `status.addresses`; with Calico the annotations suffice, see docs). Memory: the
 //! kept fields only, ≈ 150 B per block and ≈ 200 B per node (≈ 4 MiB for 20,000 blocks).
 
-mod parse;
+pub(super) mod parse;
 
 use std::collections::BTreeMap;
 use std::future::Future;
