@@ -510,6 +510,10 @@ fn humantime(d: Duration) -> String {
 }
 
 #[cfg(test)]
+#[path = "config_props.rs"]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

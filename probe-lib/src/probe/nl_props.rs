@@ -24,8 +24,11 @@ fn message(kind: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
     m
 }
 
+/// The (type, payload) of each message handed out.
+type Seen = Vec<(u16, Vec<u8>)>;
+
 /// Feed `data` to the scanner; the payloads it handed out and how it ended.
-fn scan(data: &[u8], stop_after: usize) -> (Vec<(u16, Vec<u8>)>, Option<io::Result<()>>) {
+fn scan(data: &[u8], stop_after: usize) -> (Seen, Option<io::Result<()>>) {
     let mut seen = Vec::new();
     let mut count = 0;
     let end = scan_datagram(data, SEQ, &mut count, &mut |t, p| {
