@@ -180,6 +180,11 @@ pub enum Skip {
     Finished,
 }
 
+/// Longest pod name the API server accepts (a DNS subdomain).
+pub(crate) const MAX_NAME: usize = 253;
+/// Longest namespace name (a DNS label).
+pub(crate) const MAX_NAMESPACE: usize = 63;
+
 /// Longest piece of a pod's own text quoted in a [`Skip::Malformed`] reason (which is logged):
 /// the object may come from anyone who can write the field.
 pub(crate) const QUOTE_MAX: usize = 64;
@@ -208,6 +213,17 @@ pub fn parse_pod(obj: &Value, node: &str) -> Result<KubePod, Skip> {
     let name = str_at(obj, &["metadata", "name"]).ok_or_else(|| malformed("no metadata.name"))?;
     let namespace = str_at(obj, &["metadata", "namespace"])
         .ok_or_else(|| malformed("no metadata.namespace"))?;
+    // The API server's own limits (a DNS subdomain, a DNS label): the two become metric
+    // labels and log fields, so longer ones (a broken or hostile API) are not taken.
+    if name.is_empty()
+        || name.len() > MAX_NAME
+        || namespace.is_empty()
+        || namespace.len() > MAX_NAMESPACE
+    {
+        return Err(malformed(
+            "metadata.name or metadata.namespace empty or too long",
+        ));
+    }
     let uid = str_at(obj, &["metadata", "uid"]).unwrap_or_default();
     let spec = obj.get("spec").filter(|s| !s.is_null());
     let status = obj.get("status").filter(|s| !s.is_null());

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::blocks::parse as blocks;
 use super::page::{Item, PageReader};
-use super::pod::{QUOTE_MAX, RawPod, Skip, parse_pod};
+use super::pod::{MAX_NAME, MAX_NAMESPACE, QUOTE_MAX, RawPod, Skip, parse_pod};
 use crate::util::props::{cases, hostile_string, mutate, mutation};
 
 const NODE: &str = "node-a";
@@ -141,7 +141,8 @@ proptest! {
         let raw = decode(noisy.to_string().as_bytes()).expect("a JSON object always decodes");
         prop_assert_eq!(&parse_pod(&raw, NODE), &want);
         if let Ok(k) = &want {
-            prop_assert!(k.name.len() <= 20_000 && !k.namespace.is_empty());
+            prop_assert!((1..=MAX_NAME).contains(&k.name.len()));
+            prop_assert!((1..=MAX_NAMESPACE).contains(&k.namespace.len()));
         }
     }
 
@@ -253,6 +254,17 @@ proptest! {
             prop_assert!(info.peer.addresses.len() <= 8 && info.peer.tunnels.len() <= 8);
             prop_assert!(info.pod_cidrs.len() <= 8);
         }
+    }
+}
+
+/// A pod named beyond the API server's limits is malformed, not a 20 kB metric label.
+#[test]
+fn overlong_names_are_malformed() {
+    let p = |name: &str, ns: &str| json!({"metadata": {"name": name, "namespace": ns}, "spec": {"nodeName": NODE}});
+    assert!(parse_pod(&p(&"a".repeat(MAX_NAME), &"b".repeat(MAX_NAMESPACE)), NODE).is_ok());
+    for (n, ns) in [(MAX_NAME + 1, 1), (1, MAX_NAMESPACE + 1), (0, 1), (1, 0)] {
+        let r = parse_pod(&p(&"a".repeat(n), &"b".repeat(ns)), NODE);
+        assert!(matches!(r, Err(Skip::Malformed(_))), "{n} {ns}: {r:?}");
     }
 }
 

@@ -530,4 +530,6 @@ fn encode_probe_verdicts(
 mod process;
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
