@@ -480,9 +480,19 @@ fn kube_watch_timeout(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// An `EnvFilter` directive list, each directive trimmed. tracing-subscriber 0.3 scans a
+/// trimmed directive but slices the untrimmed one with those indices: a directive with
+/// leading blanks and a multi-byte character (`"\tΌ="`) made it panic instead of refusing
+/// the value (found by `props_flags_hostile_values`). Trimmed, the indices agree.
 fn log_filter(s: &str) -> Result<String, String> {
-    tracing_subscriber::EnvFilter::try_new(s)
-        .map(|_| s.to_owned())
+    let s = s
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect::<Vec<_>>()
+        .join(",");
+    tracing_subscriber::EnvFilter::try_new(&s)
+        .map(|_| s)
         .map_err(|e| e.to_string())
 }
 
@@ -580,6 +590,10 @@ fn humantime(d: Duration) -> String {
 }
 
 #[cfg(test)]
+#[path = "config_props.rs"]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -653,6 +667,20 @@ mod tests {
             .is_ok()
         );
         assert_eq!(humantime(Duration::from_millis(250)), "250ms");
+    }
+
+    /// A log filter with blanks before a multi-byte character is read (here: target `Ό`, any
+    /// level), not a panic inside tracing-subscriber; blanks around directives are dropped.
+    #[test]
+    fn log_filters_with_blanks_and_non_ascii() {
+        assert_eq!(log_filter("\tΌ=").as_deref(), Ok("Ό="));
+        assert_eq!(log_filter("info, Ό=").as_deref(), Ok("info,Ό="));
+        let a = Args::try_parse_from(["podnet-agent", "--log-level=\tΌ="]).unwrap();
+        assert_eq!(a.log_level, "Ό=");
+        assert_eq!(
+            log_filter(" info , podnet=debug ,").as_deref(),
+            Ok("info,podnet=debug")
+        );
     }
 
     #[test]

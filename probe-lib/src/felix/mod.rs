@@ -8,6 +8,8 @@
 //! headers.
 
 mod parse;
+#[cfg(test)]
+mod props;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -200,6 +200,7 @@ impl HostState {
                 None
             }
             KernelEvent::Overrun => Some(ResyncCause::Overrun),
+            KernelEvent::Malformed => Some(ResyncCause::Malformed),
         }
     }
 
@@ -392,5 +393,7 @@ impl HostState {
     }
 }
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,8 @@ mod calico_node;
 mod error;
 mod page;
 mod pod;
+#[cfg(test)]
+mod props;
 mod store;
 mod watch;
 

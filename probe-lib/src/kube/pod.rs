@@ -322,6 +322,29 @@ pub enum Skip {
     Finished,
 }
 
+/// Longest pod name the API server accepts (a DNS subdomain).
+pub(crate) const MAX_NAME: usize = 253;
+/// Longest namespace name (a DNS label).
+pub(crate) const MAX_NAMESPACE: usize = 63;
+
+/// Longest piece of a pod's own text quoted in a [`Skip::Malformed`] reason (which is logged):
+/// the object may come from anyone who can write the field.
+pub(crate) const QUOTE_MAX: usize = 64;
+
+/// `s` for a reason: escaped (no control characters or quotes reach a log line raw) and cut
+/// to [`QUOTE_MAX`] characters.
+fn quote(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(QUOTE_MAX)
+        .flat_map(char::escape_default)
+        .collect();
+    if s.chars().nth(QUOTE_MAX).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     path.iter().try_fold(v, |v, k| v.get(*k))?.as_str()
 }
@@ -332,6 +355,17 @@ pub fn parse_pod(obj: &Value, node: &str) -> Result<KubePod, Skip> {
     let name = str_at(obj, &["metadata", "name"]).ok_or_else(|| malformed("no metadata.name"))?;
     let namespace = str_at(obj, &["metadata", "namespace"])
         .ok_or_else(|| malformed("no metadata.namespace"))?;
+    // The API server's own limits (a DNS subdomain, a DNS label): the two become metric
+    // labels and log fields, so longer ones (a broken or hostile API) are not taken.
+    if name.is_empty()
+        || name.len() > MAX_NAME
+        || namespace.is_empty()
+        || namespace.len() > MAX_NAMESPACE
+    {
+        return Err(malformed(
+            "metadata.name or metadata.namespace empty or too long",
+        ));
+    }
     let uid = str_at(obj, &["metadata", "uid"]).unwrap_or_default();
     let spec = obj.get("spec").filter(|s| !s.is_null());
     let status = obj.get("status").filter(|s| !s.is_null());
@@ -366,10 +400,9 @@ pub fn parse_pod(obj: &Value, node: &str) -> Result<KubePod, Skip> {
                     .get("ip")
                     .and_then(Value::as_str)
                     .ok_or_else(|| malformed("status.podIPs entry without ip"))?;
-                ips.push(
-                    ip.parse::<IpAddr>()
-                        .map_err(|_| malformed(&format!("status.podIPs has '{ip}', not an IP")))?,
-                );
+                ips.push(ip.parse::<IpAddr>().map_err(|_| {
+                    malformed(&format!("status.podIPs has '{}', not an IP", quote(ip)))
+                })?);
             }
         }
         Some(_) => return Err(malformed("status.podIPs is not a list")),
@@ -378,10 +411,11 @@ pub fn parse_pod(obj: &Value, node: &str) -> Result<KubePod, Skip> {
         match status.and_then(|s| s.get("podIP")) {
             None | Some(Value::Null) => {}
             Some(Value::String(s)) if s.is_empty() => {}
-            Some(Value::String(s)) => ips.push(
-                s.parse()
-                    .map_err(|_| malformed(&format!("status.podIP has '{s}', not an IP")))?,
-            ),
+            Some(Value::String(s)) => {
+                ips.push(s.parse().map_err(|_| {
+                    malformed(&format!("status.podIP has '{}', not an IP", quote(s)))
+                })?)
+            }
             Some(_) => return Err(malformed("status.podIP is not a string")),
         }
     }

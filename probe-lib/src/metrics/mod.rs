@@ -564,4 +564,6 @@ mod controlplane;
 mod process;
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;

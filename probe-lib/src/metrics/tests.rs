@@ -6,7 +6,7 @@ use crate::model::{ResyncCause, SourceName};
 use crate::pods::{ExpectedPod, PodId};
 use crate::verdict::{NodeProblem, NodeReason, PodProblem, PodReason, PodVerdict, Verdicts};
 
-fn pod(i: usize, problems: Vec<PodProblem>) -> PodVerdict {
+pub(super) fn pod(i: usize, problems: Vec<PodProblem>) -> PodVerdict {
     PodVerdict {
         pod: ExpectedPod {
             id: PodId {
@@ -27,7 +27,7 @@ fn pod(i: usize, problems: Vec<PodProblem>) -> PodVerdict {
     }
 }
 
-fn render(verdicts: Verdicts) -> String {
+pub(super) fn render(verdicts: Verdicts) -> String {
     render_capped(verdicts, DEFAULT_POD_SERIES_LIMIT)
 }
 

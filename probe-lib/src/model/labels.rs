@@ -144,6 +144,8 @@ label_enum! {
         /// The event subscription failed and was re-established, or a dump failed and is
         /// retried.
         Error => "error",
+        /// A notification did not decode (skipped with a warning): re-read what it described.
+        Malformed => "malformed",
     }
 }
 
@@ -369,7 +371,7 @@ mod tests {
         fn resync(r: ResyncCause) -> usize {
             use ResyncCause::*;
             match r {
-                Startup | Periodic | Overrun | LinkDown | Error => 5,
+                Startup | Periodic | Overrun | LinkDown | Error | Malformed => 6,
             }
         }
         fn restart(r: RestartReason) -> usize {

@@ -335,7 +335,7 @@ fn random_ident_seq() -> (u16, u16) {
 /// packet's destination)? surge-ping routes replies by these already; checked again here so
 /// a change there cannot make a forged reply count. On a datagram socket the kernel owns
 /// the identifier, so it is not compared.
-fn reply_matches(
+pub(super) fn reply_matches(
     packet: &IcmpPacket,
     target: IpAddr,
     ident: Option<PingIdentifier>,

@@ -24,3 +24,6 @@ pub mod selector;
 pub use driver::{NetnsDriver, PodNetwork, PodRound, RoundResult};
 pub use error::ProbeError;
 pub use prober::{Prober, ProberConfig};
+
+#[cfg(test)]
+mod props;

@@ -119,46 +119,11 @@ impl BlockingNetlink {
         let mut buf = vec![0u8; req.buffer_len()];
         req.serialize(&mut buf);
         self.socket.send(&buf, 0)?;
-        let invalid = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_owned());
         let mut count = 0usize;
         loop {
             let data = self.recv_until(deadline)?;
-            let mut offset = 0;
-            while offset + 16 <= data.len() {
-                let msg = NetlinkBuffer::new_checked(&data[offset..])
-                    .map_err(|e| invalid(&e.to_string()))?;
-                let len = msg.length() as usize;
-                if len < 16 || offset + len > data.len() {
-                    return Err(invalid("bad netlink message length"));
-                }
-                offset += (len + 3) & !3;
-                if msg.sequence_number() != self.seq {
-                    continue;
-                }
-                let payload = &data[offset - ((len + 3) & !3) + 16..][..len - 16];
-                match msg.message_type() {
-                    NLMSG_DONE => return Ok(()),
-                    NLMSG_ERROR => {
-                        let code = payload
-                            .get(..4)
-                            .and_then(|b| b.try_into().ok())
-                            .map_or(0, i32::from_ne_bytes);
-                        return if code < 0 {
-                            Err(io::Error::from_raw_os_error(-code))
-                        } else {
-                            Ok(())
-                        };
-                    }
-                    t => {
-                        count += 1;
-                        if count > MAX_MESSAGES {
-                            return Err(invalid("answer has too many messages"));
-                        }
-                        if f(t, payload) == Flow::Stop || msg.flags() & NLM_F_MULTIPART == 0 {
-                            return Ok(());
-                        }
-                    }
-                }
+            if let Some(end) = scan_datagram(&data, self.seq, &mut count, &mut f) {
+                return end;
             }
         }
     }
@@ -273,6 +238,60 @@ fn link_mtu(p: &[u8]) -> Option<u32> {
     None
 }
 
+/// The messages of one received datagram for request `seq` (others are stale answers and
+/// skipped), each handed to `f`, `count` across datagrams capped at [`MAX_MESSAGES`].
+/// `Some` when the answer ended (done, an error, `f` had enough, or a lone reply), `None`
+/// when more datagrams follow. Lengths are checked, never trusted: the datagram comes from
+/// the kernel side of a pod's namespace.
+fn scan_datagram(
+    data: &[u8],
+    seq: u32,
+    count: &mut usize,
+    f: &mut impl FnMut(u16, &[u8]) -> Flow,
+) -> Option<io::Result<()>> {
+    let invalid = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_owned());
+    let mut offset = 0;
+    while offset + 16 <= data.len() {
+        let msg = match NetlinkBuffer::new_checked(&data[offset..]) {
+            Ok(m) => m,
+            Err(e) => return Some(Err(invalid(&e.to_string()))),
+        };
+        let len = msg.length() as usize;
+        if len < 16 || offset + len > data.len() {
+            return Some(Err(invalid("bad netlink message length")));
+        }
+        let payload = &data[offset + 16..offset + len];
+        offset += (len + 3) & !3;
+        if msg.sequence_number() != seq {
+            continue;
+        }
+        match msg.message_type() {
+            NLMSG_DONE => return Some(Ok(())),
+            NLMSG_ERROR => {
+                let code = payload
+                    .get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, i32::from_ne_bytes);
+                return Some(if code < 0 {
+                    Err(io::Error::from_raw_os_error(code.saturating_neg()))
+                } else {
+                    Ok(())
+                });
+            }
+            t => {
+                *count += 1;
+                if *count > MAX_MESSAGES {
+                    return Some(Err(invalid("answer has too many messages")));
+                }
+                if f(t, payload) == Flow::Stop || msg.flags() & NLM_F_MULTIPART == 0 {
+                    return Some(Ok(()));
+                }
+            }
+        }
+    }
+    None
+}
+
 /// Is this `rtmsg` a default unicast route of `family` in the main table?
 fn is_default_route(p: &[u8], family: u8) -> bool {
     p.len() >= 12
@@ -289,6 +308,10 @@ const RTM_NEWROUTE: u16 = 24;
 const RTN_UNICAST: u8 = 1;
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
+
+#[cfg(test)]
+#[path = "nl_props.rs"]
+mod props;
 
 #[cfg(test)]
 mod tests {

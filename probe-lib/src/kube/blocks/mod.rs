@@ -12,7 +12,7 @@
 //! Node write (`docs/kubernetes.md`). Memory: the kept fields only, ≈ 150 B per block and
 //! ≈ 200 B per node.
 
-mod parse;
+pub(super) mod parse;
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
