@@ -21,6 +21,7 @@ pub fn discover_from_links(host: &HostState, prefix: &str) -> Vec<ExpectedPod> {
             interface: l.name.clone(),
             ips: cap_node_mode_ips(peer_global_ips(host, l)),
             in_grace: false,
+            uid: String::new(),
         })
         .collect();
     pods.sort_by(|a, b| a.interface.cmp(&b.interface));
@@ -93,6 +94,7 @@ pub fn expected_from_api(
                 interface,
                 ips: p.ips.clone(),
                 in_grace: t.ips_since.is_some_and(|since| now < since + grace),
+                uid: p.uid.clone(),
             }
         })
         .collect()

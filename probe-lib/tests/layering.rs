@@ -26,6 +26,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("snapshot", 6),
     ("monitor", 7),
     ("metrics", 8),
+    // Exporter: the node condition and Events, decided from the snapshot.
+    ("notify", 8),
     // Test-only builders of host objects (`#[cfg(test)]` in lib.rs); no product code sees it.
     ("fixtures", 9),
 ];

@@ -16,6 +16,7 @@ fn pod(i: usize, problems: Vec<PodProblem>) -> PodVerdict {
             interface: format!("cali{i:011}"),
             ips: vec![format!("10.244.0.{i}").parse().unwrap()],
             in_grace: false,
+            uid: String::new(),
         },
         link: None,
         problems,

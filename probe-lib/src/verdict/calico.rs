@@ -69,6 +69,7 @@ mod tests {
                 interface: format!("cali{i}"),
                 ips: vec![ip],
                 in_grace,
+                uid: String::new(),
             },
             link: None,
             problems: route_missing

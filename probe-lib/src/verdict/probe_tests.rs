@@ -21,6 +21,7 @@ fn pods(n: usize) -> Vec<ExpectedPod> {
             interface: format!("cali{i}"),
             ips: vec![format!("10.244.0.{}", i + 2).parse().unwrap()],
             in_grace: false,
+            uid: String::new(),
         })
         .collect()
 }

@@ -13,6 +13,7 @@ fn pod(interface: &str, ip: &str) -> ExpectedPod {
         interface: interface.into(),
         ips: vec![ip.parse().unwrap()],
         in_grace: false,
+        uid: String::new(),
     }
 }
 

@@ -29,6 +29,7 @@ fn pod(i: usize) -> PodVerdict {
             interface: format!("cali{i}"),
             ips: vec![format!("10.244.0.{}", i + 2).parse().unwrap()],
             in_grace: false,
+            uid: String::new(),
         },
         link: Some(PodLink {
             index: 10 + i as u32,
