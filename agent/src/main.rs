@@ -6,6 +6,7 @@ mod caps;
 mod config;
 mod http;
 mod memory;
+mod notify;
 mod server;
 mod source;
 mod supervise;
@@ -169,6 +170,7 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
     metrics.watch_workers(workers.clone());
     let (felix, felix_task) =
         start_felix(&args, &mut metrics, &workers, stopped(stop_rx.clone())).unzip();
+    let kube_mode = matches!(choice, source::Choice::Kubernetes(_));
     let (pods, watch_task) = source::start(
         choice,
         &args,
@@ -181,6 +183,7 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
     let blocks = source::start_blocks(&args, &workers, stopped(stop_rx.clone())).await?;
     let (remote_blocks, blocks_task) = blocks.unzip();
     let host = NetlinkHost::new().context("opening netlink")?;
+    let config_node = node.clone();
     let config = MonitorConfig {
         node_name: node,
         pods,
@@ -199,6 +202,16 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
     };
     let (monitor, snapshots) = Monitor::new(host, config, metrics.monitor());
     metrics.serve_snapshots_capped(snapshots.clone(), args.max_pod_series as usize);
+    let notify_task = notify::start(
+        &args,
+        &config_node,
+        kube_mode,
+        snapshots.clone(),
+        &mut metrics,
+        &workers,
+        stopped(stop_rx.clone()),
+    )
+    .await?;
     let prober = if args.no_probes {
         None
     } else {
@@ -270,6 +283,7 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
     tasks.extend(watch_task.map(|t| ("watch", t)));
     tasks.extend(blocks_task.map(|t| ("blocks", t)));
     tasks.extend(felix_task.map(|t| ("felix", t)));
+    tasks.extend(notify_task.map(|t| ("notify", t)));
     let deadline = async {
         stopped(stop_rx.clone()).await;
         tokio::time::sleep(SHUTDOWN_DEADLINE).await;

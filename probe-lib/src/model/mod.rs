@@ -7,6 +7,7 @@ mod blocks;
 mod counters;
 mod felix;
 mod labels;
+mod notify;
 mod pods;
 mod workers;
 
@@ -19,6 +20,7 @@ pub use labels::{
     BlockReason, Direction, LabelEnum, NodeReason, PodReason, ProbeResult, Protocol, RestartReason,
     ResyncCause, SourceName,
 };
+pub use notify::{NotifyMetrics, WriteObject};
 pub use pods::{ExpectedPod, KubeHealth, KubeStatus, PodEntry, PodId, PodSet};
 pub use workers::{Fault, WorkerGuard, WorkerState, Workers};
 

@@ -40,7 +40,12 @@
 //! from tokens and grants the test sets ([`KubeApiServer::add_token`],
 //! [`KubeApiServer::grant_non_resource`]).
 //!
-//! Not modelled: writes through the API, authentication (any bearer token is accepted),
+//! Writes (`writes.rs`): `GET`/`PATCH` `/api/v1/nodes/{name}/status` (strategic merge of
+//! `status.conditions` by `type`; a merge patch replaces the list) and `events.k8s.io/v1`
+//! Events (create with validation, merge-patch, get, list), each logged with its body
+//! ([`KubeApiServer::writes`]).
+//!
+//! Not modelled: other writes through the API, authentication (any bearer token is accepted),
 //! protobuf, HTTP/2, `/watch/` legacy paths, server-side apply, and `resourceVersion` on GETs
 //! of single objects (ignored).
 
@@ -57,6 +62,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 mod watch;
+mod writes;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -72,6 +78,7 @@ pub use client::{WatchStream, get_json, http_get};
 pub use control::{Outage, RequestKind, RequestRecord, RequestStats};
 pub use pod::{CREATION_TIMESTAMP, PodBuilder, malformed, numbered_pods, uid_for};
 pub use store::Resource;
+pub use writes::WriteRecord;
 
 use server::Shared;
 
@@ -120,6 +127,44 @@ impl KubeApiServer {
     /// Delete a cluster-scoped object; its revision, or `None` if it did not exist.
     pub fn delete_object(&self, resource: Resource, name: &str) -> Option<u64> {
         self.shared.write(|s| s.delete(&resource.key("", name)))
+    }
+
+    /// Every write received (node status patches, Event creates and patches), in order, with
+    /// its body and the status answered.
+    pub fn writes(&self) -> Vec<WriteRecord> {
+        self.shared
+            .writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .log()
+    }
+
+    /// The Events stored (as written, plus `metadata.uid`/`resourceVersion`).
+    pub fn events(&self) -> Vec<Value> {
+        self.shared
+            .writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .events()
+    }
+
+    /// `status.conditions` of node `name` as written through the API.
+    pub fn node_conditions(&self, name: &str) -> Vec<Value> {
+        self.shared
+            .writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .conditions(name)
+    }
+
+    /// Preset node `name`'s conditions (e.g. the kubelet's `Ready`, the CNI's
+    /// `NetworkUnavailable`), as if others had written them.
+    pub fn set_node_conditions(&self, name: &str, conditions: Vec<Value>) {
+        self.shared
+            .writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_conditions(name, conditions);
     }
 
     /// Start on `addr` (port 0: any free port), inside network namespace `netns` if given.

@@ -35,6 +35,8 @@ pub(crate) struct Shared {
     pub addr: OnceLock<SocketAddr>,
     /// Tokens and grants for TokenReviews and SubjectAccessReviews.
     pub auth: super::auth::Grants,
+    /// Node status and Events written through the API.
+    pub writes: Mutex<super::writes::Writes>,
 }
 
 impl Shared {
@@ -47,6 +49,7 @@ impl Shared {
             listening: watch::Sender::new(false),
             addr: OnceLock::new(),
             auth: Default::default(),
+            writes: Mutex::default(),
         }
     }
 
@@ -159,6 +162,9 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     }
     if ctl.take_failure() {
         return ApiError::internal("injected fault").into_response();
+    }
+    if let Some(w) = super::writes::WriteRoute::parse(&path) {
+        return super::writes::handle(&shared, w, req).await;
     }
     if let Route::TokenReviews | Route::SubjectAccessReviews = route {
         return reviews(&shared, &route, method, req).await;
