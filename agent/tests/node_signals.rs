@@ -282,3 +282,19 @@ fn nothing_is_written_with_no_conditions_and_no_events() {
     let m = agent.metrics().unwrap();
     assert_eq!(m.value("podnet_kube_writes_total"), None);
 }
+
+#[test]
+fn the_writer_is_a_supervised_worker() {
+    let c = Cluster::new(1).unwrap();
+    let agent = agent(&c, &["--test-fault", "kill:notify"]);
+    let body = wait_for(&agent, "/healthz red", || {
+        let (code, body) = agent.get("/healthz").unwrap();
+        (code != 200).then_some(body)
+    });
+    assert!(body.contains("notify: panicked"), "{body:?}");
+    let m = agent.metrics().unwrap();
+    assert_eq!(
+        m.value_with("podnet_worker_up", &[("worker", "notify")]),
+        Some(0.0)
+    );
+}
