@@ -142,7 +142,7 @@ fn message_is_bounded_with_many_pods() {
             pod(
                 &format!("p{i}-{}", "x".repeat(200)),
                 &format!("10.244.{}.{}", i / 250, i % 250 + 1),
-                &PodReason::ALL[..],
+                PodReason::ALL,
             )
         })
         .collect();
