@@ -624,6 +624,36 @@ mod tests {
     }
 
     #[test]
+    fn condition_and_event_flags() {
+        let a = Args::try_parse_from(["podnet-agent"]).unwrap();
+        assert!(!a.no_conditions && !a.no_events);
+        assert_eq!(a.condition_heartbeat, Duration::from_secs(300));
+        assert_eq!((a.events_burst, a.events_per_minute), (25, 6));
+        let a = Args::try_parse_from([
+            "podnet-agent",
+            "--no-conditions",
+            "--no-events",
+            "--condition-heartbeat",
+            "2s",
+            "--events-per-minute",
+            "0",
+        ])
+        .unwrap();
+        assert!(a.no_conditions && a.no_events);
+        assert_eq!(a.condition_heartbeat, Duration::from_secs(2));
+        for bad in [
+            &["--condition-heartbeat", "500ms"][..],
+            &["--condition-heartbeat", "25h"],
+            &["--events-burst", "0"],
+            &["--events-per-minute", "601"],
+        ] {
+            let mut argv = vec!["podnet-agent"];
+            argv.extend_from_slice(bad);
+            assert!(Args::try_parse_from(argv).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn prefixes() {
         assert!(interface_prefix("cali").is_ok());
         assert!(interface_prefix("eni").is_ok());
