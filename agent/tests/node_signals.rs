@@ -253,6 +253,12 @@ fn the_event_rate_limit_holds_under_200_simultaneous_problems() {
     let writes = event_writes(&c.api).len() as f64;
     // The bucket: 10 at once, then 12 a minute.
     let allowed = 10.0 + elapsed * 12.0 / 60.0 + 1.0;
+    let dropped = agent
+        .metrics()
+        .unwrap()
+        .value("podnet_events_dropped_total")
+        .unwrap_or(0.0);
+    eprintln!("200 problems: {writes} Event writes, {dropped} dropped in {elapsed:.1} s");
     assert!(writes >= 10.0, "{writes}");
     assert!(writes <= allowed, "{writes} Event writes in {elapsed:.1} s");
     let m = agent.metrics().unwrap();

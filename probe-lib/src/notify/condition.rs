@@ -21,6 +21,10 @@ pub const HEALTHY_REASON: &str = "PodNetworkHealthy";
 pub const MAX_MESSAGE: usize = 1024;
 /// Examples named in the message per reason.
 const EXAMPLES: usize = 3;
+/// A change of the message alone (the counts, the examples) is written at most this often:
+/// during a storm the counts move with every snapshot, and each would be a write to the API.
+/// A change of status or reason is written at once.
+pub const MESSAGE_REFRESH: Duration = Duration::from_secs(10);
 
 /// What the condition should say now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,21 +179,24 @@ pub struct ConditionPatch {
     pub body: Value,
 }
 
-/// Whether to write now, and what: on any change of status, reason or message, and when the
-/// heartbeat is due. `lastTransitionTime` moves only when the status flips.
+/// Whether to write now, and what: at once on a change of status or reason, for a new
+/// message once [`MESSAGE_REFRESH`] has passed since the last write, and when the heartbeat
+/// is due. `lastTransitionTime` moves only when the status flips.
 pub fn plan(
     prev: Option<&Written>,
     want: &Desired,
     now: SystemTime,
     heartbeat: Duration,
 ) -> Option<ConditionPatch> {
-    let changed = prev.is_none_or(|p| {
-        p.problem != want.problem || p.reason != want.reason || p.message != want.message
-    });
-    let beat_due = prev
-        .and_then(|p| p.heartbeat)
-        .is_none_or(|t| now.duration_since(t).map_or(true, |age| age >= heartbeat));
-    if !changed && !beat_due {
+    let changed = prev.is_none_or(|p| p.problem != want.problem || p.reason != want.reason);
+    // A clock that went backwards counts as "long ago": better one write too many.
+    let since_write = |min: Duration| {
+        prev.and_then(|p| p.heartbeat)
+            .is_none_or(|t| now.duration_since(t).map_or(true, |age| age >= min))
+    };
+    let message_due =
+        prev.is_some_and(|p| p.message != want.message) && since_write(MESSAGE_REFRESH);
+    if !changed && !message_due && !since_write(heartbeat) {
         return None;
     }
     let stamp = rfc3339(now, false);

@@ -181,18 +181,16 @@ fn writes_on_change_and_heartbeat_and_transition_only_on_status_flip() {
     let c = &beat.body["status"]["conditions"][0];
     assert_eq!(c["lastTransitionTime"], "2026-12-01T02:02:39Z");
     assert_eq!(c["lastHeartbeatTime"], "2026-12-01T02:07:39Z");
-    // A message change is written at once, without a transition.
+    // A message change alone waits for MESSAGE_REFRESH after the last write, then is written
+    // without a transition.
     let more = Desired {
         message: "all 4 pods on the node are wired".into(),
         ..ok.clone()
     };
-    let p = plan(
-        Some(&beat.written),
-        &more,
-        t0 + hb + Duration::from_secs(1),
-        hb,
-    )
-    .unwrap();
+    let soon = t0 + hb + MESSAGE_REFRESH - Duration::from_secs(1);
+    assert_eq!(plan(Some(&beat.written), &more, soon, hb), None);
+    let p = plan(Some(&beat.written), &more, t0 + hb + MESSAGE_REFRESH, hb).unwrap();
+    assert_eq!(p.written.message, more.message);
     assert_eq!(p.written.last_transition, "2026-12-01T02:02:39Z");
     // The status flips: a transition.
     let bad = Desired {
