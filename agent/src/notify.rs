@@ -22,6 +22,12 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_secs(1);
 /// `fieldManager` of the condition patch.
 const FIELD_MANAGER: &str = "podnet-agent";
+/// The Event writes of one step take at most this long together; the rest are dropped (an
+/// API that answers slowly must not hold up the condition behind a burst of Events).
+const EVENTS_BUDGET: Duration = Duration::from_secs(30);
+/// One loop turn takes at most a condition read and write and [`EVENTS_BUDGET`]; silence
+/// beyond this is a hang (`/healthz`).
+pub const MAX_SILENCE: Duration = Duration::from_secs(120);
 
 /// What to write.
 #[derive(Debug, Clone)]
@@ -211,7 +217,13 @@ async fn write_events(
         metrics.dropped(step.dropped);
         debug!(dropped = step.dropped, "Events over the rate limit dropped");
     }
+    let deadline = Instant::now() + EVENTS_BUDGET;
     for w in step.writes {
+        if Instant::now() >= deadline {
+            metrics.dropped(1);
+            tracker.failed(&w);
+            continue;
+        }
         let result = match &w {
             Write::Create {
                 namespace, body, ..
@@ -237,6 +249,7 @@ pub async fn run(
     cfg: NotifyConfig,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     metrics: NotifyMetrics,
+    beat: impl Fn(),
     shutdown: impl Future<Output = ()>,
 ) {
     let mut shutdown = std::pin::pin!(shutdown);
@@ -254,6 +267,7 @@ pub async fn run(
     let mut want: Option<condition::Desired> = None;
     let mut seen_generation = None;
     loop {
+        beat();
         tokio::select! {
             () = &mut shutdown => return,
             r = snapshots.changed() => if r.is_err() { return },
@@ -323,9 +337,18 @@ pub async fn start(
         workers,
         "notify",
         |guard| async move {
-            // The guard lives as long as the writer: dropping it marks the worker stopped.
-            let _guard = guard;
-            run(KubeApi(client), cfg, snapshots, m, shutdown).await;
+            // The writer beats every turn of its loop (at least every second while idle); the
+            // guard marks the worker stopped, panicked or hung.
+            guard.expect_beats(MAX_SILENCE);
+            run(
+                KubeApi(client),
+                cfg,
+                snapshots,
+                m,
+                || guard.beat(),
+                shutdown,
+            )
+            .await;
         },
     )))
 }
@@ -449,7 +472,9 @@ mod tests {
             tx.send(snapshot(true)).unwrap();
             tokio::time::sleep(Duration::from_millis(300)).await;
         };
-        run(&api, cfg, rx, metrics, stop).await;
+        let beats = std::cell::Cell::new(0);
+        run(&api, cfg, rx, metrics, || beats.set(beats.get() + 1), stop).await;
+        assert!(beats.get() >= 3, "{}", beats.get());
         assert_eq!(api.calls("get").len(), 1);
         let patches = api.calls("patch");
         assert_eq!(patches.len(), 2, "{patches:?}");
