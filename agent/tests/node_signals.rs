@@ -281,21 +281,43 @@ fn the_event_rate_limit_holds_under_200_simultaneous_problems() {
 }
 
 #[test]
-fn nothing_is_written_with_no_conditions_and_no_events() {
-    let c = Cluster::new(2).unwrap();
-    let agent = agent(&c, &["--no-conditions", "--no-events"]);
-    let p = c.node.pod(0).clone();
-    c.node.delete_route(0, p.ipv4.into()).unwrap();
-    agent
-        .wait_metrics("the problem", WAIT, |m| {
-            m.problems().iter().any(|(_, _, r)| r == "route_missing")
-        })
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
-    assert!(c.api.writes().is_empty(), "{:?}", c.api.writes());
-    assert!(condition(&c.api).is_none());
-    let m = agent.metrics().unwrap();
-    assert_eq!(m.value("podnet_kube_writes_total"), None);
+fn the_opt_outs_write_nothing_of_their_kind() {
+    for (flags, conditions, told) in [
+        (&["--no-conditions", "--no-events"][..], false, false),
+        (&["--no-events"][..], true, false),
+        (&["--no-conditions"][..], false, true),
+    ] {
+        let c = Cluster::new(2).unwrap();
+        let agent = agent(&c, flags);
+        let p = c.node.pod(0).clone();
+        c.node.delete_route(0, p.ipv4.into()).unwrap();
+        agent
+            .wait_metrics("the problem", WAIT, |m| {
+                m.problems().iter().any(|(_, _, r)| r == "route_missing")
+            })
+            .unwrap();
+        if conditions {
+            wait_condition(&agent, &c.api, "True", "PodRouteMissing");
+        }
+        if told {
+            wait_for(&agent, "the Warning", || {
+                events(&c.api, &p.name, "PodRouteMissing").pop()
+            });
+        }
+        // Time for what should not come.
+        std::thread::sleep(Duration::from_secs(3));
+        assert_eq!(!status_patches(&c.api).is_empty(), conditions, "{flags:?}");
+        assert_eq!(!event_writes(&c.api).is_empty(), told, "{flags:?}");
+        assert_eq!(condition(&c.api).is_some(), conditions, "{flags:?}");
+        let m = agent.metrics().unwrap();
+        let registered = m
+            .value_with(
+                "podnet_kube_writes_total",
+                &[("object", "event"), ("result", "ok")],
+            )
+            .is_some();
+        assert_eq!(registered, conditions || told, "{flags:?}");
+    }
 }
 
 #[test]
