@@ -127,6 +127,12 @@ CONTROL_PLANE_RULES = sorted([
     (("",), "nodes", ("get",)),
     (("discovery.k8s.io",), "endpointslices", ("list",)),
 ])
+
+# The node condition (agent/src/notify.rs: GET and strategic-merge PATCH of nodes/<name>/status)
+# and Events (events.k8s.io/v1 create, merge-PATCH of a series), unless the DaemonSet turns
+# them off with PODNET_NO_CONDITIONS / PODNET_NO_EVENTS.
+CONDITION_RULE = (("",), "nodes/status", ("get", "patch"))
+EVENT_RULE = (("events.k8s.io",), "events", ("create", "patch"))
 AUTH_DELEGATOR_RULES = [
     (("authentication.k8s.io",), "tokenreviews", ("create",)),
     (("authorization.k8s.io",), "subjectaccessreviews", ("create",)),
@@ -246,7 +252,19 @@ def manifests(rendered):
     # Exactly the verbs the code uses: the agent's own role; with --secure-metrics the reviews
     # and a reader role for Prometheus (the only binding to a subject outside the kustomization);
     # with --remote-blocks what probe-lib/src/kube/blocks/ lists and watches.
-    want_roles = {"podnet-agent": AGENT_RULES}
+    def env_true(name):
+        return any(
+            e.get("name") == name and str(e.get("value")).lower() in ("1", "true", "yes", "on")
+            for ds in by_kind.get("DaemonSet", [])
+            for c in ds["spec"]["template"]["spec"]["containers"]
+            for e in c.get("env", [])
+        )
+    agent_rules = list(AGENT_RULES)
+    if not env_true("PODNET_NO_CONDITIONS"):
+        agent_rules.append(CONDITION_RULE)
+    if not env_true("PODNET_NO_EVENTS"):
+        agent_rules.append(EVENT_RULE)
+    want_roles = {"podnet-agent": sorted(agent_rules)}
     if remote_blocks:
         want_roles["podnet-agent-remote-blocks"] = sorted(
             [(("",), "nodes", ("list", "watch"))]

@@ -250,6 +250,36 @@ pub struct Args {
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_pod_series: u32,
 
+    /// Do not write the `PodNetworkProblem` condition on this node's Node object (it is
+    /// written whenever an API is configured). 1/true/yes/on or 0/false/no/off.
+    #[arg(long, env = "PODNET_NO_CONDITIONS", action = ArgAction::SetTrue,
+          value_parser = BoolishValueParser::new())]
+    pub no_conditions: bool,
+
+    /// Do not write Events on pods and the node (written with the Kubernetes pod source).
+    /// 1/true/yes/on or 0/false/no/off.
+    #[arg(long, env = "PODNET_NO_EVENTS", action = ArgAction::SetTrue,
+          value_parser = BoolishValueParser::new())]
+    pub no_events: bool,
+
+    /// The node condition is rewritten when it changes and at least this often
+    /// (`lastHeartbeatTime`).
+    #[arg(long, env = "PODNET_CONDITION_HEARTBEAT", default_value = "5m",
+          value_name = "DURATION", value_parser = condition_heartbeat)]
+    pub condition_heartbeat: Duration,
+
+    /// Events written at once at most (the token bucket's size; each create or series
+    /// update takes a token).
+    #[arg(long, env = "PODNET_EVENTS_BURST", default_value = "25", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub events_burst: u32,
+
+    /// Tokens the Event bucket regains per minute; Events beyond are dropped and counted in
+    /// `podnet_events_dropped_total`.
+    #[arg(long, env = "PODNET_EVENTS_PER_MINUTE", default_value = "6", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(0..=600))]
+    pub events_per_minute: u32,
+
     /// Test hook, not for production: `kill:<worker>` makes that worker panic, `hang:<worker>`
     /// makes it stop and ignore shutdown, one second after start (see docs/security.md).
     /// Only settable where the process starts; nothing on the network can trigger it.
@@ -480,6 +510,14 @@ fn kube_watch_timeout(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+fn condition_heartbeat(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) || d > Duration::from_secs(24 * 3600) {
+        return Err("must be between 1s and 24h".into());
+    }
+    Ok(d)
+}
+
 /// An `EnvFilter` directive list, each directive trimmed. tracing-subscriber 0.3 scans a
 /// trimmed directive but slices the untrimmed one with those indices: a directive with
 /// leading blanks and a multi-byte character (`"\tΌ="`) made it panic instead of refusing
@@ -681,6 +719,36 @@ mod tests {
             log_filter(" info , podnet=debug ,").as_deref(),
             Ok("info,podnet=debug")
         );
+    }
+
+    #[test]
+    fn condition_and_event_flags() {
+        let a = Args::try_parse_from(["podnet-agent"]).unwrap();
+        assert!(!a.no_conditions && !a.no_events);
+        assert_eq!(a.condition_heartbeat, Duration::from_secs(300));
+        assert_eq!((a.events_burst, a.events_per_minute), (25, 6));
+        let a = Args::try_parse_from([
+            "podnet-agent",
+            "--no-conditions",
+            "--no-events",
+            "--condition-heartbeat",
+            "2s",
+            "--events-per-minute",
+            "0",
+        ])
+        .unwrap();
+        assert!(a.no_conditions && a.no_events);
+        assert_eq!(a.condition_heartbeat, Duration::from_secs(2));
+        for bad in [
+            &["--condition-heartbeat", "500ms"][..],
+            &["--condition-heartbeat", "25h"],
+            &["--events-burst", "0"],
+            &["--events-per-minute", "601"],
+        ] {
+            let mut argv = vec!["podnet-agent"];
+            argv.extend_from_slice(bad);
+            assert!(Args::try_parse_from(argv).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod config;
 mod engine;
 mod http;
 mod memory;
+mod notify;
 mod scoping;
 mod server;
 mod source;
@@ -158,6 +159,8 @@ async fn serve(
     }
     let mut metrics = Metrics::with_revision(env!("CARGO_PKG_VERSION"), env!("PODNET_REVISION"));
     metrics.watch_workers(workers.clone());
+    let kube_mode = matches!(choice, source::Choice::Kubernetes(_));
+    let config_node = node.clone();
     let engine::Engine {
         monitor,
         prober,
@@ -168,6 +171,16 @@ async fn serve(
     })
     .await?;
     metrics.serve_snapshots_capped(snapshots.clone(), args.max_pod_series as usize);
+    let notify_task = notify::start(
+        &args,
+        &config_node,
+        kube_mode,
+        snapshots.clone(),
+        &mut metrics,
+        &workers,
+        stopped(stop_rx.clone()),
+    )
+    .await?;
 
     let listeners = server::bind_all(args.listeners(secure_metrics(&args).await?))?;
     let state = Arc::new(http::AppState {
@@ -215,6 +228,7 @@ async fn serve(
     tasks.push(("monitor", monitor_task));
     tasks.extend(prober_task.map(|t| ("prober", t)));
     tasks.extend(source_tasks);
+    tasks.extend(notify_task.map(|t| ("notify", t)));
     let deadline = async {
         stopped(stop_rx.clone()).await;
         tokio::time::sleep(SHUTDOWN_DEADLINE).await;

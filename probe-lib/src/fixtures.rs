@@ -64,6 +64,7 @@ pub(crate) fn pod_verdict(
             ips: vec![ip],
             in_grace: false,
             meta: Default::default(),
+            uid: String::new(),
         },
         link: link.then_some(PodLink {
             index: 5,

@@ -20,6 +20,7 @@ pub mod kube;
 pub mod metrics;
 pub mod model;
 pub mod monitor;
+pub mod notify;
 pub mod pods;
 pub mod probe;
 pub mod report;

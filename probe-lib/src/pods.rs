@@ -22,6 +22,7 @@ pub fn discover_from_links(host: &HostState, prefix: &str) -> Vec<ExpectedPod> {
             ips: cap_node_mode_ips(peer_global_ips(host, l)),
             in_grace: false,
             meta: Default::default(),
+            uid: String::new(),
         })
         .collect();
     pods.sort_by(|a, b| a.interface.cmp(&b.interface));
@@ -95,6 +96,7 @@ pub fn expected_from_api(
                 ips: p.ips.clone(),
                 in_grace: t.ips_since.is_some_and(|since| now < since + grace),
                 meta: p.meta.clone(),
+                uid: p.uid.clone(),
             }
         })
         .collect()

@@ -30,6 +30,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("monitor", 7),
     ("metrics", 8),
     ("report", 8),
+    // Exporter: the node condition and Events, decided from the snapshot.
+    ("notify", 8),
     // Test-only builders of host objects (`#[cfg(test)]` in lib.rs); no product code sees it.
     ("fixtures", 9),
 ];

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::model::{Felix, NodeReason, ProbeSkip, WorkerState, Workers};
 pub use crate::model::{KubeMetrics, MonitorMetrics, ProbeMetrics};
+pub use crate::model::{NotifyMetrics, WriteObject};
 use crate::snapshot::Snapshot;
 use crate::util::clock::unix_seconds;
 
@@ -187,6 +188,23 @@ impl Metrics {
             "podnet_kube_requests",
             "Requests to the Kubernetes API, by verb",
             m.requests.clone(),
+        );
+        m
+    }
+
+    /// Register the node condition's and Events' write counters (when either is on) and
+    /// return their handles.
+    pub fn notify(&mut self) -> NotifyMetrics {
+        let m = NotifyMetrics::default();
+        self.registry.register(
+            "podnet_kube_writes",
+            "Writes to the Kubernetes API (node condition, Events), by object and result",
+            m.writes.clone(),
+        );
+        self.registry.register(
+            "podnet_events_dropped",
+            "Events not written: over the rate limit, or too many problems tracked",
+            m.events_dropped.clone(),
         );
         m
     }

@@ -17,6 +17,7 @@ pub(super) fn pod(i: usize, problems: Vec<PodProblem>) -> PodVerdict {
             ips: vec![format!("10.244.0.{i}").parse().unwrap()],
             in_grace: false,
             meta: Default::default(),
+            uid: String::new(),
         },
         link: None,
         problems,

@@ -9,6 +9,7 @@ mod controlplane;
 mod counters;
 mod felix;
 mod labels;
+mod notify;
 mod pods;
 mod workers;
 
@@ -27,6 +28,7 @@ pub use labels::{
     Protocol, RestartReason, ResyncCause, SourceName,
 };
 pub use labels::{ProbeSkip, ScopeIgnored};
+pub use notify::{NotifyMetrics, WriteObject};
 pub use pods::{ExpectedPod, KubeHealth, KubeStatus, PodEntry, PodId, PodSet, ProbeMeta};
 pub use workers::{Fault, WorkerGuard, WorkerState, Workers};
 

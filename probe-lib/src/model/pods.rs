@@ -33,6 +33,10 @@ pub struct ExpectedPod {
     /// yet (the CNI may still be wiring it).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub in_grace: bool,
+    /// The pod's `metadata.uid` (empty in node mode): Events name it so `kubectl describe pod`
+    /// finds them.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub uid: String,
     /// What the pod says about its probing (from the API; empty in node mode).
     #[serde(skip)]
     pub meta: ProbeMeta,

@@ -13,6 +13,7 @@ fn pod(ns: &str, name: &str, iface: &str, problems: Vec<PodProblem>) -> PodVerdi
             ips: vec!["10.244.0.7".parse().unwrap()],
             in_grace: false,
             meta: Default::default(),
+            uid: String::new(),
         },
         link: Some(PodLink {
             index: 7,

@@ -22,6 +22,7 @@ pub(super) fn pods(n: usize) -> Vec<ExpectedPod> {
             ips: vec![format!("10.244.0.{}", i + 2).parse().unwrap()],
             in_grace: false,
             meta: Default::default(),
+            uid: String::new(),
         })
         .collect()
 }

@@ -69,6 +69,7 @@ impl Node {
                 ips: vec!["10.244.0.2".parse().unwrap(), "fd00::2".parse().unwrap()],
                 in_grace: false,
                 meta: Default::default(),
+                uid: String::new(),
             },
             ExpectedPod {
                 id: PodId {
@@ -79,6 +80,7 @@ impl Node {
                 ips: vec!["10.244.0.3".parse().unwrap()],
                 in_grace: false,
                 meta: Default::default(),
+                uid: String::new(),
             },
         ]
     }

@@ -14,6 +14,7 @@ fn pod(interface: &str, ip: &str) -> ExpectedPod {
         ips: vec![ip.parse().unwrap()],
         in_grace: false,
         meta: Default::default(),
+        uid: String::new(),
     }
 }
 

@@ -45,7 +45,12 @@
 //! from tokens and grants the test sets ([`KubeApiServer::add_token`],
 //! [`KubeApiServer::grant_non_resource`]).
 //!
-//! Not modelled: writes through the API, authentication (any bearer token is accepted),
+//! Writes (`writes.rs`): `GET`/`PATCH` `/api/v1/nodes/{name}/status` (strategic merge of
+//! `status.conditions` by `type`; a merge patch replaces the list) and `events.k8s.io/v1`
+//! Events (create with validation, merge-patch, get, list), each logged with its body
+//! ([`KubeApiServer::writes`]).
+//!
+//! Not modelled: other writes through the API, authentication (any bearer token is accepted),
 //! protobuf, HTTP/2, `/watch/` legacy paths, server-side apply, and `resourceVersion` on GETs
 //! of single objects (ignored).
 
@@ -64,6 +69,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 mod watch;
+mod writes;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -83,6 +89,7 @@ pub use controlplane::{
 };
 pub use pod::{CREATION_TIMESTAMP, PodBuilder, malformed, numbered_pods, uid_for};
 pub use store::Resource;
+pub use writes::WriteRecord;
 
 use server::Shared;
 
@@ -126,6 +133,15 @@ impl KubeApiServer {
     /// BlockAffinity from [`block_affinity`], an APIService, …) or a namespaced one other than
     /// a pod (a Service, an EndpointSlice); returns its revision.
     pub fn apply_object(&self, obj: Value) -> u64 {
+        // Events live with the written ones (`writes.rs`), where the API's Event routes read.
+        if obj.get("kind").and_then(Value::as_str) == Some("Event") {
+            return self
+                .shared
+                .writes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .put_event(obj);
+        }
         self.shared.write(|s| s.put(obj))
     }
 
@@ -143,6 +159,44 @@ impl KubeApiServer {
     ) -> Option<u64> {
         self.shared
             .write(|s| s.delete(&resource.key(namespace, name)))
+    }
+
+    /// Every write received (node status patches, Event creates and patches), in order, with
+    /// its body and the status answered.
+    pub fn writes(&self) -> Vec<WriteRecord> {
+        self.shared
+            .writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .log()
+    }
+
+    /// The Events stored (as written, plus `metadata.uid`/`resourceVersion`).
+    pub fn events(&self) -> Vec<Value> {
+        self.shared
+            .writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .events()
+    }
+
+    /// `status.conditions` of node `name` as written through the API.
+    pub fn node_conditions(&self, name: &str) -> Vec<Value> {
+        self.shared
+            .writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .conditions(name)
+    }
+
+    /// Preset node `name`'s conditions (e.g. the kubelet's `Ready`, the CNI's
+    /// `NetworkUnavailable`), as if others had written them.
+    pub fn set_node_conditions(&self, name: &str, conditions: Vec<Value>) {
+        self.shared
+            .writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_conditions(name, conditions);
     }
 
     /// Start on `addr` (port 0: any free port), inside network namespace `netns` if given.

@@ -35,6 +35,8 @@ pub(crate) struct Shared {
     pub addr: OnceLock<SocketAddr>,
     /// Tokens and grants for TokenReviews and SubjectAccessReviews.
     pub auth: super::auth::Grants,
+    /// Node status and Events written through the API.
+    pub writes: Mutex<super::writes::Writes>,
 }
 
 impl Shared {
@@ -47,6 +49,7 @@ impl Shared {
             listening: watch::Sender::new(false),
             addr: OnceLock::new(),
             auth: Default::default(),
+            writes: Mutex::default(),
         }
     }
 
@@ -163,7 +166,6 @@ impl<'a> Route<'a> {
                 ns,
                 "endpointslices",
             ] => Route::Namespaced(Resource::EndpointSlices, Some(ns)),
-            ["apis", "events.k8s.io", "v1", "events"] => Route::Cluster(Resource::Events),
             ["apis", "authentication.k8s.io", "v1", "tokenreviews"] => Route::TokenReviews,
             ["apis", "authorization.k8s.io", "v1", "subjectaccessreviews"] => {
                 Route::SubjectAccessReviews
@@ -215,6 +217,9 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     }
     if ctl.take_failure() {
         return ApiError::internal("injected fault").into_response();
+    }
+    if let Some(w) = super::writes::WriteRoute::parse(&path) {
+        return super::writes::handle(&shared, w, req).await;
     }
     if let Route::TokenReviews | Route::SubjectAccessReviews = route {
         return reviews(&shared, &route, method, req).await;

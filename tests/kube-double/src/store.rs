@@ -58,8 +58,6 @@ pub enum Resource {
     Services,
     /// `discovery.k8s.io/v1` EndpointSlices (namespaced).
     EndpointSlices,
-    /// `events.k8s.io/v1` Events (listed across namespaces, for `kubectl podnet pods`).
-    Events,
 }
 
 impl Resource {
@@ -74,7 +72,6 @@ impl Resource {
             Some("CustomResourceDefinition") => Resource::CustomResourceDefinitions,
             Some("Service") => Resource::Services,
             Some("EndpointSlice") => Resource::EndpointSlices,
-            Some("Event") => Resource::Events,
             _ => Resource::Pods,
         }
     }
@@ -99,7 +96,6 @@ impl Resource {
             }
             Resource::Services => ("v1", "ServiceList"),
             Resource::EndpointSlices => ("discovery.k8s.io/v1", "EndpointSliceList"),
-            Resource::Events => ("events.k8s.io/v1", "EventList"),
         }
     }
 
@@ -115,7 +111,6 @@ impl Resource {
             Resource::CustomResourceDefinitions => "customresourcedefinitions:",
             Resource::Services => "services:",
             Resource::EndpointSlices => "endpointslices:",
-            Resource::Events => "events:",
         }
     }
 

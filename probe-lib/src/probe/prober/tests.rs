@@ -30,6 +30,7 @@ fn pod(i: usize) -> PodVerdict {
             ips: vec![format!("10.244.0.{}", i + 2).parse().unwrap()],
             in_grace: false,
             meta: Default::default(),
+            uid: String::new(),
         },
         link: Some(PodLink {
             index: 10 + i as u32,
