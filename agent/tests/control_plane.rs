@@ -87,8 +87,11 @@ fn message(agent: &Agent, svc: &str) -> String {
 }
 
 fn agent(c: &Cluster) -> Agent {
+    // The node condition and Events (their own requests, their own RBAC) are another test's.
     let args = [
         "--no-probes",
+        "--no-conditions",
+        "--no-events",
         "--control-plane-checks",
         "auto",
         "--control-plane-relist",

@@ -184,7 +184,14 @@ impl Writes {
                     }
                 }
                 self.conditions.insert(name.to_owned(), conditions);
-                Ok((200, self.node(shared, name)?))
+                let node = self.node(shared, name)?;
+                // A stored Node object changes as on the real server: lists and watches of
+                // nodes (`kubectl get nodes`, `kubectl podnet nodes`) see the new conditions.
+                let key = super::store::Resource::Nodes.key("", name);
+                if shared.store().get(&key).is_some() {
+                    shared.write(|s| s.put(node.clone()));
+                }
+                Ok((200, node))
             }
             (WriteRoute::Events(ns), "GET") => {
                 let items: Vec<&Value> = self

@@ -139,10 +139,9 @@ fn run() -> Result<()> {
         "   exit code {code} (0 healthy, 1 problems, 2 could not check)"
     ));
 
-    // HOOK (issue 15 items 1-2, the node condition and Events, built in parallel): once the
-    // agent sets the `PodNetworkProblem` condition and writes Events (reportingController
-    // podnet.io/agent), `kubectl podnet` below shows them with no change here. Until then the
-    // condition column reads `-` and the pods list is empty.
+    // The node condition and the pod's Event, as `kubectl describe` shows them (the agent
+    // writes them to the API; the condition only on change and on its heartbeat).
+    wait_for_signals(&cluster, &victim.name)?;
     match plugin_binary(&bin) {
         Some(plugin) => {
             for what in ["nodes", "pods"] {
@@ -216,6 +215,46 @@ fn plugin_binary(agent: &Path) -> Option<PathBuf> {
 
 /// `kubectl podnet WHAT -o wide` against the API double (inside the node's namespace, where
 /// the double listens).
+/// Print the `PodNetworkProblem` condition of the node and the Warning Event of pod `pod` once
+/// the agent has written both (at most 10 s).
+fn wait_for_signals(cluster: &Cluster, pod: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let condition = cluster
+            .api
+            .node_conditions(NODE)
+            .into_iter()
+            .find(|c| c["type"] == "PodNetworkProblem" && c["status"] == "True");
+        let event = cluster
+            .api
+            .events()
+            .into_iter()
+            .find(|e| e["regarding"]["name"] == pod && e["type"] == "Warning");
+        if let (Some(c), Some(e)) = (&condition, &event) {
+            say(&format!("\n   $ kubectl describe node {NODE}   (Conditions:)"));
+            say(&format!(
+                "     PodNetworkProblem  {}  {}  {}",
+                c["status"].as_str().unwrap_or(""),
+                c["reason"].as_str().unwrap_or(""),
+                c["message"].as_str().unwrap_or("")
+            ));
+            say(&format!("   $ kubectl describe pod {pod}   (Events:)"));
+            say(&format!(
+                "     {}  {}  {}  {}",
+                e["type"].as_str().unwrap_or(""),
+                e["reason"].as_str().unwrap_or(""),
+                e["reportingController"].as_str().unwrap_or(""),
+                e["note"].as_str().unwrap_or("")
+            ));
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("no PodNetworkProblem condition and Event after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn kubectl_podnet(cluster: &Cluster, plugin: &Path, what: &str) -> Result<String> {
     let out = Command::new("ip")
         .args(["netns", "exec", cluster.node.node_netns()])
