@@ -25,7 +25,9 @@ use podnet_probe::monitor::{Monitor, MonitorConfig, ProbeSettings};
 use podnet_probe::probe::target::{
     Gateways, HOST_TO_POD_TARGET, Target, check_unique, parse_probe_file,
 };
+use podnet_probe::probe::unanswered::UnansweredConfig;
 use podnet_probe::probe::{NetnsDriver, Prober, ProberConfig};
+use podnet_probe::verdict::ConnectNets;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -181,6 +183,7 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
     let blocks = source::start_blocks(&args, &workers, stopped(stop_rx.clone())).await?;
     let (remote_blocks, blocks_task) = blocks.unzip();
     let host = NetlinkHost::new().context("opening netlink")?;
+    let owners = source::pod_ip_owners(&args, &pods).await?;
     let config = MonitorConfig {
         node_name: node,
         pods,
@@ -192,6 +195,10 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
                 .map(|t| t.name.clone())
                 .chain([HOST_TO_POD_TARGET.to_owned()])
                 .collect(),
+            networks: ConnectNets {
+                pods: args.cluster_pod_cidrs.clone(),
+                services: args.service_cidrs.clone(),
+            },
         }),
         cni: args.cni.clone(),
         remote_blocks,
@@ -212,6 +219,12 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
             failure_threshold: args.probe_failures,
             recheck: Duration::from_secs(1).min(args.probe_interval),
             concurrency: args.probe_concurrency as usize,
+            unanswered: (!args.no_connect_watch).then(|| UnansweredConfig {
+                rounds: args.connect_rounds,
+                ..UnansweredConfig::default()
+            }),
+            owners,
+            pod_networks: args.cluster_pod_cidrs.clone(),
         };
         Some(Prober::new(
             driver,

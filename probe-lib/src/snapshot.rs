@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::model::{KubeStatus, PodEntry, PodSet, SourceName};
-use crate::verdict::{BlockProblem, Verdicts};
+use crate::verdict::{BlockProblem, ConnectVerdict, Verdicts};
 
 /// One consistent view of the node, replaced (never mutated) on every change.
 #[derive(Debug, Clone, Serialize)]
@@ -41,6 +41,8 @@ pub struct Snapshot {
     pub remote_blocks: Vec<BlockProblem>,
     /// Other nodes' blocks judged (none before the block map's first list, or when off).
     pub remote_blocks_checked: usize,
+    /// Destinations pods keep failing to connect to, classified (when probes run).
+    pub unanswered_connects: Vec<ConnectVerdict>,
 }
 
 impl Snapshot {
@@ -60,6 +62,7 @@ impl Snapshot {
             verdicts: Verdicts::default(),
             remote_blocks: Vec::new(),
             remote_blocks_checked: 0,
+            unanswered_connects: Vec::new(),
         }
     }
 

@@ -5,6 +5,7 @@ mod blocks;
 mod error;
 mod page;
 mod pod;
+mod podip;
 mod store;
 mod watch;
 
@@ -13,6 +14,7 @@ use std::path::Path;
 pub use blocks::{BlockSource, BlockWatchConfig, BlockWatcher};
 pub use error::WatchError;
 pub use pod::{KubePod, RawPod, Skip, parse_pod};
+pub use podip::{PodIpLookup, TokenBucket, owner_from_list};
 pub use store::{KubeHealth, KubeView, PodStore, Tracked};
 pub use watch::{KubeWatcher, WatchConfig};
 

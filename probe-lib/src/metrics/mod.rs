@@ -396,6 +396,7 @@ impl Collector for VerdictCollector {
         }
         encode_probe_verdicts(&mut encoder, &snap, &exported)?;
         encode_remote_blocks(&mut encoder, &snap)?;
+        connects::encode(&mut encoder, &snap)?;
         gauge(
             &mut encoder,
             "podnet_synced",
@@ -527,6 +528,7 @@ fn encode_probe_verdicts(
     Ok(())
 }
 
+mod connects;
 mod process;
 
 #[cfg(test)]

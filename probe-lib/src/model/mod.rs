@@ -7,6 +7,7 @@ mod blocks;
 mod counters;
 mod felix;
 mod labels;
+mod owners;
 mod pods;
 mod workers;
 
@@ -16,9 +17,10 @@ pub use blocks::{BlockMap, PeerNode, RemoteBlock};
 pub use counters::{KubeMetrics, MonitorMetrics, ProbeMetrics};
 pub use felix::{Felix, FelixStatus};
 pub use labels::{
-    BlockReason, Direction, LabelEnum, NodeReason, PodReason, ProbeResult, Protocol, RestartReason,
-    ResyncCause, SourceName,
+    BlockReason, ConnectClass, Direction, LabelEnum, NodeReason, PodReason, ProbeResult, Protocol,
+    RestartReason, ResyncCause, SourceName,
 };
+pub use owners::{PodIpOwner, PodIpOwners};
 pub use pods::{ExpectedPod, KubeHealth, KubeStatus, PodEntry, PodId, PodSet};
 pub use workers::{Fault, WorkerGuard, WorkerState, Workers};
 

@@ -23,7 +23,9 @@ use crate::pods::ExpectedPod;
 use crate::probe::report::PodProbes;
 use crate::snapshot::Snapshot;
 use crate::util::backoff::Backoff;
-use crate::verdict::{BlockProblem, ProbeView, block_problems, calico_node_stale, evaluate};
+use crate::verdict::{
+    BlockProblem, ProbeView, block_problems, calico_node_stale, evaluate, unanswered_connects,
+};
 
 mod changes;
 mod discipline;
@@ -57,6 +59,8 @@ pub struct ProbeSettings {
     pub failure_threshold: u32,
     /// Every target name, for the gauges that are always present.
     pub targets: Vec<String>,
+    /// The cluster's networks, to classify pods' unanswered connects.
+    pub networks: crate::verdict::ConnectNets,
 }
 
 /// Monitor settings.
@@ -526,6 +530,9 @@ impl<H: HostNetwork> Monitor<H> {
             &self.metrics,
         );
         self.metrics.log_lines_suppressed(suppressed);
+        let unanswered_connects = self.config.probes.as_ref().map_or_else(Vec::new, |p| {
+            unanswered_connects(&verdicts.pods, &self.probe_reports, &p.networks)
+        });
         let snap = Arc::new(Snapshot {
             node: self.config.node_name.clone(),
             pod_source: expectation.source_name,
@@ -545,6 +552,7 @@ impl<H: HostNetwork> Monitor<H> {
             verdicts,
             remote_blocks,
             remote_blocks_checked,
+            unanswered_connects,
         });
         if !self.last.synced {
             info!(

@@ -18,6 +18,7 @@ use super::netns_thread::{IcmpWanted, Located, NetnsThread, Visit, VisitRequest,
 use super::outcome::{IcmpReply, Observation, ProbeResult, classify_io};
 use super::plan::PlannedProbe;
 use super::report::PodSide;
+use super::sockdiag::SynSentDump;
 use super::target::{Direction, Protocol};
 use crate::model::WorkerGuard;
 use crate::util::lock;
@@ -37,6 +38,8 @@ pub struct PodRound {
     pub timeout: Duration,
     /// Also read the pod's side of the wiring (its interface and default routes).
     pub read_pod_side: bool,
+    /// Also dump the pod's sockets in `SYN_SENT` (its failing connects).
+    pub syn_sent: bool,
 }
 
 /// What a round found, observations in the order of [`PodRound::probes`].
@@ -51,6 +54,8 @@ pub struct RoundResult {
     /// Stamp ([`super::report::next_stamp`]) taken when the probes were sent, after the
     /// namespace visit: orders this round's results against other pods'.
     pub sent: u64,
+    /// The pod's sockets in `SYN_SENT`, if asked for and the dump worked.
+    pub syn_sent: Option<SynSentDump>,
 }
 
 /// Runs rounds.
@@ -173,6 +178,7 @@ impl NetnsDriver {
                 .filter(|p| p.protocol == Protocol::Tcp)
                 .map(|p| p.address)
                 .collect(),
+            syn_sent: round.syn_sent,
             // Queued behind other pods' visits for longer than one timeout: give up.
             start_by: Instant::now() + round.timeout,
         };
@@ -428,6 +434,14 @@ impl PodNetwork for NetnsDriver {
             }
             None => None,
         };
+        let syn_sent = match visit.as_mut().and_then(|v| v.syn_sent.take()) {
+            Some(Ok(dump)) => Some(dump),
+            Some(Err(e)) => {
+                debug!(interface = %round.interface, error = %e, "cannot dump the pod's sockets");
+                None
+            }
+            None => None,
+        };
         // Every socket of the round is dropped here: nothing keeps the pod's namespace alive.
         drop(visit);
         RoundResult {
@@ -435,6 +449,7 @@ impl PodNetwork for NetnsDriver {
             observations,
             error,
             sent,
+            syn_sent,
         }
     }
 }

@@ -7,12 +7,14 @@ use std::time::Duration;
 use super::driver::{PodNetwork, PodRound, RoundResult};
 use super::outcome::{Observation, ProbeResult};
 use super::report::PodSide;
+use super::sockdiag::SynSentDump;
 
 #[derive(Debug, Default)]
 struct Script {
     /// (interface, target) → result; everything else answers ok.
     results: HashMap<(String, String), ProbeResult>,
     pod_side: HashMap<String, PodSide>,
+    syn_sent: HashMap<String, SynSentDump>,
     rounds: Vec<(String, tokio::time::Instant)>,
     delay: Duration,
     running: usize,
@@ -40,6 +42,11 @@ impl FakePodNetwork {
     /// The pod's side as the next rounds will report it.
     pub fn set_pod_side(&self, interface: &str, side: PodSide) {
         self.lock().pod_side.insert(interface.to_owned(), side);
+    }
+
+    /// The `SYN_SENT` dump the next rounds of this pod report.
+    pub fn set_syn_sent(&self, interface: &str, dump: SynSentDump) {
+        self.lock().syn_sent.insert(interface.to_owned(), dump);
     }
 
     /// Make every round take this long.
@@ -95,6 +102,12 @@ impl PodNetwork for FakePodNetwork {
             observations,
             error: None,
             sent: super::report::next_stamp(),
+            syn_sent: round.syn_sent.then(|| {
+                s.syn_sent
+                    .get(&round.interface)
+                    .cloned()
+                    .unwrap_or_default()
+            }),
         }
     }
 }

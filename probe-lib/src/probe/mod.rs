@@ -17,6 +17,8 @@ mod netns_thread;
 mod nl;
 pub mod plan;
 pub mod prober;
+pub mod sockdiag;
+pub mod unanswered;
 
 pub use driver::{NetnsDriver, PodNetwork, PodRound, RoundResult};
 pub use error::ProbeError;

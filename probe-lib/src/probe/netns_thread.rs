@@ -21,6 +21,7 @@ use tracing::{debug, error};
 use super::error::ProbeError;
 use super::nl::BlockingNetlink;
 use super::report::PodSide;
+use super::sockdiag::{SynSentDump, dump_syn_sent};
 use crate::model::{Fault, WorkerGuard};
 
 /// Where named namespaces are bind-mounted (`ip netns`, containerd's `cni-…`).
@@ -48,6 +49,8 @@ pub(crate) struct VisitRequest {
     pub has_v6: bool,
     pub icmp: IcmpWanted,
     pub tcp: Vec<SocketAddr>,
+    /// Dump the pod's sockets in `SYN_SENT` (before this round's own are created).
+    pub syn_sent: bool,
     /// A job still queued at this time is dropped unseen: its round has given up, and a pod
     /// must not delay the others' rounds by more than one timeout.
     pub start_by: Instant,
@@ -62,6 +65,7 @@ pub(crate) struct Visit {
     pub gateway_v6: Option<Client>,
     pub icmp_error: Option<ProbeError>,
     pub tcp: Vec<(SocketAddr, std::io::Result<std::net::TcpStream>)>,
+    pub syn_sent: Option<Result<SynSentDump, ProbeError>>,
 }
 
 enum Job {
@@ -323,6 +327,9 @@ impl Home {
                 .and_then(|mut nl| nl.pod_side(req.peer_index, req.has_v4, req.has_v6))
                 .map_err(ProbeError::PodSide)
         });
+        let syn_sent = req
+            .syn_sent
+            .then(|| dump_syn_sent().map_err(ProbeError::SockDiag));
         let _guard = runtime.enter();
         let mut icmp_error = None;
         let mut icmp = |kind, hop_limit: Option<u32>| match icmp_client(kind, hop_limit) {
@@ -346,6 +353,7 @@ impl Home {
             gateway_v6,
             icmp_error,
             tcp,
+            syn_sent,
         })
     }
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::outcome::{Observation, ProbeResult};
 use super::target::{Direction, Protocol};
+use super::unanswered::UnansweredDest;
 
 /// The pod's own side of its wiring, read inside its namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -151,6 +152,16 @@ pub struct PodProbes {
     /// Why the pod's namespace could not be used, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Destinations the pod keeps failing to connect to (its own `SYN_SENT` sockets).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unanswered: Vec<UnansweredDest>,
+    /// Unanswered destinations not kept: over the per-pod or per-node bound.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unanswered_dropped: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

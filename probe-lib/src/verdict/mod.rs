@@ -9,12 +9,14 @@ use serde::Serialize;
 
 mod blocks;
 mod calico;
+mod connects;
 mod orphans;
 mod probes;
 mod route;
 mod wiring;
 
 pub use blocks::{BlockProblem, block_problems};
+pub use connects::{ConnectNets, ConnectVerdict, classify, unanswered_connects};
 pub use orphans::{Orphan, find_orphans};
 pub use probes::{ProbeView, TargetVerdict};
 

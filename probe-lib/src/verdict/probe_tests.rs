@@ -82,6 +82,8 @@ fn reports(gw: &[&[ProbeResult]], out: &[&[ProbeResult]]) -> HashMap<String, Pod
             pod_side: Some(healthy_side()),
             dests: vec![dest("gateway", &[]), dest(OUTSIDE, &[])],
             error: None,
+            unanswered: Vec::new(),
+            unanswered_dropped: 0,
         })
         .collect();
     let rounds = gw.iter().chain(out).map(|h| h.len()).max().unwrap_or(0);
