@@ -243,6 +243,17 @@ pub struct Args {
     )]
     pub service_cidrs: Vec<ipnet::IpNet>,
 
+    /// Kong's Admin API port on a client pod's loopback: a pod with unanswered connects is
+    /// asked `GET /status` there (Kong's `database.reachable`, DB-less `configuration_hash`),
+    /// and a Kong answer explains why its upstreams are stale. 0: do not ask.
+    #[arg(
+        long,
+        env = "PODNET_KONG_ADMIN_PORT",
+        default_value = "8001",
+        value_name = "PORT"
+    )]
+    pub kong_admin_port: u16,
+
     /// Test hook, not for production: `kill:<worker>` makes that worker panic, `hang:<worker>`
     /// makes it stop and ignore shutdown, one second after start (see docs/security.md).
     /// Only settable where the process starts; nothing on the network can trigger it.

@@ -22,6 +22,8 @@ use podnet_probe::host::netlink::NetlinkHost;
 use podnet_probe::metrics::Metrics;
 use podnet_probe::model::Workers;
 use podnet_probe::monitor::{Monitor, MonitorConfig, ProbeSettings};
+use podnet_probe::probe::hints::ClientHint;
+use podnet_probe::probe::hints::kong::Kong;
 use podnet_probe::probe::target::{
     Gateways, HOST_TO_POD_TARGET, Target, check_unique, parse_probe_file,
 };
@@ -225,6 +227,7 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
             }),
             owners,
             pod_networks: args.cluster_pod_cidrs.clone(),
+            hints: client_hints(&args),
         };
         Some(Prober::new(
             driver,
@@ -316,6 +319,17 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
 }
 
 /// One line per check the agent's privileges rule out.
+/// The client kinds asked why they are stale (one entry per `probe/hints/*.rs`).
+fn client_hints(args: &Args) -> Vec<Arc<dyn ClientHint>> {
+    let mut hints: Vec<Arc<dyn ClientHint>> = Vec::new();
+    if args.kong_admin_port != 0 {
+        hints.push(Arc::new(Kong {
+            admin_port: args.kong_admin_port,
+        }));
+    }
+    hints
+}
+
 fn log_missing_privileges(probes: bool) {
     match caps::Privileges::read() {
         Some(p) => {

@@ -2,7 +2,8 @@
 //! simulated node with pods from the API double. A "kong" pod keeps connecting to a deleted
 //! pod's IP (the node's block blackhole swallows the SYNs, as on Calico) → `vanished_pod_ip`;
 //! a new pod given that IP answers → cleared; a live pod dropping SYNs → `node_pod`; an
-//! outside address that answers → nothing.
+//! outside address that answers → nothing. A Kong Admin API double in the client's namespace
+//! saying its database is unreachable → the diagnosis says so; reachable → it does not.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -99,6 +100,52 @@ fn serve(netns_name: &str, addr: SocketAddr) -> Client {
     }
 }
 
+/// A Kong Admin API double on 127.0.0.1:8001 in a pod's namespace: `GET /status` answers
+/// Kong's JSON with `database.reachable` as `reachable` says at the time.
+fn kong_admin(netns_name: &str, reachable: Arc<AtomicBool>) -> Client {
+    let status = Command::new("ip")
+        .args(["netns", "exec", netns_name, "ip", "link", "set", "lo", "up"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let name = netns_name.to_owned();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        netns::enter(&name).expect("entering the kong pod's namespace");
+        let l = std::net::TcpListener::bind("127.0.0.1:8001").unwrap();
+        l.set_nonblocking(true).unwrap();
+        ready_tx.send(()).unwrap();
+        while !flag.load(Ordering::Relaxed) {
+            let Ok((mut c, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            c.set_nonblocking(false).unwrap();
+            c.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let mut req = [0u8; 1024];
+            let _ = c.read(&mut req);
+            let body = format!(
+                r#"{{"database":{{"reachable":{}}},"memory":{{"workers_lua_vms":[]}},"server":{{"connections_accepted":7,"connections_active":1,"connections_handled":7,"connections_reading":0,"connections_waiting":0,"connections_writing":1,"total_requests":7}}}}"#,
+                reachable.load(Ordering::Relaxed)
+            );
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    ready_rx.recv().unwrap();
+    Client {
+        stop,
+        thread: Some(thread),
+    }
+}
+
 fn connects(agent: &Agent) -> Vec<Value> {
     agent.status().unwrap()["unanswered_connects"]
         .as_array()
@@ -162,6 +209,8 @@ fn a_client_stuck_on_a_vanished_pod_ip_is_named_and_cleared() {
             &["--probe-interval", "2s", "--probe-timeout", "500ms"],
         )
         .unwrap();
+    let reachable = Arc::new(AtomicBool::new(false));
+    let _admin = kong_admin(&kong.netns, Arc::clone(&reachable));
     let _client = Client::start(&kong.netns, vec![stale, alive, outside]);
 
     let (list, took) = wait(&agent, "the stale address and the dropping pod", |l| {
@@ -187,6 +236,32 @@ fn a_client_stuck_on_a_vanished_pod_ip_is_named_and_cleared() {
         format!("{}/{}", dropper.namespace, dropper.name).as_str()
     );
     assert!(find(&list, &outside.to_string()).is_none(), "{list:#?}");
+
+    // Kong's Admin API says why: its database is unreachable, so targets are not written.
+    let (list, _) = wait(&agent, "Kong's hint in the diagnosis", |l| {
+        find(l, &stale.to_string()).is_some_and(|v| v["client"]["kind"] == "kong")
+    });
+    let v = find(&list, &stale.to_string()).unwrap();
+    let why = v["diagnosis"].as_str().unwrap();
+    assert!(
+        why.contains("Kong cannot reach its database, so new upstream targets are not written"),
+        "{v:#}"
+    );
+    // Only where the client is the stale one: not for the live pod on this node.
+    let a = find(&list, &alive.to_string()).unwrap();
+    assert!(!a["diagnosis"].as_str().unwrap().contains("Kong"), "{a:#}");
+    // The database is back: the hint stays, its cause goes.
+    reachable.store(true, Ordering::Relaxed);
+    let (list, _) = wait(&agent, "Kong's database reachable", |l| {
+        find(l, &stale.to_string()).is_some_and(|v| {
+            v["client"]["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("true")
+        })
+    });
+    let v = find(&list, &stale.to_string()).unwrap();
+    assert!(!v["diagnosis"].as_str().unwrap().contains("Kong"), "{v:#}");
 
     let m = agent.metrics().unwrap();
     let labels = [

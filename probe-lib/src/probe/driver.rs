@@ -14,6 +14,7 @@ use surge_ping::{Client, ICMP, IcmpPacket, PingIdentifier, PingSequence, SurgeEr
 use tracing::{debug, info, warn};
 
 use super::error::ProbeError;
+use super::hints::{ClientHint, Hint};
 use super::netns_thread::{IcmpWanted, Located, NetnsThread, Visit, VisitRequest, icmp_client};
 use super::outcome::{IcmpReply, Observation, ProbeResult, classify_io};
 use super::plan::PlannedProbe;
@@ -40,6 +41,8 @@ pub struct PodRound {
     pub read_pod_side: bool,
     /// Also dump the pod's sockets in `SYN_SENT` (its failing connects).
     pub syn_sent: bool,
+    /// Client hints to read inside the pod (empty: none).
+    pub hints: Vec<std::sync::Arc<dyn ClientHint>>,
 }
 
 /// What a round found, observations in the order of [`PodRound::probes`].
@@ -56,6 +59,8 @@ pub struct RoundResult {
     pub sent: u64,
     /// The pod's sockets in `SYN_SENT`, if asked for and the dump worked.
     pub syn_sent: Option<SynSentDump>,
+    /// What the pod's client software said, if asked and it is a known kind.
+    pub hint: Option<Hint>,
 }
 
 /// Runs rounds.
@@ -179,6 +184,7 @@ impl NetnsDriver {
                 .map(|p| p.address)
                 .collect(),
             syn_sent: round.syn_sent,
+            hints: round.hints.clone(),
             // Queued behind other pods' visits for longer than one timeout: give up.
             start_by: Instant::now() + round.timeout,
         };
@@ -442,6 +448,7 @@ impl PodNetwork for NetnsDriver {
             }
             None => None,
         };
+        let hint = visit.as_mut().and_then(|v| v.hint.take());
         // Every socket of the round is dropped here: nothing keeps the pod's namespace alive.
         drop(visit);
         RoundResult {
@@ -450,6 +457,7 @@ impl PodNetwork for NetnsDriver {
             error,
             sent,
             syn_sent,
+            hint,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod target;
 pub mod driver;
 mod error;
 pub mod fake;
+pub mod hints;
 mod icmp_filter;
 mod netns_thread;
 mod nl;

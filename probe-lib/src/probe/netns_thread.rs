@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, error};
 
 use super::error::ProbeError;
+use super::hints::{ClientHint, Hint, read_all};
 use super::nl::BlockingNetlink;
 use super::report::PodSide;
 use super::sockdiag::{SynSentDump, dump_syn_sent};
@@ -51,6 +52,8 @@ pub(crate) struct VisitRequest {
     pub tcp: Vec<SocketAddr>,
     /// Dump the pod's sockets in `SYN_SENT` (before this round's own are created).
     pub syn_sent: bool,
+    /// Ask the pod's client software why it is stale (empty: do not).
+    pub hints: Vec<std::sync::Arc<dyn ClientHint>>,
     /// A job still queued at this time is dropped unseen: its round has given up, and a pod
     /// must not delay the others' rounds by more than one timeout.
     pub start_by: Instant,
@@ -66,6 +69,7 @@ pub(crate) struct Visit {
     pub icmp_error: Option<ProbeError>,
     pub tcp: Vec<(SocketAddr, std::io::Result<std::net::TcpStream>)>,
     pub syn_sent: Option<Result<SynSentDump, ProbeError>>,
+    pub hint: Option<Hint>,
 }
 
 enum Job {
@@ -330,6 +334,7 @@ impl Home {
         let syn_sent = req
             .syn_sent
             .then(|| dump_syn_sent().map_err(ProbeError::SockDiag));
+        let hint = read_all(&req.hints);
         let _guard = runtime.enter();
         let mut icmp_error = None;
         let mut icmp = |kind, hop_limit: Option<u32>| match icmp_client(kind, hop_limit) {
@@ -354,6 +359,7 @@ impl Home {
             icmp_error,
             tcp,
             syn_sent,
+            hint,
         })
     }
 }

@@ -15,6 +15,7 @@ use tokio::time::{Instant, sleep_until};
 use tracing::debug;
 
 use super::driver::{PodNetwork, PodRound, RoundResult};
+use super::hints::ClientHint;
 use super::plan::{PlannedProbe, plan};
 use super::report::{DestState, PodProbes};
 use super::target::{Direction, Gateways, HOST_TO_POD_TARGET, Protocol, Target};
@@ -44,6 +45,8 @@ pub struct ProberConfig {
     pub owners: Option<Arc<dyn PodIpOwners>>,
     /// The cluster's pod networks: unanswered addresses there are looked up in `owners`.
     pub pod_networks: Vec<ipnet::IpNet>,
+    /// Client kinds asked why they are stale, in a pod with unanswered destinations.
+    pub hints: Vec<Arc<dyn ClientHint>>,
 }
 
 /// Unanswered destinations kept per node (all pods together), at most.
@@ -195,6 +198,7 @@ impl<N: PodNetwork> Prober<N> {
                         error: None,
                         unanswered: Vec::new(),
                         unanswered_dropped: 0,
+                        client_hint: None,
                     },
                 }
             });
@@ -264,6 +268,11 @@ impl<N: PodNetwork> Prober<N> {
                 timeout: self.config.timeout,
                 read_pod_side,
                 syn_sent: self.config.unanswered.is_some(),
+                hints: if pod.unanswered.is_tracking() {
+                    self.config.hints.clone()
+                } else {
+                    Vec::new()
+                },
             };
             let net = Arc::clone(&self.net);
             let lookup = self.lookup_plan();
@@ -317,11 +326,17 @@ impl<N: PodNetwork> Prober<N> {
                     pod.state.unanswered = found;
                     pod.state.unanswered_dropped =
                         pod.unanswered.dropped.saturating_add(over as u32);
+                    pod.state.client_hint = if pod.state.unanswered.is_empty() {
+                        None
+                    } else {
+                        result.hint.clone()
+                    };
                 }
                 None => {
                     pod.unanswered.reset();
                     pod.state.unanswered.clear();
                     pod.state.unanswered_dropped = 0;
+                    pod.state.client_hint = None;
                 }
             }
         }

@@ -158,6 +158,10 @@ pub struct PodProbes {
     /// Unanswered destinations not kept: over the per-pod or per-node bound.
     #[serde(skip_serializing_if = "is_zero")]
     pub unanswered_dropped: u32,
+    /// What the pod's client software says (Kong's `/status`), read while it has
+    /// unanswered destinations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_hint: Option<super::hints::Hint>,
 }
 
 fn is_zero(n: &u32) -> bool {

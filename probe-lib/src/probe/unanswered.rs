@@ -87,6 +87,11 @@ impl Unanswered {
         out
     }
 
+    /// Some destination is unanswered or on its way to be.
+    pub fn is_tracking(&self) -> bool {
+        !self.streak.is_empty()
+    }
+
     /// No dump this round (the namespace could not be entered): nothing is known, so
     /// nothing stays reported and streaks start again.
     pub fn reset(&mut self) {

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::PodVerdict;
 use crate::model::{ConnectClass, PodId, PodIpOwner};
+use crate::probe::hints::Hint;
 use crate::probe::report::PodProbes;
 
 /// The cluster's networks, to classify destinations.
@@ -44,8 +45,11 @@ pub struct ConnectVerdict {
     pub retransmits: u8,
     /// Consecutive rounds it went unanswered.
     pub rounds: u32,
-    /// What it means, in words.
+    /// What it means, in words (with the client's own hint why it is stale, if any).
     pub diagnosis: String,
+    /// What the client's software says about itself (Kong's `/status`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<Hint>,
 }
 
 fn name(id: &PodId) -> String {
@@ -131,7 +135,18 @@ pub fn unanswered_connects(
             continue;
         };
         for d in &report.unanswered {
-            let (class, owner, diagnosis) = classify(d.dest.ip(), pods, nets, d.owner.as_ref());
+            let (class, owner, mut diagnosis) = classify(d.dest.ip(), pods, nets, d.owner.as_ref());
+            let stale_client = matches!(
+                class,
+                ConnectClass::VanishedPodIp
+                    | ConnectClass::UnansweredPod
+                    | ConnectClass::PodIpUnverified
+            );
+            if stale_client
+                && let Some(cause) = report.client_hint.as_ref().and_then(|h| h.cause.as_ref())
+            {
+                diagnosis = format!("{diagnosis}. {cause}");
+            }
             out.push(ConnectVerdict {
                 pod: client.pod.id.clone(),
                 interface: client.pod.interface.clone(),
@@ -142,6 +157,7 @@ pub fn unanswered_connects(
                 retransmits: d.retransmits,
                 rounds: d.rounds,
                 diagnosis,
+                client: report.client_hint.clone(),
             });
         }
     }

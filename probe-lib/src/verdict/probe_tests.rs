@@ -84,6 +84,7 @@ fn reports(gw: &[&[ProbeResult]], out: &[&[ProbeResult]]) -> HashMap<String, Pod
             error: None,
             unanswered: Vec::new(),
             unanswered_dropped: 0,
+            client_hint: None,
         })
         .collect();
     let rounds = gw.iter().chain(out).map(|h| h.len()).max().unwrap_or(0);

@@ -69,6 +69,7 @@ fn start(n: usize, concurrency: usize) -> Running {
         unanswered: Some(UnansweredConfig::default()),
         owners: None,
         pod_networks: Vec::new(),
+        hints: Vec::new(),
     };
     let prober = Prober::new(net.clone(), config, rx, tx, metrics.clone());
     tokio::spawn(prober.run(std::future::pending()));
@@ -202,6 +203,7 @@ async fn unsynced_snapshots_are_ignored() {
         unanswered: None,
         owners: None,
         pod_networks: Vec::new(),
+        hints: Vec::new(),
     };
     tokio::spawn(
         Prober::new(net.clone(), config, rx, tx, Metrics::new("t").probe())
