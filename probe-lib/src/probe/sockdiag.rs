@@ -296,4 +296,57 @@ mod tests {
         assert!(later.dests.iter().all(|d| d.retransmits >= 1), "{later:?}");
         assert_eq!(later.dropped, 0);
     }
+
+    /// Cost of one dump with 1,000 stuck connects in the namespace (docs/benchmarks.md):
+    /// `cargo test -p podnet-probe --release --lib -- --ignored sockdiag::tests::cost --nocapture`.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn cost() {
+        std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare (root?)");
+            for cmd in [
+                "link add d0 type veth peer name d1",
+                "addr add 10.99.0.1/24 dev d0",
+                "link set d1 up",
+                "link set d0 up",
+                "neigh add 10.99.0.2 lladdr 02:00:00:00:00:02 dev d0",
+            ] {
+                let ok = std::process::Command::new("ip")
+                    .args(cmd.split(' '))
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok, "ip {cmd}");
+            }
+            let time = |label: &str| {
+                let n = 200;
+                let started = std::time::Instant::now();
+                let mut d = SynSentDump::default();
+                for _ in 0..n {
+                    d = dump_syn_sent().unwrap();
+                }
+                let per = started.elapsed() / n;
+                println!(
+                    "{label}: {per:?} per dump, {} destinations, {} dropped",
+                    d.dests.len(),
+                    d.dropped
+                );
+            };
+            time("no sockets");
+            let _held: Vec<_> = (0..1000u16)
+                .map(|i| {
+                    let addr = SocketAddr::from(([10, 99, 0, 2], 1000 + i % 50));
+                    let s =
+                        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                            .unwrap();
+                    s.set_nonblocking(true).unwrap();
+                    let _ = s.connect(&addr.into());
+                    s
+                })
+                .collect();
+            time("1,000 SYN_SENT sockets to 50 destinations");
+        })
+        .join()
+        .unwrap();
+    }
 }
