@@ -41,6 +41,11 @@ pub struct PodRound {
     pub read_pod_side: bool,
     /// Also dump the pod's sockets in `SYN_SENT` (its failing connects).
     pub syn_sent: bool,
+    /// The pod namespace's SYN retransmission count after its last round (see
+    /// [`RoundResult::syn_retrans`]).
+    pub syn_retrans_before: Option<u64>,
+    /// Dump even if that count has not moved.
+    pub dump_always: bool,
     /// Client hints to read inside the pod (empty: none).
     pub hints: Vec<std::sync::Arc<dyn ClientHint>>,
 }
@@ -59,6 +64,8 @@ pub struct RoundResult {
     pub sent: u64,
     /// The pod's sockets in `SYN_SENT`, if asked for and the dump worked.
     pub syn_sent: Option<SynSentDump>,
+    /// The namespace's SYN retransmissions so far (`TcpExtTCPSynRetrans`), when read.
+    pub syn_retrans: Option<u64>,
     /// What the pod's client software said, if asked and it is a known kind.
     pub hint: Option<Hint>,
 }
@@ -184,6 +191,8 @@ impl NetnsDriver {
                 .map(|p| p.address)
                 .collect(),
             syn_sent: round.syn_sent,
+            syn_retrans_before: round.syn_retrans_before,
+            dump_always: round.dump_always,
             hints: round.hints.clone(),
             // Queued behind other pods' visits for longer than one timeout: give up.
             start_by: Instant::now() + round.timeout,
@@ -449,6 +458,7 @@ impl PodNetwork for NetnsDriver {
             None => None,
         };
         let hint = visit.as_mut().and_then(|v| v.hint.take());
+        let syn_retrans = visit.as_ref().and_then(|v| v.syn_retrans);
         // Every socket of the round is dropped here: nothing keeps the pod's namespace alive.
         drop(visit);
         RoundResult {
@@ -457,6 +467,7 @@ impl PodNetwork for NetnsDriver {
             error,
             sent,
             syn_sent,
+            syn_retrans,
             hint,
         }
     }

@@ -108,6 +108,7 @@ impl PodNetwork for FakePodNetwork {
                     .cloned()
                     .unwrap_or_default()
             }),
+            syn_retrans: None,
             hint: None,
         }
     }

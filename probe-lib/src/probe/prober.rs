@@ -79,6 +79,8 @@ struct Pod {
     /// must not be reported until the next regular read.
     pod_side_problems: u32,
     unanswered: Unanswered,
+    /// Its namespace's SYN retransmissions after the last round.
+    syn_retrans: Option<u64>,
     state: PodProbes,
 }
 
@@ -191,6 +193,7 @@ impl<N: PodNetwork> Prober<N> {
                     since_pod_side: u32::MAX - 1,
                     pod_side_problems: 0,
                     unanswered: Unanswered::default(),
+                    syn_retrans: None,
                     state: PodProbes {
                         interface: entry.interface.clone(),
                         pod_side: None,
@@ -268,6 +271,8 @@ impl<N: PodNetwork> Prober<N> {
                 timeout: self.config.timeout,
                 read_pod_side,
                 syn_sent: self.config.unanswered.is_some(),
+                syn_retrans_before: pod.syn_retrans,
+                dump_always: pod.unanswered.is_tracking(),
                 hints: if pod.unanswered.is_tracking() {
                     self.config.hints.clone()
                 } else {
@@ -313,6 +318,7 @@ impl<N: PodNetwork> Prober<N> {
         let Some(pod) = self.pods.get_mut(&key) else {
             return; // The pod went away while it was probed.
         };
+        pod.syn_retrans = result.syn_retrans;
         if let Some(config) = self.config.unanswered {
             match &result.syn_sent {
                 Some(dump) => {
