@@ -359,7 +359,7 @@ mod tests {
                     d = dump_syn_sent().unwrap();
                 }
                 let per = started.elapsed() / n;
-                println!(
+                eprintln!(
                     "{label}: {per:?} per dump, {} destinations, {} dropped",
                     d.dests.len(),
                     d.dropped
