@@ -365,6 +365,11 @@ mod tests {
                     d.dropped
                 );
             };
+            let started = std::time::Instant::now();
+            for _ in 0..200 {
+                assert!(syn_retransmits().is_some());
+            }
+            eprintln!("TcpExtTCPSynRetrans read: {:?}", started.elapsed() / 200);
             time("no sockets");
             let _held: Vec<_> = (0..1000u16)
                 .map(|i| {
