@@ -146,7 +146,7 @@ impl Tally {
 }
 
 /// SYN retransmissions so far in the current thread's namespace (`nstat -az
-/// TcpExtTCPSynRetrans`), from `/proc/thread-self/net/netstat`: a few microseconds, where a
+/// TcpExtTCPSynRetrans`), from `/proc/thread-self/net/netstat`: ≈ 0.2 ms of kernel time, where a
 /// dump walks the kernel's whole (shared) TCP hash table, about a millisecond. A pod whose
 /// count has not moved has no connect that went unanswered since, so its dump can be skipped.
 pub(crate) fn syn_retransmits() -> Option<u64> {
