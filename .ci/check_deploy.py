@@ -118,6 +118,21 @@ CAPS = {"NET_ADMIN", "NET_RAW", "SYS_ADMIN"}
 # Only together with hostPID (deploy/proc-fallback).
 PROC_FALLBACK_CAP = "SYS_PTRACE"
 AGENT_RULES = [(("",), "pods", ("list", "watch"))]
+CONTROL_PLANE_RULES = sorted([
+    (("apiregistration.k8s.io",), "apiservices", ("list",)),
+    (("admissionregistration.k8s.io",), "validatingwebhookconfigurations", ("list",)),
+    (("admissionregistration.k8s.io",), "mutatingwebhookconfigurations", ("list",)),
+    (("apiextensions.k8s.io",), "customresourcedefinitions", ("list",)),
+    (("",), "services", ("get",)),
+    (("",), "nodes", ("get",)),
+    (("discovery.k8s.io",), "endpointslices", ("list",)),
+])
+
+# The node condition (agent/src/notify.rs: GET and strategic-merge PATCH of nodes/<name>/status)
+# and Events (events.k8s.io/v1 create, merge-PATCH of a series), unless the DaemonSet turns
+# them off with PODNET_NO_CONDITIONS / PODNET_NO_EVENTS.
+CONDITION_RULE = (("",), "nodes/status", ("get", "patch"))
+EVENT_RULE = (("events.k8s.io",), "events", ("create", "patch"))
 AUTH_DELEGATOR_RULES = [
     (("authentication.k8s.io",), "tokenreviews", ("create",)),
     (("authorization.k8s.io",), "subjectaccessreviews", ("create",)),
@@ -165,6 +180,16 @@ def manifests(rendered):
         if (pod["serviceAccountName"], ds["metadata"].get("namespace")) not in sas:
             fail(f"ServiceAccount {pod['serviceAccountName']} is not in the same kustomization")
         (c,) = pod["containers"]
+        # deploy/release pins the image by digest (a manifest list of amd64 and arm64 images);
+        # only that image may go to every architecture, a tag is amd64 only.
+        by_digest = "@" in c["image"]
+        if by_digest and not re.fullmatch(r"[a-z0-9.:/_-]+@sha256:[0-9a-f]{64}", c["image"]):
+            fail(f"image {c['image']} is not REPOSITORY@sha256:<64 hex digits>")
+        arch = pod.get("nodeSelector", {}).get("kubernetes.io/arch")
+        if arch is None and not by_digest:
+            fail("DaemonSet selects every architecture but its image is no multi-arch release by digest")
+        if arch not in (None, "amd64"):
+            fail(f"DaemonSet selects kubernetes.io/arch {arch}: the image is built for amd64 and arm64 only")
         env = {e["name"]: e for e in c.get("env", [])}
         if env.get("NODE_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != "spec.nodeName":
             fail("NODE_NAME does not come from the downward API (spec.nodeName)")
@@ -227,13 +252,35 @@ def manifests(rendered):
     # Exactly the verbs the code uses: the agent's own role; with --secure-metrics the reviews
     # and a reader role for Prometheus (the only binding to a subject outside the kustomization);
     # with --remote-blocks what probe-lib/src/kube/blocks/ lists and watches.
-    want_roles = {"podnet-agent": AGENT_RULES}
+    def env_true(name):
+        return any(
+            e.get("name") == name and str(e.get("value")).lower() in ("1", "true", "yes", "on")
+            for ds in by_kind.get("DaemonSet", [])
+            for c in ds["spec"]["template"]["spec"]["containers"]
+            for e in c.get("env", [])
+        )
+    agent_rules = list(AGENT_RULES)
+    if not env_true("PODNET_NO_CONDITIONS"):
+        agent_rules.append(CONDITION_RULE)
+    if not env_true("PODNET_NO_EVENTS"):
+        agent_rules.append(EVENT_RULE)
+    want_roles = {"podnet-agent": sorted(agent_rules)}
     if remote_blocks:
         want_roles["podnet-agent-remote-blocks"] = sorted(
             [(("",), "nodes", ("list", "watch"))]
             + ([(("crd.projectcalico.org",), "blockaffinities", ("list", "watch"))]
                if "calico" in remote_blocks else [])
         )
+    control_plane = {
+        e.get("value")
+        for ds in by_kind.get("DaemonSet", [])
+        for c in ds["spec"]["template"]["spec"]["containers"]
+        for e in c.get("env", [])
+        if e.get("name") == "PODNET_CONTROL_PLANE_CHECKS"
+    } - {"off"}
+    # With --control-plane-checks: what probe-lib/src/controlplane/read.rs lists and gets.
+    if control_plane:
+        want_roles["podnet-agent-control-plane"] = CONTROL_PLANE_RULES
     if secure:
         want_roles["podnet-agent-auth-delegator"] = AUTH_DELEGATOR_RULES
         want_roles["podnet-metrics-reader"] = [(("nonResourceURLs",), "/metrics", ("get",))]

@@ -15,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Authorizer;
 use crate::http::Exposure;
+use crate::scoping::{Builtin, PolicyEngineArg, TargetSelector};
 use crate::server::{Limits, Listener};
 use crate::supervise::TestFault;
 
@@ -23,7 +24,10 @@ const STATUS_MAX_CONNECTIONS: usize = 16;
 
 /// podnet-agent: proves, continuously, that every pod on this node is wired into the network.
 #[derive(Debug, Parser)]
-#[command(name = "podnet-agent", version, color = ColorChoice::Never, max_term_width = 100)]
+#[command(name = "podnet-agent", version, color = ColorChoice::Never, max_term_width = 100,
+          after_help = "Also: `podnet-agent check [OPTIONS] [--json] [--timeout DURATION]` checks \
+this node once with these flags and exits 0 (healthy), 1 (problems) or 2 (could not check); see \
+`podnet-agent check --help`.")]
 pub struct Args {
     /// Address to serve /metrics, /healthz and /readyz on (the DaemonSet passes the node's own
     /// IP; an IPv6 address may come without brackets). /status is served here only if ADDR
@@ -202,6 +206,43 @@ pub struct Args {
           value_parser = BoolishValueParser::new())]
     pub no_probes: bool,
 
+    /// Built-in probes to run, comma-separated: `gateway` (each pod's gateway, from the pod),
+    /// `node` (the node's own address, from each pod), `host-to-pod` (each pod, from the host),
+    /// or `none`. Configured targets are not affected; routes and wiring are always checked.
+    #[arg(
+        long,
+        env = "PODNET_BUILTIN_PROBES",
+        value_delimiter = ',',
+        value_name = "PROBES",
+        default_value = "gateway,node,host-to-pod"
+    )]
+    pub builtin_probes: Vec<Builtin>,
+
+    /// Namespaces whose pods are not probed (their routes and wiring still are),
+    /// comma-separated. Pods opt out themselves with the annotation or label
+    /// `podnet.io/probes: "false"`.
+    #[arg(long, env = "PODNET_PROBE_EXCLUDE_NAMESPACES", value_delimiter = ',',
+          value_name = "NAMESPACES", value_parser = crate::scoping::namespace_name)]
+    pub probe_exclude_namespaces: Vec<String>,
+
+    /// Probe a configured target only from the pods a label selector matches:
+    /// `NAME=SELECTOR` in Kubernetes syntax (`dns=app=web,tier!=db`). Repeatable; the
+    /// environment variable takes a `;`-separated list. Needs pods from the API.
+    #[arg(long = "probe-selector", env = "PODNET_PROBE_SELECTORS", value_delimiter = ';',
+          value_name = "NAME=SELECTOR", value_parser = crate::scoping::probe_selector)]
+    pub probe_selectors: Vec<TargetSelector>,
+
+    /// The network policy engine on the node, for diagnosing probe failures behind clean
+    /// wiring as a possible policy: `auto` (Calico with --cni calico), `calico`, `other`,
+    /// `none`.
+    #[arg(
+        long,
+        env = "PODNET_POLICY_ENGINE",
+        default_value = "auto",
+        value_name = "ENGINE"
+    )]
+    pub policy_engine: PolicyEngineArg,
+
     /// Pods with per-pod series (`podnet_pod_problem`, `podnet_pod_probe_failing`) at
     /// most; further pods with problems still count in the node-level gauges, and how many
     /// were left out is `podnet_pod_series_truncated`.
@@ -253,6 +294,35 @@ pub struct Args {
         value_name = "PORT"
     )]
     pub kong_admin_port: u16,
+    /// Do not write the `PodNetworkProblem` condition on this node's Node object (it is
+    /// written whenever an API is configured). 1/true/yes/on or 0/false/no/off.
+    #[arg(long, env = "PODNET_NO_CONDITIONS", action = ArgAction::SetTrue,
+          value_parser = BoolishValueParser::new())]
+    pub no_conditions: bool,
+
+    /// Do not write Events on pods and the node (written with the Kubernetes pod source).
+    /// 1/true/yes/on or 0/false/no/off.
+    #[arg(long, env = "PODNET_NO_EVENTS", action = ArgAction::SetTrue,
+          value_parser = BoolishValueParser::new())]
+    pub no_events: bool,
+
+    /// The node condition is rewritten when it changes and at least this often
+    /// (`lastHeartbeatTime`).
+    #[arg(long, env = "PODNET_CONDITION_HEARTBEAT", default_value = "5m",
+          value_name = "DURATION", value_parser = condition_heartbeat)]
+    pub condition_heartbeat: Duration,
+
+    /// Events written at once at most (the token bucket's size; each create or series
+    /// update takes a token).
+    #[arg(long, env = "PODNET_EVENTS_BURST", default_value = "25", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub events_burst: u32,
+
+    /// Tokens the Event bucket regains per minute; Events beyond are dropped and counted in
+    /// `podnet_events_dropped_total`.
+    #[arg(long, env = "PODNET_EVENTS_PER_MINUTE", default_value = "6", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(0..=600))]
+    pub events_per_minute: u32,
 
     /// Test hook, not for production: `kill:<worker>` makes that worker panic, `hang:<worker>`
     /// makes it stop and ignore shutdown, one second after start (see docs/security.md).
@@ -273,6 +343,24 @@ pub struct Args {
         value_name = "FORMAT"
     )]
     pub log_format: LogFormat,
+
+    /// Check, from control-plane nodes, that kube-apiserver can reach the Services it calls
+    /// (aggregated APIs, admission and CRD conversion webhooks): `auto` (when the
+    /// kube-apiserver mirror pod runs here or the Node has the control-plane role label), `on`
+    /// or `off`. Needs the Kubernetes pod source and deploy/control-plane's RBAC.
+    #[arg(
+        long,
+        env = "PODNET_CONTROL_PLANE_CHECKS",
+        default_value = "off",
+        value_name = "WHEN"
+    )]
+    pub control_plane_checks: ControlPlaneChecksArg,
+
+    /// How often the control-plane check re-reads the objects that reference Services and
+    /// the Services themselves (probes run every --probe-interval).
+    #[arg(long, env = "PODNET_CONTROL_PLANE_RELIST", default_value = "30s",
+          value_name = "DURATION", value_parser = probe_interval)]
+    pub control_plane_relist: Duration,
 }
 
 impl Args {
@@ -354,6 +442,17 @@ pub enum RemoteBlocksArg {
     Calico,
     /// `Node.spec.podCIDRs` and the nodes' `InternalIP`s.
     PodCidrs,
+}
+
+/// `--control-plane-checks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ControlPlaneChecksArg {
+    /// Only on control-plane nodes.
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
 }
 
 /// `--pod-source`.
@@ -455,9 +554,27 @@ fn kube_watch_timeout(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+fn condition_heartbeat(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) || d > Duration::from_secs(24 * 3600) {
+        return Err("must be between 1s and 24h".into());
+    }
+    Ok(d)
+}
+
+/// An `EnvFilter` directive list, each directive trimmed. tracing-subscriber 0.3 scans a
+/// trimmed directive but slices the untrimmed one with those indices: a directive with
+/// leading blanks and a multi-byte character (`"\tΌ="`) made it panic instead of refusing
+/// the value (found by `props_flags_hostile_values`). Trimmed, the indices agree.
 fn log_filter(s: &str) -> Result<String, String> {
-    tracing_subscriber::EnvFilter::try_new(s)
-        .map(|_| s.to_owned())
+    let s = s
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect::<Vec<_>>()
+        .join(",");
+    tracing_subscriber::EnvFilter::try_new(&s)
+        .map(|_| s)
         .map_err(|e| e.to_string())
 }
 
@@ -555,6 +672,10 @@ fn humantime(d: Duration) -> String {
 }
 
 #[cfg(test)]
+#[path = "config_props.rs"]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -628,6 +749,50 @@ mod tests {
             .is_ok()
         );
         assert_eq!(humantime(Duration::from_millis(250)), "250ms");
+    }
+
+    /// A log filter with blanks before a multi-byte character is read (here: target `Ό`, any
+    /// level), not a panic inside tracing-subscriber; blanks around directives are dropped.
+    #[test]
+    fn log_filters_with_blanks_and_non_ascii() {
+        assert_eq!(log_filter("\tΌ=").as_deref(), Ok("Ό="));
+        assert_eq!(log_filter("info, Ό=").as_deref(), Ok("info,Ό="));
+        let a = Args::try_parse_from(["podnet-agent", "--log-level=\tΌ="]).unwrap();
+        assert_eq!(a.log_level, "Ό=");
+        assert_eq!(
+            log_filter(" info , podnet=debug ,").as_deref(),
+            Ok("info,podnet=debug")
+        );
+    }
+
+    #[test]
+    fn condition_and_event_flags() {
+        let a = Args::try_parse_from(["podnet-agent"]).unwrap();
+        assert!(!a.no_conditions && !a.no_events);
+        assert_eq!(a.condition_heartbeat, Duration::from_secs(300));
+        assert_eq!((a.events_burst, a.events_per_minute), (25, 6));
+        let a = Args::try_parse_from([
+            "podnet-agent",
+            "--no-conditions",
+            "--no-events",
+            "--condition-heartbeat",
+            "2s",
+            "--events-per-minute",
+            "0",
+        ])
+        .unwrap();
+        assert!(a.no_conditions && a.no_events);
+        assert_eq!(a.condition_heartbeat, Duration::from_secs(2));
+        for bad in [
+            &["--condition-heartbeat", "500ms"][..],
+            &["--condition-heartbeat", "25h"],
+            &["--events-burst", "0"],
+            &["--events-per-minute", "601"],
+        ] {
+            let mut argv = vec!["podnet-agent"];
+            argv.extend_from_slice(bad);
+            assert!(Args::try_parse_from(argv).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

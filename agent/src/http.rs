@@ -1,7 +1,8 @@
 //! HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, `/status`, and who may see which.
 //!
-//! Only `GET`/`HEAD` without a body are served. `/status` (the node's pod inventory) is served
-//! on loopback listeners, or behind the same authorization as `/metrics` in secure mode.
+//! Only `GET`/`HEAD` without a body are served. `/status` (the node's pod inventory) and the
+//! status page at `/` (the same facts as HTML) are served on loopback listeners, or behind the
+//! same authorization as `/metrics` in secure mode (`/` authorized as `/status`).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -51,8 +52,8 @@ impl Exposure {
     pub fn describe(&self) -> &'static str {
         match self {
             Exposure::Public => "/metrics /healthz /readyz",
-            Exposure::Loopback => "/metrics /healthz /readyz /status",
-            Exposure::Secure(_) => "/metrics /status (bearer token, authorized) /healthz /readyz",
+            Exposure::Loopback => "/metrics /healthz /readyz /status /",
+            Exposure::Secure(_) => "/metrics /status / (bearer token, authorized) /healthz /readyz",
         }
     }
 }
@@ -104,9 +105,11 @@ async fn route(state: &AppState, exposure: &Exposure, req: &Request<Incoming>) -
     match path {
         "/healthz" => healthz(state),
         "/readyz" => readyz(state),
-        "/metrics" | "/status" => {
+        "/metrics" | "/status" | "/" => {
             if let Exposure::Secure(auth) = exposure {
-                match auth.check(bearer(req.headers()), path).await {
+                // The page shows what /status shows: whoever may read one may read the other.
+                let authorized_as = if path == "/" { "/status" } else { path };
+                match auth.check(bearer(req.headers()), authorized_as).await {
                     Ok(Verdict::Allowed) => {}
                     Ok(Verdict::Unauthenticated) => return unauthorized(),
                     Ok(Verdict::Forbidden) => {
@@ -127,6 +130,7 @@ async fn route(state: &AppState, exposure: &Exposure, req: &Request<Incoming>) -
                     StatusCode::NOT_FOUND,
                     "/status is served on --status-listen (loopback) or with --secure-metrics\n",
                 ),
+                ("/", _) => state.status.page(&state.snapshots),
                 _ => state.status.response(&state.snapshots),
             }
         }
@@ -200,25 +204,60 @@ fn readyz(s: &AppState) -> Response<Body> {
     }
 }
 
-/// `/status` as compact JSON, serialized once per snapshot (not per request: a scraper
-/// polling it costs a copy of an `Arc`, not a serialization on the runtime thread).
+/// A rendering of the latest snapshot, made once per snapshot.
+type Rendered = Mutex<Option<(Arc<Snapshot>, Bytes)>>;
+
+/// `/status` as compact JSON and the page at `/`, each rendered once per snapshot (not per
+/// request: a client polling them costs a copy of an `Arc`, not a rendering on the runtime
+/// thread).
 #[derive(Debug, Default)]
 pub struct StatusCache {
-    last: Mutex<Option<(Arc<Snapshot>, Bytes)>>,
+    last: Rendered,
+    page: Rendered,
+}
+
+/// `slot`'s bytes if they are of the latest snapshot, else `render` it and keep the result.
+fn cached<E>(
+    slot: &Rendered,
+    snapshots: &watch::Receiver<Arc<Snapshot>>,
+    render: impl FnOnce(&Snapshot) -> Result<Bytes, E>,
+) -> Result<Bytes, E> {
+    let snap = Arc::clone(&snapshots.borrow());
+    let mut last = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((s, b)) = &*last
+        && Arc::ptr_eq(s, &snap)
+    {
+        return Ok(b.clone());
+    }
+    let b = render(&snap)?;
+    *last = Some((snap, b.clone()));
+    Ok(b)
 }
 
 impl StatusCache {
     fn body(&self, snapshots: &watch::Receiver<Arc<Snapshot>>) -> Result<Bytes, serde_json::Error> {
-        let snap = Arc::clone(&snapshots.borrow());
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((s, b)) = &*last
-            && Arc::ptr_eq(s, &snap)
-        {
-            return Ok(b.clone());
-        }
-        let b = Bytes::from(serde_json::to_vec(&*snap)?);
-        *last = Some((snap, b.clone()));
-        Ok(b)
+        cached(&self.last, snapshots, |s| {
+            serde_json::to_vec(s).map(Bytes::from)
+        })
+    }
+
+    /// The status page (see `podnet_probe::report::status_page`).
+    fn page(&self, snapshots: &watch::Receiver<Arc<Snapshot>>) -> Response<Body> {
+        let page = cached(&self.page, snapshots, |s| {
+            Ok::<_, std::convert::Infallible>(Bytes::from(podnet_probe::report::status_page(s)))
+        });
+        let bytes = match page {
+            Ok(b) => b,
+            Err(never) => match never {},
+        };
+        let mut r = body("text/html; charset=utf-8", bytes);
+        // No script, no frame, nothing from elsewhere: escaped pod names cannot become code,
+        // and this policy says so to the browser too.
+        r.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+        );
+        r
     }
 
     fn response(&self, snapshots: &watch::Receiver<Arc<Snapshot>>) -> Response<Body> {

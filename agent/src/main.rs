@@ -3,9 +3,13 @@
 
 mod auth;
 mod caps;
+mod check;
 mod config;
+mod engine;
 mod http;
 mod memory;
+mod notify;
+mod scoping;
 mod server;
 mod source;
 mod supervise;
@@ -18,18 +22,8 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use clap::Parser;
 use clap::error::ErrorKind;
-use podnet_probe::host::netlink::NetlinkHost;
 use podnet_probe::metrics::Metrics;
 use podnet_probe::model::Workers;
-use podnet_probe::monitor::{Monitor, MonitorConfig, ProbeSettings};
-use podnet_probe::probe::hints::ClientHint;
-use podnet_probe::probe::hints::kong::Kong;
-use podnet_probe::probe::target::{
-    Gateways, HOST_TO_POD_TARGET, Target, check_unique, parse_probe_file,
-};
-use podnet_probe::probe::unanswered::UnansweredConfig;
-use podnet_probe::probe::{NetnsDriver, Prober, ProberConfig};
-use podnet_probe::verdict::ConnectNets;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -37,7 +31,12 @@ use crate::config::{Args, LogFormat};
 use crate::supervise::{SHUTDOWN_DEADLINE, spawn_worker};
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "check") {
+        argv.remove(1);
+        return check::main(argv);
+    }
+    let args = match Args::try_parse_from(argv) {
         Ok(a) => a,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let _ = e.print();
@@ -53,9 +52,9 @@ fn main() -> ExitCode {
     let checked = args
         .check_http()
         .and_then(|()| args.check_probes())
-        .and_then(|()| probe_targets(&args))
+        .and_then(|()| scoping::probing(&args))
         .and_then(|t| Ok((t, source::choose(&args)?)));
-    let (targets, choice) = match checked {
+    let (probing, choice) = match checked {
         Ok(c) => c,
         Err(e) => {
             eprintln!("podnet-agent: {e}");
@@ -63,7 +62,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&args);
-    match run(args, targets, choice) {
+    match run(args, probing, choice) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -74,7 +73,7 @@ fn main() -> ExitCode {
 }
 
 /// clap's message in one line: every line up to the usage block or the `--help` hint.
-fn one_line(rendered: &str) -> String {
+pub(crate) fn one_line(rendered: &str) -> String {
     let parts: Vec<&str> = rendered
         .lines()
         .map(str::trim)
@@ -100,22 +99,7 @@ fn init_logging(args: &Args) {
     }
 }
 
-/// Built-in targets, then `--probe`, then `--probe-file`; names must be unique.
-fn probe_targets(args: &Args) -> Result<Vec<Target>, String> {
-    let mut targets = Target::defaults().to_vec();
-    targets.extend(args.probes.iter().cloned());
-    if let Some(path) = &args.probe_file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("--probe-file {}: {e}", path.display()))?;
-        targets.extend(
-            parse_probe_file(&text).map_err(|e| format!("--probe-file {}: {e}", path.display()))?,
-        );
-    }
-    check_unique(&targets).map_err(|e| e.to_string())?;
-    Ok(targets)
-}
-
-fn node_name(args: &Args) -> String {
+pub(crate) fn node_name(args: &Args) -> String {
     args.node_name.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
@@ -123,7 +107,7 @@ fn node_name(args: &Args) -> String {
     })
 }
 
-fn run(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyhow::Result<()> {
+fn run(args: Args, probing: scoping::Probing, choice: source::Choice) -> anyhow::Result<()> {
     // One runtime thread is plenty for this load; namespace work runs on its own thread. Fewer
     // threads also means fewer malloc arenas, i.e. a smaller resident set.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -131,7 +115,7 @@ fn run(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyhow::Resu
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let result = runtime.block_on(serve(args, targets, choice));
+    let result = runtime.block_on(serve(args, probing, choice));
     // Do not wait for blocking-pool work that may hang: the deadline is already spent.
     runtime.shutdown_timeout(Duration::from_millis(200));
     result
@@ -148,7 +132,11 @@ const FELIX_TIMEOUT: Duration = Duration::from_secs(2);
 /// --status-listen).
 const HTTP_WORKERS: [&str; 2] = ["http", "http-status"];
 
-async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyhow::Result<()> {
+async fn serve(
+    args: Args,
+    probing: scoping::Probing,
+    choice: source::Choice,
+) -> anyhow::Result<()> {
     let node = node_name(&args);
     info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -171,72 +159,28 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
     }
     let mut metrics = Metrics::with_revision(env!("CARGO_PKG_VERSION"), env!("PODNET_REVISION"));
     metrics.watch_workers(workers.clone());
-    let (felix, felix_task) =
-        start_felix(&args, &mut metrics, &workers, stopped(stop_rx.clone())).unzip();
-    let (pods, watch_task) = source::start(
-        choice,
+    let kube_mode = matches!(choice, source::Choice::Kubernetes(_));
+    let config_node = node.clone();
+    let engine::Engine {
+        monitor,
+        prober,
+        snapshots,
+        tasks: source_tasks,
+    } = engine::build(&args, probing, choice, node, &mut metrics, &workers, || {
+        stopped(stop_rx.clone())
+    })
+    .await?;
+    metrics.serve_snapshots_capped(snapshots.clone(), args.max_pod_series as usize);
+    let notify_task = notify::start(
         &args,
-        &node,
+        &config_node,
+        kube_mode,
+        snapshots.clone(),
         &mut metrics,
         &workers,
         stopped(stop_rx.clone()),
     )
     .await?;
-    let blocks = source::start_blocks(&args, &workers, stopped(stop_rx.clone())).await?;
-    let (remote_blocks, blocks_task) = blocks.unzip();
-    let host = NetlinkHost::new().context("opening netlink")?;
-    let owners = source::pod_ip_owners(&args, &pods).await?;
-    let config = MonitorConfig {
-        node_name: node,
-        pods,
-        resync_interval: args.resync_interval,
-        probes: (!args.no_probes).then(|| ProbeSettings {
-            failure_threshold: args.probe_failures,
-            targets: targets
-                .iter()
-                .map(|t| t.name.clone())
-                .chain([HOST_TO_POD_TARGET.to_owned()])
-                .collect(),
-            networks: ConnectNets {
-                pods: args.cluster_pod_cidrs.clone(),
-                services: args.service_cidrs.clone(),
-            },
-        }),
-        cni: args.cni.clone(),
-        remote_blocks,
-        felix,
-    };
-    let (monitor, snapshots) = Monitor::new(host, config, metrics.monitor());
-    metrics.serve_snapshots_capped(snapshots.clone(), args.max_pod_series as usize);
-    let prober = if args.no_probes {
-        None
-    } else {
-        let driver =
-            NetnsDriver::with_worker(workers.register("netns")).context("starting the prober")?;
-        let config = ProberConfig {
-            targets,
-            gateways: Gateways::default(),
-            interval: args.probe_interval,
-            timeout: args.probe_timeout,
-            failure_threshold: args.probe_failures,
-            recheck: Duration::from_secs(1).min(args.probe_interval),
-            concurrency: args.probe_concurrency as usize,
-            unanswered: (!args.no_connect_watch).then(|| UnansweredConfig {
-                rounds: args.connect_rounds,
-                ..UnansweredConfig::default()
-            }),
-            owners,
-            pod_networks: args.cluster_pod_cidrs.clone(),
-            hints: client_hints(&args),
-        };
-        Some(Prober::new(
-            driver,
-            config,
-            monitor.pod_set(),
-            monitor.probe_sink(),
-            metrics.probe(),
-        ))
-    };
 
     let listeners = server::bind_all(args.listeners(secure_metrics(&args).await?))?;
     let state = Arc::new(http::AppState {
@@ -283,9 +227,8 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
     let mut tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)> = http_tasks;
     tasks.push(("monitor", monitor_task));
     tasks.extend(prober_task.map(|t| ("prober", t)));
-    tasks.extend(watch_task.map(|t| ("watch", t)));
-    tasks.extend(blocks_task.map(|t| ("blocks", t)));
-    tasks.extend(felix_task.map(|t| ("felix", t)));
+    tasks.extend(source_tasks);
+    tasks.extend(notify_task.map(|t| ("notify", t)));
     let deadline = async {
         stopped(stop_rx.clone()).await;
         tokio::time::sleep(SHUTDOWN_DEADLINE).await;
@@ -319,17 +262,6 @@ async fn serve(args: Args, targets: Vec<Target>, choice: source::Choice) -> anyh
 }
 
 /// One line per check the agent's privileges rule out.
-/// The client kinds asked why they are stale (one entry per `probe/hints/*.rs`).
-fn client_hints(args: &Args) -> Vec<Arc<dyn ClientHint>> {
-    let mut hints: Vec<Arc<dyn ClientHint>> = Vec::new();
-    if args.kong_admin_port != 0 {
-        hints.push(Arc::new(Kong {
-            admin_port: args.kong_admin_port,
-        }));
-    }
-    hints
-}
-
 fn log_missing_privileges(probes: bool) {
     match caps::Privileges::read() {
         Some(p) => {
@@ -389,7 +321,7 @@ async fn wait_for_signal() {
 }
 
 /// With `--cni calico` and an endpoint to read, read felix on this node and export it.
-fn start_felix(
+pub(crate) fn start_felix(
     args: &Args,
     metrics: &mut Metrics,
     workers: &Workers,
@@ -410,9 +342,10 @@ fn start_felix(
     info!(health = ?config.health, metrics = ?config.metrics, "reading calico-node's felix");
     let reader = felix.clone();
     let task = spawn_worker(workers, "felix", |guard| async move {
-        // The guard lives as long as the reader: dropping it marks the worker stopped.
-        let _guard = guard;
-        podnet_probe::felix::run(config, reader, shutdown).await;
+        // The guard lives as long as the reader: dropping it marks the worker stopped; a
+        // reader that stops reading goes silent and shows as stalled.
+        guard.expect_beats(podnet_probe::felix::max_silence(&config));
+        podnet_probe::felix::run(config, reader, || guard.beat(), shutdown).await;
     });
     Some((felix, task))
 }

@@ -8,6 +8,11 @@
 //! `deploy/prometheus/podnet-rules.yaml` whose `for:` durations are shortened to
 //! [`TEST_FOR`]; everything else is the shipped file. Every process is stopped and every
 //! temporary directory removed on drop, also when the test fails.
+//!
+//! Incident 2 end to end: on a control-plane node (an API double with metrics-server's
+//! APIService, Service and EndpointSlice, a TLS server in a pod namespace as metrics-server, a
+//! kube-apiserver mirror pod without `--enable-aggregator-routing`), no service proxy → the
+//! webhook receives `PodnetAggregatedAPIUnreachable`; kube-proxy's DNAT added → resolved.
 
 #[path = "support/alerting.rs"]
 mod support;
@@ -15,7 +20,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
+use podnet_kube_double::{apiserver_mirror_pod, apiservice, endpoint_slice, service};
 use podnet_testbed::agent::{Agent, HttpClient, PORT as AGENT_PORT};
+use podnet_testbed::cluster::{Cluster, NODE};
 use podnet_testbed::simnode::SimNode;
 use serde_json::Value;
 use support::{Daemon, TEST_FOR, TempDir, Webhook, require, test_rules};
@@ -76,6 +83,28 @@ receivers:
     )
 }
 
+/// The simulated node, alone (node mode) or with an API double (Kubernetes mode).
+enum Host {
+    Node(SimNode),
+    Cluster(Cluster),
+}
+
+impl Host {
+    fn node(&self) -> &SimNode {
+        match self {
+            Host::Node(n) => n,
+            Host::Cluster(c) => &c.node,
+        }
+    }
+
+    fn start_agent(&self, args: &[&str]) -> Result<Agent> {
+        match self {
+            Host::Node(n) => Agent::start_binary(AGENT.as_ref(), n, args),
+            Host::Cluster(c) => c.agent(AGENT.as_ref(), args),
+        }
+    }
+}
+
 /// Everything the test runs, in drop order: webhook and daemons first, the node last.
 struct Bed {
     webhook: Webhook,
@@ -85,22 +114,25 @@ struct Bed {
     am_api: HttpClient,
     agent: Option<Agent>,
     _dir: TempDir,
-    node: SimNode,
+    host: Host,
 }
 
 impl Bed {
     fn start() -> Result<Self> {
+        Self::start_on(Host::Node(SimNode::new(3, &[])?), &[])
+    }
+
+    fn start_on(host: Host, agent_args: &[&str]) -> Result<Self> {
         let prometheus_bin = require("prometheus", "prometheus");
         let alertmanager_bin = require("prometheus-alertmanager", "prometheus-alertmanager");
-        let node = SimNode::new(3, &[])?;
-        let ns = node.node_netns().to_owned();
+        let ns = host.node().node_netns().to_owned();
         let dir = TempDir::new()?;
         std::fs::write(dir.path("rules.yaml"), test_rules()?)?;
         std::fs::write(dir.path("prometheus.yaml"), prometheus_config())?;
         std::fs::write(dir.path("alertmanager.yaml"), alertmanager_config())?;
         let path = |n: &str| dir.path(n).display().to_string();
 
-        let agent = Agent::start_binary(AGENT.as_ref(), &node, &[])?;
+        let agent = host.start_agent(agent_args)?;
         let webhook = Webhook::start(&ns, WEBHOOK_PORT)?;
         let alertmanager = Daemon::start(
             &ns,
@@ -133,7 +165,7 @@ impl Bed {
             am_api: HttpClient::new(&ns, ALERTMANAGER_PORT)?,
             agent: Some(agent),
             _dir: dir,
-            node,
+            host,
         })
     }
 
@@ -270,10 +302,10 @@ fn scenario(bed: &mut Bed) -> Result<()> {
     }
 
     // The incident: pod 1's host route disappears.
-    let pod = bed.node.pod(1).clone();
+    let pod = bed.host.node().pod(1).clone();
     let ip = pod.ipv4.to_string();
     let broken = Instant::now();
-    bed.node.delete_route(1, pod.ipv4.into())?;
+    bed.host.node().delete_route(1, pod.ipv4.into())?;
     let (fired_at, alert) = bed.wait_notification(
         "PodnetPodRouteMissing firing for the pod",
         broken,
@@ -330,7 +362,7 @@ fn scenario(bed: &mut Bed) -> Result<()> {
 
     // The repair.
     let repaired = Instant::now();
-    bed.node.restore_routes(1)?;
+    bed.host.node().restore_routes(1)?;
     let (resolved_at, _) = bed.wait_notification(
         "PodnetPodRouteMissing resolved",
         repaired,
@@ -376,7 +408,7 @@ fn scenario(bed: &mut Bed) -> Result<()> {
         down["annotations"]["description"]
     );
     let restarted = Instant::now();
-    bed.agent = Some(Agent::start_binary(AGENT.as_ref(), &bed.node, &[])?);
+    bed.agent = Some(bed.host.start_agent(&[])?);
     bed.wait_notification(
         "PodnetAgentDown resolved",
         restarted,
@@ -388,5 +420,117 @@ fn scenario(bed: &mut Bed) -> Result<()> {
         "agent restarted → resolved PodnetAgentDown: {}",
         seconds(restarted.elapsed())
     );
+    bed.check()
+}
+
+const METRICS_IP: &str = "10.96.0.10";
+const METRICS_PORT: u16 = 10250;
+const APISERVICE: &str = "v1beta1.metrics.k8s.io";
+
+#[test]
+fn aggregated_api_unreachable_reaches_alertmanager_and_resolves() {
+    let cluster = Cluster::new(2).expect("starting the node and the API double");
+    let ms = cluster.node.pod(0).clone();
+    let endpoint = std::net::SocketAddr::from((ms.ipv4, METRICS_PORT));
+    let api = &cluster.api;
+    api.apply(apiserver_mirror_pod(NODE, "192.0.2.10", &[]))
+        .expect("mirror pod");
+    api.apply_object(apiservice(
+        APISERVICE,
+        "kube-system",
+        "metrics-server",
+        Some((false, "FailedDiscoveryCheck")),
+    ));
+    api.apply_object(service(
+        "kube-system",
+        "metrics-server",
+        METRICS_IP,
+        443,
+        "https",
+        METRICS_PORT,
+    ));
+    api.apply_object(endpoint_slice(
+        "kube-system",
+        "metrics-server",
+        "https",
+        METRICS_PORT,
+        &[(&ms.ipv4.to_string(), true)],
+    ));
+    let server = podnet_testbed::podserver::PodServer::start(
+        &ms.netns,
+        endpoint,
+        Some("metrics-server.kube-system.svc"),
+    );
+    let args = [
+        "--no-probes",
+        "--control-plane-checks",
+        "auto",
+        "--control-plane-relist",
+        "1s",
+        "--probe-interval",
+        "1s",
+        "--probe-timeout",
+        "300ms",
+    ];
+    let mut bed = Bed::start_on(Host::Cluster(cluster), &args)
+        .expect("starting the agent, Prometheus and Alertmanager");
+    let result = control_plane_scenario(&mut bed, endpoint);
+    drop(server);
+    if let Err(e) = result {
+        panic!("{e:#}\n{}", bed.diagnostics());
+    }
+}
+
+fn control_plane_scenario(bed: &mut Bed, endpoint: std::net::SocketAddr) -> Result<()> {
+    // The incident from the start: no kube-proxy on this control-plane node.
+    let start = Instant::now();
+    let labels = [
+        ("service", "metrics-server"),
+        ("apiservices", APISERVICE),
+        ("reason", "cluster_ip_unreachable"),
+    ];
+    let (fired_at, alert) = bed.wait_notification(
+        "PodnetAggregatedAPIUnreachable firing",
+        start,
+        "PodnetAggregatedAPIUnreachable",
+        "firing",
+        &labels,
+    )?;
+    eprintln!(
+        "agent started without a service proxy → firing PodnetAggregatedAPIUnreachable: {} (for: {TEST_FOR})",
+        seconds(fired_at - start)
+    );
+    let description = alert["annotations"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    for want in [
+        "kube-system/metrics-server:443",
+        "--enable-aggregator-routing=true",
+        "kube-proxy",
+        "sim-node",
+    ] {
+        if !description.contains(want) {
+            bail!("description does not mention {want}: {description:?}");
+        }
+    }
+    // kube-proxy arrives: the ClusterIP is DNATed to the endpoint.
+    let repaired = Instant::now();
+    podnet_testbed::podserver::dnat(bed.host.node().node_netns(), METRICS_IP, endpoint);
+    bed.wait_notification(
+        "PodnetAggregatedAPIUnreachable resolved",
+        repaired,
+        "PodnetAggregatedAPIUnreachable",
+        "resolved",
+        &labels,
+    )?;
+    eprintln!("DNAT added → resolved: {}", seconds(repaired.elapsed()));
+    // No webhook alert: the Service has no webhook users.
+    for n in bed.webhook.received() {
+        for a in n.alerts() {
+            if a["labels"]["alertname"] != "PodnetAggregatedAPIUnreachable" {
+                bail!("unexpected alert: {a}");
+            }
+        }
+    }
     bed.check()
 }

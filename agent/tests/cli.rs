@@ -35,6 +35,8 @@ fn help_documents_every_flag_and_its_environment_variable() {
             "--kube-unhealthy-threshold",
             "PODNET_KUBE_UNHEALTHY_THRESHOLD",
         ),
+        ("--control-plane-checks", "PODNET_CONTROL_PLANE_CHECKS"),
+        ("--control-plane-relist", "PODNET_CONTROL_PLANE_RELIST"),
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
         assert!(
@@ -102,6 +104,25 @@ fn bad_flags_and_values_exit_2_with_one_line() {
     );
     assert_rejected(agent().args(["--cni", "flannel"]), "--cni");
     assert_rejected(agent().args(["--pod-source", "everywhere"]), "--pod-source");
+    assert_rejected(
+        agent().args(["--control-plane-checks", "sometimes"]),
+        "--control-plane-checks",
+    );
+    assert_rejected(
+        agent().args(["--control-plane-relist", "10ms"]),
+        "--control-plane-relist",
+    );
+    assert_rejected(
+        agent().args([
+            "--pod-source",
+            "node",
+            "--interface-prefix",
+            "cali",
+            "--control-plane-checks",
+            "auto",
+        ]),
+        "--control-plane-checks needs the Kubernetes pod source",
+    );
     assert_rejected(
         agent()
             .env_remove("KUBERNETES_SERVICE_HOST")
@@ -210,4 +231,75 @@ fn compound_durations_are_accepted() {
         "--interface-prefix",
     );
     assert_rejected(agent().args(["--wiring-grace", "1m30"]), "--wiring-grace");
+}
+
+#[test]
+fn probe_scoping_flags_are_documented_and_bad_ones_exit_2_with_one_line() {
+    let out = agent().arg("--help").output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for (flag, env) in [
+        ("--builtin-probes", "PODNET_BUILTIN_PROBES"),
+        (
+            "--probe-exclude-namespaces",
+            "PODNET_PROBE_EXCLUDE_NAMESPACES",
+        ),
+        ("--probe-selector", "PODNET_PROBE_SELECTORS"),
+        ("--policy-engine", "PODNET_POLICY_ENGINE"),
+    ] {
+        assert!(
+            help.contains(flag) && help.contains(&format!("env: {env}")),
+            "{flag}"
+        );
+    }
+    assert_rejected(
+        agent().args(["--builtin-probes", "gatway"]),
+        "[possible values: gateway, node, host-to-pod, none]",
+    );
+    assert_rejected(
+        agent().args(["--builtin-probes", "none,node"]),
+        "'none' cannot be combined",
+    );
+    assert_rejected(
+        agent().args([
+            "--probe",
+            "dns=tcp:10.96.0.10:53",
+            "--probe-selector",
+            "dns=app in (a",
+        ]),
+        "invalid label selector 'app in (a'",
+    );
+    assert_rejected(
+        agent().args(["--probe-selector", "dns=app=web"]),
+        "no --probe or --probe-file target",
+    );
+    assert_rejected(
+        agent()
+            .args(["--probe", "dns=tcp:10.96.0.10:53"])
+            .env("PODNET_PROBE_SELECTORS", "dns=app=web;dns=tier=db"),
+        "has a selector already",
+    );
+    assert_rejected(
+        agent().env("PODNET_PROBE_EXCLUDE_NAMESPACES", "ok,Not_OK"),
+        "'Not_OK' is not a namespace name",
+    );
+    assert_rejected(
+        agent().env("PODNET_POLICY_ENGINE", "cilium"),
+        "[possible values: auto, calico, other, none]",
+    );
+    let dir = std::env::temp_dir().join(format!("podnet-cli-scoping-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("probes");
+    std::fs::write(
+        &file,
+        "web=icmp:192.0.2.1 selector=app=web\nx=icmp:192.0.2.2 selector=a in (\n",
+    )
+    .unwrap();
+    let result = std::panic::catch_unwind(|| {
+        assert_rejected(
+            agent().arg("--probe-file").arg(&file),
+            "line 2: invalid label selector",
+        );
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+    result.unwrap();
 }

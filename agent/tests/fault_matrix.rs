@@ -194,6 +194,16 @@ fn rows() -> Vec<Row> {
                 |n, _| n.set_node_blackhole(OUTSIDE_IPV4.into(), false),
             )
         },
+        Row {
+            // Only the full-size don't-fragment echo is lost: no small probe fails.
+            problems: &["path_mtu_mismatch"],
+            ..row(
+                "MTU mismatch (host side 1400, pod eth0 1500)",
+                Some(0),
+                |n, i| n.set_host_mtu(i, 1400),
+                |n, i| n.set_host_mtu(i, 1500),
+            )
+        },
         // A closed port answers with a reset: the path works, nothing is flagged anywhere
         // (the `refused` count is checked by the row's caller).
         row(

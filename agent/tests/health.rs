@@ -141,3 +141,56 @@ fn killing_the_kubernetes_watch_turns_healthz_red() {
     );
     assert_eq!(worker_up(&agent, "watch"), Some(0.0));
 }
+
+/// The felix reader and the remote block watch are supervised workers too: up while they
+/// work — the felix reader promises a beat at least every interval plus three request
+/// timeouts and a margin (~11 s here), and the agent stays green well past that — and
+/// `/healthz` red naming them when one panics.
+#[test]
+fn felix_and_block_workers_beat_and_turn_healthz_red() {
+    use podnet_testbed::cluster::Cluster;
+    use podnet_testbed::felix::FelixDouble;
+    let c = Cluster::new(1).unwrap();
+    let double = FelixDouble::start(c.node.node_netns(), 0, 0).unwrap();
+    let health = double.health.to_string();
+    let start = |fault: Option<&str>| {
+        let mut args = vec![
+            "--no-probes",
+            "--remote-blocks",
+            "calico",
+            "--calico-felix-health",
+            &health,
+            "--calico-felix-interval",
+            "100ms",
+        ];
+        if let Some(f) = fault {
+            args.extend(["--test-fault", f]);
+        }
+        c.agent(AGENT.as_ref(), &args).unwrap()
+    };
+    let agent = start(None);
+    let until = Instant::now() + Duration::from_secs(13);
+    while Instant::now() < until {
+        assert_eq!(
+            agent.get("/healthz").unwrap(),
+            (200, "ok\n".to_owned()),
+            "{}",
+            agent.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for w in ["felix", "blocks", "watch", "monitor"] {
+        assert_eq!(worker_up(&agent, w), Some(1.0), "{w}\n{}", agent.log_tail());
+    }
+    drop(agent);
+    for worker in ["felix", "blocks"] {
+        let agent = start(Some(&format!("kill:{worker}")));
+        let body = wait_red(&agent);
+        assert!(
+            body.contains(&format!("{worker}: panicked")),
+            "{worker}: {body:?}\n{}",
+            agent.log_tail()
+        );
+        assert_eq!(worker_up(&agent, worker), Some(0.0), "{worker}");
+    }
+}

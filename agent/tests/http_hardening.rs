@@ -274,6 +274,10 @@ fn status_is_not_served_on_the_public_address() {
     let (code, body) = get("/status").unwrap();
     assert_eq!(code, 404, "{body}");
     assert!(!body.contains("sim-node"));
+    // Nor the status page, which shows the same inventory.
+    let (code, body) = get("/").unwrap();
+    assert_eq!(code, 404, "{body}");
+    assert!(!body.contains("sim-node"));
     // POST, bodies and oversized heads are refused.
     let raw = |req: &'static [u8]| {
         node_ns.run_blocking(move || {

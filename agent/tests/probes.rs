@@ -251,6 +251,48 @@ fn a_pod_without_its_default_route_fails_with_a_pod_side_reason() {
         .unwrap();
 }
 
+/// The host side of a dual-stack pod's veth narrower than its eth0: full-size packets from the
+/// pod are dropped on the veth, small ones pass. Both families' path-MTU probes say so, and no
+/// probe fails.
+#[test]
+fn a_path_narrower_than_the_pod_mtu_is_path_mtu_mismatch_in_both_families() {
+    let (node, agent) = setup(&[]);
+    wait_status(&agent, "all ok", |s| probed_and_all_ok(s, 8));
+    let victim = node.pod(0).clone();
+    let v6 = victim.ipv6.expect("pod 0 is dual-stack");
+    node.set_host_mtu(0, 1400).unwrap();
+    let want: BTreeSet<(String, String, String)> = [victim.ipv4.to_string(), v6.to_string()]
+        .into_iter()
+        .map(|ip| (victim.interface.clone(), ip, "path_mtu_mismatch".to_owned()))
+        .collect();
+    let m = agent
+        .wait_metrics("path_mtu_mismatch on both IPs", WAIT, |m| {
+            m.problems() == want
+        })
+        .unwrap();
+    assert!(pod_failures(&m).is_empty(), "{:?}", pod_failures(&m));
+    let p = pod_status(&agent, &victim.interface);
+    assert_eq!(p["pod_side"]["mtu"], 1500);
+    let details: Vec<String> = p["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["detail"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("MTU is 1500") && d.contains("1500-byte")),
+        "{details:?}"
+    );
+    node.set_host_mtu(0, 1500).unwrap();
+    agent
+        .wait_metrics("recovery", WAIT, |m| {
+            m.problems().is_empty() && pod_failures(m).is_empty()
+        })
+        .unwrap();
+}
+
 #[test]
 fn node_forwarding_off_is_reported_once_at_node_level() {
     let (node, agent) = setup(&[]);

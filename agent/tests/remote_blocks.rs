@@ -7,7 +7,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use podnet_kube_double::{Resource, block_affinity, calico_node};
+use podnet_kube_double::{Resource, block_affinity, calico_node, calico_node_v6};
 use podnet_testbed::agent::Agent;
 use podnet_testbed::cluster::{Cluster, NODE};
 use podnet_testbed::exposition::Samples;
@@ -188,6 +188,16 @@ fn remote_block_routes_routed_and_vxlan() {
     wait_failing(&agent, REPORT, &[]);
     let m = agent.metrics().unwrap();
     assert_eq!(m.value("podnet_remote_block_problems"), Some(0.0));
+    // Nodes were read as metadata only (Calico's annotations carry the addresses: the double
+    // served no status), BlockAffinities whole.
+    let log = c.api.request_log();
+    let nodes: Vec<_> = log.iter().filter(|r| r.path == "/api/v1/nodes").collect();
+    assert!(
+        !nodes.is_empty() && nodes.iter().all(|r| r.metadata_only),
+        "{nodes:?}"
+    );
+    let blocks = log.iter().filter(|r| r.path.ends_with("/blockaffinities"));
+    assert!(blocks.clone().count() > 0 && blocks.clone().all(|r| !r.metadata_only));
     agent.stop().unwrap();
 }
 
@@ -204,4 +214,43 @@ fn block_name(node: &str, cidr: &str) -> String {
         .as_str()
         .unwrap()
         .to_owned()
+}
+
+/// IPv6 blocks (Calico's default `/122`), routed via the peer's IPv6 address as BIRD programs
+/// them: verified, a lost route named, a route via an unknown address named, the repair seen.
+#[test]
+fn remote_ipv6_block_routes() {
+    let c = Cluster::new(1).unwrap();
+    let ns = c.node.node_netns();
+    let (peer, peer_ip, block) = ("node-v6", "2001:db8::11", "fd00:10:246::/122");
+    ip(
+        ns,
+        &format!("-6 route add {block} via {peer_ip} dev eth0 proto bird"),
+    );
+    c.api.apply_object(calico_node_v6(peer, peer_ip));
+    c.api.apply_object(block_affinity(peer, block));
+    let mut agent = agent(&c);
+    wait_blocks(&agent, 1);
+    wait_failing(&agent, REPORT, &[]);
+    ip(ns, &format!("-6 route del {block}"));
+    wait_failing(
+        &agent,
+        REPORT,
+        &[(block, peer, "remote_block_route_missing")],
+    );
+    ip(
+        ns,
+        &format!("-6 route add {block} via 2001:db8::99 dev eth0 proto bird"),
+    );
+    wait_failing(
+        &agent,
+        REPORT,
+        &[(block, peer, "remote_block_route_wrong_next_hop")],
+    );
+    ip(
+        ns,
+        &format!("-6 route replace {block} via {peer_ip} dev eth0 proto bird"),
+    );
+    wait_failing(&agent, REPORT, &[]);
+    agent.stop().unwrap();
 }

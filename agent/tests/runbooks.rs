@@ -238,3 +238,59 @@ fn commands_that_cannot_run_here_carry_the_flags_that_make_them_right() {
     // The old filter that filtered nothing.
     assert!(!text.contains("grep -v ' 0:0\\]'"));
 }
+
+#[test]
+fn mtu_mismatch_commands_show_the_two_mtus_and_lose_only_the_large_ping() {
+    let node = SimNode::new(1, &[]).unwrap();
+    let ns = node.node_netns();
+    let pod = node.pod(0).clone();
+    let in_pod = |prefix: &str| fill(&command(prefix).replace("<cni-…>", &pod.netns), &pod);
+    let large = in_pod("ip netns exec <cni-…> ping -M do -s 1472");
+    let small = in_pod("ip netns exec <cni-…> ping -M do -s 1372");
+    assert!(
+        sh_in(ns, &large).ok,
+        "a healthy pod gets full-size packets through"
+    );
+
+    node.set_host_mtu(0, 1400).unwrap();
+    let host = sh_in(ns, &fill(&command("ip link show <interface>"), &pod));
+    assert!(host.stdout.contains("mtu 1400"), "{}", host.stdout);
+    let eth0 = sh_in(ns, &in_pod("ip netns exec <cni-…> ip link show eth0"));
+    assert!(eth0.stdout.contains("mtu 1500"), "{}", eth0.stdout);
+    assert!(!sh_in(ns, &large).ok, "the full-size ping is lost");
+    assert!(
+        sh_in(ns, &small).ok,
+        "a ping that fits the host side passes"
+    );
+
+    node.set_host_mtu(0, 1500).unwrap();
+    assert!(sh_in(ns, &large).ok, "and passes again once the MTUs agree");
+}
+
+#[test]
+fn the_host_policy_command_shows_the_rule_that_drops_pod_to_node_traffic() {
+    let node = SimNode::new(1, &[]).unwrap();
+    let ns = node.node_netns();
+    let pod = node.pod(0).clone();
+    let list = command("iptables -L INPUT -v -n | grep -iE 'DROP|REJECT'");
+    assert!(!sh_in(ns, &list).stdout.contains("DROP"), "nothing yet");
+    // What a host policy does (the rule lives in the simulated node's namespace only).
+    assert!(sh_in(ns, "iptables -I INPUT -p icmp -j DROP").ok);
+    let ping = format!("ping -c1 -W1 {NODE_IPV4}");
+    assert!(
+        !sh_in(&pod.netns, &ping).ok,
+        "the pod cannot reach the node"
+    );
+    let o = sh_in(ns, &list);
+    let line = o
+        .stdout
+        .lines()
+        .find(|l| l.contains("DROP"))
+        .unwrap_or_default();
+    let packets: u64 = line
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(packets >= 1, "the rule and its counter: {}", o.stdout);
+}

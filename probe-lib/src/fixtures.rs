@@ -44,3 +44,45 @@ pub(crate) fn host_with(routes: Vec<Route>, links: Vec<Link>) -> HostState {
         Default::default(),
     )
 }
+
+/// A verdict on pod `ns/<interface>` with IP 10.244.0.1 on host interface `interface`, its
+/// link present or not, with one problem per reason given.
+pub(crate) fn pod_verdict(
+    interface: &str,
+    link: bool,
+    reasons: &[crate::verdict::PodReason],
+) -> crate::verdict::PodVerdict {
+    use crate::verdict::{PodLink, PodProblem, PodVerdict};
+    let ip = std::net::IpAddr::from([10, 244, 0, 1]);
+    PodVerdict {
+        pod: crate::model::ExpectedPod {
+            id: crate::model::PodId {
+                namespace: "ns".into(),
+                name: interface.into(),
+            },
+            interface: interface.into(),
+            ips: vec![ip],
+            in_grace: false,
+            meta: Default::default(),
+            uid: String::new(),
+        },
+        link: link.then_some(PodLink {
+            index: 5,
+            netnsid: Some(1),
+            peer_index: Some(2),
+            admin_up: true,
+        }),
+        problems: reasons
+            .iter()
+            .map(|&reason| PodProblem {
+                reason,
+                ip: Some(ip),
+                detail: String::new(),
+            })
+            .collect(),
+        pod_side: None,
+        probes: Vec::new(),
+        gateways: Vec::new(),
+        probes_skipped: None,
+    }
+}

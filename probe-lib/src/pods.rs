@@ -21,6 +21,8 @@ pub fn discover_from_links(host: &HostState, prefix: &str) -> Vec<ExpectedPod> {
             interface: l.name.clone(),
             ips: cap_node_mode_ips(peer_global_ips(host, l)),
             in_grace: false,
+            meta: Default::default(),
+            uid: String::new(),
         })
         .collect();
     pods.sort_by(|a, b| a.interface.cmp(&b.interface));
@@ -93,6 +95,8 @@ pub fn expected_from_api(
                 interface,
                 ips: p.ips.clone(),
                 in_grace: t.ips_since.is_some_and(|since| now < since + grace),
+                meta: p.meta.clone(),
+                uid: p.uid.clone(),
             }
         })
         .collect()
@@ -228,11 +232,12 @@ mod tests {
                         uid: String::new(),
                         ips: ip.iter().map(|i| i.parse().unwrap()).collect(),
                         terminating: *terminating,
+                        meta: Default::default(),
                     },
                     ips_since: *since,
                 })
                 .collect(),
-            health: Default::default(),
+            ..KubeView::default()
         }
     }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::model::{KubeStatus, PodEntry, PodSet, SourceName};
-use crate::verdict::{BlockProblem, ConnectVerdict, Verdicts};
+use crate::verdict::{BlockProblem, ConnectVerdict, ControlPlaneStatus, Verdicts};
 
 /// One consistent view of the node, replaced (never mutated) on every change.
 #[derive(Debug, Clone, Serialize)]
@@ -36,13 +36,33 @@ pub struct Snapshot {
     /// Per-pod and node-level verdicts.
     #[serde(flatten)]
     pub verdicts: Verdicts,
-    /// Other nodes' pod blocks not routed toward their node (only the failing ones).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub remote_blocks: Vec<BlockProblem>,
+    /// Other nodes' pod blocks not routed toward their node (only the failing ones). Shared
+    /// between snapshots while unchanged: in a BGP outage all 5,000 may fail, and copying them
+    /// per route event would cost milliseconds.
+    #[serde(
+        skip_serializing_if = "block_list_is_empty",
+        serialize_with = "serialize_block_list"
+    )]
+    pub remote_blocks: std::sync::Arc<Vec<BlockProblem>>,
     /// Other nodes' blocks judged (none before the block map's first list, or when off).
     pub remote_blocks_checked: usize,
     /// Destinations pods keep failing to connect to, classified (when probes run).
     pub unanswered_connects: Vec<ConnectVerdict>,
+    /// On control-plane nodes: the Services kube-apiserver calls, judged; `None` when the
+    /// check is off or idle (not a control-plane node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_plane: Option<ControlPlaneStatus>,
+}
+
+fn block_list_is_empty(l: &std::sync::Arc<Vec<BlockProblem>>) -> bool {
+    l.is_empty()
+}
+
+fn serialize_block_list<S: serde::Serializer>(
+    l: &std::sync::Arc<Vec<BlockProblem>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(l.iter())
 }
 
 impl Snapshot {
@@ -60,9 +80,10 @@ impl Snapshot {
             node_ips: Vec::new(),
             probe_targets: Vec::new(),
             verdicts: Verdicts::default(),
-            remote_blocks: Vec::new(),
+            remote_blocks: std::sync::Arc::default(),
             remote_blocks_checked: 0,
             unanswered_connects: Vec::new(),
+            control_plane: None,
         }
     }
 
@@ -92,6 +113,8 @@ impl Snapshot {
                     netnsid: p.link.and_then(|l| l.netnsid),
                     peer_index: p.link.and_then(|l| l.peer_index),
                     gateways: p.gateways.clone(),
+                    namespace: p.pod.id.namespace.clone(),
+                    meta: p.pod.meta.clone(),
                 })
                 .collect(),
         }

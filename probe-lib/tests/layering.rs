@@ -22,10 +22,16 @@ const LAYERS: &[(&str, u32)] = &[
     ("kube", 2),
     ("probe", 3),
     ("pods", 4),
+    // A source (control-plane Services, probed from the host) that classifies its connects
+    // with `probe::outcome`, so it sits just above `probe`.
+    ("controlplane", 4),
     ("verdict", 5),
     ("snapshot", 6),
     ("monitor", 7),
     ("metrics", 8),
+    ("report", 8),
+    // Exporter: the node condition and Events, decided from the snapshot.
+    ("notify", 8),
     // Test-only builders of host objects (`#[cfg(test)]` in lib.rs); no product code sees it.
     ("fixtures", 9),
 ];

@@ -8,6 +8,8 @@
 //! headers.
 
 mod parse;
+#[cfg(test)]
+mod props;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -37,14 +39,28 @@ const MAX_HEALTH: usize = 64 << 10;
 /// Largest metrics answer read (felix's exposition is ~100 KiB on a busy node).
 const MAX_METRICS: usize = 4 << 20;
 
-/// Read felix every interval into `state` until `shutdown` completes.
-pub async fn run(config: FelixConfig, state: Felix, shutdown: impl Future<Output = ()>) {
+/// The longest the reader goes without calling its heartbeat: one interval plus one reading
+/// (three requests, each bounded by `timeout`), with margin. A supervisor may call it hung
+/// after this.
+pub fn max_silence(config: &FelixConfig) -> Duration {
+    config.interval + 3 * config.timeout + Duration::from_secs(5)
+}
+
+/// Read felix every interval into `state` until `shutdown` completes, calling `beat` after
+/// every reading (see [`max_silence`]).
+pub async fn run(
+    config: FelixConfig,
+    state: Felix,
+    beat: impl Fn(),
+    shutdown: impl Future<Output = ()>,
+) {
     let work = async {
         let mut tick = tokio::time::interval(config.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             state.set(read(&config).await);
+            beat();
         }
     };
     tokio::select! {

@@ -170,6 +170,7 @@ pub(crate) fn event(msg: &KernelMessage) -> Option<KernelEvent> {
         },
         KernelMessage::Netconf(NetconfMessage::New(nc)) => Some(KernelEvent::NetconfChanged(*nc)),
         KernelMessage::Netconf(_) => None,
+        KernelMessage::Malformed(_) => Some(KernelEvent::Malformed),
     }
 }
 

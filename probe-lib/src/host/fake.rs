@@ -126,7 +126,7 @@ fn apply(dump: &mut HostDump, ev: &KernelEvent) {
         KernelEvent::AddressAdded(a) => dump.addresses.push(*a),
         KernelEvent::AddressRemoved(a) => dump.addresses.retain(|x| x != a),
         KernelEvent::NetconfChanged(nc) => dump.netconf.push(*nc),
-        KernelEvent::Overrun => {}
+        KernelEvent::Overrun | KernelEvent::Malformed => {}
     }
 }
 

@@ -107,6 +107,9 @@ pub struct HostState {
     addresses: Vec<Address>,
     netconf: HashMap<(Family, NetconfScope), NetconfValues>,
     peers: HashMap<i32, Vec<Address>>,
+    /// Counts the events that may change what covers a network wider than one address:
+    /// everything but host routes (`/32`, `/128`: pod routes) added or removed.
+    cover_generation: u64,
 }
 
 impl HostState {
@@ -134,6 +137,11 @@ impl HostState {
     /// Apply one kernel event. Returns a re-sync cause when the event means our view can no
     /// longer be trusted without a re-dump.
     pub fn apply(&mut self, event: &KernelEvent) -> Option<ResyncCause> {
+        match event {
+            KernelEvent::RouteAdded(r) | KernelEvent::RouteRemoved(r)
+                if r.dst.prefix_len() == r.dst.max_prefix_len() => {}
+            _ => self.cover_generation = self.cover_generation.wrapping_add(1),
+        }
         match event {
             KernelEvent::LinkChanged(link) => {
                 let old = self.links.get(&link.index);
@@ -192,6 +200,7 @@ impl HostState {
                 None
             }
             KernelEvent::Overrun => Some(ResyncCause::Overrun),
+            KernelEvent::Malformed => Some(ResyncCause::Malformed),
         }
     }
 
@@ -258,6 +267,14 @@ impl HostState {
                 .get(&cover)
                 .and_then(|rs| rs.iter().filter(|r| r.tos == 0).min_by_key(|r| r.priority))
         })
+    }
+
+    /// Changes when [`HostState::route_covering`] may answer differently for a network wider
+    /// than one address (any event but a host route added or removed); within one state, equal
+    /// generations mean equal answers. A re-dump starts a new state: compare generations of
+    /// the same state only.
+    pub fn cover_generation(&self) -> u64 {
+        self.cover_generation
     }
 
     /// All main-table routes.
@@ -376,5 +393,7 @@ impl HostState {
     }
 }
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests;

@@ -47,6 +47,36 @@ pub enum KernelMessage {
     Route(RouteNetlinkMessage),
     /// Netconf.
     Netconf(NetconfMessage),
+    /// A message that did not decode: kept as a value (never an error) so the reader can
+    /// count and report it instead of netlink-proto dropping it silently (it logs through
+    /// `log`, which podnet does not collect).
+    Malformed(Malformed),
+}
+
+/// A message of a known type whose body did not decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Malformed {
+    /// The netlink message type (`RTM_NEWROUTE`, ...).
+    pub message_type: u16,
+    /// Why, at most [`MALFORMED_WHY_MAX`] bytes: a decoder error may quote the input.
+    pub why: String,
+}
+
+/// Longest reason kept for a [`Malformed`] message.
+pub const MALFORMED_WHY_MAX: usize = 200;
+
+impl Malformed {
+    fn new(message_type: u16, e: &DecodeError) -> Self {
+        let mut why = e.to_string();
+        if why.len() > MALFORMED_WHY_MAX {
+            let mut cut = MALFORMED_WHY_MAX;
+            while !why.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            why.truncate(cut);
+        }
+        Malformed { message_type, why }
+    }
 }
 
 impl From<RouteNetlinkMessage> for KernelMessage {
@@ -113,6 +143,7 @@ impl NetlinkSerializable for KernelMessage {
             KernelMessage::Netconf(NetconfMessage::New(_)) => RTM_NEWNETCONF,
             KernelMessage::Netconf(NetconfMessage::Del(_)) => RTM_DELNETCONF,
             KernelMessage::Netconf(NetconfMessage::Get(_)) => RTM_GETNETCONF,
+            KernelMessage::Malformed(m) => m.message_type,
         }
     }
 
@@ -121,6 +152,8 @@ impl NetlinkSerializable for KernelMessage {
             KernelMessage::Route(m) => m.buffer_len(),
             // We only ever send GETNETCONF dump requests: the bare, padded header.
             KernelMessage::Netconf(_) => NETCONFMSG_LEN,
+            // Never sent.
+            KernelMessage::Malformed(_) => 0,
         }
     }
 
@@ -135,6 +168,7 @@ impl NetlinkSerializable for KernelMessage {
                 buffer[..NETCONFMSG_LEN].fill(0);
                 buffer[0] = family_byte(family);
             }
+            KernelMessage::Malformed(_) => {}
         }
     }
 }
@@ -142,16 +176,20 @@ impl NetlinkSerializable for KernelMessage {
 impl NetlinkDeserializable for KernelMessage {
     type Error = DecodeError;
 
+    /// Never an error: a body that does not decode is a [`KernelMessage::Malformed`], so one
+    /// bad message is counted and skipped by the reader, not lost without a word.
     fn deserialize(header: &NetlinkHeader, payload: &[u8]) -> Result<Self, Self::Error> {
-        match header.message_type {
-            RTM_NEWNETCONF => Ok(KernelMessage::Netconf(NetconfMessage::New(parse_netconf(
-                payload,
-            )?))),
-            RTM_DELNETCONF => Ok(KernelMessage::Netconf(NetconfMessage::Del(parse_netconf(
-                payload,
-            )?))),
+        let t = header.message_type;
+        let parsed = match t {
+            RTM_NEWNETCONF => {
+                parse_netconf(payload).map(|nc| KernelMessage::Netconf(NetconfMessage::New(nc)))
+            }
+            RTM_DELNETCONF => {
+                parse_netconf(payload).map(|nc| KernelMessage::Netconf(NetconfMessage::Del(nc)))
+            }
             _ => RouteNetlinkMessage::deserialize(header, payload).map(KernelMessage::Route),
-        }
+        };
+        Ok(parsed.unwrap_or_else(|e| KernelMessage::Malformed(Malformed::new(t, &e))))
     }
 }
 

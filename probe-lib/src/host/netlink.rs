@@ -17,7 +17,7 @@ use rtnetlink::proto::{ConnectionHandle, new_connection};
 use rtnetlink::sys::{AsyncSocket, SocketAddr, protocols::NETLINK_ROUTE};
 use tracing::{debug, warn};
 
-use super::netconf::{KernelMessage, NetconfMessage};
+use super::netconf::{KernelMessage, Malformed, NetconfMessage};
 use super::types::{Address, Family, HostDump, KernelEvent, MAIN_TABLE};
 use super::{EVENT_QUEUE, EventReceiver, HostNetwork, convert, event_channel};
 use crate::Error;
@@ -81,10 +81,14 @@ impl NetlinkHost {
                 .map_err(|_| Error::ConnectionClosed(what))?;
             let mut out = Vec::new();
             let mut interrupted = false;
+            let mut malformed = MalformedLog::default();
             let collect = async {
                 while let Some(resp) = responses.next().await {
                     interrupted |= resp.header.flags & NLM_F_DUMP_INTR != 0;
                     match resp.payload {
+                        NetlinkPayload::InnerMessage(KernelMessage::Malformed(m)) => {
+                            malformed.note(&m, "skipping a malformed netlink dump entry");
+                        }
                         NetlinkPayload::InnerMessage(m) => keep(m, &mut out),
                         NetlinkPayload::Error(e) if e.code.is_some() => {
                             return Err(Error::Kernel {
@@ -150,6 +154,7 @@ impl HostNetwork for NetlinkHost {
         tokio::spawn(async move {
             // Keep the handle: the connection stops once every handle is gone.
             let _handle = handle;
+            let mut malformed = MalformedLog::default();
             // Ends with the stream, or as soon as the receiver is dropped (after an overrun
             // the monitor drops this subscription's stale backlog): the socket closes then,
             // not at the next notification.
@@ -160,6 +165,10 @@ impl HostNetwork for NetlinkHost {
                 };
                 let Some((msg, _)) = next else { break };
                 let event = match msg.payload {
+                    NetlinkPayload::InnerMessage(KernelMessage::Malformed(m)) => {
+                        malformed.note(&m, "skipping a malformed netlink notification; re-reading");
+                        Some(KernelEvent::Malformed)
+                    }
                     NetlinkPayload::InnerMessage(m) => convert::event(&m),
                     NetlinkPayload::Overrun(_) => Some(KernelEvent::Overrun),
                     _ => None,
@@ -234,6 +243,28 @@ impl HostNetwork for NetlinkHost {
             }
         })
         .await
+    }
+}
+
+/// One warning for the first malformed message, then at most one a minute with the count
+/// since: a kernel (or a bug) sending a stream of them must not flood the log.
+#[derive(Debug, Default)]
+struct MalformedLog {
+    last: Option<std::time::Instant>,
+    since: u64,
+}
+
+impl MalformedLog {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    fn note(&mut self, m: &Malformed, what: &'static str) {
+        self.since += 1;
+        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            return;
+        }
+        warn!(message_type = m.message_type, why = %m.why, count = self.since, "{what}");
+        self.last = Some(std::time::Instant::now());
+        self.since = 0;
     }
 }
 

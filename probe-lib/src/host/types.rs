@@ -250,6 +250,8 @@ pub enum KernelEvent {
     NetconfChanged(Netconf),
     /// The kernel dropped notifications (`ENOBUFS`): our view may be wrong until a re-dump.
     Overrun,
+    /// A notification did not decode: whatever it said is missing until a re-dump.
+    Malformed,
 }
 
 /// Everything a full re-sync reads from the host's own namespace.

@@ -2,18 +2,24 @@
 //! survives 410 Gone, errors, dropped streams and stalls, and says when it is unhealthy.
 
 mod blocks;
+mod calico_node;
 mod error;
 mod page;
 mod pod;
 mod podip;
+#[cfg(test)]
+mod props;
 mod store;
 mod watch;
 
 use std::path::Path;
 
 pub use blocks::{BlockSource, BlockWatchConfig, BlockWatcher};
+pub use calico_node::parse_version as calico_version_of_image;
 pub use error::WatchError;
-pub use pod::{KubePod, RawPod, Skip, parse_pod};
+pub use pod::{
+    KubePod, MAX_LABELS, MAX_PROBE_ANNOTATION, PROBES_KEY, RawPod, SKIP_PROBES_KEY, Skip, parse_pod,
+};
 pub use podip::{PodIpLookup, TokenBucket, owner_from_list};
 pub use store::{KubeHealth, KubeView, PodStore, Tracked};
 pub use watch::{KubeWatcher, WatchConfig};

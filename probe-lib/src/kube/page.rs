@@ -52,6 +52,11 @@ pub struct PageReader {
     kinds: [u8; 2],
     in_string: bool,
     escaped: bool,
+    /// The first bytes of the last string at depth 1 (the key before a value; 6 = longer).
+    key: [u8; 5],
+    key_len: usize,
+    /// The array at depth 2 is the value of `items` (another array there holds no pods).
+    items_array: bool,
     /// Inside an item: its bytes so far (unless it is oversized).
     in_item: bool,
     oversized: bool,
@@ -78,7 +83,7 @@ impl PageReader {
     /// Feed the next bytes of the body; `on_item` is called for each complete item.
     pub fn feed(&mut self, bytes: &[u8], mut on_item: impl FnMut(Item)) -> Result<(), PageError> {
         for &b in bytes {
-            let in_items = self.depth >= 2 && self.kinds == [b'{', b'['];
+            let in_items = self.depth >= 2 && self.kinds == [b'{', b'['] && self.items_array;
             if in_items && !self.in_item && self.depth == 2 && !self.in_string && b == b'{' {
                 self.in_item = true;
                 self.oversized = false;
@@ -117,15 +122,28 @@ impl PageReader {
                 self.escaped = true;
             } else if b == b'"' {
                 self.in_string = false;
+            } else if self.depth == 1 {
+                if let Some(k) = self.key.get_mut(self.key_len) {
+                    *k = b;
+                }
+                self.key_len = (self.key_len + 1).min(6);
             }
             return Ok(());
         }
         match b {
-            b'"' => self.in_string = true,
+            b'"' => {
+                self.in_string = true;
+                if self.depth == 1 {
+                    self.key_len = 0;
+                }
+            }
             b'{' | b'[' => {
                 self.depth += 1;
                 if self.depth <= 2 {
                     self.kinds[self.depth - 1] = b;
+                }
+                if self.depth == 2 {
+                    self.items_array = self.key_len == 5 && self.key == *b"items";
                 }
             }
             b'}' | b']' => {
@@ -223,6 +241,18 @@ mod tests {
         );
         assert!(items.is_empty());
         assert_eq!(meta.unwrap().continue_token, None);
+    }
+
+    /// Found by `props_page_any_chunking`: an object in another top-level array (`"x": [{}]`)
+    /// was taken for a pod; only `items` holds them.
+    #[test]
+    fn only_the_items_array_holds_items() {
+        let page = r#"{"extra":[{}],"items":[{"metadata":{"name":"a"}}],"kind":"PodList","metadata":{"resourceVersion":"5"},"zz":[{"metadata":{"name":"b"}}]}"#;
+        for chunk in [1, 3, page.len()] {
+            let (items, meta) = read(page, chunk);
+            assert_eq!(items, [Ok("\"a\"".to_owned())], "chunk {chunk}");
+            assert_eq!(meta.unwrap().resource_version, "5");
+        }
     }
 
     #[test]

@@ -2,17 +2,38 @@
 //! object is skipped with a reason, never a crash, and never poisons the rest of a list.
 //!
 //! [`RawPod`] is what serde decodes a pod into: only the fields podnet reads, everything else
-//! (annotations, containers, managed fields — what a tenant can make megabytes of) is skipped
-//! by the parser without being stored. A section of the wrong JSON type becomes "invalid"
+//! (other annotations, containers, managed fields — what a tenant can make megabytes of) is
+//! skipped by the parser without being stored. Labels (for probe selectors) and the two
+//! `podnet.io/…` probe annotations are kept within the bounds below. A section of the wrong JSON type becomes "invalid"
 //! instead of an error, so one odd pod never fails the page or the watch it came in.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
+
+use crate::model::ProbeMeta;
+
+/// Labels of a pod podnet keeps (for `--probe-selector` and the `podnet.io/probes` label); a
+/// pod with more is probed by the first ones and counted as `too_large`.
+pub const MAX_LABELS: usize = 32;
+/// Longest label key Kubernetes allows (253-byte prefix, `/`, 63-byte name).
+const MAX_LABEL_KEY: usize = 317;
+/// Longest label value Kubernetes allows.
+const MAX_LABEL_VALUE: usize = 63;
+/// Longest `podnet.io/probes` or `podnet.io/skip-probes` value podnet reads.
+pub const MAX_PROBE_ANNOTATION: usize = 256;
+/// The annotation (and label) that turns a pod's probes off: `"false"`.
+pub const PROBES_KEY: &str = "podnet.io/probes";
+/// The annotation naming targets a pod is not probed against: `"node,dns"`.
+pub const SKIP_PROBES_KEY: &str = "podnet.io/skip-probes";
+
+use super::calico_node::CalicoNodeImage;
 
 /// A pod as decoded from the API: only the fields [`parse_pod`] reads.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -31,6 +52,8 @@ struct RawMeta {
     uid: Option<Value>,
     resource_version: Option<Value>,
     deletion_timestamp: Option<Value>,
+    labels: Bounded<Labels>,
+    annotations: Bounded<ProbeAnnotations>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -38,6 +61,8 @@ struct RawMeta {
 struct RawSpec {
     node_name: Option<Value>,
     host_network: Option<Value>,
+    /// Only the `calico-node` container's image (see `calico_node.rs`).
+    containers: CalicoNodeImage,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -52,7 +77,7 @@ struct RawStatus {
 
 /// An object-valued section of a pod: absent (or null), decoded, or not an object at all.
 #[derive(Debug, Clone, Default)]
-enum Section<T> {
+pub(super) enum Section<T> {
     #[default]
     Missing,
     Valid(T),
@@ -100,6 +125,117 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Section<T> {
     }
 }
 
+/// Which entries of a string map [`Bounded`] keeps, and how many.
+trait Keep: Default {
+    /// Entries kept at most (one more than podnet uses, so too many is visible).
+    const MAX: usize;
+    /// Whether to keep this key.
+    fn keep(key: &str) -> bool;
+}
+
+#[derive(Debug, Clone, Default)]
+struct Labels;
+impl Keep for Labels {
+    const MAX: usize = MAX_LABELS + 1;
+    fn keep(_: &str) -> bool {
+        true
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct ProbeAnnotations;
+impl Keep for ProbeAnnotations {
+    const MAX: usize = 2;
+    fn keep(key: &str) -> bool {
+        key == PROBES_KEY || key == SKIP_PROBES_KEY
+    }
+}
+
+/// A string map read with bounds: at most `K::MAX` kept entries; keys and values cut one byte
+/// past the longest podnet accepts, a value that is not a string kept as `null` — enough for
+/// [`parse_pod`] to see that something was too large without storing it. Not an object: empty.
+#[derive(Debug, Clone, Default)]
+struct Bounded<K> {
+    entries: Vec<(String, Value)>,
+    kind: PhantomData<K>,
+}
+
+/// `s` cut to the first character boundary past `limit` bytes (still longer than `limit`).
+fn cut(mut s: String, limit: usize) -> String {
+    if s.len() > limit + 1 {
+        let mut i = limit + 1;
+        while !s.is_char_boundary(i) {
+            i += 1;
+        }
+        s.truncate(i);
+    }
+    s
+}
+
+impl<'de, K: Keep> Deserialize<'de> for Bounded<K> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<K>(PhantomData<K>);
+        impl<'de, K: Keep> Visitor<'de> for V<K> {
+            type Value = Bounded<K>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if entries.len() >= K::MAX || !K::keep(&key) {
+                        map.next_value::<IgnoredAny>()?;
+                        continue;
+                    }
+                    let value = match map.next_value::<Value>()? {
+                        Value::String(v) => Value::String(cut(v, MAX_PROBE_ANNOTATION)),
+                        _ => Value::Null,
+                    };
+                    entries.push((cut(key, MAX_LABEL_KEY), value));
+                }
+                Ok(Bounded {
+                    entries,
+                    kind: PhantomData,
+                })
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Bounded::default())
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Bounded::default())
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(Bounded::default())
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Bounded::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Bounded::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Bounded::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Bounded::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Bounded::default())
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+impl<K> Bounded<K> {
+    /// The kept entries as a JSON object; `None` when there are none.
+    fn to_value(&self) -> Option<Value> {
+        (!self.entries.is_empty())
+            .then(|| Value::Object(self.entries.iter().cloned().collect::<Map<String, Value>>()))
+    }
+}
+
 impl<T> Section<T> {
     /// The section as `parse_pod` sees it: its fields, `null`, or a non-object marker.
     fn to_value(&self, fields: impl FnOnce(&T) -> Value) -> Value {
@@ -138,10 +274,13 @@ impl RawPod {
                 ("namespace", &m.namespace),
                 ("uid", &m.uid),
                 ("deletionTimestamp", &m.deletion_timestamp),
+                ("labels", &m.labels.to_value()),
+                ("annotations", &m.annotations.to_value()),
             ])),
             "spec": self.spec.to_value(|s| object(&[
                 ("nodeName", &s.node_name),
                 ("hostNetwork", &s.host_network),
+                ("calicoNodeImage", &s.containers.0.clone().map(Value::String)),
             ])),
             "status": self.status.to_value(|s| object(&[
                 ("phase", &s.phase),
@@ -165,6 +304,9 @@ pub struct KubePod {
     pub ips: Vec<IpAddr>,
     /// `metadata.deletionTimestamp` is set: the pod is going away.
     pub terminating: bool,
+    /// Its labels and probe annotations, bounded.
+    #[serde(skip)]
+    pub meta: ProbeMeta,
 }
 
 /// Why an object is not a pod podnet checks.
@@ -180,6 +322,29 @@ pub enum Skip {
     Finished,
 }
 
+/// Longest pod name the API server accepts (a DNS subdomain).
+pub(crate) const MAX_NAME: usize = 253;
+/// Longest namespace name (a DNS label).
+pub(crate) const MAX_NAMESPACE: usize = 63;
+
+/// Longest piece of a pod's own text quoted in a [`Skip::Malformed`] reason (which is logged):
+/// the object may come from anyone who can write the field.
+pub(crate) const QUOTE_MAX: usize = 64;
+
+/// `s` for a reason: escaped (no control characters or quotes reach a log line raw) and cut
+/// to [`QUOTE_MAX`] characters.
+fn quote(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(QUOTE_MAX)
+        .flat_map(char::escape_default)
+        .collect();
+    if s.chars().nth(QUOTE_MAX).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     path.iter().try_fold(v, |v, k| v.get(*k))?.as_str()
 }
@@ -190,6 +355,17 @@ pub fn parse_pod(obj: &Value, node: &str) -> Result<KubePod, Skip> {
     let name = str_at(obj, &["metadata", "name"]).ok_or_else(|| malformed("no metadata.name"))?;
     let namespace = str_at(obj, &["metadata", "namespace"])
         .ok_or_else(|| malformed("no metadata.namespace"))?;
+    // The API server's own limits (a DNS subdomain, a DNS label): the two become metric
+    // labels and log fields, so longer ones (a broken or hostile API) are not taken.
+    if name.is_empty()
+        || name.len() > MAX_NAME
+        || namespace.is_empty()
+        || namespace.len() > MAX_NAMESPACE
+    {
+        return Err(malformed(
+            "metadata.name or metadata.namespace empty or too long",
+        ));
+    }
     let uid = str_at(obj, &["metadata", "uid"]).unwrap_or_default();
     let spec = obj.get("spec").filter(|s| !s.is_null());
     let status = obj.get("status").filter(|s| !s.is_null());
@@ -224,10 +400,9 @@ pub fn parse_pod(obj: &Value, node: &str) -> Result<KubePod, Skip> {
                     .get("ip")
                     .and_then(Value::as_str)
                     .ok_or_else(|| malformed("status.podIPs entry without ip"))?;
-                ips.push(
-                    ip.parse::<IpAddr>()
-                        .map_err(|_| malformed(&format!("status.podIPs has '{ip}', not an IP")))?,
-                );
+                ips.push(ip.parse::<IpAddr>().map_err(|_| {
+                    malformed(&format!("status.podIPs has '{}', not an IP", quote(ip)))
+                })?);
             }
         }
         Some(_) => return Err(malformed("status.podIPs is not a list")),
@@ -236,10 +411,11 @@ pub fn parse_pod(obj: &Value, node: &str) -> Result<KubePod, Skip> {
         match status.and_then(|s| s.get("podIP")) {
             None | Some(Value::Null) => {}
             Some(Value::String(s)) if s.is_empty() => {}
-            Some(Value::String(s)) => ips.push(
-                s.parse()
-                    .map_err(|_| malformed(&format!("status.podIP has '{s}', not an IP")))?,
-            ),
+            Some(Value::String(s)) => {
+                ips.push(s.parse().map_err(|_| {
+                    malformed(&format!("status.podIP has '{}', not an IP", quote(s)))
+                })?)
+            }
             Some(_) => return Err(malformed("status.podIP is not a string")),
         }
     }
@@ -254,7 +430,43 @@ pub fn parse_pod(obj: &Value, node: &str) -> Result<KubePod, Skip> {
             .get("metadata")
             .and_then(|m| m.get("deletionTimestamp"))
             .is_some_and(|v| !v.is_null()),
+        meta: probe_meta(obj.get("metadata")),
     })
+}
+
+/// Labels and probe annotations within bounds; anything larger or of the wrong type is left
+/// out and marks the result `truncated` (the prober counts it). Never an error: a pod's
+/// probing options must not make it unchecked.
+fn probe_meta(metadata: Option<&Value>) -> ProbeMeta {
+    let mut meta = ProbeMeta::default();
+    let mut labels = BTreeMap::new();
+    if let Some(Value::Object(map)) = metadata.and_then(|m| m.get("labels")) {
+        for (k, v) in map {
+            match v.as_str() {
+                Some(v)
+                    if labels.len() < MAX_LABELS
+                        && k.len() <= MAX_LABEL_KEY
+                        && v.len() <= MAX_LABEL_VALUE =>
+                {
+                    labels.insert(k.clone(), v.to_owned());
+                }
+                _ => meta.truncated = true,
+            }
+        }
+    }
+    meta.labels = Arc::new(labels);
+    let annotation = |key: &str, truncated: &mut bool| -> Option<Arc<str>> {
+        match metadata?.get("annotations")?.get(key)? {
+            Value::String(v) if v.len() <= MAX_PROBE_ANNOTATION => Some(Arc::from(v.as_str())),
+            _ => {
+                *truncated = true;
+                None
+            }
+        }
+    };
+    meta.probes = annotation(PROBES_KEY, &mut meta.truncated);
+    meta.skip_probes = annotation(SKIP_PROBES_KEY, &mut meta.truncated);
+    meta
 }
 
 #[cfg(test)]
@@ -351,6 +563,44 @@ mod tests {
             via_raw(&pod(json!({"phase": "Failed"}))),
             Err(Skip::Finished)
         );
+    }
+
+    #[test]
+    fn labels_and_probe_annotations_are_kept_within_bounds() {
+        let mut p = pod(json!({"podIP": "10.244.0.5"}));
+        p["metadata"]["labels"] = json!({"app": "web", "podnet.io/probes": "false"});
+        p["metadata"]["annotations"] = json!({
+            "podnet.io/skip-probes": "node,dns",
+            "other": "x".repeat(100_000),
+        });
+        let m = via_raw(&p).unwrap().meta;
+        assert_eq!(m.labels.get("app").map(String::as_str), Some("web"));
+        assert_eq!(m.skip_probes.as_deref(), Some("node,dns"));
+        assert_eq!((m.probes, m.truncated), (None, false));
+        assert_eq!(parse_pod(&p, "n1").unwrap().meta, via_raw(&p).unwrap().meta);
+
+        // Too many labels, an over-long value, a non-string annotation: kept within bounds,
+        // marked truncated, never an error; the raw form stays small.
+        let many: Map<String, Value> = (0..10_000)
+            .map(|i| (format!("k{i:05}"), json!("v")))
+            .collect();
+        p["metadata"]["labels"] = Value::Object(many);
+        p["metadata"]["annotations"] = json!({"podnet.io/probes": "f".repeat(10_000),
+                                              "podnet.io/skip-probes": {"a": [1]}});
+        let raw: RawPod = serde_json::from_str(&p.to_string()).unwrap();
+        assert!(
+            raw.to_value().to_string().len() < 2_000,
+            "{}",
+            raw.to_value()
+        );
+        let m = via_raw(&p).unwrap().meta;
+        assert_eq!(m.labels.len(), MAX_LABELS);
+        assert!(m.truncated && m.probes.is_none() && m.skip_probes.is_none());
+        let mut p = pod(json!({}));
+        p["metadata"]["labels"] = json!({"a": "v".repeat(64)});
+        assert!(via_raw(&p).unwrap().meta.truncated);
+        p["metadata"]["labels"] = json!("not a map");
+        assert_eq!(via_raw(&p).unwrap().meta, ProbeMeta::default());
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::time::Instant;
 use serde_json::Value;
 use tracing::warn;
 
+use super::calico_node::calico_node_of;
 use super::pod::{KubePod, Skip, parse_pod};
+use crate::model::CalicoNode;
 pub use crate::model::KubeHealth;
 
 /// One pod and since when it has had its current IPs (for the wiring grace period).
@@ -27,6 +29,8 @@ pub struct KubeView {
     pub pods: Vec<Tracked>,
     /// The watch's health.
     pub health: KubeHealth,
+    /// The calico-node pod on this node, if the watch saw one.
+    pub calico_node: Option<CalicoNode>,
 }
 
 /// The pods of this node, keyed by `namespace/name`.
@@ -36,6 +40,9 @@ pub struct PodStore {
     pods: HashMap<String, Tracked>,
     /// Last warning per object key, so a malformed object is reported once, not per event.
     warned: HashMap<String, String>,
+    /// calico-node pods on this node by key (one, two during a rolling update; only
+    /// namespaces tenants cannot create pods in are believed, so this stays tiny).
+    calico_nodes: HashMap<String, CalicoNode>,
 }
 
 fn key_of(obj: &Value) -> Option<String> {
@@ -59,6 +66,16 @@ impl PodStore {
     /// ADDED or MODIFIED.
     pub fn upsert(&mut self, obj: &Value, now: Instant) {
         let key = key_of(obj);
+        if let Some(k) = &key {
+            match calico_node_of(obj, &self.node) {
+                Some(c) => {
+                    self.calico_nodes.insert(k.clone(), c);
+                }
+                None => {
+                    self.calico_nodes.remove(k);
+                }
+            }
+        }
         match parse_pod(obj, &self.node) {
             Ok(pod) => {
                 let key = format!("{}/{}", pod.namespace, pod.name);
@@ -89,12 +106,14 @@ impl PodStore {
         if let Some(k) = key_of(obj) {
             self.pods.remove(&k);
             self.warned.remove(&k);
+            self.calico_nodes.remove(&k);
         }
     }
 
     /// A full list replaces everything; pods whose IPs did not change keep their age.
     pub fn replace<'a>(&mut self, items: impl IntoIterator<Item = &'a Value>, now: Instant) {
         let old = std::mem::take(&mut self.pods);
+        self.calico_nodes.clear();
         for obj in items {
             if let Some(k) = key_of(obj)
                 && let Some(prev) = old.get(&k)
@@ -113,6 +132,15 @@ impl PodStore {
         let mut v: Vec<(&String, &Tracked)> = self.pods.iter().collect();
         v.sort_by(|a, b| a.0.cmp(b.0));
         v.into_iter().map(|(_, t)| t.clone()).collect()
+    }
+
+    /// The calico-node pod on this node (the one with the lowest key, should a rolling update
+    /// briefly show two).
+    pub fn calico_node(&self) -> Option<CalicoNode> {
+        self.calico_nodes
+            .iter()
+            .min_by(|a, b| a.0.cmp(b.0))
+            .map(|(_, c)| c.clone())
     }
 
     /// Number of pods held.

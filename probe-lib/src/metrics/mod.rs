@@ -17,8 +17,9 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use crate::model::{Felix, NodeReason, WorkerState, Workers};
+use crate::model::{Felix, NodeReason, ProbeSkip, WorkerState, Workers};
 pub use crate::model::{KubeMetrics, MonitorMetrics, ProbeMetrics};
+pub use crate::model::{NotifyMetrics, WriteObject};
 use crate::snapshot::Snapshot;
 use crate::util::clock::unix_seconds;
 
@@ -79,6 +80,12 @@ impl Metrics {
              shows here even when every scrape falls between the flaps",
             monitor.problems_raised.clone(),
         );
+        registry.register(
+            "podnet_pod_routes_removed",
+            "Pod host routes removed while the pod and its interface lived (after they had \
+             appeared): on Calico, felix deleting routes of endpoints it does not know",
+            monitor.routes_removed.clone(),
+        );
         let build = Family::<VersionLabels, Gauge>::default();
         build
             .get_or_create(&VersionLabels {
@@ -102,6 +109,12 @@ impl Metrics {
             "podnet_probe_duration_seconds",
             "Round-trip time of answered probes, over all pods",
             probe.duration.clone(),
+        );
+        registry.register(
+            "podnet_probe_scope_ignored",
+            "Pods' probe labels and annotations (podnet.io/probes, podnet.io/skip-probes) \
+             ignored because they were not understood, by reason; counted once per pod and value",
+            probe.scope_ignored.clone(),
         );
         Metrics {
             registry,
@@ -175,6 +188,23 @@ impl Metrics {
             "podnet_kube_requests",
             "Requests to the Kubernetes API, by verb",
             m.requests.clone(),
+        );
+        m
+    }
+
+    /// Register the node condition's and Events' write counters (when either is on) and
+    /// return their handles.
+    pub fn notify(&mut self) -> NotifyMetrics {
+        let m = NotifyMetrics::default();
+        self.registry.register(
+            "podnet_kube_writes",
+            "Writes to the Kubernetes API (node condition, Events), by object and result",
+            m.writes.clone(),
+        );
+        self.registry.register(
+            "podnet_events_dropped",
+            "Events not written: over the rate limit, or too many problems tracked",
+            m.events_dropped.clone(),
         );
         m
     }
@@ -339,6 +369,7 @@ impl Collector for VerdictCollector {
             "Pods on this node with at least one wiring problem",
             v.pods_with_problems() as i64,
         )?;
+        calico::encode_calico_node(&mut encoder, &snap)?;
         {
             let mut e = encoder.encode_descriptor(
                 "podnet_pod_problem",
@@ -397,6 +428,7 @@ impl Collector for VerdictCollector {
         encode_probe_verdicts(&mut encoder, &snap, &exported)?;
         encode_remote_blocks(&mut encoder, &snap)?;
         connects::encode(&mut encoder, &snap)?;
+        controlplane::encode_control_plane(&mut encoder, &snap)?;
         gauge(
             &mut encoder,
             "podnet_synced",
@@ -498,6 +530,24 @@ fn encode_probe_verdicts(
     }
     {
         let mut e = encoder.encode_descriptor(
+            "podnet_pods_probes_skipped",
+            "Pods on this node not probed at all because they or their namespace opted out, by \
+             reason; their wiring is still checked",
+            None,
+            MetricType::Gauge,
+        )?;
+        for &reason in ProbeSkip::ALL {
+            let n = snap
+                .verdicts
+                .pods
+                .iter()
+                .filter(|p| p.probes_skipped == Some(reason))
+                .count() as i64;
+            ConstGauge::new(n).encode(e.encode_family(&[("reason", reason.as_str())])?)?;
+        }
+    }
+    {
+        let mut e = encoder.encode_descriptor(
             "podnet_target_failing_pods",
             "Pods on this node failing to reach this target",
             None,
@@ -528,8 +578,12 @@ fn encode_probe_verdicts(
     Ok(())
 }
 
+mod calico;
 mod connects;
+mod controlplane;
 mod process;
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,7 @@ use crate::model::{ResyncCause, SourceName};
 use crate::pods::{ExpectedPod, PodId};
 use crate::verdict::{NodeProblem, NodeReason, PodProblem, PodReason, PodVerdict, Verdicts};
 
-fn pod(i: usize, problems: Vec<PodProblem>) -> PodVerdict {
+pub(super) fn pod(i: usize, problems: Vec<PodProblem>) -> PodVerdict {
     PodVerdict {
         pod: ExpectedPod {
             id: PodId {
@@ -16,16 +16,19 @@ fn pod(i: usize, problems: Vec<PodProblem>) -> PodVerdict {
             interface: format!("cali{i:011}"),
             ips: vec![format!("10.244.0.{i}").parse().unwrap()],
             in_grace: false,
+            meta: Default::default(),
+            uid: String::new(),
         },
         link: None,
         problems,
         pod_side: None,
         probes: Vec::new(),
         gateways: Vec::new(),
+        probes_skipped: None,
     }
 }
 
-fn render(verdicts: Verdicts) -> String {
+pub(super) fn render(verdicts: Verdicts) -> String {
     render_capped(verdicts, DEFAULT_POD_SERIES_LIMIT)
 }
 

@@ -4,9 +4,22 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
+
+/// A node's name, shared by its blocks and its entry in the node map (interned: at 5,000
+/// blocks one copy per node, not per block).
+pub type NodeName = Arc<str>;
+
+fn name_str<S: Serializer>(n: &NodeName, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(n)
+}
+
+fn nodes_map<S: Serializer>(m: &BTreeMap<NodeName, PeerNode>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(m.iter().map(|(k, v)| (&**k, v)))
+}
 
 /// One pod address block affine to one node.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -14,7 +27,8 @@ pub struct RemoteBlock {
     /// The block (`spec.cidr`), truncated to its network.
     pub cidr: IpNet,
     /// The node it belongs to (`spec.node`).
-    pub node: String,
+    #[serde(serialize_with = "name_str")]
+    pub node: NodeName,
 }
 
 /// Where traffic for one node's blocks may go: the next hops a correct route names.
@@ -42,7 +56,8 @@ pub struct BlockMap {
     /// Every block with its node (this node's blocks too: they are recognized, not judged).
     pub blocks: Vec<RemoteBlock>,
     /// Node name → its addresses.
-    pub nodes: BTreeMap<String, PeerNode>,
+    #[serde(serialize_with = "nodes_map")]
+    pub nodes: BTreeMap<NodeName, PeerNode>,
     /// Whether a first list of both kinds completed; before that nothing is judged.
     pub synced: bool,
 }

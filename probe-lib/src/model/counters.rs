@@ -9,7 +9,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
-use super::{Direction, Observation, PodReason, ProbeResult, Protocol, RestartReason, ResyncCause};
+use super::{
+    Direction, Observation, PodReason, ProbeResult, Protocol, RestartReason, ResyncCause,
+    ScopeIgnored,
+};
 use crate::util::clock::unix_seconds;
 
 /// `cause` label of the re-sync counter.
@@ -59,18 +62,42 @@ fn probe_histogram() -> Histogram {
 pub struct ProbeMetrics {
     pub(crate) probes: Family<ProbeLabels, Counter>,
     pub(crate) duration: HistogramFamily<ProbeTargetLabels>,
+    pub(crate) scope_ignored: Family<ReasonLabels, Counter>,
 }
 
 impl Default for ProbeMetrics {
     fn default() -> Self {
+        let scope_ignored = Family::<ReasonLabels, Counter>::default();
+        for r in ScopeIgnored::ALL {
+            let _ = scope_ignored.get_or_create(&ReasonLabels { reason: r.as_str() });
+        }
         ProbeMetrics {
             probes: Family::default(),
             duration: Family::new_with_constructor(probe_histogram),
+            scope_ignored,
         }
     }
 }
 
 impl ProbeMetrics {
+    /// Count a pod's probe scoping that was not understood and ignored.
+    pub fn scope_ignored(&self, reason: ScopeIgnored) {
+        self.scope_ignored
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// Ignored scoping counted so far (for tests).
+    pub fn scope_ignored_count(&self, reason: ScopeIgnored) -> u64 {
+        self.scope_ignored
+            .get(&ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .map_or(0, |c| c.get())
+    }
+
     /// Count one probe to `target` and, if it was answered, its round-trip time.
     pub fn observe(
         &self,
@@ -222,6 +249,7 @@ pub struct MonitorMetrics {
     pub(crate) events: Counter,
     pub(crate) log_suppressed: Counter,
     pub(crate) problems_raised: Family<ReasonLabels, Counter>,
+    pub(crate) routes_removed: Counter,
 }
 
 impl Default for MonitorMetrics {
@@ -234,6 +262,7 @@ impl Default for MonitorMetrics {
             events: Counter::default(),
             log_suppressed: Counter::default(),
             problems_raised: Family::default(),
+            routes_removed: Counter::default(),
         };
         for cause in ResyncCause::ALL {
             let _ = m.resyncs.get_or_create(&CauseLabels {
@@ -305,5 +334,15 @@ impl MonitorMetrics {
                 cause: cause.as_str(),
             })
             .get()
+    }
+
+    /// Count pods whose host route was removed while the pod and its interface lived.
+    pub fn pod_routes_removed(&self, n: u64) {
+        self.routes_removed.inc_by(n);
+    }
+
+    /// Such removals so far (for tests).
+    pub fn pod_routes_removed_count(&self) -> u64 {
+        self.routes_removed.get()
     }
 }

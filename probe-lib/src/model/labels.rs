@@ -87,6 +87,10 @@ label_enum! {
         /// ptp and bridge CNIs: the interface that must hold the pod's gateway address (the
         /// host veth for ptp, the bridge for bridge) has no address of the pod's family.
         GatewayAddressMissing => "gateway_address_missing",
+        /// A don't-fragment echo as large as the pod's eth0 MTU gets no answer from its gateway
+        /// while small echoes do: the path's MTU is smaller than the pod's, so large packets
+        /// are dropped (seen by the prober).
+        PathMtuMismatch => "path_mtu_mismatch",
     }
 }
 
@@ -140,6 +144,8 @@ label_enum! {
         /// The event subscription failed and was re-established, or a dump failed and is
         /// retried.
         Error => "error",
+        /// A notification did not decode (skipped with a warning): re-read what it described.
+        Malformed => "malformed",
     }
 }
 
@@ -218,6 +224,33 @@ label_enum! {
     }
 }
 
+label_enum! {
+    /// Why a pod is not probed at all (the `reason` label of `podnet_pods_probes_skipped`);
+    /// its route and wiring are still verified.
+    pub enum ProbeSkip {
+        /// `--probe-exclude-namespaces` names its namespace.
+        Namespace => "namespace",
+        /// It carries the label `podnet.io/probes=false`.
+        Label => "label",
+        /// It carries the annotation `podnet.io/probes: "false"`.
+        Annotation => "annotation",
+    }
+}
+
+label_enum! {
+    /// What of a pod's probe scoping (its `podnet.io/…` label or annotations) was ignored (the
+    /// `reason` label of `podnet_probe_scope_ignored_total`): the pod is probed as if it were
+    /// not there.
+    pub enum ScopeIgnored {
+        /// A value that is neither true nor false (`podnet.io/probes`).
+        InvalidValue => "invalid_value",
+        /// `podnet.io/skip-probes` names a target that is not configured.
+        UnknownTarget => "unknown_target",
+        /// Labels or the annotation were larger than podnet reads (see docs/metrics.md).
+        TooLarge => "too_large",
+    }
+}
+
 /// Where the expected pods come from (`pod_source` in `/status`). Not a label: one value
 /// carries an explanation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -253,6 +286,29 @@ impl SourceName {
 impl Serialize for SourceName {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
+    }
+}
+
+label_enum! {
+    /// What stands between kube-apiserver on this control-plane node and a Service it calls
+    /// (an aggregated API, an admission or CRD conversion webhook): the `reason` label of
+    /// `podnet_controlplane_service_problem`.
+    pub enum ControlPlaneReason {
+        /// The ClusterIP and every ready endpoint complete a TCP connect and a TLS handshake.
+        Ok => "ok",
+        /// Not probed yet (just discovered, or the first round is still running).
+        Pending => "pending",
+        /// The Service does not exist, is headless or ExternalName, or lacks the port.
+        ServiceNotFound => "service_not_found",
+        /// The Service has no ready endpoint for the port.
+        NoReadyEndpoints => "no_ready_endpoints",
+        /// A ready endpoint does not accept a TCP connection from this host: the host cannot
+        /// reach the pod network (see the route verdicts for that pod or its node's block).
+        EndpointsUnreachable => "endpoints_unreachable",
+        /// TCP connects but the TLS handshake fails (not TLS, or a broken server).
+        TlsFailed => "tls_failed",
+        /// Endpoints answer but the ClusterIP does not: no service proxy on this host.
+        ClusterIpUnreachable => "cluster_ip_unreachable",
     }
 }
 
@@ -301,7 +357,8 @@ mod tests {
                 | PodDefaultRouteMissing
                 | VethNotOnBridge
                 | BridgeDown
-                | GatewayAddressMissing => 12,
+                | GatewayAddressMissing
+                | PathMtuMismatch => 13,
             }
         }
         fn node(r: NodeReason) -> usize {
@@ -314,7 +371,7 @@ mod tests {
         fn resync(r: ResyncCause) -> usize {
             use ResyncCause::*;
             match r {
-                Startup | Periodic | Overrun | LinkDown | Error => 5,
+                Startup | Periodic | Overrun | LinkDown | Error | Malformed => 6,
             }
         }
         fn restart(r: RestartReason) -> usize {
@@ -335,11 +392,26 @@ mod tests {
         check::<ResyncCause>(resync(ResyncCause::ALL[0]));
         check::<RestartReason>(restart(RestartReason::ALL[0]));
         check::<ProbeResult>(result(ProbeResult::ALL[0]));
+        check::<ControlPlaneReason>(match ControlPlaneReason::Ok {
+            ControlPlaneReason::Ok
+            | ControlPlaneReason::Pending
+            | ControlPlaneReason::ServiceNotFound
+            | ControlPlaneReason::NoReadyEndpoints
+            | ControlPlaneReason::EndpointsUnreachable
+            | ControlPlaneReason::TlsFailed
+            | ControlPlaneReason::ClusterIpUnreachable => 7,
+        });
         check::<Protocol>(match Protocol::Icmp {
             Protocol::Icmp | Protocol::Tcp => 2,
         });
         check::<Direction>(match Direction::HostToPod {
             Direction::PodToTarget | Direction::HostToPod => 2,
+        });
+        check::<ProbeSkip>(match ProbeSkip::Label {
+            ProbeSkip::Namespace | ProbeSkip::Label | ProbeSkip::Annotation => 3,
+        });
+        check::<ScopeIgnored>(match ScopeIgnored::TooLarge {
+            ScopeIgnored::InvalidValue | ScopeIgnored::UnknownTarget | ScopeIgnored::TooLarge => 3,
         });
         let source = match SourceName::Node {
             SourceName::Node | SourceName::Kubernetes | SourceName::NodeUntilListed => 3,

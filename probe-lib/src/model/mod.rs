@@ -4,24 +4,34 @@
 //! layer may use it and it can never close a cycle (`tests/layering.rs`).
 
 mod blocks;
+mod calico_node;
+mod controlplane;
 mod counters;
 mod felix;
 mod labels;
+mod notify;
 mod owners;
 mod pods;
 mod workers;
 
 use std::time::Duration;
 
-pub use blocks::{BlockMap, PeerNode, RemoteBlock};
+pub use blocks::{BlockMap, NodeName, PeerNode, RemoteBlock};
+pub use calico_node::{CalicoNode, CalicoVersion};
+pub use controlplane::{
+    ApiServiceCondition, ControlPlaneView, PathOutcome, PathProbe, ServiceObservation, ServiceRef,
+    ServiceUsers,
+};
 pub use counters::{KubeMetrics, MonitorMetrics, ProbeMetrics};
 pub use felix::{Felix, FelixStatus};
 pub use labels::{
-    BlockReason, ConnectClass, Direction, LabelEnum, NodeReason, PodReason, ProbeResult, Protocol,
-    RestartReason, ResyncCause, SourceName,
+    BlockReason, ConnectClass, ControlPlaneReason, Direction, LabelEnum, NodeReason, PodReason,
+    ProbeResult, Protocol, RestartReason, ResyncCause, SourceName,
 };
+pub use labels::{ProbeSkip, ScopeIgnored};
+pub use notify::{NotifyMetrics, WriteObject};
 pub use owners::{PodIpOwner, PodIpOwners};
-pub use pods::{ExpectedPod, KubeHealth, KubeStatus, PodEntry, PodId, PodSet};
+pub use pods::{ExpectedPod, KubeHealth, KubeStatus, PodEntry, PodId, PodSet, ProbeMeta};
 pub use workers::{Fault, WorkerGuard, WorkerState, Workers};
 
 /// One probe's outcome with its round-trip time (measured around the exchange by podnet,

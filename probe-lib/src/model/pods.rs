@@ -1,7 +1,9 @@
 //! Pods as every layer names them: who a pod is, what is expected of it, what the prober is
 //! handed, and the Kubernetes watch's health as `/status` shows it.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
@@ -31,6 +33,28 @@ pub struct ExpectedPod {
     /// yet (the CNI may still be wiring it).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub in_grace: bool,
+    /// The pod's `metadata.uid` (empty in node mode): Events name it so `kubectl describe pod`
+    /// finds them.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+    /// What the pod says about its probing (from the API; empty in node mode).
+    #[serde(skip)]
+    pub meta: ProbeMeta,
+}
+
+/// What a pod says about its own probing, read from the API and bounded there: its labels
+/// (for `--probe-selector`) and the `podnet.io/probes` / `podnet.io/skip-probes` annotations.
+/// Everything a tenant controls: the prober interprets it leniently. Empty in node mode.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProbeMeta {
+    /// Its labels, at most `kube::MAX_LABELS` of them.
+    pub labels: Arc<BTreeMap<String, String>>,
+    /// The `podnet.io/probes` annotation.
+    pub probes: Option<Arc<str>>,
+    /// The `podnet.io/skip-probes` annotation.
+    pub skip_probes: Option<Arc<str>>,
+    /// Labels or an annotation were larger than podnet reads and were left out.
+    pub truncated: bool,
 }
 
 /// What the prober needs from the monitor: the pods to probe, where they live, and the node's
@@ -59,6 +83,10 @@ pub struct PodEntry {
     /// Its gateways, where the CNI's profile reads them from the host (ptp, bridge); empty:
     /// the CNI's fixed gateway the prober is configured with.
     pub gateways: Vec<IpAddr>,
+    /// Its Kubernetes namespace (empty in node mode), for `--probe-exclude-namespaces`.
+    pub namespace: String,
+    /// What it says about its probing.
+    pub meta: ProbeMeta,
 }
 
 /// The state of the watch, for `/status`, `/readyz` and the node-level problem.
@@ -88,4 +116,7 @@ pub struct KubeStatus {
     /// The watch's health.
     #[serde(flatten)]
     pub health: KubeHealth,
+    /// The calico-node pod on this node and its version, if the watch saw one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calico_node: Option<super::CalicoNode>,
 }

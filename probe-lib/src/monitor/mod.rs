@@ -18,21 +18,24 @@ use tracing::{debug, info, warn};
 use crate::Error;
 use crate::host::{EventReceiver, HostNetwork, HostState, KernelEvent, Link, ResyncCause};
 use crate::kube::KubeView;
-use crate::model::{BlockMap, Felix, MonitorMetrics, PodSet, WorkerGuard};
+use crate::model::{BlockMap, ControlPlaneView, Felix, MonitorMetrics, PodSet, WorkerGuard};
 use crate::pods::ExpectedPod;
 use crate::probe::report::PodProbes;
 use crate::snapshot::Snapshot;
 use crate::util::backoff::Backoff;
-use crate::verdict::{
-    BlockProblem, ProbeView, block_problems, calico_node_stale, evaluate, unanswered_connects,
-};
+use crate::verdict::{BlockProblem, ProbeView, calico_node_stale, evaluate, unanswered_connects};
 
+mod block_cache;
 mod changes;
+mod controlplane;
 mod discipline;
+mod route_history;
 mod source;
 
+use block_cache::BlockCache;
 use changes::log_changes;
 use discipline::{LogLimiter, ResyncSchedule};
+use route_history::RouteHistory;
 pub use source::PodSource;
 use source::{Expectation, SourceState};
 
@@ -43,6 +46,8 @@ const MAX_BATCH: usize = 4096;
 const PEER_RETRY: Duration = Duration::from_millis(500);
 /// Probe results are folded into the verdicts at most this often.
 const PROBE_FLUSH: Duration = Duration::from_secs(1);
+/// Changes of the API's pod set are published at most this often (see the event loop).
+const KUBE_FLUSH: Duration = Duration::from_millis(100);
 /// After this many fruitless reads, leave a namespace to the periodic re-sync.
 const PEER_RETRY_LIMIT: u32 = 20;
 /// Retries of a failed subscription or dump: from 100 ms to 30 s.
@@ -61,6 +66,8 @@ pub struct ProbeSettings {
     pub targets: Vec<String>,
     /// The cluster's networks, to classify pods' unanswered connects.
     pub networks: crate::verdict::ConnectNets,
+    /// The node's network policy engine, if any (policy-aware diagnosis).
+    pub policy_engine: Option<crate::verdict::PolicyEngine>,
 }
 
 /// Monitor settings.
@@ -80,6 +87,8 @@ pub struct MonitorConfig {
     pub remote_blocks: Option<watch::Receiver<Arc<BlockMap>>>,
     /// calico-node's felix as last read (`--cni calico`), for `calico_node_stale`.
     pub felix: Option<Felix>,
+    /// The control-plane source's view (`--control-plane-checks`), judged on every publish.
+    pub control_plane: Option<watch::Receiver<Arc<ControlPlaneView>>>,
 }
 
 /// Keeps the node's state and verdicts current. Create with [`Monitor::new`], drive with
@@ -109,6 +118,10 @@ pub struct Monitor<H> {
     /// Expected pods as of the last change (probe results alone do not change them).
     expected: Option<Expectation>,
     source_state: SourceState,
+    /// Pod routes that appeared and were removed while their pods lived.
+    route_history: RouteHistory,
+    /// The remote block verdicts, judged again only when they can change.
+    block_cache: BlockCache,
 }
 
 /// The watched sources the event loop wakes on besides kernel events and probes.
@@ -116,6 +129,7 @@ struct Watched<'a> {
     kube: &'a mut Option<watch::Receiver<Arc<KubeView>>>,
     blocks: &'a mut Option<watch::Receiver<Arc<BlockMap>>>,
     felix: &'a mut Option<watch::Receiver<crate::model::FelixStatus>>,
+    control_plane: &'a mut Option<watch::Receiver<Arc<ControlPlaneView>>>,
 }
 
 /// Why the event loop returned.
@@ -165,6 +179,8 @@ impl<H: HostNetwork> Monitor<H> {
             pod_set,
             expected: None,
             source_state: SourceState::default(),
+            route_history: RouteHistory::default(),
+            block_cache: BlockCache::default(),
         };
         (monitor, rx)
     }
@@ -208,6 +224,7 @@ impl<H: HostNetwork> Monitor<H> {
         let mut probes = self.probe_rx.take().unwrap_or(idle);
         let mut blocks = self.config.remote_blocks.clone();
         let mut felix = self.config.felix.as_ref().map(Felix::subscribe);
+        let mut control_plane = self.config.control_plane.clone();
         let mut kube = match &self.config.pods {
             PodSource::Kubernetes { view, .. } => Some(view.clone()),
             PodSource::Links { .. } => None,
@@ -243,6 +260,7 @@ impl<H: HostNetwork> Monitor<H> {
                 kube: &mut kube,
                 blocks: &mut blocks,
                 felix: &mut felix,
+                control_plane: &mut control_plane,
             };
             overrun = match self
                 .event_loop(&mut events, &mut probes, &mut watched)
@@ -275,6 +293,7 @@ impl<H: HostNetwork> Monitor<H> {
             kube,
             blocks,
             felix,
+            control_plane,
         } = watched;
         let period = self.config.resync_interval;
         let mut periodic = interval_at(tokio::time::Instant::now() + period, period);
@@ -284,6 +303,7 @@ impl<H: HostNetwork> Monitor<H> {
         // Probe results arrive one pod at a time; they are folded into the published verdicts
         // at most every PROBE_FLUSH, not once per pod (which would be quadratic in pods).
         let mut flush_at: Option<tokio::time::Instant> = None;
+        let mut last_kube: Option<tokio::time::Instant> = None;
         loop {
             self.beat();
             let mut follow = Followups::default();
@@ -319,6 +339,19 @@ impl<H: HostNetwork> Monitor<H> {
                         **kube = None; // The watch is gone; keep the last view.
                     }
                     self.expected = None;
+                    // The API's changes come in bursts (a re-list, thousands of pods
+                    // rescheduled): after a quiet spell published at once, then folded in at
+                    // most every KUBE_FLUSH, not evaluated once each (quadratic in pods).
+                    // Kernel events still publish at once.
+                    let now = tokio::time::Instant::now();
+                    match last_kube {
+                        Some(last) if now < last + KUBE_FLUSH => {
+                            let at = last + KUBE_FLUSH;
+                            flush_at = Some(flush_at.map_or(at, |f| f.min(at)));
+                            continue;
+                        }
+                        _ => last_kube = Some(now),
+                    }
                 }
                 changed = changed_or_pending(blocks) => {
                     if changed.is_err() {
@@ -328,6 +361,11 @@ impl<H: HostNetwork> Monitor<H> {
                 changed = changed_or_pending(felix) => {
                     if changed.is_err() {
                         **felix = None;
+                    }
+                }
+                changed = changed_or_pending(control_plane) => {
+                    if changed.is_err() {
+                        **control_plane = None; // The source is gone; keep its last view.
                     }
                 }
                 () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
@@ -431,6 +469,7 @@ impl<H: HostNetwork> Monitor<H> {
         };
         let peers = self.state.take_peers();
         self.state = HostState::from_dump(dump, peers);
+        self.block_cache.new_state();
         self.expected = None;
         let nsids: HashSet<i32> = self
             .state
@@ -493,16 +532,27 @@ impl<H: HostNetwork> Monitor<H> {
         let view = self.config.probes.as_ref().map(|p| ProbeView {
             reports: &self.probe_reports,
             failure_threshold: p.failure_threshold,
+            policy_engine: p.policy_engine,
         });
         let mut verdicts = evaluate(&self.config.cni, pods, &self.state, view.as_ref());
         verdicts
             .node
             .extend(expectation.node_problems.iter().cloned());
+        let removed = self.route_history.observe(&verdicts.pods, Instant::now());
+        self.metrics.pod_routes_removed(removed);
         if let (Some(felix), PodSource::Kubernetes { .. }) = (&self.config.felix, &self.config.pods)
         {
-            verdicts
-                .node
-                .extend(calico_node_stale(&felix.get(), &verdicts.pods));
+            let vanished = self.route_history.vanished();
+            let calico_node = expectation
+                .kube
+                .as_ref()
+                .and_then(|k| k.calico_node.as_ref());
+            verdicts.node.extend(calico_node_stale(
+                &felix.get(),
+                &verdicts.pods,
+                &vanished,
+                calico_node,
+            ));
         }
         if let Some(n) = self.logs.roll(tokio::time::Instant::now()) {
             warn!(
@@ -510,18 +560,19 @@ impl<H: HostNetwork> Monitor<H> {
                 "problem-change log lines suppressed by the rate limit in the last window"
             );
         }
-        // Judged on every publish, so on every route event, like the pods' routes.
-        let (remote_blocks, remote_blocks_checked) = self
-            .config
-            .remote_blocks
-            .as_ref()
-            .map_or_else(Default::default, |rx| {
-                let map = rx.borrow();
-                let node = &self.config.node_name;
-                let checked = map.blocks.iter().filter(|b| map.synced && b.node != *node);
-                (block_problems(node, &map, &self.state), checked.count())
-            });
-        log_block_changes(&self.last.remote_blocks, &remote_blocks);
+        // Up to date on every publish, so on every route event, like the pods' routes (judged
+        // again only when a covering route or the map changed).
+        let (remote_blocks, remote_blocks_checked) = match &self.config.remote_blocks {
+            Some(rx) => {
+                let map = Arc::clone(&rx.borrow());
+                self.block_cache
+                    .judge(&self.config.node_name, &map, &self.state)
+            }
+            None => Default::default(),
+        };
+        if !Arc::ptr_eq(&self.last.remote_blocks, &remote_blocks) {
+            log_block_changes(&self.last.remote_blocks, &remote_blocks);
+        }
         let suppressed = log_changes(
             &self.last.verdicts,
             &verdicts,
@@ -549,6 +600,7 @@ impl<H: HostNetwork> Monitor<H> {
                 .as_ref()
                 .map(|p| p.targets.clone())
                 .unwrap_or_default(),
+            control_plane: self.control_plane_status(&verdicts, &remote_blocks),
             verdicts,
             remote_blocks,
             remote_blocks_checked,

@@ -106,6 +106,7 @@ impl SourceState {
                     synced: view.synced,
                     pods: view.pods.len(),
                     health: view.health.clone(),
+                    calico_node: view.calico_node.clone(),
                 });
                 let mut out = if view.synced {
                     let pods = expected_from_api(&view, cni, prefix.as_deref(), host, now, *grace);
@@ -248,6 +249,7 @@ mod tests {
                     uid: "u".into(),
                     ips: vec!["10.244.0.2".parse().unwrap()],
                     terminating: false,
+                    meta: Default::default(),
                 },
                 ips_since: Some(t0),
             }],

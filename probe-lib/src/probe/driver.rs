@@ -18,7 +18,7 @@ use super::hints::{ClientHint, Hint};
 use super::netns_thread::{IcmpWanted, Located, NetnsThread, Visit, VisitRequest, icmp_client};
 use super::outcome::{IcmpReply, Observation, ProbeResult, classify_io};
 use super::plan::PlannedProbe;
-use super::report::PodSide;
+use super::report::{PathMtuObservation, PodSide};
 use super::sockdiag::SynSentDump;
 use super::target::{Direction, Protocol};
 use crate::model::WorkerGuard;
@@ -68,6 +68,9 @@ pub struct RoundResult {
     pub syn_retrans: Option<u64>,
     /// What the pod's client software said, if asked and it is a known kind.
     pub hint: Option<Hint>,
+    /// The path-MTU probes, one per family whose gateway is probed, in rounds that read the
+    /// pod's side (its MTU is read there).
+    pub path_mtu: Vec<PathMtuObservation>,
 }
 
 /// Runs rounds.
@@ -254,6 +257,42 @@ impl NetnsDriver {
         p: &PlannedProbe,
         timeout: Duration,
     ) -> Observation {
+        self.icmp_sized(client, p, &PAYLOAD, timeout).await
+    }
+
+    /// The path-MTU probe of a round: a don't-fragment echo that fills the pod's MTU, to the
+    /// family's gateway (`ping -M probe -s MTU-28 -t 1 169.254.1.1` inside the pod).
+    async fn path_mtu(
+        &self,
+        sock: Option<&(Client, u32)>,
+        gateway: Option<&PlannedProbe>,
+        timeout: Duration,
+    ) -> Option<PathMtuObservation> {
+        let ((client, mtu), p) = (sock?, gateway?);
+        let payload = super::dont_fragment::payload_for(*mtu, p.address.is_ipv6())?;
+        let headers = if p.address.is_ipv6() {
+            super::dont_fragment::V6_HEADERS
+        } else {
+            super::dont_fragment::V4_HEADERS
+        };
+        // The probe's bytes repeated: nothing in it a peer could use.
+        let body: Vec<u8> = PAYLOAD.iter().copied().cycle().take(payload).collect();
+        let observation = self.icmp_sized(Some(client), p, &body, timeout).await;
+        Some(PathMtuObservation {
+            address: p.address.ip(),
+            mtu: *mtu,
+            size: payload as u32 + headers,
+            observation,
+        })
+    }
+
+    async fn icmp_sized(
+        &self,
+        client: Option<&Client>,
+        p: &PlannedProbe,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Observation {
         let Some(client) = client else {
             return Observation::failed(ProbeResult::Error, "no ICMP socket");
         };
@@ -269,7 +308,7 @@ impl NetnsDriver {
         }
         // Timed here: the library's own RTT starts after send returns (reads 0 on veth).
         let started = Instant::now();
-        let res = pinger.ping(seq, &PAYLOAD).await;
+        let res = pinger.ping(seq, payload).await;
         let rtt = started.elapsed();
         match res {
             Ok((packet, _)) => {
@@ -317,7 +356,7 @@ fn random_ident_seq() -> (u16, u16) {
 /// packet's destination)? surge-ping routes replies by these already; checked again here so
 /// a change there cannot make a forged reply count. On a datagram socket the kernel owns
 /// the identifier, so it is not compared.
-fn reply_matches(
+pub(super) fn reply_matches(
     packet: &IcmpPacket,
     target: IpAddr,
     ident: Option<PingIdentifier>,
@@ -433,14 +472,32 @@ impl PodNetwork for NetnsDriver {
         // round (and no pod) can hold a concurrency slot for longer.
         let n = round.probes.len();
         let deadline = timeout.saturating_mul(2) + Duration::from_millis(100);
+        let gateway = |v4: bool| {
+            round.probes.iter().find(|p| {
+                p.gateway && p.direction == Direction::PodToTarget && p.address.is_ipv4() == v4
+            })
+        };
+        let path_mtu = join_all(visit.as_ref().map_or_else(Vec::new, |v| {
+            vec![
+                self.path_mtu(v.path_mtu_v4.as_ref(), gateway(true), timeout),
+                self.path_mtu(v.path_mtu_v6.as_ref(), gateway(false), timeout),
+            ]
+        }));
         let sent = super::report::next_stamp();
-        let observations = tokio::time::timeout(deadline, join_all(probes))
-            .await
-            .unwrap_or_else(|_| {
-                (0..n)
-                    .map(|_| Observation::failed(ProbeResult::Timeout, "round deadline exceeded"))
-                    .collect()
-            });
+        let (observations, path_mtu) =
+            match tokio::time::timeout(deadline, futures::future::join(join_all(probes), path_mtu))
+                .await
+            {
+                Ok((o, m)) => (o, m.into_iter().flatten().collect()),
+                Err(_) => (
+                    (0..n)
+                        .map(|_| {
+                            Observation::failed(ProbeResult::Timeout, "round deadline exceeded")
+                        })
+                        .collect(),
+                    Vec::new(),
+                ),
+            };
         let pod_side = match visit.as_ref().and_then(|v| v.pod_side.as_ref()) {
             Some(Ok(side)) => Some(*side),
             Some(Err(e)) => {
@@ -469,6 +526,7 @@ impl PodNetwork for NetnsDriver {
             syn_sent,
             syn_retrans,
             hint,
+            path_mtu,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::driver::{PodNetwork, PodRound, RoundResult};
 use super::outcome::{Observation, ProbeResult};
-use super::report::PodSide;
+use super::report::{PathMtuObservation, PodSide};
 use super::sockdiag::SynSentDump;
 
 #[derive(Debug, Default)]
@@ -15,6 +15,8 @@ struct Script {
     results: HashMap<(String, String), ProbeResult>,
     pod_side: HashMap<String, PodSide>,
     syn_sent: HashMap<String, SynSentDump>,
+    /// interface → result of its path-MTU probe (sent in rounds that read the pod's side).
+    path_mtu: HashMap<String, ProbeResult>,
     rounds: Vec<(String, tokio::time::Instant)>,
     delay: Duration,
     running: usize,
@@ -47,6 +49,12 @@ impl FakePodNetwork {
     /// The `SYN_SENT` dump the next rounds of this pod report.
     pub fn set_syn_sent(&self, interface: &str, dump: SynSentDump) {
         self.lock().syn_sent.insert(interface.to_owned(), dump);
+    }
+
+    /// From now on, the path-MTU probe of the pod on `interface` (to its IPv4 gateway, MTU
+    /// 1500) gets `result` in every round that reads the pod's side.
+    pub fn set_path_mtu(&self, interface: &str, result: ProbeResult) {
+        self.lock().path_mtu.insert(interface.to_owned(), result);
     }
 
     /// Make every round take this long.
@@ -94,6 +102,23 @@ impl PodNetwork for FakePodNetwork {
                 }
             })
             .collect();
+        let gateway = round
+            .probes
+            .iter()
+            .find(|p| p.gateway && p.address.is_ipv4());
+        let path_mtu = match (s.path_mtu.get(&round.interface), gateway) {
+            (Some(r), Some(g)) if round.read_pod_side => vec![PathMtuObservation {
+                address: g.address.ip(),
+                mtu: 1500,
+                size: 1500,
+                observation: if r.is_failure() {
+                    Observation::failed(*r, "scripted")
+                } else {
+                    Observation::answered(*r, Duration::from_micros(100))
+                },
+            }],
+            _ => Vec::new(),
+        };
         RoundResult {
             pod_side: round
                 .read_pod_side
@@ -110,6 +135,7 @@ impl PodNetwork for FakePodNetwork {
             }),
             syn_retrans: None,
             hint: None,
+            path_mtu,
         }
     }
 }

@@ -56,16 +56,24 @@ pub(crate) fn v6_mask() -> [u32; 8] {
 
 /// Set the filter on raw ICMP socket `fd` (v4 or v6).
 pub(crate) fn apply(fd: RawFd, v6: bool) -> std::io::Result<()> {
+    with_borrowed(fd, |fd| {
+        if v6 {
+            setsockopt(&fd, Icmp6Filter, &v6_mask())
+        } else {
+            setsockopt(&fd, IcmpFilter, &v4_mask())
+        }
+    })
+    .map_err(Into::into)
+}
+
+/// Run `f` on surge-ping's socket descriptor `fd`, borrowed for the call only (also used to
+/// set don't-fragment, `dont_fragment.rs`).
+pub(crate) fn with_borrowed<R>(fd: RawFd, f: impl FnOnce(BorrowedFd<'_>) -> R) -> R {
     #[allow(unsafe_code)]
     // SAFETY: `fd` is the socket of a live surge-ping client the caller holds, and the borrow
     // ends before this function returns. surge-ping exposes only the raw descriptor.
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    if v6 {
-        setsockopt(&fd.as_fd(), Icmp6Filter, &v6_mask())?;
-    } else {
-        setsockopt(&fd.as_fd(), IcmpFilter, &v4_mask())?;
-    }
-    Ok(())
+    f(fd.as_fd())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod outcome;
 pub mod report;
 pub mod target;
 
+mod dont_fragment;
 pub mod driver;
 mod error;
 pub mod fake;
@@ -18,9 +19,14 @@ mod netns_thread;
 mod nl;
 pub mod plan;
 pub mod prober;
+pub mod scope;
+pub mod selector;
 pub mod sockdiag;
 pub mod unanswered;
 
 pub use driver::{NetnsDriver, PodNetwork, PodRound, RoundResult};
 pub use error::ProbeError;
 pub use prober::{Prober, ProberConfig};
+
+#[cfg(test)]
+mod props;

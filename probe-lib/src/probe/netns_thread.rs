@@ -71,6 +71,10 @@ pub(crate) struct Visit {
     pub gateway_v4: Option<Client>,
     pub icmp_v6: Option<Client>,
     pub gateway_v6: Option<Client>,
+    /// Don't-fragment gateway sockets for the path-MTU probe, with the pod's MTU: only when
+    /// the pod's side (and so its MTU) was read in this visit.
+    pub path_mtu_v4: Option<(Client, u32)>,
+    pub path_mtu_v6: Option<(Client, u32)>,
     pub icmp_error: Option<ProbeError>,
     pub tcp: Vec<(SocketAddr, std::io::Result<std::net::TcpStream>)>,
     pub syn_sent: Option<Result<SynSentDump, ProbeError>>,
@@ -349,18 +353,44 @@ impl Home {
         let hint = read_all(&req.hints);
         let _guard = runtime.enter();
         let mut icmp_error = None;
-        let mut icmp = |kind, hop_limit: Option<u32>| match icmp_client(kind, hop_limit) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                icmp_error.get_or_insert(ProbeError::IcmpSocket(e));
-                None
+        let mut icmp = |kind, hop_limit: Option<u32>, df: bool| {
+            let made = icmp_client(kind, hop_limit).and_then(|c| {
+                if df {
+                    let v6 = matches!(kind, ICMP::V6);
+                    super::dont_fragment::apply(c.get_socket().get_native_sock(), v6)?;
+                }
+                Ok(c)
+            });
+            match made {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    icmp_error.get_or_insert(ProbeError::IcmpSocket(e));
+                    None
+                }
             }
         };
         let w = req.icmp;
-        let icmp_v4 = w.v4.then(|| icmp(ICMP::V4, None)).flatten();
-        let gateway_v4 = w.v4_gateway.then(|| icmp(ICMP::V4, Some(1))).flatten();
-        let icmp_v6 = w.v6.then(|| icmp(ICMP::V6, None)).flatten();
-        let gateway_v6 = w.v6_gateway.then(|| icmp(ICMP::V6, Some(1))).flatten();
+        let icmp_v4 = w.v4.then(|| icmp(ICMP::V4, None, false)).flatten();
+        let gateway_v4 = w
+            .v4_gateway
+            .then(|| icmp(ICMP::V4, Some(1), false))
+            .flatten();
+        let icmp_v6 = w.v6.then(|| icmp(ICMP::V6, None, false)).flatten();
+        let gateway_v6 = w
+            .v6_gateway
+            .then(|| icmp(ICMP::V6, Some(1), false))
+            .flatten();
+        // The path-MTU probe goes where the gateway probe goes, as large as the pod's MTU.
+        let mtu = match &pod_side {
+            Some(Ok(side)) => side.mtu,
+            _ => None,
+        };
+        let mut path_mtu = |wanted: bool, kind| {
+            let mtu = mtu.filter(|_| wanted)?;
+            icmp(kind, Some(1), true).map(|c| (c, mtu))
+        };
+        let path_mtu_v4 = path_mtu(w.v4_gateway, ICMP::V4);
+        let path_mtu_v6 = path_mtu(w.v6_gateway, ICMP::V6);
         let tcp = req.tcp.iter().map(|a| (*a, tcp_socket(a))).collect();
         Ok(Visit {
             pod_side,
@@ -368,6 +398,8 @@ impl Home {
             gateway_v4,
             icmp_v6,
             gateway_v6,
+            path_mtu_v4,
+            path_mtu_v6,
             icmp_error,
             tcp,
             syn_sent,

@@ -151,46 +151,11 @@ impl BlockingNetlink {
     fn exchange(&mut self, buf: &[u8], mut f: impl FnMut(u16, &[u8]) -> Flow) -> io::Result<()> {
         let deadline = Instant::now() + REQUEST_DEADLINE;
         self.socket.send(buf, 0)?;
-        let invalid = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_owned());
         let mut count = 0usize;
         loop {
             let data = self.recv_until(deadline)?;
-            let mut offset = 0;
-            while offset + 16 <= data.len() {
-                let msg = NetlinkBuffer::new_checked(&data[offset..])
-                    .map_err(|e| invalid(&e.to_string()))?;
-                let len = msg.length() as usize;
-                if len < 16 || offset + len > data.len() {
-                    return Err(invalid("bad netlink message length"));
-                }
-                offset += (len + 3) & !3;
-                if msg.sequence_number() != self.seq {
-                    continue;
-                }
-                let payload = &data[offset - ((len + 3) & !3) + 16..][..len - 16];
-                match msg.message_type() {
-                    NLMSG_DONE => return Ok(()),
-                    NLMSG_ERROR => {
-                        let code = payload
-                            .get(..4)
-                            .and_then(|b| b.try_into().ok())
-                            .map_or(0, i32::from_ne_bytes);
-                        return if code < 0 {
-                            Err(io::Error::from_raw_os_error(-code))
-                        } else {
-                            Ok(())
-                        };
-                    }
-                    t => {
-                        count += 1;
-                        if count > MAX_MESSAGES {
-                            return Err(invalid("answer has too many messages"));
-                        }
-                        if f(t, payload) == Flow::Stop || msg.flags() & NLM_F_MULTIPART == 0 {
-                            return Ok(());
-                        }
-                    }
-                }
+            if let Some(end) = scan_datagram(&data, self.seq, &mut count, &mut f) {
+                return end;
             }
         }
     }
@@ -235,17 +200,19 @@ impl BlockingNetlink {
         const IFF_LOWER_UP: u32 = 0x10000;
         let mut link = LinkMessage::default();
         link.header.index = index;
-        let up = self
-            .request_raw(RouteNetlinkMessage::GetLink(link), false)?
+        let links = self.request_raw(RouteNetlinkMessage::GetLink(link), false)?;
+        let link = links
             .iter()
-            .filter(|(t, p)| *t == RTM_NEWLINK && p.len() >= 16)
-            .any(|(_, p)| {
-                // struct ifinfomsg { u8 family, pad; u16 type; i32 index; u32 flags; u32 change }
-                let flags = u32::from_ne_bytes([p[8], p[9], p[10], p[11]]);
-                flags & IFF_UP != 0 && flags & IFF_LOWER_UP != 0
-            });
+            .find(|(t, p)| *t == RTM_NEWLINK && p.len() >= 16)
+            .map(|(_, p)| p.as_slice());
+        let up = link.is_some_and(|p| {
+            // struct ifinfomsg { u8 family, pad; u16 type; i32 index; u32 flags; u32 change }
+            let flags = u32::from_ne_bytes([p[8], p[9], p[10], p[11]]);
+            flags & IFF_UP != 0 && flags & IFF_LOWER_UP != 0
+        });
         Ok(PodSide {
             interface_up: up,
+            mtu: link.and_then(link_mtu),
             default_route_v4: if v4 {
                 Some(self.has_default_route(AF_INET)?)
             } else {
@@ -282,6 +249,81 @@ impl BlockingNetlink {
     }
 }
 
+/// `IFLA_MTU` of an `RTM_NEWLINK` payload (`ip link show` prints it as `mtu N`): the
+/// attributes after the 16-byte `ifinfomsg`, walked with every length checked (the pod's
+/// namespace answers; nothing in it is trusted).
+fn link_mtu(p: &[u8]) -> Option<u32> {
+    const IFLA_MTU: u16 = 4;
+    let mut rest = p.get(16..)?;
+    while rest.len() >= 4 {
+        // struct rtattr { u16 len; u16 type } then the value, padded to 4 bytes.
+        let len = usize::from(u16::from_ne_bytes([rest[0], rest[1]]));
+        let kind = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff;
+        if len < 4 || len > rest.len() {
+            return None;
+        }
+        if kind == IFLA_MTU && len == 8 {
+            return Some(u32::from_ne_bytes([rest[4], rest[5], rest[6], rest[7]]));
+        }
+        rest = rest.get(len.next_multiple_of(4)..).unwrap_or_default();
+    }
+    None
+}
+
+/// The messages of one received datagram for request `seq` (others are stale answers and
+/// skipped), each handed to `f`, `count` across datagrams capped at [`MAX_MESSAGES`].
+/// `Some` when the answer ended (done, an error, `f` had enough, or a lone reply), `None`
+/// when more datagrams follow. Lengths are checked, never trusted: the datagram comes from
+/// the kernel side of a pod's namespace.
+fn scan_datagram(
+    data: &[u8],
+    seq: u32,
+    count: &mut usize,
+    f: &mut impl FnMut(u16, &[u8]) -> Flow,
+) -> Option<io::Result<()>> {
+    let invalid = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_owned());
+    let mut offset = 0;
+    while offset + 16 <= data.len() {
+        let msg = match NetlinkBuffer::new_checked(&data[offset..]) {
+            Ok(m) => m,
+            Err(e) => return Some(Err(invalid(&e.to_string()))),
+        };
+        let len = msg.length() as usize;
+        if len < 16 || offset + len > data.len() {
+            return Some(Err(invalid("bad netlink message length")));
+        }
+        let payload = &data[offset + 16..offset + len];
+        offset += (len + 3) & !3;
+        if msg.sequence_number() != seq {
+            continue;
+        }
+        match msg.message_type() {
+            NLMSG_DONE => return Some(Ok(())),
+            NLMSG_ERROR => {
+                let code = payload
+                    .get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, i32::from_ne_bytes);
+                return Some(if code < 0 {
+                    Err(io::Error::from_raw_os_error(code.saturating_neg()))
+                } else {
+                    Ok(())
+                });
+            }
+            t => {
+                *count += 1;
+                if *count > MAX_MESSAGES {
+                    return Some(Err(invalid("answer has too many messages")));
+                }
+                if f(t, payload) == Flow::Stop || msg.flags() & NLM_F_MULTIPART == 0 {
+                    return Some(Ok(()));
+                }
+            }
+        }
+    }
+    None
+}
+
 /// Is this `rtmsg` a default unicast route of `family` in the main table?
 fn is_default_route(p: &[u8], family: u8) -> bool {
     p.len() >= 12
@@ -300,8 +342,42 @@ const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
 #[cfg(test)]
+#[path = "nl_props.rs"]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An `ifinfomsg` followed by these `(type, value)` attributes.
+    fn ifinfo(attrs: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut p = vec![0u8; 16];
+        for (kind, value) in attrs {
+            let len = 4 + value.len() as u16;
+            p.extend(len.to_ne_bytes());
+            p.extend(kind.to_ne_bytes());
+            p.extend(*value);
+            p.resize(p.len().next_multiple_of(4), 0);
+        }
+        p
+    }
+
+    #[test]
+    fn the_mtu_attribute_is_found_and_malformed_attributes_are_not_read() {
+        let name: &[u8] = b"eth0\0";
+        let mtu = 1500u32.to_ne_bytes();
+        assert_eq!(link_mtu(&ifinfo(&[(3, name), (4, &mtu)])), Some(1500));
+        assert_eq!(link_mtu(&ifinfo(&[(3, name)])), None);
+        assert_eq!(link_mtu(&ifinfo(&[(4, &[1, 2])])), None, "short value");
+        assert_eq!(link_mtu(&[0u8; 10]), None, "short header");
+        let mut bad = ifinfo(&[(4, &mtu)]);
+        bad[16] = 200; // a length beyond the message
+        assert_eq!(link_mtu(&bad), None);
+        let mut zero = ifinfo(&[(3, name), (4, &mtu)]);
+        zero[16] = 0; // a zero length would loop forever
+        zero[17] = 0;
+        assert_eq!(link_mtu(&zero), None);
+    }
 
     /// `rtmsg` bytes: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
     fn rtmsg(family: u8, dst_len: u8, table: u8, kind: u8) -> [u8; 12] {
@@ -362,6 +438,28 @@ mod tests {
         })
         .join()
         .unwrap()
+    }
+
+    /// The kernel's own link message carries the MTU where `link_mtu` looks for it.
+    #[test]
+    fn the_pod_interface_mtu_is_read_from_the_kernel() {
+        let cmds = vec![
+            "link add eth0 mtu 1400 type veth peer name eth1".to_owned(),
+            "link set eth1 up".to_owned(),
+            "link set eth0 up".to_owned(),
+        ];
+        let side = in_fresh_netns(cmds, || {
+            let out = std::process::Command::new("ip")
+                .args(["-o", "link", "show", "eth0"])
+                .output()
+                .unwrap();
+            let out = String::from_utf8_lossy(&out.stdout);
+            let index: u32 = out.split(':').next().unwrap().trim().parse().unwrap();
+            BlockingNetlink::open().and_then(|mut nl| nl.pod_side(index, true, false))
+        })
+        .unwrap();
+        assert_eq!(side.mtu, Some(1400));
+        assert!(side.interface_up);
     }
 
     /// A pod namespace with 100,000 routes: the default route is found without reading them;

@@ -21,12 +21,14 @@ pub struct PlannedProbe {
 
 /// The probes for a pod with these IPs. `peer_index` is the pod's interface index inside its
 /// namespace (the scope of the IPv6 link-local gateway); without it there are no in-pod probes.
+/// `targets` are the ones this pod is probed against; `host_to_pod`: the host probes it too.
 pub fn plan(
     ips: &[IpAddr],
     node_ips: &[IpAddr],
     targets: &[Target],
     gateways: &Gateways,
     peer_index: Option<u32>,
+    host_to_pod: bool,
 ) -> Vec<PlannedProbe> {
     let has_v4 = ips.iter().any(IpAddr::is_ipv4);
     let has_v6 = ips.iter().any(IpAddr::is_ipv6);
@@ -64,7 +66,7 @@ pub fn plan(
             }
         }
     }
-    for ip in ips {
+    for ip in ips.iter().filter(|_| host_to_pod) {
         out.push(PlannedProbe {
             target: HOST_TO_POD_TARGET.to_owned(),
             protocol: Protocol::Icmp,
@@ -90,7 +92,7 @@ mod tests {
             "192.0.2.10".parse().unwrap(),
             "2001:db8::10".parse().unwrap(),
         ];
-        let p = plan(&ips, &node, &targets, &Gateways::default(), Some(7));
+        let p = plan(&ips, &node, &targets, &Gateways::default(), Some(7), true);
         let names: Vec<(&str, String)> = p
             .iter()
             .map(|p| (p.target.as_str(), p.address.to_string()))
@@ -125,11 +127,21 @@ mod tests {
             "2001:db8::10".parse().unwrap(),
         ];
         assert_eq!(
-            plan(&ips, &node, &targets, &Gateways::default(), Some(2)).len(),
+            plan(&ips, &node, &targets, &Gateways::default(), Some(2), true).len(),
             3
         );
-        let host_only = plan(&ips, &node, &targets, &Gateways::default(), None);
+        let host_only = plan(&ips, &node, &targets, &Gateways::default(), None, true);
         assert_eq!(host_only.len(), 1);
         assert_eq!(host_only[0].direction, Direction::HostToPod);
+        let no_host = plan(
+            &ips,
+            &node,
+            &targets[..1],
+            &Gateways::default(),
+            Some(2),
+            false,
+        );
+        assert_eq!(no_host.len(), 1, "{no_host:?}");
+        assert_eq!(no_host[0].target, "gateway");
     }
 }

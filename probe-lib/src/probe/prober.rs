@@ -2,6 +2,7 @@
 //! interval (phases spread over the interval, new pods at once), re-checks failures quickly, and
 //! sends each pod's state to the monitor after every round.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::hash::{Hash, Hasher};
@@ -12,15 +13,16 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::driver::{PodNetwork, PodRound, RoundResult};
 use super::hints::ClientHint;
 use super::plan::{PlannedProbe, plan};
-use super::report::{DestState, PodProbes};
+use super::report::{DestState, PathMtuState, PodProbes};
+use super::scope::{PodScope, ProbeScope};
 use super::target::{Direction, Gateways, HOST_TO_POD_TARGET, Protocol, Target};
 use super::unanswered::{Unanswered, UnansweredConfig};
-use crate::model::{PodIpOwner, PodIpOwners, PodSet, ProbeMetrics};
+use crate::model::{PodEntry, PodIpOwner, PodIpOwners, PodSet, ProbeMetrics};
 
 /// Prober settings.
 #[derive(Debug, Clone)]
@@ -47,6 +49,8 @@ pub struct ProberConfig {
     pub pod_networks: Vec<ipnet::IpNet>,
     /// Client kinds asked why they are stale, in a pod with unanswered destinations.
     pub hints: Vec<Arc<dyn ClientHint>>,
+    /// Which pods are probed against which targets.
+    pub scope: ProbeScope,
 }
 
 /// Unanswered destinations kept per node (all pods together), at most.
@@ -81,7 +85,40 @@ struct Pod {
     unanswered: Unanswered,
     /// Its namespace's SYN retransmissions after the last round.
     syn_retrans: Option<u64>,
+    /// Which of the targets it is probed against (none when skipped).
+    scope: PodScope,
     state: PodProbes,
+}
+
+impl Pod {
+    /// A pod first seen, due at `first`; not queued yet.
+    fn new(entry: &PodEntry, first: Instant) -> Self {
+        Pod {
+            netnsid: entry.netnsid,
+            peer_index: entry.peer_index,
+            ips: entry.ips.clone(),
+            gateways: entry.gateways.clone(),
+            due: first,
+            regular: first,
+            in_flight: false,
+            since_pod_side: u32::MAX - 1,
+            pod_side_problems: 0,
+            scope: PodScope::default(),
+            unanswered: Unanswered::default(),
+            syn_retrans: None,
+            state: PodProbes {
+                interface: entry.interface.clone(),
+                pod_side: None,
+                dests: Vec::new(),
+                error: None,
+                unanswered: Vec::new(),
+                unanswered_dropped: 0,
+                client_hint: None,
+                path_mtu: Vec::new(),
+                skipped: None,
+            },
+        }
+    }
 }
 
 /// Probes every pod of the latest snapshot.
@@ -120,7 +157,9 @@ impl<N: PodNetwork> Prober<N> {
         for t in &config.targets {
             metrics.register_target(&t.name, t.protocol, Direction::PodToTarget);
         }
-        metrics.register_target(HOST_TO_POD_TARGET, Protocol::Icmp, Direction::HostToPod);
+        if config.scope.host_to_pod {
+            metrics.register_target(HOST_TO_POD_TARGET, Protocol::Icmp, Direction::HostToPod);
+        }
         Prober {
             net: Arc::new(net),
             config,
@@ -173,52 +212,76 @@ impl<N: PodNetwork> Prober<N> {
         let spread = !self.spread_done;
         self.spread_done = true;
         let interval = self.config.interval;
+        let names: Vec<&str> = self
+            .config
+            .targets
+            .iter()
+            .map(|t| t.name.as_str())
+            .chain([HOST_TO_POD_TARGET])
+            .collect();
         for entry in &set.pods {
+            let scope = self.config.scope.for_pod(entry, &names);
             let first = if spread {
                 now + phase(&entry.interface, interval)
             } else {
                 now
             };
-            let queue = &mut self.queue;
-            let pod = self.pods.entry(entry.interface.clone()).or_insert_with(|| {
-                queue.insert((first, entry.interface.clone()));
-                Pod {
-                    netnsid: entry.netnsid,
-                    peer_index: entry.peer_index,
-                    ips: entry.ips.clone(),
-                    gateways: entry.gateways.clone(),
-                    due: first,
-                    regular: first,
-                    in_flight: false,
-                    since_pod_side: u32::MAX - 1,
-                    pod_side_problems: 0,
-                    unanswered: Unanswered::default(),
-                    syn_retrans: None,
-                    state: PodProbes {
-                        interface: entry.interface.clone(),
-                        pod_side: None,
-                        dests: Vec::new(),
-                        error: None,
-                        unanswered: Vec::new(),
-                        unanswered_dropped: 0,
-                        client_hint: None,
-                    },
-                }
-            });
-            if pod.netnsid != entry.netnsid
-                || pod.peer_index != entry.peer_index
-                || pod.ips != entry.ips
-                || pod.gateways != entry.gateways
-            {
+            let key = entry.interface.clone();
+            let (pod, new) = match self.pods.entry(key.clone()) {
+                Entry::Occupied(o) => (o.into_mut(), false),
+                Entry::Vacant(v) => (v.insert(Pod::new(entry, first)), true),
+            };
+            let rewired = !new
+                && (pod.netnsid != entry.netnsid
+                    || pod.peer_index != entry.peer_index
+                    || pod.ips != entry.ips
+                    || pod.gateways != entry.gateways);
+            if rewired {
                 // Re-wired or re-addressed: probe the new wiring now.
                 pod.netnsid = entry.netnsid;
                 pod.peer_index = entry.peer_index;
                 pod.ips.clone_from(&entry.ips);
                 pod.gateways.clone_from(&entry.gateways);
-                if !pod.in_flight && queue.remove(&(pod.due, entry.interface.clone())) {
-                    queue.insert((now, entry.interface.clone()));
+            }
+            if !new && !rewired && pod.scope == scope {
+                continue;
+            }
+            for (why, text) in scope
+                .ignored
+                .iter()
+                .filter(|i| !pod.scope.ignored.contains(i))
+            {
+                self.metrics.scope_ignored(*why);
+                warn!(interface = %key, namespace = %entry.namespace, reason = why.as_str(),
+                      value = %text, "ignoring a pod's probe label or annotation");
+            }
+            let was_active = !new && pod.scope.skipped.is_none();
+            pod.scope = scope;
+            let queued = !new && was_active && !pod.in_flight;
+            if let Some(why) = pod.scope.skipped {
+                // Opted out: out of the queue, and the monitor learns it is not probed.
+                if queued {
+                    self.queue.remove(&(pod.due, key.clone()));
                 }
-                pod.due = now;
+                pod.state.skipped = Some(why);
+                pod.state.dests.clear();
+                pod.state.pod_side = None;
+                pod.state.error = None;
+                let _ = self.sink.send(pod.state.clone());
+                continue;
+            }
+            pod.state.skipped = None;
+            let due = if new { first } else { now };
+            if queued {
+                // Re-wired or re-scoped: probe now.
+                self.queue.remove(&(pod.due, key.clone()));
+            }
+            if !pod.in_flight {
+                self.queue.insert((due, key));
+            }
+            pod.due = due;
+            if !was_active {
+                pod.regular = due;
             }
         }
         let seen: HashSet<&str> = set.pods.iter().map(|p| p.interface.as_str()).collect();
@@ -246,17 +309,26 @@ impl<N: PodNetwork> Prober<N> {
                 continue;
             };
             pod.in_flight = true;
+            let targets: Vec<Target> = self
+                .config
+                .targets
+                .iter()
+                .filter(|t| pod.scope.probes(&t.name))
+                .cloned()
+                .collect();
             let probes = plan(
                 &pod.ips,
                 &self.node_ips,
-                &self.config.targets,
+                &targets,
                 &self.config.gateways.with(&pod.gateways),
                 pod.peer_index.filter(|_| pod.netnsid.is_some()),
+                pod.scope.probes(HOST_TO_POD_TARGET),
             );
             // The pod's own routes rarely change: read them every few rounds, and whenever the
             // last round failed, so a failure is diagnosed before it is confirmed.
-            let failed_last =
-                pod.state.dests.iter().any(|d| d.last.is_failure()) || pod.pod_side_problems > 0;
+            let failed_last = pod.state.dests.iter().any(|d| d.last.is_failure())
+                || pod.pod_side_problems > 0
+                || pod.state.path_mtu.iter().any(|m| m.last.is_failure());
             let read_pod_side = failed_last || pod.since_pod_side >= POD_SIDE_EVERY - 1;
             pod.since_pod_side = if read_pod_side {
                 0
@@ -347,6 +419,9 @@ impl<N: PodNetwork> Prober<N> {
             }
         }
         pod.in_flight = false;
+        if pod.scope.skipped.is_some() {
+            return; // Opted out while it was probed: the monitor was told.
+        }
         let threshold = self.config.failure_threshold.max(1);
         match result.pod_side {
             Some(side) if !side.is_healthy() => {
@@ -384,12 +459,18 @@ impl<N: PodNetwork> Prober<N> {
             dests.push(d);
         }
         pod.state.dests = dests;
+        record_path_mtu(&mut pod.state.path_mtu, &probes, &result);
         let unconfirmed = pod
             .state
             .dests
             .iter()
             .any(|d| d.last.is_failure() && d.consecutive_failures < threshold)
-            || (pod.pod_side_problems > 0 && pod.pod_side_problems < threshold);
+            || (pod.pod_side_problems > 0 && pod.pod_side_problems < threshold)
+            || pod
+                .state
+                .path_mtu
+                .iter()
+                .any(|m| m.last.is_failure() && m.consecutive_failures < threshold);
         let now = Instant::now();
         let interval = self.config.interval.max(Duration::from_millis(100));
         while pod.regular <= now {
@@ -435,6 +516,31 @@ impl Lookup {
                 (ip, owner)
             });
         futures::future::join_all(asks).await.into_iter().collect()
+    }
+}
+
+/// Follow the path-MTU probes (sent only in rounds that read the pod's side): a family probed
+/// this round gets its new state; one no longer probed (no gateway of that family planned, or
+/// the pod's namespace could not be entered) is forgotten; otherwise the last state stays.
+fn record_path_mtu(states: &mut Vec<PathMtuState>, probes: &[PlannedProbe], result: &RoundResult) {
+    let gateway_planned = |ip: &IpAddr| {
+        result.error.is_none()
+            && probes.iter().any(|p| {
+                p.gateway
+                    && p.direction == Direction::PodToTarget
+                    && p.address.is_ipv4() == ip.is_ipv4()
+            })
+    };
+    states.retain(|s| gateway_planned(&s.address));
+    for obs in &result.path_mtu {
+        let i = states
+            .iter()
+            .position(|s| s.address.is_ipv4() == obs.address.is_ipv4());
+        let next = PathMtuState::next(i.map(|i| &states[i]), obs);
+        match i {
+            Some(i) => states[i] = next,
+            None => states.push(next),
+        }
     }
 }
 

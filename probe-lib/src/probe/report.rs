@@ -20,6 +20,9 @@ pub struct PodSide {
     pub default_route_v4: Option<bool>,
     /// A default IPv6 route exists; `None` when the pod has no IPv6 address.
     pub default_route_v6: Option<bool>,
+    /// The MTU of the pod's end of the veth (`ip link show eth0`), if the kernel said: what
+    /// the path-MTU probe is sized to.
+    pub mtu: Option<u32>,
 }
 
 impl PodSide {
@@ -140,6 +143,61 @@ impl DestState {
     }
 }
 
+/// One path-MTU probe: a don't-fragment echo as large as the pod's MTU, to its gateway.
+#[derive(Debug, Clone)]
+pub struct PathMtuObservation {
+    /// The gateway it went to (the family's gateway probe's address).
+    pub address: IpAddr,
+    /// The pod's eth0 MTU it was sized to.
+    pub mtu: u32,
+    /// The packet's size in bytes (IP header included): the MTU, capped at 65,535.
+    pub size: u32,
+    /// What came back.
+    pub observation: Observation,
+}
+
+/// History of the path-MTU probe of one family of one pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PathMtuState {
+    /// The gateway probed.
+    pub address: IpAddr,
+    /// The pod's MTU at the latest probe.
+    pub mtu: u32,
+    /// The latest probe's packet size.
+    pub size: u32,
+    /// Latest result.
+    pub last: ProbeResult,
+    /// Latest evidence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Failures in a row (0 after a success).
+    pub consecutive_failures: u32,
+}
+
+impl PathMtuState {
+    /// The state after `obs`, following `prev` (the same family's state, if any).
+    pub fn next(prev: Option<&PathMtuState>, obs: &PathMtuObservation) -> PathMtuState {
+        let failed = obs.observation.result.is_failure();
+        PathMtuState {
+            address: obs.address,
+            mtu: obs.mtu,
+            size: obs.size,
+            last: obs.observation.result,
+            detail: obs.observation.detail.clone(),
+            consecutive_failures: match (failed, prev) {
+                (false, _) => 0,
+                (true, Some(p)) => p.consecutive_failures.saturating_add(1),
+                (true, None) => 1,
+            },
+        }
+    }
+
+    /// Failing once `threshold` probes in a row failed.
+    pub fn is_failing(&self, threshold: u32) -> bool {
+        self.last.is_failure() && self.consecutive_failures >= threshold.max(1)
+    }
+}
+
 /// One pod's probe state after its latest round.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PodProbes {
@@ -162,6 +220,12 @@ pub struct PodProbes {
     /// unanswered destinations.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_hint: Option<super::hints::Hint>,
+    /// The path-MTU probe, per family (sent in rounds that read the pod's side).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub path_mtu: Vec<PathMtuState>,
+    /// Not probed at all (it or its namespace opted out), and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<crate::model::ProbeSkip>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -4,6 +4,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
+use super::selector::{LabelSelector, SelectorError};
 pub use crate::model::{Direction, Protocol};
 
 /// Where a target is.
@@ -166,6 +167,17 @@ impl fmt::Display for Target {
     }
 }
 
+/// What is wrong with a probe file line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeLineError {
+    /// The target.
+    #[error(transparent)]
+    Target(#[from] TargetSpecError),
+    /// The `selector=` part.
+    #[error(transparent)]
+    Selector(#[from] SelectorError),
+}
+
 /// A probe file line that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {source}")]
@@ -174,7 +186,7 @@ pub struct ProbeFileError {
     pub line: usize,
     /// What is wrong with it.
     #[source]
-    pub source: TargetSpecError,
+    pub source: ProbeLineError,
 }
 
 /// Two targets with the same name (the `target` label must identify one).
@@ -182,14 +194,34 @@ pub struct ProbeFileError {
 #[error("probe name '{0}' is used twice")]
 pub struct DuplicateTarget(pub String);
 
-/// Parse a probe file: one target per line, `#` starts a comment, blank lines ignored.
-/// Errors name the line.
-pub fn parse_probe_file(text: &str) -> Result<Vec<Target>, ProbeFileError> {
+/// One line of a probe file: `TARGET [selector=SELECTOR]`.
+fn parse_line(l: &str) -> Result<(Target, Option<LabelSelector>), ProbeLineError> {
+    // ` selector=` after the target (a target named `selector` starts the line instead).
+    let at = l.char_indices().find(|(i, c)| {
+        c.is_whitespace() && l[i + c.len_utf8()..].trim_start().starts_with("selector=")
+    });
+    let (spec, selector) = match at {
+        Some((i, _)) => {
+            let rest = l[i..].trim_start();
+            let text = &rest["selector=".len()..];
+            (&l[..i], Some(text.parse::<LabelSelector>()?))
+        }
+        None => (l, None),
+    };
+    Ok((spec.parse()?, selector))
+}
+
+/// Parse a probe file: one target per line, optionally limited to the pods a label selector
+/// matches (`web=tcp:198.51.100.1:443 selector=app=web,tier!=db`); `#` starts a comment,
+/// blank lines are ignored. Errors name the line.
+pub fn parse_probe_file(
+    text: &str,
+) -> Result<Vec<(Target, Option<LabelSelector>)>, ProbeFileError> {
     text.lines()
         .enumerate()
         .map(|(i, l)| (i + 1, l.split('#').next().unwrap_or("").trim()))
         .filter(|(_, l)| !l.is_empty())
-        .map(|(line, l)| l.parse().map_err(|source| ProbeFileError { line, source }))
+        .map(|(line, l)| parse_line(l).map_err(|source| ProbeFileError { line, source }))
         .collect()
 }
 
@@ -273,6 +305,31 @@ mod tests {
     }
 
     #[test]
+    fn probe_file_selectors() {
+        let t = parse_probe_file(
+            "web=tcp:198.51.100.1:443 selector=app=web,tier!=db\n\
+             selector=icmp:198.51.100.2\n\
+             v6 = icmp:2001:db8::1\tselector= env in (a, b) # comment\n",
+        )
+        .unwrap();
+        assert_eq!(t[0].0.name, "web");
+        assert_eq!(
+            t[0].1.as_ref().map(ToString::to_string).as_deref(),
+            Some("app=web,tier!=db")
+        );
+        assert_eq!((t[1].0.name.as_str(), t[1].1.is_none()), ("selector", true));
+        assert_eq!(t[2].0.name, "v6");
+        assert_eq!(t[2].1.as_ref().unwrap().to_string(), "env in (a, b)");
+        let e = parse_probe_file("icmp:1.2.3.4\nweb=icmp:1.2.3.4 selector=app in (x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("line 2: invalid label selector 'app in (x'"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn probe_file_and_uniqueness() {
         let t =
             parse_probe_file("# targets\nicmp:198.51.100.1\n\nweb=tcp:198.51.100.1:443 # https\n")
@@ -284,6 +341,7 @@ mod tests {
             e.to_string().starts_with("line 2: invalid probe 'bogus'"),
             "{e}"
         );
+        let t: Vec<Target> = t.into_iter().map(|(t, _)| t).collect();
         assert!(check_unique(&t).is_ok());
         let dup = [t[0].clone(), t[0].clone()];
         assert_eq!(

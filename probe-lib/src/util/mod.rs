@@ -4,6 +4,8 @@
 
 pub mod backoff;
 pub mod clock;
+#[cfg(test)]
+pub(crate) mod props;
 
 use std::sync::{Mutex, MutexGuard};
 

@@ -38,13 +38,13 @@ pub fn block_problems(local: &str, map: &BlockMap, host: &HostState) -> Vec<Bloc
     }
     map.blocks
         .iter()
-        .filter(|b| b.node != local)
+        .filter(|b| *b.node != *local)
         .filter_map(|b| {
             let (reason, detail) = judge(b.cidr, map.nodes.get(&b.node), map, host)?;
             Some(BlockProblem {
                 reason,
                 block: b.cidr,
-                node: b.node.clone(),
+                node: b.node.to_string(),
                 detail,
             })
         })
@@ -300,9 +300,9 @@ mod tests {
             let addr = std::net::Ipv4Addr::from(0xc633_0000 + i);
             m.blocks.push(RemoteBlock {
                 cidr: format!("{block}/26").parse().unwrap(),
-                node: node.clone(),
+                node: node.as_str().into(),
             });
-            m.nodes.insert(node, peer(&addr.to_string(), None));
+            m.nodes.insert(node.into(), peer(&addr.to_string(), None));
             if i % 100 != 0 {
                 routes.push(via(&format!("{block}/26"), &addr.to_string(), 2));
             }

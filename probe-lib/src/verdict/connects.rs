@@ -180,12 +180,15 @@ mod tests {
                 interface: format!("cali-{name}"),
                 ips: vec![ip.parse().unwrap()],
                 in_grace: false,
+                meta: Default::default(),
+                uid: String::new(),
             },
             link: None,
             problems,
             pod_side: None,
             probes: vec![],
             gateways: vec![],
+            probes_skipped: None,
         }
     }
 

@@ -10,14 +10,20 @@ use serde::Serialize;
 mod blocks;
 mod calico;
 mod connects;
+mod controlplane;
 mod orphans;
+mod path_mtu;
+mod policy;
 mod probes;
 mod route;
 mod wiring;
 
 pub use blocks::{BlockProblem, block_problems};
+pub use calico::VanishedRoute;
 pub use connects::{ConnectNets, ConnectVerdict, classify, unanswered_connects};
+pub use controlplane::{ControlPlaneStatus, ServiceVerdict, control_plane_status, route_hint};
 pub use orphans::{Orphan, find_orphans};
+pub use policy::{NETWORK_POLICY, NODE_TARGET_HINT, PolicyEngine};
 pub use probes::{ProbeView, TargetVerdict};
 
 use crate::cni::Cni;
@@ -73,6 +79,10 @@ pub struct PodVerdict {
     /// AWS VPC CNI: 169.254.1.1).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub gateways: Vec<IpAddr>,
+    /// Not probed at all (its namespace, label or annotation opted it out); its wiring is
+    /// still judged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probes_skipped: Option<crate::model::ProbeSkip>,
 }
 
 impl PodVerdict {
@@ -83,12 +93,37 @@ impl PodVerdict {
 }
 
 /// One node-level problem.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeProblem {
     /// What is wrong.
     pub reason: NodeReason,
     /// Evidence, e.g. `ipv4`.
     pub detail: String,
+}
+
+impl NodeProblem {
+    /// What the problem means beyond its reason, when podnet can tell: the `node` target
+    /// unreachable from every pod is the node's own filter, never the uplink.
+    pub fn hint(&self) -> Option<&'static str> {
+        (self.reason == NodeReason::TargetUnreachable
+            && self.detail == crate::probe::target::NODE_TARGET)
+            .then_some(NODE_TARGET_HINT)
+    }
+}
+
+impl Serialize for NodeProblem {
+    /// `reason`, `detail` and, when there is one, `hint`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let hint = self.hint();
+        let mut m = s.serialize_map(Some(2 + usize::from(hint.is_some())))?;
+        m.serialize_entry("reason", &self.reason)?;
+        m.serialize_entry("detail", &self.detail)?;
+        if let Some(h) = hint {
+            m.serialize_entry("hint", h)?;
+        }
+        m.end()
+    }
 }
 
 /// All verdicts for the node.
@@ -138,6 +173,7 @@ pub fn evaluate(
                 pod_side: None,
                 probes: Vec::new(),
                 gateways: link.map_or_else(Vec::new, |l| wiring::gateways(cni, l, host)),
+                probes_skipped: None,
             }
         })
         .collect();
@@ -148,12 +184,16 @@ pub fn evaluate(
 }
 
 /// `calico_node_stale` when felix reports ready but disagrees with the API (pods from the API
-/// only: in node mode the pods are the interfaces, which felix sees too).
+/// only: in node mode the pods are the interfaces, which felix sees too). `vanished`: by host
+/// interface, the pods whose route was removed while they lived; `calico_node`: the calico-node
+/// pod on this node, whose version the message names.
 pub fn calico_node_stale(
     felix: &crate::model::FelixStatus,
     pods: &[PodVerdict],
+    vanished: &std::collections::HashMap<&str, VanishedRoute>,
+    calico_node: Option<&crate::model::CalicoNode>,
 ) -> Option<NodeProblem> {
-    calico::stale(felix, pods)
+    calico::stale(felix, pods, vanished, calico_node)
 }
 
 fn node_problems(pods: &[ExpectedPod], host: &HostState) -> Vec<NodeProblem> {
@@ -185,3 +225,6 @@ mod tests;
 
 #[cfg(test)]
 mod probe_tests;
+
+#[cfg(test)]
+mod policy_tests;

@@ -85,6 +85,8 @@ mod tests {
             interface: "calia".into(),
             ips: vec!["10.244.0.2".parse().unwrap()],
             in_grace: false,
+            meta: Default::default(),
+            uid: String::new(),
         }];
         // 10.244.0.3 belongs to a terminating pod: owned, not an orphan.
         let owned: HashSet<IpAddr> = ["10.244.0.2", "10.244.0.3"]

@@ -11,7 +11,7 @@ use crate::probe::target::{Direction, Protocol};
 
 const OUTSIDE: &str = "icmp:198.51.100.1";
 
-fn pods(n: usize) -> Vec<ExpectedPod> {
+pub(super) fn pods(n: usize) -> Vec<ExpectedPod> {
     (0..n)
         .map(|i| ExpectedPod {
             id: PodId {
@@ -21,11 +21,13 @@ fn pods(n: usize) -> Vec<ExpectedPod> {
             interface: format!("cali{i}"),
             ips: vec![format!("10.244.0.{}", i + 2).parse().unwrap()],
             in_grace: false,
+            meta: Default::default(),
+            uid: String::new(),
         })
         .collect()
 }
 
-fn host(n: usize) -> HostState {
+pub(super) fn host(n: usize) -> HostState {
     HostState::from_dump(
         HostDump {
             links: (0..n)
@@ -54,14 +56,15 @@ fn dest(target: &str, results: &[ProbeResult]) -> DestState {
     d
 }
 
-const OK: ProbeResult = ProbeResult::Ok;
-const TO: ProbeResult = ProbeResult::Timeout;
+pub(super) const OK: ProbeResult = ProbeResult::Ok;
+pub(super) const TO: ProbeResult = ProbeResult::Timeout;
 
 fn healthy_side() -> PodSide {
     PodSide {
         interface_up: true,
         default_route_v4: Some(true),
         default_route_v6: None,
+        mtu: None,
     }
 }
 
@@ -76,15 +79,26 @@ fn observation(r: ProbeResult) -> Observation {
 /// Reports where pod i's gateway has `gw[i]` and the outside target `out[i]`, probed in rounds
 /// as the prober does: round k of every pod before round k + 1 of any.
 fn reports(gw: &[&[ProbeResult]], out: &[&[ProbeResult]]) -> HashMap<String, PodProbes> {
+    reports_to(OUTSIDE, gw, out)
+}
+
+/// As [`reports`], with the second target named `target`.
+pub(super) fn reports_to(
+    target: &str,
+    gw: &[&[ProbeResult]],
+    out: &[&[ProbeResult]],
+) -> HashMap<String, PodProbes> {
     let mut r: Vec<PodProbes> = (0..gw.len())
         .map(|i| PodProbes {
             interface: format!("cali{i}"),
             pod_side: Some(healthy_side()),
-            dests: vec![dest("gateway", &[]), dest(OUTSIDE, &[])],
+            dests: vec![dest("gateway", &[]), dest(target, &[])],
             error: None,
             unanswered: Vec::new(),
             unanswered_dropped: 0,
             client_hint: None,
+            path_mtu: Vec::new(),
+            skipped: None,
         })
         .collect();
     let rounds = gw.iter().chain(out).map(|h| h.len()).max().unwrap_or(0);
@@ -104,6 +118,7 @@ fn run(n: usize, host: &HostState, reports: &HashMap<String, PodProbes>) -> Verd
     let view = ProbeView {
         reports,
         failure_threshold: 2,
+        policy_engine: None,
     };
     evaluate(&Cni::Calico, &pods(n), host, Some(&view))
 }
@@ -235,11 +250,13 @@ fn pod_side_problems_become_wiring_reasons() {
         interface_up: true,
         default_route_v4: Some(false),
         default_route_v6: None,
+        mtu: None,
     });
     r.get_mut("cali0").unwrap().pod_side = Some(PodSide {
         interface_up: false,
         default_route_v4: Some(true),
         default_route_v6: Some(false),
+        mtu: None,
     });
     let v = run(2, &host(2), &r);
     let reasons = |i: usize| -> Vec<&str> {
@@ -262,6 +279,7 @@ fn host_side_down_is_not_said_again_as_the_pods_lost_carrier() {
         interface_up: false,
         default_route_v4: Some(true),
         default_route_v6: None,
+        mtu: None,
     });
     let mut h = host(1);
     let mut down = veth(10, "cali0", 0);
@@ -286,6 +304,7 @@ fn the_pods_eth0_down_is_said_beside_the_host_sides_lost_carrier() {
         interface_up: false,
         default_route_v4: Some(true),
         default_route_v6: None,
+        mtu: None,
     });
     let mut h = host(1);
     let mut no_carrier = veth(10, "cali0", 0);

@@ -6,9 +6,10 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+use super::policy::{NETWORK_POLICY, NODE_TARGET_HINT, PolicyEngine, pod_hint};
 use super::{NodeProblem, NodeReason, PodProblem, PodReason, PodVerdict};
 use crate::probe::report::{DestState, PodProbes};
-use crate::probe::target::{Direction, GATEWAY_TARGET};
+use crate::probe::target::{Direction, GATEWAY_TARGET, NODE_TARGET};
 
 /// Probe results and how to judge them.
 #[derive(Debug, Clone, Copy)]
@@ -17,6 +18,8 @@ pub struct ProbeView<'a> {
     pub reports: &'a HashMap<String, PodProbes>,
     /// Consecutive failures before a destination counts as failing.
     pub failure_threshold: u32,
+    /// The policy engine on this node, if any: a failure behind clean wiring may be a policy.
+    pub policy_engine: Option<PolicyEngine>,
 }
 
 /// The verdict on one probed destination of one pod.
@@ -40,6 +43,10 @@ pub struct TargetVerdict {
     /// `gateway_unreachable`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diagnosis: Option<&'static str>,
+    /// What the diagnosis means and how to check it, when podnet can say more than a reason
+    /// (a possible network or host policy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 impl TargetVerdict {
@@ -56,6 +63,7 @@ pub(super) fn judge(pods: &mut [PodVerdict], view: &ProbeView<'_>, node: &mut Ve
             continue;
         };
         pv.pod_side = report.pod_side;
+        pv.probes_skipped = report.skipped;
         if let Some(side) = report.pod_side {
             // The host side set down takes the pod's carrier with it: said once, on the host
             // side. (The pod's eth0 set down takes the host side's carrier instead: then both
@@ -80,8 +88,15 @@ pub(super) fn judge(pods: &mut [PodVerdict], view: &ProbeView<'_>, node: &mut Ve
                 node_wide: false,
                 pending: false,
                 diagnosis: None,
+                hint: None,
             })
             .collect();
+        pv.problems.extend(super::path_mtu::path_mtu_problems(
+            &pv.pod.ips,
+            &report.path_mtu,
+            &pv.probes,
+            view.failure_threshold,
+        ));
     }
     for target in node_wide_failures(pods) {
         for pv in pods.iter_mut() {
@@ -89,6 +104,9 @@ pub(super) fn judge(pods: &mut [PodVerdict], view: &ProbeView<'_>, node: &mut Ve
                 if t.failing {
                     t.node_wide = true;
                     t.diagnosis = Some(NodeReason::TargetUnreachable.as_str());
+                    if target == NODE_TARGET {
+                        t.hint = Some(NODE_TARGET_HINT.to_owned());
+                    }
                 }
             }
         }
@@ -114,6 +132,7 @@ pub(super) fn judge(pods: &mut [PodVerdict], view: &ProbeView<'_>, node: &mut Ve
             .iter()
             .any(|t| t.state.target == GATEWAY_TARGET && t.failing);
         let problems = pv.problems.clone();
+        let namespace = pv.pod.id.namespace.as_str();
         for t in pv.probes.iter_mut().filter(|t| t.is_pod_failure()) {
             let v4 = t.state.address.is_ipv4();
             if (v4 && off_v4) || (!v4 && off_v6) {
@@ -121,6 +140,19 @@ pub(super) fn judge(pods: &mut [PodVerdict], view: &ProbeView<'_>, node: &mut Ve
                 t.diagnosis = Some(NodeReason::ForwardingDisabled.as_str());
             } else {
                 t.diagnosis = diagnose(t, &problems, gateway_failing);
+                // Wiring clean, gateway answering, a policy engine enforcing: most likely a
+                // policy, not the path.
+                if let (None, Some(engine)) = (t.diagnosis, view.policy_engine)
+                    && t.state.target != GATEWAY_TARGET
+                {
+                    t.diagnosis = Some(NETWORK_POLICY);
+                    t.hint = Some(pod_hint(
+                        engine,
+                        &t.state.target,
+                        t.state.direction,
+                        namespace,
+                    ));
+                }
             }
         }
     }
@@ -191,12 +223,12 @@ fn node_wide_failures(pods: &[PodVerdict]) -> Vec<String> {
                 .iter()
                 .filter(|p| p.probes.iter().any(|t| t.state.target == *name))
                 .filter(|p| {
-                    let mut gw = p
-                        .probes
+                    // (No gateway probe: it is switched off, or the pod skips it. The pod still
+                    // tells, as it would if its gateway answered.)
+                    p.probes
                         .iter()
                         .filter(|t| t.state.target == GATEWAY_TARGET)
-                        .peekable();
-                    gw.peek().is_some() && gw.all(|t| !t.failing)
+                        .all(|t| !t.failing)
                 })
                 .map(|p| {
                     p.probes

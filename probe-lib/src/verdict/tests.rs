@@ -68,6 +68,8 @@ impl Node {
                 interface: POD_A.into(),
                 ips: vec!["10.244.0.2".parse().unwrap(), "fd00::2".parse().unwrap()],
                 in_grace: false,
+                meta: Default::default(),
+                uid: String::new(),
             },
             ExpectedPod {
                 id: PodId {
@@ -77,6 +79,8 @@ impl Node {
                 interface: POD_B.into(),
                 ips: vec!["10.244.0.3".parse().unwrap()],
                 in_grace: false,
+                meta: Default::default(),
+                uid: String::new(),
             },
         ]
     }

@@ -13,6 +13,8 @@ fn pod(interface: &str, ip: &str) -> ExpectedPod {
         interface: interface.into(),
         ips: vec![ip.parse().unwrap()],
         in_grace: false,
+        meta: Default::default(),
+        uid: String::new(),
     }
 }
 

@@ -39,6 +39,18 @@ pub fn calico_node(name: &str, ip: &str, vxlan_tunnel: Option<&str>) -> Value {
     })
 }
 
+/// A Node `name` known by its IPv6 address `ip` (`InternalIP` and Calico's
+/// `projectcalico.org/IPv6Address` annotation, no IPv4 one).
+pub fn calico_node_v6(name: &str, ip: &str) -> Value {
+    let mut v = calico_node(name, ip, None);
+    let a = &mut v["metadata"]["annotations"];
+    if let Some(m) = a.as_object_mut() {
+        m.remove("projectcalico.org/IPv4Address");
+    }
+    a["projectcalico.org/IPv6Address"] = json!(format!("{ip}/64"));
+    v
+}
+
 /// A confirmed BlockAffinity of `cidr` to `node`.
 pub fn block_affinity(node: &str, cidr: &str) -> Value {
     let name = format!("{node}-{}", cidr.replace(['.', '/', ':'], "-"));

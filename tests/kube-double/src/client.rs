@@ -17,11 +17,23 @@ pub fn get_json(addr: SocketAddr, path: &str) -> Result<(u16, Value)> {
 
 /// One `GET` with `Connection: close`.
 pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    http_get_accept(addr, path, "*/*")
+}
+
+/// `GET path` with this `Accept` header, parsing the body as JSON: `(status, body)`.
+pub fn get_json_accept(addr: SocketAddr, path: &str, accept: &str) -> Result<(u16, Value)> {
+    let (code, body) = http_get_accept(addr, path, accept)?;
+    let v = serde_json::from_str(&body).with_context(|| format!("non-JSON body: {body:?}"))?;
+    Ok((code, v))
+}
+
+/// One `GET` with `Connection: close` and this `Accept` header.
+pub fn http_get_accept(addr: SocketAddr, path: &str, accept: &str) -> Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
     )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
@@ -88,11 +100,16 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 impl WatchStream {
     /// Send `GET path` and read the response head.
     pub fn open(addr: SocketAddr, path: &str) -> Result<Self> {
+        Self::open_accept(addr, path, "application/json")
+    }
+
+    /// Send `GET path` with this `Accept` header and read the response head.
+    pub fn open_accept(addr: SocketAddr, path: &str, accept: &str) -> Result<Self> {
         let mut socket = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
             .with_context(|| format!("connecting to {addr}"))?;
         write!(
             socket,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n\
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\n\
              Authorization: Bearer podnet-test-token\r\nConnection: close\r\n\r\n"
         )?;
         let mut s = WatchStream {

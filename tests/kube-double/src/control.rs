@@ -42,6 +42,8 @@ pub struct RequestRecord {
     pub path: String,
     /// Raw query string (still percent-encoded).
     pub query: String,
+    /// The `Accept` header asked for `PartialObjectMetadata`.
+    pub metadata_only: bool,
 }
 
 /// Request counters.
@@ -75,6 +77,9 @@ impl RequestStats {
 pub(crate) struct Control {
     fail_next: AtomicU32,
     fail_all: AtomicBool,
+    /// While set, every other watch from a resourceVersion is answered as compacted.
+    expire_every_other: AtomicBool,
+    expire_count: AtomicU64,
     delay_ms: AtomicU64,
     /// The current outage, if any.
     pub outage: watch::Sender<Option<Outage>>,
@@ -94,6 +99,8 @@ impl Default for Control {
         Control {
             fail_next: AtomicU32::new(0),
             fail_all: AtomicBool::new(false),
+            expire_every_other: AtomicBool::new(false),
+            expire_count: AtomicU64::new(0),
             delay_ms: AtomicU64::new(0),
             outage: watch::Sender::new(None),
             stalled: watch::Sender::new(false),
@@ -134,6 +141,22 @@ impl Control {
                 .fail_next
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok()
+    }
+
+    /// While `on`, every other watch from a resourceVersion gets 410 Expired (the first one
+    /// after switching on does).
+    pub fn expire_every_other_watch(&self, on: bool) {
+        self.expire_count.store(0, Ordering::SeqCst);
+        self.expire_every_other.store(on, Ordering::SeqCst);
+    }
+
+    /// Whether this watch must be answered as if its resourceVersion were compacted.
+    pub fn take_forced_expiry(&self) -> bool {
+        self.expire_every_other.load(Ordering::SeqCst)
+            && self
+                .expire_count
+                .fetch_add(1, Ordering::SeqCst)
+                .is_multiple_of(2)
     }
 
     /// Delay every response by `d`.

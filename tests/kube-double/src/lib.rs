@@ -4,10 +4,15 @@
 //! bookmarks; the double serves what a real apiserver would to either.)
 //!
 //! Served (GET only): `/api/v1/pods` and `/api/v1/namespaces/{ns}/pods` (list and watch),
-//! `/api/v1/nodes` and `/apis/crd.projectcalico.org/v1/blockaffinities` (list and watch, the
-//! same machinery: one store and revision, objects told apart by `kind`),
+//! `/api/v1/nodes`, `/apis/crd.projectcalico.org/v1/blockaffinities` and
+//! `/apis/events.k8s.io/v1/events` (list and watch, the same machinery: one store and revision,
+//! objects told apart by `kind`),
 //! `/api/v1/namespaces/{ns}/pods/{name}`, `/api/v1/nodes/{name}`, `/version`, `/api`, `/apis`,
-//! `/api/v1`. Anything else is a 404 `Status`.
+//! `/api/v1`. For the control-plane check (`controlplane.rs` builds them): APIServices,
+//! Validating/MutatingWebhookConfigurations and CRDs (cluster-scoped lists and watches),
+//! Services (`/api/v1[/namespaces/{ns}]/services`, and `GET …/services/{name}`) and
+//! EndpointSlices (`/apis/discovery.k8s.io/v1[/namespaces/{ns}]/endpointslices`, with label
+//! selectors). Anything else is a 404 `Status`.
 //!
 //! Modelled kube-apiserver behaviour:
 //! - **Lists**: a `PodList` whose `metadata.resourceVersion` is the store's revision; field
@@ -40,7 +45,12 @@
 //! from tokens and grants the test sets ([`KubeApiServer::add_token`],
 //! [`KubeApiServer::grant_non_resource`]).
 //!
-//! Not modelled: writes through the API, authentication (any bearer token is accepted),
+//! Writes (`writes.rs`): `GET`/`PATCH` `/api/v1/nodes/{name}/status` (strategic merge of
+//! `status.conditions` by `type`; a merge patch replaces the list) and `events.k8s.io/v1`
+//! Events (create with validation, merge-patch, get, list), each logged with its body
+//! ([`KubeApiServer::writes`]).
+//!
+//! Not modelled: other writes through the API, authentication (any bearer token is accepted),
 //! protobuf, HTTP/2, `/watch/` legacy paths, server-side apply, and `resourceVersion` on GETs
 //! of single objects (ignored).
 
@@ -48,6 +58,8 @@ mod auth;
 mod calico;
 mod client;
 mod control;
+mod controlplane;
+pub mod metadata;
 mod pod;
 mod query;
 mod selectors;
@@ -57,6 +69,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 mod watch;
+mod writes;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -67,11 +80,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-pub use calico::{block_affinity, calico_node};
-pub use client::{WatchStream, get_json, http_get};
+pub use calico::{block_affinity, calico_node, calico_node_v6};
+pub use client::{WatchStream, get_json, get_json_accept, http_get, http_get_accept};
 pub use control::{Outage, RequestKind, RequestRecord, RequestStats};
+pub use controlplane::{
+    apiserver_mirror_pod, apiservice, crd_with_conversion, endpoint_slice, service,
+    webhook_configuration,
+};
 pub use pod::{CREATION_TIMESTAMP, PodBuilder, malformed, numbered_pods, uid_for};
 pub use store::Resource;
+pub use writes::WriteRecord;
 
 use server::Shared;
 
@@ -112,14 +130,73 @@ pub struct KubeApiServer {
 
 impl KubeApiServer {
     /// Create or replace a cluster-scoped object (a Node from [`calico_node`], a
-    /// BlockAffinity from [`block_affinity`]); returns its revision.
+    /// BlockAffinity from [`block_affinity`], an APIService, …) or a namespaced one other than
+    /// a pod (a Service, an EndpointSlice); returns its revision.
     pub fn apply_object(&self, obj: Value) -> u64 {
+        // Events live with the written ones (`writes.rs`), where the API's Event routes read.
+        if obj.get("kind").and_then(Value::as_str) == Some("Event") {
+            return self
+                .shared
+                .writes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .put_event(obj);
+        }
         self.shared.write(|s| s.put(obj))
     }
 
     /// Delete a cluster-scoped object; its revision, or `None` if it did not exist.
     pub fn delete_object(&self, resource: Resource, name: &str) -> Option<u64> {
         self.shared.write(|s| s.delete(&resource.key("", name)))
+    }
+
+    /// Delete a namespaced object other than a pod (a Service, an EndpointSlice).
+    pub fn delete_namespaced(
+        &self,
+        resource: Resource,
+        namespace: &str,
+        name: &str,
+    ) -> Option<u64> {
+        self.shared
+            .write(|s| s.delete(&resource.key(namespace, name)))
+    }
+
+    /// Every write received (node status patches, Event creates and patches), in order, with
+    /// its body and the status answered.
+    pub fn writes(&self) -> Vec<WriteRecord> {
+        self.shared
+            .writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .log()
+    }
+
+    /// The Events stored (as written, plus `metadata.uid`/`resourceVersion`).
+    pub fn events(&self) -> Vec<Value> {
+        self.shared
+            .writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .events()
+    }
+
+    /// `status.conditions` of node `name` as written through the API.
+    pub fn node_conditions(&self, name: &str) -> Vec<Value> {
+        self.shared
+            .writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .conditions(name)
+    }
+
+    /// Preset node `name`'s conditions (e.g. the kubelet's `Ready`, the CNI's
+    /// `NetworkUnavailable`), as if others had written them.
+    pub fn set_node_conditions(&self, name: &str, conditions: Vec<Value>) {
+        self.shared
+            .writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_conditions(name, conditions);
     }
 
     /// Start on `addr` (port 0: any free port), inside network namespace `netns` if given.
@@ -240,6 +317,14 @@ impl KubeApiServer {
     /// Every request answers 500 while `on`.
     pub fn fail_all(&self, on: bool) {
         self.shared.control.fail_all(on);
+    }
+
+    /// While `on`, every other watch request from a resourceVersion (the first one after
+    /// switching on, the third, …) gets what a compacted revision gets: one `ERROR` event with
+    /// a 410 `Expired` Status and the end of the stream. Lists are unaffected (a list without
+    /// a resourceVersion is never too old).
+    pub fn expire_every_other_watch(&self, on: bool) {
+        self.shared.control.expire_every_other_watch(on);
     }
 
     /// Start (`Some`) or end (`None`) an outage. Starting one closes every open watch stream.

@@ -21,6 +21,8 @@ pub(crate) struct Params {
     pub timeout_seconds: Option<u64>,
     pub allow_bookmarks: bool,
     pub send_initial_events: Option<bool>,
+    /// From the `Accept` header, not the query: objects as `PartialObjectMetadata`.
+    pub metadata_only: bool,
 }
 
 /// Go's `strconv.ParseBool`, which the apiserver uses for boolean parameters.

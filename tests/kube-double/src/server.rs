@@ -35,6 +35,8 @@ pub(crate) struct Shared {
     pub addr: OnceLock<SocketAddr>,
     /// Tokens and grants for TokenReviews and SubjectAccessReviews.
     pub auth: super::auth::Grants,
+    /// Node status and Events written through the API.
+    pub writes: Mutex<super::writes::Writes>,
 }
 
 impl Shared {
@@ -47,6 +49,7 @@ impl Shared {
             listening: watch::Sender::new(false),
             addr: OnceLock::new(),
             auth: Default::default(),
+            writes: Mutex::default(),
         }
     }
 
@@ -98,6 +101,11 @@ enum Route<'a> {
     Node(&'a str),
     /// A list or watch of a cluster-scoped resource (Nodes, BlockAffinities).
     Cluster(Resource),
+    /// A list or watch of a namespaced resource other than pods (Services, EndpointSlices),
+    /// in one namespace or all.
+    Namespaced(Resource, Option<&'a str>),
+    /// `GET` of one namespaced object other than a pod (a Service).
+    Object(Resource, &'a str, &'a str),
     TokenReviews,
     SubjectAccessReviews,
     Unknown,
@@ -119,6 +127,45 @@ impl<'a> Route<'a> {
             ["apis", "crd.projectcalico.org", "v1", "blockaffinities"] => {
                 Route::Cluster(Resource::BlockAffinities)
             }
+            ["apis", "apiregistration.k8s.io", "v1", "apiservices"] => {
+                Route::Cluster(Resource::ApiServices)
+            }
+            [
+                "apis",
+                "admissionregistration.k8s.io",
+                "v1",
+                "validatingwebhookconfigurations",
+            ] => Route::Cluster(Resource::ValidatingWebhookConfigurations),
+            [
+                "apis",
+                "admissionregistration.k8s.io",
+                "v1",
+                "mutatingwebhookconfigurations",
+            ] => Route::Cluster(Resource::MutatingWebhookConfigurations),
+            [
+                "apis",
+                "apiextensions.k8s.io",
+                "v1",
+                "customresourcedefinitions",
+            ] => Route::Cluster(Resource::CustomResourceDefinitions),
+            ["api", "v1", "services"] => Route::Namespaced(Resource::Services, None),
+            ["api", "v1", "namespaces", ns, "services"] => {
+                Route::Namespaced(Resource::Services, Some(ns))
+            }
+            ["api", "v1", "namespaces", ns, "services", name] => {
+                Route::Object(Resource::Services, ns, name)
+            }
+            ["apis", "discovery.k8s.io", "v1", "endpointslices"] => {
+                Route::Namespaced(Resource::EndpointSlices, None)
+            }
+            [
+                "apis",
+                "discovery.k8s.io",
+                "v1",
+                "namespaces",
+                ns,
+                "endpointslices",
+            ] => Route::Namespaced(Resource::EndpointSlices, Some(ns)),
             ["apis", "authentication.k8s.io", "v1", "tokenreviews"] => Route::TokenReviews,
             ["apis", "authorization.k8s.io", "v1", "subjectaccessreviews"] => {
                 Route::SubjectAccessReviews
@@ -134,12 +181,22 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let route = Route::parse(&path);
-    let params = Params::parse(&query);
+    let metadata_only = req
+        .headers()
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(super::metadata::wanted);
+    let params = Params::parse(&query).map(|mut p| {
+        p.metadata_only = metadata_only;
+        p
+    });
     let kind = match (&route, &params) {
         _ if method != Method::GET => RequestKind::Other,
-        (Route::Pods(_) | Route::Cluster(_), Ok(p)) if p.watch => RequestKind::Watch,
-        (Route::Pods(_) | Route::Cluster(_), _) => RequestKind::List,
-        (Route::Pod(..) | Route::Node(_), _) => RequestKind::Get,
+        (Route::Pods(_) | Route::Cluster(_) | Route::Namespaced(..), Ok(p)) if p.watch => {
+            RequestKind::Watch
+        }
+        (Route::Pods(_) | Route::Cluster(_) | Route::Namespaced(..), _) => RequestKind::List,
+        (Route::Pod(..) | Route::Node(_) | Route::Object(..), _) => RequestKind::Get,
         (Route::Unknown, _) => RequestKind::Other,
         _ => RequestKind::Discovery,
     };
@@ -149,6 +206,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         method: method.to_string(),
         path: path.clone(),
         query,
+        metadata_only,
     });
     let delay = ctl.delay();
     if !delay.is_zero() {
@@ -159,6 +217,9 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     }
     if ctl.take_failure() {
         return ApiError::internal("injected fault").into_response();
+    }
+    if let Some(w) = super::writes::WriteRoute::parse(&path) {
+        return super::writes::handle(&shared, w, req).await;
     }
     if let Route::TokenReviews | Route::SubjectAccessReviews = route {
         return reviews(&shared, &route, method, req).await;
@@ -173,6 +234,9 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             Route::Pods(ns) => list(&shared, Resource::Pods, ns, &params).await,
             Route::Cluster(r) if params.watch => watch(&shared, r, None, &params).await,
             Route::Cluster(r) => list(&shared, r, None, &params).await,
+            Route::Namespaced(r, ns) if params.watch => watch(&shared, r, ns, &params).await,
+            Route::Namespaced(r, ns) => list(&shared, r, ns, &params).await,
+            Route::Object(r, ns, name) => get_object(&shared, r, ns, name),
             Route::Pod(ns, name) => get_pod(&shared, ns, name),
             Route::Node(name) => get_node(&shared, name),
             Route::Version => Ok(ok_json(&version())),
@@ -288,7 +352,11 @@ async fn list(
         }
     }
     let mut body = Vec::with_capacity(64 + page.items.len() * 1024);
-    let (api_version, kind) = resource.list_kind();
+    let (api_version, kind) = if params.metadata_only {
+        (super::metadata::API_VERSION, super::metadata::LIST_KIND)
+    } else {
+        resource.list_kind()
+    };
     body.extend_from_slice(
         format!(r#"{{"kind":"{kind}","apiVersion":"{api_version}","metadata":"#).as_bytes(),
     );
@@ -298,8 +366,12 @@ async fn list(
         if i > 0 {
             body.push(b',');
         }
-        serde_json::to_writer(&mut body, &**item)
-            .map_err(|e| ApiError::internal(&e.to_string()))?;
+        let written = if params.metadata_only {
+            serde_json::to_writer(&mut body, &super::metadata::partial(item))
+        } else {
+            serde_json::to_writer(&mut body, &**item)
+        };
+        written.map_err(|e| ApiError::internal(&e.to_string()))?;
     }
     body.extend_from_slice(b"]}");
     Ok(json_response(200, body))
@@ -309,6 +381,23 @@ fn get_pod(shared: &Shared, ns: &str, name: &str) -> Result<Response, ApiError> 
     let pod = shared.store().get(&format!("{ns}/{name}")).cloned();
     pod.map(|p| ok_json(&p))
         .ok_or_else(|| ApiError::not_found("pods", name))
+}
+
+fn get_object(
+    shared: &Shared,
+    resource: Resource,
+    ns: &str,
+    name: &str,
+) -> Result<Response, ApiError> {
+    let obj = shared.store().get(&resource.key(ns, name)).cloned();
+    let plural = resource
+        .list_kind()
+        .1
+        .trim_end_matches("List")
+        .to_lowercase()
+        + "s";
+    obj.map(|o| ok_json(&o))
+        .ok_or_else(|| ApiError::not_found(&plural, name))
 }
 
 fn get_node(shared: &Shared, name: &str) -> Result<Response, ApiError> {
@@ -459,7 +548,19 @@ mod tests {
             Route::parse("/apis/authentication.k8s.io/v1/tokenreviews"),
             Route::TokenReviews
         );
-        assert_eq!(Route::parse("/api/v1/services"), Route::Unknown);
+        assert_eq!(
+            Route::parse("/api/v1/services"),
+            Route::Namespaced(Resource::Services, None)
+        );
+        assert_eq!(
+            Route::parse("/apis/discovery.k8s.io/v1/namespaces/a/endpointslices"),
+            Route::Namespaced(Resource::EndpointSlices, Some("a"))
+        );
+        assert_eq!(
+            Route::parse("/api/v1/namespaces/a/services/s"),
+            Route::Object(Resource::Services, "a", "s")
+        );
+        assert_eq!(Route::parse("/api/v1/configmaps"), Route::Unknown);
         assert_eq!(Route::parse("/"), Route::Unknown);
     }
 }

@@ -27,6 +27,35 @@ impl ApiError {
         }
     }
 
+    /// 422 Invalid: a write the apiserver's validation refuses.
+    pub fn invalid(kind: &str, name: &str, message: impl Into<String>) -> Self {
+        let mut e = Self::new(422, "Invalid", message);
+        e.details = Some(json!({"name": name, "kind": kind}));
+        e
+    }
+
+    /// 409 AlreadyExists.
+    pub fn already_exists(resource: &str, name: &str) -> Self {
+        let mut e = Self::new(
+            409,
+            "AlreadyExists",
+            format!("{resource} \"{name}\" already exists"),
+        );
+        e.details = Some(json!({"name": name, "kind": resource}));
+        e
+    }
+
+    /// 415 UnsupportedMediaType: a patch type the resource does not take.
+    pub fn unsupported_media_type(content_type: &str) -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type:?})"
+            ),
+        )
+    }
+
     /// 400 BadRequest.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message)

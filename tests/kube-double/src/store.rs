@@ -46,6 +46,18 @@ pub enum Resource {
     Nodes,
     /// `crd.projectcalico.org/v1` BlockAffinities.
     BlockAffinities,
+    /// `apiregistration.k8s.io/v1` APIServices.
+    ApiServices,
+    /// `admissionregistration.k8s.io/v1` ValidatingWebhookConfigurations.
+    ValidatingWebhookConfigurations,
+    /// `admissionregistration.k8s.io/v1` MutatingWebhookConfigurations.
+    MutatingWebhookConfigurations,
+    /// `apiextensions.k8s.io/v1` CustomResourceDefinitions.
+    CustomResourceDefinitions,
+    /// `v1` Services (namespaced).
+    Services,
+    /// `discovery.k8s.io/v1` EndpointSlices (namespaced).
+    EndpointSlices,
 }
 
 impl Resource {
@@ -54,6 +66,12 @@ impl Resource {
         match obj.get("kind").and_then(Value::as_str) {
             Some("Node") => Resource::Nodes,
             Some("BlockAffinity") => Resource::BlockAffinities,
+            Some("APIService") => Resource::ApiServices,
+            Some("ValidatingWebhookConfiguration") => Resource::ValidatingWebhookConfigurations,
+            Some("MutatingWebhookConfiguration") => Resource::MutatingWebhookConfigurations,
+            Some("CustomResourceDefinition") => Resource::CustomResourceDefinitions,
+            Some("Service") => Resource::Services,
+            Some("EndpointSlice") => Resource::EndpointSlices,
             _ => Resource::Pods,
         }
     }
@@ -64,6 +82,20 @@ impl Resource {
             Resource::Pods => ("v1", "PodList"),
             Resource::Nodes => ("v1", "NodeList"),
             Resource::BlockAffinities => ("crd.projectcalico.org/v1", "BlockAffinityList"),
+            Resource::ApiServices => ("apiregistration.k8s.io/v1", "APIServiceList"),
+            Resource::ValidatingWebhookConfigurations => (
+                "admissionregistration.k8s.io/v1",
+                "ValidatingWebhookConfigurationList",
+            ),
+            Resource::MutatingWebhookConfigurations => (
+                "admissionregistration.k8s.io/v1",
+                "MutatingWebhookConfigurationList",
+            ),
+            Resource::CustomResourceDefinitions => {
+                ("apiextensions.k8s.io/v1", "CustomResourceDefinitionList")
+            }
+            Resource::Services => ("v1", "ServiceList"),
+            Resource::EndpointSlices => ("discovery.k8s.io/v1", "EndpointSliceList"),
         }
     }
 
@@ -73,6 +105,12 @@ impl Resource {
             Resource::Pods => "",
             Resource::Nodes => "nodes:",
             Resource::BlockAffinities => "blockaffinities:",
+            Resource::ApiServices => "apiservices:",
+            Resource::ValidatingWebhookConfigurations => "validatingwebhookconfigurations:",
+            Resource::MutatingWebhookConfigurations => "mutatingwebhookconfigurations:",
+            Resource::CustomResourceDefinitions => "customresourcedefinitions:",
+            Resource::Services => "services:",
+            Resource::EndpointSlices => "endpointslices:",
         }
     }
 
@@ -326,14 +364,20 @@ impl Store {
         limit: Option<usize>,
     ) -> Result<Page, u64> {
         let namespace = filter.namespace.as_deref();
+        // Namespaced kinds other than pods have their kind's prefix before the namespace.
+        let prefix = filter.resource.prefix();
         let lower = match (after, namespace) {
             (Some(a), _) => std::ops::Bound::Excluded(a.to_owned()),
-            (None, Some(ns)) => std::ops::Bound::Included(format!("{ns}/")),
+            (None, Some(ns)) => std::ops::Bound::Included(format!("{prefix}{ns}/")),
             (None, None) => std::ops::Bound::Unbounded,
         };
         let range = (lower, std::ops::Bound::Unbounded);
         let in_ns = |k: &str| {
-            namespace.is_none_or(|ns| k.strip_prefix(ns).is_some_and(|r| r.starts_with('/')))
+            namespace.is_none_or(|ns| {
+                k.strip_prefix(prefix)
+                    .and_then(|k| k.strip_prefix(ns))
+                    .is_some_and(|r| r.starts_with('/'))
+            })
         };
         let objects = self.objects_at(revision)?;
         // The node index serves a `spec.nodeName=X` list at the current revision.

@@ -225,7 +225,7 @@ fn nodes_discovery_and_unknown_paths() {
     assert_eq!(ok(&s, "/api")["versions"], json!(["v1"]));
     assert_eq!(ok(&s, "/apis")["kind"], "APIGroupList");
     assert_eq!(ok(&s, "/api/v1")["resources"][0]["name"], "pods");
-    fails(&s, "/api/v1/services", 404);
+    fails(&s, "/api/v1/configmaps", 404);
     assert_eq!(s.stats().count(RequestKind::Discovery), 4);
     let dir = std::env::temp_dir().join(format!("kubeconfig-{}", std::process::id()));
     s.kubeconfig(&dir).unwrap();
@@ -237,4 +237,120 @@ fn nodes_discovery_and_unknown_paths() {
     );
     assert!(text.contains("current-context: podnet-double\n"), "{text}");
     assert!(text.contains("    token: "), "{text}");
+}
+
+#[test]
+fn control_plane_kinds_are_served_with_their_selectors() {
+    let s = server();
+    s.apply_object(apiservice(
+        "v1beta1.metrics.k8s.io",
+        "kube-system",
+        "metrics-server",
+        Some((false, "FailedDiscoveryCheck")),
+    ));
+    s.apply_object(webhook_configuration(
+        true,
+        "policy",
+        "policy",
+        "policy-webhook",
+        443,
+        3,
+    ));
+    s.apply_object(crd_with_conversion(
+        "things.example.com",
+        "conv",
+        "conv-webhook",
+        9443,
+    ));
+    s.apply_object(service(
+        "kube-system",
+        "metrics-server",
+        "10.96.0.10",
+        443,
+        "https",
+        10250,
+    ));
+    s.apply_object(service(
+        "other",
+        "metrics-server",
+        "10.96.0.11",
+        443,
+        "https",
+        10250,
+    ));
+    s.apply_object(endpoint_slice(
+        "kube-system",
+        "metrics-server",
+        "https",
+        10250,
+        &[("10.244.0.5", true)],
+    ));
+    s.apply_object(endpoint_slice(
+        "kube-system",
+        "unrelated",
+        "https",
+        1,
+        &[("10.244.0.6", true)],
+    ));
+    let list = ok(&s, "/apis/apiregistration.k8s.io/v1/apiservices");
+    assert_eq!(
+        (list["kind"].as_str(), names(&list)),
+        (Some("APIServiceList"), vec!["v1beta1.metrics.k8s.io"])
+    );
+    let list = ok(
+        &s,
+        "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+    );
+    assert_eq!(names(&list), ["policy"]);
+    assert!(
+        names(&ok(
+            &s,
+            "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
+        ))
+        .is_empty()
+    );
+    assert_eq!(
+        names(&ok(
+            &s,
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+        )),
+        ["things.example.com"]
+    );
+    let svc = ok(&s, "/api/v1/namespaces/kube-system/services/metrics-server");
+    assert_eq!(svc["spec"]["clusterIP"], "10.96.0.10");
+    fails(&s, "/api/v1/namespaces/kube-system/services/nope", 404);
+    assert_eq!(
+        names(&ok(&s, "/api/v1/namespaces/other/services")),
+        ["metrics-server"]
+    );
+    assert_eq!(names(&ok(&s, "/api/v1/services")).len(), 2);
+    let slices = ok(
+        &s,
+        "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dmetrics-server",
+    );
+    assert_eq!(names(&slices), ["metrics-server-abcde"]);
+    assert!(
+        names(&ok(
+            &s,
+            "/apis/discovery.k8s.io/v1/namespaces/other/endpointslices"
+        ))
+        .is_empty()
+    );
+    // Pods are not mixed in, and the mirror pod is found by label and node.
+    s.apply(apiserver_mirror_pod(
+        "n1",
+        "192.0.2.10",
+        &["--enable-aggregator-routing=true"],
+    ))
+    .unwrap();
+    let pods = ok(
+        &s,
+        "/api/v1/namespaces/kube-system/pods?labelSelector=component%3Dkube-apiserver&fieldSelector=spec.nodeName%3Dn1",
+    );
+    assert_eq!(names(&pods), ["kube-apiserver-n1"]);
+    assert!(
+        s.delete_namespaced(Resource::Services, "other", "metrics-server")
+            .is_some()
+    );
+    assert_eq!(names(&ok(&s, "/api/v1/services")).len(), 1);
 }

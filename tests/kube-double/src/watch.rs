@@ -2,7 +2,9 @@
 //! store's history as the watch cache does (`k8s.io/apiserver/pkg/storage/cacher`).
 //!
 //! - A start revision below the compaction point gets one `ERROR` event carrying a 410
-//!   `Expired` Status, `too old resource version: R (C)`, and the stream ends.
+//!   `Expired` Status, `too old resource version: R (C)`, and the stream ends; so does every
+//!   other watch from a revision while `expire_every_other_watch` is on (an etcd compacting
+//!   faster than watchers keep up, the incident's loop).
 //! - A change whose object stops matching the selectors is sent as `DELETED` (the previous
 //!   object, with the change's resourceVersion); one that starts matching as `ADDED`.
 //! - `allowWatchBookmarks=true`: a `BOOKMARK` every bookmark interval, carrying the revision up
@@ -46,7 +48,10 @@ pub(crate) async fn watch(
         _open: shared.control.open_watch(),
     };
     let (tx, rx) = mpsc::channel::<String>(256);
-    tokio::spawn(run(shared, filter, plan, tx, signals));
+    let shape = Shape {
+        metadata_only: params.metadata_only,
+    };
+    tokio::spawn(run(shared, filter, plan, shape, tx, signals));
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|line| (Ok::<_, Infallible>(line), rx))
     });
@@ -58,34 +63,47 @@ pub(crate) async fn watch(
     Ok(resp)
 }
 
+/// How a watch's objects are written: whole, or as `PartialObjectMetadata`.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    metadata_only: bool,
+}
+
+impl Shape {
+    fn event_line(self, kind: &str, object: &Value) -> String {
+        if self.metadata_only && kind != "ERROR" {
+            event_line(kind, &super::metadata::partial(object))
+        } else {
+            event_line(kind, object)
+        }
+    }
+}
+
 fn event_line(kind: &str, object: &Value) -> String {
     format!("{{\"type\":\"{kind}\",\"object\":{object}}}\n")
 }
 
-fn bookmark_line(revision: u64, initial_events_end: bool) -> String {
+fn bookmark_line(shape: Shape, revision: u64, initial_events_end: bool) -> String {
     let mut metadata = json!({"resourceVersion": revision.to_string()});
     if initial_events_end {
         metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
-    event_line(
+    shape.event_line(
         "BOOKMARK",
         &json!({"kind": "Pod", "apiVersion": "v1", "metadata": metadata}),
     )
 }
 
 /// The event (if any) a change produces for a watch with this filter.
-fn convert(change: &Change, filter: &Filter) -> Option<String> {
+fn convert(change: &Change, filter: &Filter, shape: Shape) -> Option<String> {
     let now = change.kind != ChangeKind::Deleted && filter.matches(&change.object);
     let before = change.prev.as_deref().is_some_and(|p| filter.matches(p));
     match (before, now) {
-        (false, true) => Some(event_line("ADDED", &change.object)),
-        (true, true) => Some(event_line("MODIFIED", &change.object)),
+        (false, true) => Some(shape.event_line("ADDED", &change.object)),
+        (true, true) => Some(shape.event_line("MODIFIED", &change.object)),
         (true, false) => {
             let prev = change.prev.as_deref().unwrap_or(&change.object);
-            Some(event_line(
-                "DELETED",
-                &with_resource_version(prev, change.revision),
-            ))
+            Some(shape.event_line("DELETED", &with_resource_version(prev, change.revision)))
         }
         (false, false) => None,
     }
@@ -93,12 +111,18 @@ fn convert(change: &Change, filter: &Filter) -> Option<String> {
 
 /// Queue the events after `cursor`; returns the store's revision, or None if this watch fell
 /// behind the history window.
-fn drain(shared: &Shared, filter: &Filter, cursor: &mut u64, out: &mut Vec<String>) -> Option<u64> {
+fn drain(
+    shared: &Shared,
+    filter: &Filter,
+    shape: Shape,
+    cursor: &mut u64,
+    out: &mut Vec<String>,
+) -> Option<u64> {
     let (changes, revision) = {
         let store = shared.store();
         (store.changes_since(*cursor).ok()?, store.revision())
     };
-    out.extend(changes.iter().filter_map(|c| convert(c, filter)));
+    out.extend(changes.iter().filter_map(|c| convert(c, filter, shape)));
     *cursor = (*cursor).max(revision);
     Some(revision)
 }
@@ -115,6 +139,7 @@ async fn run(
     shared: Arc<Shared>,
     filter: Filter,
     plan: WatchPlan,
+    shape: Shape,
     tx: mpsc::Sender<String>,
     signals: Signals,
 ) {
@@ -132,6 +157,10 @@ async fn run(
                 "too old resource version: {rv} ({})",
                 store.compacted()
             ))),
+            // As if etcd had compacted past `rv` (`expire_every_other_watch`).
+            WatchStart::After(rv) if shared.control.take_forced_expiry() => Err(ApiError::expired(
+                format!("too old resource version: {rv} ({})", store.revision()),
+            )),
             WatchStart::After(rv) => Ok((rv, Vec::new())),
             WatchStart::Now => Ok((store.revision(), Vec::new())),
             WatchStart::CurrentState => {
@@ -147,15 +176,15 @@ async fn run(
             return;
         }
         Ok((revision, initial)) => {
-            out.extend(initial.iter().map(|o| event_line("ADDED", o)));
+            out.extend(initial.iter().map(|o| shape.event_line("ADDED", o)));
             if plan.initial_events_end {
-                out.push(bookmark_line(revision, true));
+                out.push(bookmark_line(shape, revision, true));
             }
             revision
         }
     };
     // Changes already in history after a given start revision.
-    if drain(&shared, &filter, &mut cursor, &mut out).is_none() {
+    if drain(&shared, &filter, shape, &mut cursor, &mut out).is_none() {
         return;
     }
     let deadline = Instant::now() + plan.timeout.unwrap_or(shared.config.default_watch_timeout);
@@ -180,17 +209,17 @@ async fn run(
             _ = tx.closed() => return,
             _ = stalled.changed() => {}
             changed = revisions.changed(), if !is_stalled => {
-                if changed.is_err() || drain(&shared, &filter, &mut cursor, &mut out).is_none() {
+                if changed.is_err() || drain(&shared, &filter, shape, &mut cursor, &mut out).is_none() {
                     return;
                 }
             }
             _ = tokio::time::sleep_until(next_bookmark), if plan.bookmarks && !is_stalled => {
-                let Some(revision) = drain(&shared, &filter, &mut cursor, &mut out) else {
+                let Some(revision) = drain(&shared, &filter, shape, &mut cursor, &mut out) else {
                     return;
                 };
                 // Never announce a revision the store has not reached (a future start rv).
                 if revision >= cursor {
-                    out.push(bookmark_line(cursor, false));
+                    out.push(bookmark_line(shape, cursor, false));
                 }
                 next_bookmark = Instant::now() + interval;
             }

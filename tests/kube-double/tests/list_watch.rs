@@ -574,3 +574,81 @@ fn kube_rs_watcher_request_sequence() {
     assert_eq!(log[1].kind, RequestKind::Watch);
     assert!(log[1].query.contains("allowWatchBookmarks=true"));
 }
+
+#[test]
+fn every_other_watch_from_a_revision_expires_while_asked_to() {
+    let s = server();
+    let rv = s.apply(pod("ns", "a", "n1", 1)).unwrap();
+    s.expire_every_other_watch(true);
+    let from_rv = format!("resourceVersion={rv}");
+    let expired = |w: &mut WatchStream| {
+        let e = w.next_event(T).unwrap().unwrap();
+        e["type"] == "ERROR" && e["object"]["code"] == 410 && w.next_event(T).unwrap().is_none()
+    };
+    assert!(expired(&mut watch(&s, &from_rv)), "the first one expires");
+    let mut second = watch(&s, &from_rv);
+    second.expect_silence(Duration::from_millis(200)).unwrap();
+    assert!(expired(&mut watch(&s, &from_rv)), "the third one too");
+    // A watch without a revision (the current state) is never too old, and lists still work.
+    let mut now = watch(&s, "");
+    assert_eq!(now.next_event(T).unwrap().unwrap()["type"], "ADDED");
+    ok(&s, "/api/v1/pods");
+    s.expire_every_other_watch(false);
+    let mut fine = watch(&s, &from_rv);
+    fine.expect_silence(Duration::from_millis(200)).unwrap();
+    let mut fine = watch(&s, &from_rv);
+    fine.expect_silence(Duration::from_millis(200)).unwrap();
+}
+
+/// `Accept: application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1` (lists) and
+/// `…;as=PartialObjectMetadata;…` (watches): objects reduced to their metadata, in the API
+/// server's shapes; without that header, whole objects.
+#[test]
+fn metadata_only_lists_and_watches() {
+    use podnet_kube_double::{calico_node, get_json_accept, metadata};
+    let s = server();
+    s.apply_object(calico_node("node-b", "192.0.2.11", Some("10.244.201.1")));
+    let list_accept = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";
+    let (code, list) = get_json_accept(s.addr(), "/api/v1/nodes?limit=500", list_accept).unwrap();
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(list["kind"], metadata::LIST_KIND);
+    assert_eq!(list["apiVersion"], metadata::API_VERSION);
+    let item = &list["items"][0];
+    assert_eq!(item["kind"], metadata::KIND);
+    assert_eq!(item["apiVersion"], "meta.k8s.io/v1");
+    assert_eq!(item["metadata"]["name"], "node-b");
+    assert_eq!(
+        item["metadata"]["annotations"]["projectcalico.org/IPv4VXLANTunnelAddr"],
+        "10.244.201.1"
+    );
+    assert!(
+        item.get("spec").is_none() && item.get("status").is_none(),
+        "{item}"
+    );
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Whole objects without the header.
+    let full = ok(&s, "/api/v1/nodes");
+    assert_eq!(full["kind"], "NodeList");
+    assert!(full["items"][0]["status"]["addresses"].is_array());
+    // A watch: events and bookmarks carry PartialObjectMetadata.
+    let accept = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
+    let path = format!("/api/v1/nodes?watch=true&resourceVersion={rv}&allowWatchBookmarks=true");
+    let mut w = WatchStream::open_accept(s.addr(), &path, accept).unwrap();
+    assert_eq!(w.status(), 200);
+    s.apply_object(calico_node("node-c", "192.0.2.12", None));
+    let ev = w.next_event(T).unwrap().unwrap();
+    assert_eq!(ev["type"], "ADDED");
+    assert_eq!(ev["object"]["kind"], "PartialObjectMetadata");
+    assert_eq!(ev["object"]["metadata"]["name"], "node-c");
+    assert!(ev["object"].get("status").is_none(), "{ev}");
+    let bookmark = w.next_event(T).unwrap().unwrap();
+    assert_eq!(bookmark["type"], "BOOKMARK");
+    assert_eq!(bookmark["object"]["kind"], "PartialObjectMetadata");
+    assert!(bookmark["object"]["metadata"]["resourceVersion"].is_string());
+    let log = s.request_log();
+    assert!(log.iter().filter(|r| r.path == "/api/v1/nodes").count() >= 3);
+    assert_eq!(log.iter().filter(|r| r.metadata_only).count(), 2, "{log:?}");
+}

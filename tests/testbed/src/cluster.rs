@@ -29,9 +29,17 @@ pub struct Cluster {
 impl Cluster {
     /// `pods` pods (pod 0 dual-stack) on the node and in the API, plus pods of other nodes.
     pub fn new(pods: usize) -> Result<Self> {
+        Self::with_history(pods, Config::default().history_window)
+    }
+
+    /// As [`Cluster::new`], the API keeping `history_window` changes for watches (a burst
+    /// larger than the window closes the watches that fall behind it, as the watch cache
+    /// does).
+    pub fn with_history(pods: usize, history_window: usize) -> Result<Self> {
         let node = SimNode::new(pods, &[0])?;
         let config = Config {
             bookmark_interval: Duration::from_secs(1),
+            history_window,
             ..Config::default()
         };
         let api = KubeApiServer::start_with(

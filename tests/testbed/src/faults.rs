@@ -154,6 +154,20 @@ impl SimNode {
         })
     }
 
+    /// `ip link set dev caliX mtu MTU` on the node: below the pod's eth0 MTU, the veth drops
+    /// every packet from the pod larger than this, silently (the MTU mismatch users hit when
+    /// a CNI's MTU setting and existing pods disagree). Repair: the same with the pod's MTU.
+    pub fn set_host_mtu(&self, index: usize, mtu: u32) -> Result<()> {
+        let idx = self.pod(index).host_index;
+        self.node.run(move |h| async move {
+            h.link()
+                .set(rtnetlink::LinkUnspec::new_with_index(idx).mtu(mtu).build())
+                .execute()
+                .await?;
+            Ok(())
+        })
+    }
+
     /// `ip link set dev eth0 mtu MTU` inside the pod.
     pub fn set_pod_mtu(&self, index: usize, mtu: u32) -> Result<()> {
         netns::with_netns(&self.pod(index).netns_path(), move |h| async move {

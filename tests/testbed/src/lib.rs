@@ -12,5 +12,6 @@ pub mod exposition;
 pub mod faults;
 pub mod felix;
 pub mod netns;
+pub mod podserver;
 pub mod sentinel;
 pub mod simnode;

@@ -60,7 +60,7 @@ pub(crate) fn block_affinity(obj: &Value) -> Option<RemoteBlock> {
     let cidr: IpNet = spec.get("cidr")?.as_str()?.parse().ok()?;
     Some(RemoteBlock {
         cidr: cidr.trunc(),
-        node: node.to_owned(),
+        node: node.into(),
     })
 }
 
@@ -135,7 +135,7 @@ mod tests {
         };
         let b = block_affinity(&ba("confirmed", "10.244.1.3/26")).unwrap();
         assert_eq!(
-            (b.cidr.to_string(), b.node.as_str()),
+            (b.cidr.to_string(), &*b.node),
             ("10.244.1.0/26".into(), "node-b")
         );
         assert!(block_affinity(&ba("pending", "10.244.1.0/26")).is_none());

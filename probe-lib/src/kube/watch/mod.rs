@@ -59,6 +59,10 @@ const PHASE_SELECTOR: &str = "status.phase!=Failed,status.phase!=Succeeded";
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 /// A watch silent for its timeout plus this (or half its timeout, if less) is stalled.
 const STALL_MARGIN: Duration = Duration::from_secs(30);
+/// While watch events keep coming, the view is published at most this often ...
+const PUBLISH_EVERY: Duration = Duration::from_millis(50);
+/// ... or after this many events.
+const PUBLISH_BATCH: usize = 1024;
 /// How long one list page or the start of a watch may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -250,6 +254,7 @@ impl KubeWatcher {
             synced: self.synced,
             pods: self.store.pods(),
             health: self.health.clone(),
+            calico_node: self.store.calico_node(),
         };
         self.tx.send_if_modified(|current| {
             if **current == view {
@@ -331,17 +336,38 @@ impl KubeWatcher {
         let mut stream = std::pin::pin!(stream);
         let idle_limit =
             self.config.watch_timeout + (self.config.watch_timeout / 2).min(STALL_MARGIN);
+        // Changes applied since the last publish, and when they must be published. A view is
+        // published at once after a quiet spell, then at most every PUBLISH_EVERY (or
+        // PUBLISH_BATCH events) while events keep coming: a burst of thousands costs a few
+        // views (and evaluations by the monitor), not one per event — which was quadratic in
+        // pods (every view holds all of them).
+        let mut unpublished = 0usize;
+        let mut publish_at: Option<tokio::time::Instant> = None;
+        let mut last_publish: Option<tokio::time::Instant> = None;
         loop {
             let mut silent = Duration::ZERO;
             let next = loop {
                 self.beat();
-                let wait = (idle_limit - silent).min(HEARTBEAT_EVERY);
+                let now = tokio::time::Instant::now();
+                if publish_at.is_some_and(|at| now >= at) || unpublished >= PUBLISH_BATCH {
+                    self.publish();
+                    (unpublished, publish_at, last_publish) = (0, None, Some(now));
+                }
+                let mut wait = (idle_limit - silent).min(HEARTBEAT_EVERY);
+                if let Some(at) = publish_at {
+                    wait = wait.min(at.saturating_duration_since(now));
+                }
                 match tokio::time::timeout(wait, stream.next()).await {
                     Ok(next) => break Ok(next),
                     Err(_) if silent + wait >= idle_limit => break Err(()),
                     Err(_) => silent += wait,
                 }
             };
+            if unpublished > 0 && !matches!(next, Ok(Some(Ok(_)))) {
+                // The watch ends here: what it brought is published first.
+                self.publish();
+                unpublished = 0;
+            }
             let item = match next {
                 Err(()) => return WatchEnd::Failed(WatchError::Stalled(idle_limit)),
                 Ok(None) => {
@@ -363,23 +389,36 @@ impl KubeWatcher {
                 Ok(Some(Ok(ev))) => ev,
             };
             self.contact();
+            if matches!(
+                item,
+                WatchEvent::Added(_) | WatchEvent::Modified(_) | WatchEvent::Deleted(_)
+            ) && publish_at.is_none()
+            {
+                // After a quiet spell at once (the next turn of the loop), else when due.
+                publish_at = Some(
+                    last_publish.map_or_else(tokio::time::Instant::now, |l| l + PUBLISH_EVERY),
+                );
+            }
             match item {
                 WatchEvent::Added(o) | WatchEvent::Modified(o) => {
                     if let Some(v) = o.resource_version() {
                         v.clone_into(rv);
                     }
                     self.store.upsert(&o.to_value(), Instant::now());
-                    self.publish();
+                    unpublished += 1;
                 }
                 WatchEvent::Deleted(o) => {
                     if let Some(v) = o.resource_version() {
                         v.clone_into(rv);
                     }
                     self.store.delete(&o.to_value());
-                    self.publish();
+                    unpublished += 1;
                 }
                 WatchEvent::Bookmark(b) => rv.clone_from(&b.metadata.resource_version),
                 WatchEvent::Error(status) => {
+                    if unpublished > 0 {
+                        self.publish();
+                    }
                     // 410: our version is compacted away, only a fresh list helps (the
                     // incident's watcher retried the same version forever). Any other error
                     // event also starts over with a list.

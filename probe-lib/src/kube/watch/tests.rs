@@ -609,3 +609,28 @@ async fn a_panicking_watcher_drops_its_heartbeat_while_unwinding() {
     assert!(task.await.unwrap_err().is_panic());
     assert_eq!(*live.ended.lock().unwrap(), Some(true));
 }
+
+/// A burst of events is published as a few views, not one per event (each view holds every
+/// pod: per event it was quadratic in pods, `agent/tests/api_storms.rs`), and nothing is held
+/// back for longer than `PUBLISH_EVERY`.
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_events_is_published_together_and_soon() {
+    let mut h = Harness::start();
+    h.next().await.list("5", &[]);
+    let events = h.next().await.stream();
+    let count = |h: &Harness| h.view.borrow().pods.len();
+    events.send(event("ADDED", pod("first", "6"))).unwrap();
+    h.settle().await;
+    assert_eq!(count(&h), 1, "after a quiet spell at once");
+    for i in 0..500 {
+        events
+            .send(event("ADDED", pod(&format!("p{i}"), &format!("{}", 7 + i))))
+            .unwrap();
+    }
+    h.settle().await;
+    assert_eq!(count(&h), 1, "the burst waits for the next publish");
+    tokio::time::sleep(PUBLISH_EVERY).await;
+    h.settle().await;
+    assert_eq!(count(&h), 501, "and comes within PUBLISH_EVERY");
+    h.stop().await;
+}

@@ -29,6 +29,8 @@ fn pod(i: usize) -> PodVerdict {
             interface: format!("cali{i}"),
             ips: vec![format!("10.244.0.{}", i + 2).parse().unwrap()],
             in_grace: false,
+            meta: Default::default(),
+            uid: String::new(),
         },
         link: Some(PodLink {
             index: 10 + i as u32,
@@ -40,6 +42,7 @@ fn pod(i: usize) -> PodVerdict {
         pod_side: None,
         probes: vec![],
         gateways: vec![],
+        probes_skipped: None,
     }
 }
 
@@ -52,8 +55,12 @@ struct Running {
 }
 
 fn start(n: usize, concurrency: usize) -> Running {
+    start_with(snapshot(n), concurrency, ProbeScope::default())
+}
+
+fn start_with(set: PodSet, concurrency: usize, scope: ProbeScope) -> Running {
     let net = FakePodNetwork::default();
-    let (snaps, rx) = watch::channel(Arc::new(snapshot(n)));
+    let (snaps, rx) = watch::channel(Arc::new(set));
     let (tx, reports) = mpsc::unbounded_channel();
     let metrics = Metrics::new("t").probe();
     let mut targets = Target::defaults().to_vec();
@@ -70,6 +77,7 @@ fn start(n: usize, concurrency: usize) -> Running {
         owners: None,
         pod_networks: Vec::new(),
         hints: Vec::new(),
+        scope,
     };
     let prober = Prober::new(net.clone(), config, rx, tx, metrics.clone());
     tokio::spawn(prober.run(std::future::pending()));
@@ -204,6 +212,7 @@ async fn unsynced_snapshots_are_ignored() {
         owners: None,
         pod_networks: Vec::new(),
         hints: Vec::new(),
+        scope: Default::default(),
     };
     tokio::spawn(
         Prober::new(net.clone(), config, rx, tx, Metrics::new("t").probe())
@@ -218,6 +227,7 @@ fn side(interface_up: bool) -> PodSide {
         interface_up,
         default_route_v4: Some(true),
         default_route_v6: None,
+        mtu: None,
     }
 }
 
@@ -306,4 +316,117 @@ async fn failing_connects_are_reported_after_two_rounds_and_cleared() {
     r.net.set_syn_sent("cali1", SynSentDump::default());
     tokio::time::sleep(INTERVAL).await;
     assert!(latest(&mut r).unanswered.is_empty());
+}
+
+/// The path-MTU probe rides on the rounds that read the pod's side (every sixth); a failure
+/// makes the next round come after the re-check delay and read (and probe) again, and every
+/// round after while it fails; the reports carry its state, and a success clears it.
+#[tokio::test(start_paused = true)]
+async fn a_path_mtu_failure_is_rechecked_confirmed_and_cleared() {
+    let mut r = start(2, 8);
+    r.net.set_path_mtu("cali1", ProbeResult::Timeout);
+    r.net.set_path_mtu("cali0", ProbeResult::Ok);
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let rounds = rounds_of(&r.net, "cali1", r.start);
+    assert_eq!(rounds[1] - rounds[0], Duration::from_secs(1), "{rounds:?}");
+    let reports = reports_of(&mut r, "cali1");
+    let states = |p: &PodProbes| p.path_mtu.clone();
+    assert_eq!(states(&reports[0])[0].consecutive_failures, 1);
+    let last = states(reports.last().unwrap());
+    assert_eq!(last.len(), 1, "{last:?}");
+    assert!(last[0].is_failing(2), "{last:?}");
+    assert_eq!(last[0].consecutive_failures as usize, reports.len());
+    assert_eq!((last[0].mtu, last[0].size), (1500, 1500));
+    // The healthy pod probes it only every sixth round: its state stays ok in between.
+    let healthy = reports_of(&mut r, "cali0");
+    assert!(
+        healthy
+            .iter()
+            .all(|p| p.path_mtu.len() == 1 && !p.path_mtu[0].last.is_failure())
+    );
+    r.net.set_path_mtu("cali1", ProbeResult::Ok);
+    tokio::time::sleep(INTERVAL * 2).await;
+    let after = reports_of(&mut r, "cali1");
+    assert_eq!(after.last().unwrap().path_mtu[0].consecutive_failures, 0);
+}
+
+/// Pods 0–2: 0 annotated `podnet.io/probes: "false"`, 1 labelled app=web, 2 app=db with an
+/// annotation podnet does not understand.
+fn scoped_set(annotate: bool) -> PodSet {
+    let mut set = snapshot(3);
+    let meta = |labels: &[(&str, &str)], probes: Option<&str>| crate::model::ProbeMeta {
+        labels: Arc::new(
+            labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        ),
+        probes: probes.map(Arc::from),
+        ..Default::default()
+    };
+    set.pods[0].meta = meta(&[], annotate.then_some("false"));
+    set.pods[1].meta = meta(&[("app", "web")], None);
+    set.pods[2].meta = meta(&[("app", "db")], Some("maybe"));
+    set
+}
+
+fn last_report(r: &mut Running, iface: &str) -> Option<PodProbes> {
+    let mut last = None;
+    while let Ok(p) = r.reports.try_recv() {
+        if p.interface == iface {
+            last = Some(p);
+        }
+    }
+    last
+}
+
+#[tokio::test(start_paused = true)]
+async fn opted_out_pods_are_not_probed_and_selectors_limit_targets() {
+    let scope = ProbeScope {
+        selectors: [("icmp:198.51.100.1".to_owned(), "app=web".parse().unwrap())].into(),
+        ..ProbeScope::default()
+    };
+    let mut r = start_with(scoped_set(true), 8, scope);
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert!(
+        rounds_of(&r.net, "cali0", r.start).is_empty(),
+        "never probed"
+    );
+    assert!(rounds_of(&r.net, "cali1", r.start).len() >= 2);
+    let mut by_pod = HashMap::new();
+    while let Ok(p) = r.reports.try_recv() {
+        by_pod.insert(p.interface.clone(), p);
+    }
+    let skipped = &by_pod["cali0"];
+    assert_eq!(skipped.skipped, Some(crate::model::ProbeSkip::Annotation));
+    assert!(skipped.dests.is_empty());
+    let targets =
+        |i: &str| -> Vec<String> { by_pod[i].dests.iter().map(|d| d.target.clone()).collect() };
+    assert_eq!(
+        targets("cali1"),
+        ["gateway", "node", "icmp:198.51.100.1", "pod"]
+    );
+    assert_eq!(
+        targets("cali2"),
+        ["gateway", "node", "pod"],
+        "app=db: not selected"
+    );
+    // The value podnet does not understand is counted once, not once per pod set.
+    let invalid = crate::model::ScopeIgnored::InvalidValue;
+    assert_eq!(r.metrics.scope_ignored_count(invalid), 1);
+    r.snaps.send_replace(Arc::new(scoped_set(true)));
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(r.metrics.scope_ignored_count(invalid), 1);
+
+    // The annotation removed: probed at once.
+    r.snaps.send_replace(Arc::new(scoped_set(false)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(rounds_of(&r.net, "cali0", r.start).len(), 1);
+    let back = last_report(&mut r, "cali0").expect("a report");
+    assert_eq!(back.skipped, None);
+    // And back on: no further rounds.
+    r.snaps.send_replace(Arc::new(scoped_set(true)));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(rounds_of(&r.net, "cali0", r.start).len(), 1);
+    assert!(last_report(&mut r, "cali0").is_some_and(|p| p.skipped.is_some()));
 }

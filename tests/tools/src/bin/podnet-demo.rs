@@ -1,14 +1,19 @@
-//! The incident, re-enacted: a simulated Calico node, the real agent inside it, one pod's host
-//! route deleted as calico-node silently stopped programming routes, what the agent reports and
-//! how fast, the repair, the recovery, and a clean teardown. Needs root; no cluster.
+//! The incident, re-enacted: a simulated Calico node, the real agent inside it run as the
+//! DaemonSet runs it (pods from a Kubernetes API: the double, so reports name `namespace/pod`),
+//! one pod's host route deleted as calico-node silently stopped programming routes, what the
+//! agent reports and how fast (the metric, `podnet-agent check`'s table, `kubectl podnet`), the
+//! repair, the recovery, and a clean teardown. Needs root; no cluster.
 
 use std::net::IpAddr;
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use podnet_testbed::agent::Agent;
-use podnet_testbed::simnode::SimNode;
+use podnet_kube_double::{PodBuilder, calico_node};
+use podnet_testbed::agent::agent_binary;
+use podnet_testbed::cluster::{Cluster, NODE};
+use podnet_testbed::simnode::NODE_IPV4;
 
 const PODS: usize = 6;
 
@@ -29,10 +34,24 @@ fn say(s: &str) {
 }
 
 fn run() -> Result<()> {
-    say("== podnet demo: one simulated Calico node, no cluster ==");
-    let node = SimNode::new(PODS, &[0]).context("building the simulated node")?;
+    say("== podnet demo: one simulated Calico node and a Kubernetes API double, no cluster ==");
+    let cluster = Cluster::new(PODS).context("building the simulated node and API")?;
+    let node = &cluster.node;
+    // What `kubectl podnet` reads besides podnet's own writes: the Node and the agent's pod.
+    cluster
+        .api
+        .apply_object(calico_node(NODE, &NODE_IPV4.to_string(), None));
+    // hostNetwork, as the DaemonSet's pod is: not one of the pods the agent checks.
+    let mut agent_pod = PodBuilder::new("podnet", "podnet-agent-demo")
+        .node(NODE)
+        .host_network()
+        .label("app.kubernetes.io/name", "podnet")
+        .build();
+    agent_pod["status"]["conditions"] = serde_json::json!([{"type": "Ready", "status": "True"}]);
+    cluster.api.apply(agent_pod)?;
     say(&format!(
-        "node namespace {} with {PODS} pods, wired as Calico's CNI does:",
+        "node namespace {} ({NODE}) with {PODS} pods, wired as Calico's CNI does and listed by \
+         the API:",
         node.node_netns()
     ));
     for p in node.pods() {
@@ -45,7 +64,10 @@ fn run() -> Result<()> {
         ));
     }
 
-    let agent = Agent::start(&node, &[]).context("starting podnet-agent in the node")?;
+    let bin = agent_binary()?;
+    let agent = cluster
+        .agent(&bin, &[])
+        .context("starting podnet-agent in the node")?;
     let m = agent.metrics()?;
     say(&format!(
         "\npodnet-agent is ready: podnet_local_pods {} , podnet_broken_pods {}",
@@ -104,6 +126,35 @@ fn run() -> Result<()> {
         say(&format!("   log: {line}"));
     }
 
+    say(&format!(
+        "\n   $ kubectl exec -n podnet ds/podnet-agent -- podnet-agent check   (here: ip netns \
+         exec {} podnet-agent check …)",
+        node.node_netns()
+    ));
+    let (code, table) = check(&cluster, &bin)?;
+    for line in table.lines() {
+        say(format!("   {line}").trim_end());
+    }
+    say(&format!(
+        "   exit code {code} (0 healthy, 1 problems, 2 could not check)"
+    ));
+
+    // HOOK (issue 15 items 1-2, the node condition and Events, built in parallel): once the
+    // agent sets the `PodNetworkProblem` condition and writes Events (reportingController
+    // podnet.io/agent), `kubectl podnet` below shows them with no change here. Until then the
+    // condition column reads `-` and the pods list is empty.
+    match plugin_binary(&bin) {
+        Some(plugin) => {
+            for what in ["nodes", "pods"] {
+                say(&format!("\n   $ kubectl podnet {what} -o wide"));
+                for line in kubectl_podnet(&cluster, &plugin, what)?.lines() {
+                    say(format!("   {line}").trim_end());
+                }
+            }
+        }
+        None => say("\n   (kubectl-podnet not built next to podnet-agent: skipped)"),
+    }
+
     say("\n-- repair: the route is put back (as restarting calico-node did)");
     node.restore_routes(victim.index)?;
     let t1 = Instant::now();
@@ -119,7 +170,7 @@ fn run() -> Result<()> {
     say("\n-- teardown");
     drop(agent);
     let base = node.node_netns().to_owned();
-    drop(node);
+    drop(cluster);
     let left: Vec<String> = std::fs::read_dir(podnet_testbed::netns::NETNS_DIR)
         .map(|d| {
             d.flatten()
@@ -134,4 +185,51 @@ fn run() -> Result<()> {
     } else {
         anyhow::bail!("namespaces left behind: {left:?}")
     }
+}
+
+/// `podnet-agent check` in the node's namespace, configured as the agent is: its table and
+/// exit code.
+fn check(cluster: &Cluster, bin: &Path) -> Result<(i32, String)> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", cluster.node.node_netns()])
+        .arg(bin)
+        .args(["check", "--node-name", NODE, "--pod-source", "kubernetes"])
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .output()
+        .context("running podnet-agent check")?;
+    let code = out.status.code().unwrap_or(-1);
+    if code == 2 {
+        anyhow::bail!(
+            "podnet-agent check could not check: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok((code, String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+/// `kubectl-podnet`, built beside the agent (`cargo build --workspace --bins`).
+fn plugin_binary(agent: &Path) -> Option<PathBuf> {
+    let p = agent.with_file_name("kubectl-podnet");
+    p.is_file().then_some(p)
+}
+
+/// `kubectl podnet WHAT -o wide` against the API double (inside the node's namespace, where
+/// the double listens).
+fn kubectl_podnet(cluster: &Cluster, plugin: &Path, what: &str) -> Result<String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", cluster.node.node_netns()])
+        .arg(plugin)
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .args([what, "-o", "wide"])
+        .output()
+        .context("running kubectl-podnet")?;
+    if out.status.code() == Some(2) {
+        anyhow::bail!(
+            "kubectl-podnet {what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -10,6 +10,17 @@
 //!
 //! `podnet-bench kube [--pods 250] [--others 50000] [--seconds 300]`: Kubernetes mode with this
 //! node's pods among many others in the API double: memory, time to sync, API requests/min.
+//!
+//! `podnet-bench throttle [--pods 250] [--seconds 300]`: the probing agent in a scratch CPU
+//! cgroup with the manifest's request, without a quota and with CFS quotas of 200m to 25m:
+//! throttled periods and the probes' round-trip times and failures.
+//!
+//! `podnet-bench controlplane [--seconds N]`: the control-plane check probing 50 webhook
+//! Services × 3 endpoints every 10 s: CPU, RSS and API requests with and without it.
+//!
+//! `podnet-bench blocks [--pods 250] [--blocks 5000] [--deletions 300]`: route deletion →
+//! metric latency and RSS, without and with `--remote-blocks calico`, with the API double
+//! serving the blocks of `blocks / 4` nodes and a route for each in the node's table.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
@@ -22,7 +33,7 @@ use podnet_testbed::simnode::{GATEWAY_IPV4, GATEWAY_IPV6, PodSpec, SimNode, pod_
 use rtnetlink::RouteMessageBuilder;
 
 fn main() -> ExitCode {
-    const USAGE: &str = "usage: podnet-bench core [--pods N] [--deletions N] [--idle SECS] [--extra-routes N]\n       podnet-bench probes [--pods N] [--seconds N]\n       podnet-bench kube [--pods N] [--others N] [--seconds N]";
+    const USAGE: &str = "usage: podnet-bench core [--pods N] [--deletions N] [--idle SECS] [--extra-routes N]\n       podnet-bench probes [--pods N] [--seconds N]\n       podnet-bench kube [--pods N] [--others N] [--seconds N]\n       podnet-bench throttle [--pods N] [--seconds N]\n       podnet-bench controlplane [--seconds N]\n       podnet-bench blocks [--pods N] [--blocks N] [--deletions N]";
     let args: Vec<String> = std::env::args().skip(1).collect();
     let opts = match Opts::parse(args.get(1..).unwrap_or_default()) {
         Ok(o) => o,
@@ -35,6 +46,9 @@ fn main() -> ExitCode {
         Some("core") => core(&opts),
         Some("probes") => probes::run(&opts),
         Some("kube") => kube::run(&opts),
+        Some("throttle") => throttle::run(&opts),
+        Some("controlplane") => controlplane::run(&opts),
+        Some("blocks") => blocks::run(&opts),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -56,6 +70,7 @@ struct Opts {
     extra_routes: usize,
     seconds: usize,
     others: usize,
+    blocks: usize,
 }
 
 impl Opts {
@@ -69,6 +84,7 @@ impl Opts {
             extra_routes: 10_000,
             seconds: 300,
             others: 50_000,
+            blocks: 5_000,
         };
         let mut it = args.iter();
         while let Some(name) = it.next() {
@@ -79,6 +95,7 @@ impl Opts {
                 "--extra-routes" => &mut o.extra_routes,
                 "--seconds" => &mut o.seconds,
                 "--others" => &mut o.others,
+                "--blocks" => &mut o.blocks,
                 _ => return Err(format!("unknown option {name}")),
             };
             let value = it.next().ok_or_else(|| format!("{name} needs a value"))?;
@@ -90,8 +107,11 @@ impl Opts {
     }
 }
 
+mod blocks;
+mod controlplane;
 mod kube;
 mod probes;
+mod throttle;
 
 /// The benchmark's report is its output.
 #[allow(clippy::print_stdout)]

@@ -1,0 +1,135 @@
+//! The checking engine as both the agent and `podnet-agent check` run it: the pod source,
+//! felix, the remote block watch, the control-plane check, the API look-up of pod IPs for
+//! unanswered connects, the monitor over netlink and the prober. Built here once so the
+//! one-shot check judges with exactly the agent's code.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use podnet_probe::host::netlink::NetlinkHost;
+use podnet_probe::metrics::Metrics;
+use podnet_probe::model::Workers;
+use podnet_probe::monitor::{Monitor, MonitorConfig, ProbeSettings};
+use podnet_probe::probe::hints::ClientHint;
+use podnet_probe::probe::hints::kong::Kong;
+use podnet_probe::probe::target::Gateways;
+use podnet_probe::probe::unanswered::UnansweredConfig;
+use podnet_probe::probe::{NetnsDriver, Prober, ProberConfig};
+use podnet_probe::snapshot::Snapshot;
+use podnet_probe::verdict::ConnectNets;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Args;
+use crate::scoping::Probing;
+use crate::source;
+
+/// The engine, built but not yet running.
+pub struct Engine {
+    /// Judges the node; run it with [`Monitor::run`].
+    pub monitor: Monitor<NetlinkHost>,
+    /// Probes the pods, unless `--no-probes`.
+    pub prober: Option<Prober<NetnsDriver>>,
+    /// The monitor's snapshots.
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// Background sources already running, by worker name.
+    pub tasks: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+/// Start the sources and build the monitor and prober. `stopped()` completes on shutdown.
+pub async fn build<S, F>(
+    args: &Args,
+    probing: Probing,
+    choice: source::Choice,
+    node: String,
+    metrics: &mut Metrics,
+    workers: &Workers,
+    stopped: S,
+) -> anyhow::Result<Engine>
+where
+    S: Fn() -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let (felix, felix_task) = crate::start_felix(args, metrics, workers, stopped()).unzip();
+    let (pods, watch_task) =
+        source::start(choice, args, &node, metrics, workers, stopped()).await?;
+    let blocks = source::start_blocks(args, workers, stopped()).await?;
+    let (remote_blocks, blocks_task) = blocks.unzip();
+    let control_plane = source::start_control_plane(args, &node, workers, stopped()).await?;
+    let (control_plane, control_plane_task) = control_plane.unzip();
+    let host = NetlinkHost::new().context("opening netlink")?;
+    let owners = source::pod_ip_owners(args, &pods).await?;
+    let config = MonitorConfig {
+        node_name: node,
+        pods,
+        resync_interval: args.resync_interval,
+        probes: (!args.no_probes).then(|| ProbeSettings {
+            failure_threshold: args.probe_failures,
+            targets: probing.target_names(),
+            policy_engine: probing.policy_engine,
+            networks: ConnectNets {
+                pods: args.cluster_pod_cidrs.clone(),
+                services: args.service_cidrs.clone(),
+            },
+        }),
+        cni: args.cni.clone(),
+        remote_blocks,
+        felix,
+        control_plane,
+    };
+    let (monitor, snapshots) = Monitor::new(host, config, metrics.monitor());
+    let prober = if args.no_probes {
+        None
+    } else {
+        let driver =
+            NetnsDriver::with_worker(workers.register("netns")).context("starting the prober")?;
+        let config = ProberConfig {
+            targets: probing.targets,
+            gateways: Gateways::default(),
+            interval: args.probe_interval,
+            timeout: args.probe_timeout,
+            failure_threshold: args.probe_failures,
+            recheck: Duration::from_secs(1).min(args.probe_interval),
+            concurrency: args.probe_concurrency as usize,
+            scope: probing.scope,
+            unanswered: (!args.no_connect_watch).then(|| UnansweredConfig {
+                rounds: args.connect_rounds,
+                ..UnansweredConfig::default()
+            }),
+            owners,
+            pod_networks: args.cluster_pod_cidrs.clone(),
+            hints: client_hints(args),
+        };
+        Some(Prober::new(
+            driver,
+            config,
+            monitor.pod_set(),
+            monitor.probe_sink(),
+            metrics.probe(),
+        ))
+    };
+    let mut tasks = Vec::new();
+    tasks.extend(watch_task.map(|t| ("watch", t)));
+    tasks.extend(blocks_task.map(|t| ("blocks", t)));
+    tasks.extend(felix_task.map(|t| ("felix", t)));
+    tasks.extend(control_plane_task.map(|t| ("controlplane", t)));
+    Ok(Engine {
+        monitor,
+        prober,
+        snapshots,
+        tasks,
+    })
+}
+
+/// The client kinds asked why they are stale (one entry per `probe/hints/*.rs`).
+fn client_hints(args: &Args) -> Vec<Arc<dyn ClientHint>> {
+    let mut hints: Vec<Arc<dyn ClientHint>> = Vec::new();
+    if args.kong_admin_port != 0 {
+        hints.push(Arc::new(Kong {
+            admin_port: args.kong_admin_port,
+        }));
+    }
+    hints
+}

@@ -1,0 +1,429 @@
+//! Kubernetes Events (`events.k8s.io/v1`) decided from the snapshot: one Warning when a
+//! problem starts, its `series` counted when it starts again, one Normal when it clears.
+//! Pod problems are told on the Pod, node-level and remote block problems on the Node.
+//! Transitions, not scrapes or rounds, make Events; a [`TokenBucket`] caps the writes; the
+//! state is bounded ([`MAX_TRACKED`]). Pure: the caller passes the clock and performs the
+//! [`Write`]s.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{Value, json};
+
+use super::bucket::TokenBucket;
+use super::condition::truncate;
+use super::reasons::{block_reason, node_reason, pod_reason};
+use crate::model::SourceName;
+use crate::snapshot::Snapshot;
+use crate::util::clock::rfc3339;
+
+/// `reportingController` of every Event.
+pub const REPORTING_CONTROLLER: &str = "podnet.io/agent";
+/// Longest `note` (the API's limit is 1 kB).
+pub const MAX_NOTE: usize = 1024;
+/// A problem that starts again within this of its last Event continues that Event's series;
+/// later, it gets a new Event (the API server keeps Events for an hour).
+pub const SERIES_WINDOW: Duration = Duration::from_secs(30 * 60);
+/// Problems remembered at most; beyond, new ones are not told (and counted as dropped).
+pub const MAX_TRACKED: usize = 4096;
+/// Where Events about the Node go (as the kubelet's do).
+const NODE_EVENT_NAMESPACE: &str = "default";
+
+/// What an Event is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Regarding {
+    /// A pod of this node.
+    Pod {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// UID (`kubectl describe pod` selects Events by it).
+        uid: String,
+    },
+    /// This node.
+    Node,
+}
+
+/// One problem as Events know it: what it concerns and its reason.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProblemKey {
+    /// The object.
+    pub regarding: Regarding,
+    /// CamelCase reason.
+    pub reason: &'static str,
+}
+
+/// The problems of one snapshot, and the pods it still has (a pod that is gone gets no
+/// recovery Event).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Problem → its evidence.
+    pub problems: BTreeMap<ProblemKey, String>,
+    /// Every pod in the snapshot.
+    pub pods: HashSet<Regarding>,
+}
+
+/// What the snapshot says Events should be about; `None` when Events cannot be told: before
+/// the first full read, or without pod identities (node mode).
+pub fn observe(snap: &Snapshot) -> Option<Observed> {
+    if !snap.synced || snap.pod_source != SourceName::Kubernetes {
+        return None;
+    }
+    let mut out = Observed::default();
+    let total = snap.verdicts.pods.len();
+    let healthy = total - snap.verdicts.pods_with_problems();
+    let mut add = |key: ProblemKey, evidence: String| {
+        let note = out.problems.entry(key).or_default();
+        if !note.is_empty() {
+            note.push_str("; ");
+        }
+        if note.len() < MAX_NOTE {
+            note.push_str(&evidence);
+        }
+    };
+    for pod in &snap.verdicts.pods {
+        if pod.pod.id.name.is_empty() {
+            continue;
+        }
+        let regarding = Regarding::Pod {
+            namespace: pod.pod.id.namespace.clone(),
+            name: pod.pod.id.name.clone(),
+            uid: pod.pod.uid.clone(),
+        };
+        for p in &pod.problems {
+            let ip = p.ip.map(|ip| format!("{ip}: ")).unwrap_or_default();
+            let key = ProblemKey {
+                regarding: regarding.clone(),
+                reason: pod_reason(p.reason),
+            };
+            add(
+                key,
+                format!("{ip}{} (host interface {:?})", p.detail, pod.pod.interface),
+            );
+        }
+    }
+    for p in &snap.verdicts.node {
+        let key = ProblemKey {
+            regarding: Regarding::Node,
+            reason: node_reason(p.reason),
+        };
+        add(key, p.detail.clone());
+    }
+    for b in snap.remote_blocks.iter() {
+        let key = ProblemKey {
+            regarding: Regarding::Node,
+            reason: block_reason(b.reason),
+        };
+        add(key, format!("{} of node {}: {}", b.block, b.node, b.detail));
+    }
+    for note in out.problems.values_mut() {
+        note.push_str(&format!(
+            "; {healthy} of {total} pods on the node are wired correctly"
+        ));
+        *note = truncate(std::mem::take(note), MAX_NOTE);
+    }
+    out.pods = snap
+        .verdicts
+        .pods
+        .iter()
+        .filter(|p| !p.pod.id.name.is_empty())
+        .map(|p| Regarding::Pod {
+            namespace: p.pod.id.namespace.clone(),
+            name: p.pod.id.name.clone(),
+            uid: p.pod.uid.clone(),
+        })
+        .collect();
+    Some(out)
+}
+
+/// An Event this agent created, as far as its series goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Recorded {
+    namespace: String,
+    name: String,
+    count: u32,
+    last: SystemTime,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    active: bool,
+    warning: Option<Recorded>,
+    recovery: Option<Recorded>,
+    changed: SystemTime,
+}
+
+/// One request to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// `POST /apis/events.k8s.io/v1/namespaces/{namespace}/events` with `body`.
+    Create {
+        /// Namespace of the Event.
+        namespace: String,
+        /// Its name (in `body` too).
+        name: String,
+        /// The Event.
+        body: Value,
+    },
+    /// `PATCH …/events/{name}` (merge patch) with `body`: the series' new count.
+    Series {
+        /// Namespace of the Event.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// `{"series": {"count", "lastObservedTime"}}`.
+        body: Value,
+    },
+}
+
+impl Write {
+    /// Namespace and name of the Event written.
+    pub fn target(&self) -> (&str, &str) {
+        match self {
+            Write::Create {
+                namespace, name, ..
+            }
+            | Write::Series {
+                namespace, name, ..
+            } => (namespace, name),
+        }
+    }
+}
+
+/// The writes of one step, and how many the rate limit or the state bound dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Step {
+    /// In order.
+    pub writes: Vec<Write>,
+    /// Not written: no token left, or too many problems tracked.
+    pub dropped: u64,
+}
+
+/// The Events' memory: which problems are active and which Event tells each.
+#[derive(Debug)]
+pub struct EventTracker {
+    node: String,
+    entries: HashMap<ProblemKey, Entry>,
+    bucket: TokenBucket,
+    seq: u64,
+}
+
+impl EventTracker {
+    /// For node `node`, writing at most `burst` Events at once and `per_minute` after.
+    pub fn new(node: &str, burst: u32, per_minute: u32) -> Self {
+        EventTracker {
+            node: node.to_owned(),
+            entries: HashMap::new(),
+            bucket: TokenBucket::new(burst, per_minute),
+            seq: 0,
+        }
+    }
+
+    /// Problems remembered (bounded by [`MAX_TRACKED`]).
+    pub fn tracked(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Compare with what was active: an Event (or a series update) per problem that started
+    /// or cleared since the last step.
+    pub fn step(&mut self, seen: &Observed, now: SystemTime, mono: Instant) -> Step {
+        let mut step = Step::default();
+        // Forget what is long over, and problems of pods that are gone.
+        self.entries.retain(|k, e| {
+            let gone =
+                matches!(k.regarding, Regarding::Pod { .. }) && !seen.pods.contains(&k.regarding);
+            let stale = !e.active
+                && now
+                    .duration_since(e.changed)
+                    .is_ok_and(|age| age > SERIES_WINDOW);
+            !(gone || stale)
+        });
+        for (key, note) in &seen.problems {
+            if self.entries.get(key).is_some_and(|e| e.active) {
+                continue;
+            }
+            if !self.entries.contains_key(key) && !self.make_room() {
+                step.dropped += 1;
+                continue;
+            }
+            let entry = self.entries.entry(key.clone()).or_insert(Entry {
+                active: false,
+                warning: None,
+                recovery: None,
+                changed: now,
+            });
+            entry.active = true;
+            entry.changed = now;
+            let prev = entry.warning.take();
+            let (write, record) = self.tell(key, note, true, prev, now);
+            self.apply(key, true, write, record, mono, &mut step);
+        }
+        let cleared: Vec<ProblemKey> = self
+            .entries
+            .iter()
+            .filter(|(k, e)| e.active && !seen.problems.contains_key(*k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in cleared {
+            let Some(entry) = self.entries.get_mut(&key) else {
+                continue;
+            };
+            entry.active = false;
+            entry.changed = now;
+            let prev = entry.recovery.take();
+            let note = "the problem is no longer observed".to_owned();
+            let (write, record) = self.tell(&key, &note, false, prev, now);
+            self.apply(&key, false, write, record, mono, &mut step);
+        }
+        step
+    }
+
+    /// The Event a create or series update wrote failed: forget it, so the next occurrence
+    /// creates a new one instead of patching one that may not exist.
+    pub fn failed(&mut self, write: &Write) {
+        let (ns, name) = write.target();
+        for e in self.entries.values_mut() {
+            for slot in [&mut e.warning, &mut e.recovery] {
+                if slot
+                    .as_ref()
+                    .is_some_and(|r| r.namespace == ns && r.name == name)
+                {
+                    *slot = None;
+                }
+            }
+        }
+    }
+
+    /// Room for one more entry: evict the longest-inactive one if full.
+    fn make_room(&mut self) -> bool {
+        if self.entries.len() < MAX_TRACKED {
+            return true;
+        }
+        let oldest = self
+            .entries
+            .iter()
+            .filter(|(_, e)| !e.active)
+            .min_by_key(|(_, e)| e.changed)
+            .map(|(k, _)| k.clone());
+        oldest.is_some_and(|k| self.entries.remove(&k).is_some())
+    }
+
+    /// Keep the record and the write if a token allows it.
+    fn apply(
+        &mut self,
+        key: &ProblemKey,
+        warning: bool,
+        write: Write,
+        record: Recorded,
+        mono: Instant,
+        step: &mut Step,
+    ) {
+        if !self.bucket.try_take(mono) {
+            step.dropped += 1;
+            return;
+        }
+        if let Some(e) = self.entries.get_mut(key) {
+            if warning {
+                e.warning = Some(record);
+            } else {
+                e.recovery = Some(record);
+            }
+        }
+        step.writes.push(write);
+    }
+
+    /// A new Event, or the next count of `prev`'s series when it is recent.
+    fn tell(
+        &mut self,
+        key: &ProblemKey,
+        note: &str,
+        warning: bool,
+        prev: Option<Recorded>,
+        now: SystemTime,
+    ) -> (Write, Recorded) {
+        if let Some(prev) = prev.filter(|p| {
+            now.duration_since(p.last)
+                .map_or(true, |age| age <= SERIES_WINDOW)
+        }) {
+            let record = Recorded {
+                count: prev.count.saturating_add(1).max(2),
+                last: now,
+                ..prev
+            };
+            let body = json!({"series": {
+                "count": record.count,
+                "lastObservedTime": rfc3339(now, true),
+            }});
+            let write = Write::Series {
+                namespace: record.namespace.clone(),
+                name: record.name.clone(),
+                body,
+            };
+            return (write, record);
+        }
+        self.seq += 1;
+        let (namespace, object, regarding) = match &key.regarding {
+            Regarding::Pod {
+                namespace,
+                name,
+                uid,
+            } => (
+                namespace.clone(),
+                name.clone(),
+                json!({"apiVersion": "v1", "kind": "Pod", "namespace": namespace,
+                       "name": name, "uid": uid}),
+            ),
+            // `kubectl describe node` looks for the node's name as its uid, as the kubelet
+            // writes it.
+            Regarding::Node => (
+                NODE_EVENT_NAMESPACE.to_owned(),
+                self.node.clone(),
+                json!({"apiVersion": "v1", "kind": "Node", "name": self.node,
+                       "uid": self.node}),
+            ),
+        };
+        let nanos = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        let prefix: String = object.chars().take(200).collect();
+        let name = format!("{prefix}.{:x}", nanos.wrapping_add(self.seq));
+        let (kind, action, reason) = if warning {
+            ("Warning", "Detected", key.reason.to_owned())
+        } else {
+            ("Normal", "Recovered", format!("{}Resolved", key.reason))
+        };
+        let body = json!({
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            "metadata": {"name": name, "namespace": namespace},
+            "eventTime": rfc3339(now, true),
+            "reportingController": REPORTING_CONTROLLER,
+            "reportingInstance": self.node,
+            "action": action,
+            "reason": reason,
+            "type": kind,
+            "note": truncate(note.to_owned(), MAX_NOTE),
+            "regarding": regarding,
+        });
+        let record = Recorded {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            count: 1,
+            last: now,
+        };
+        (
+            Write::Create {
+                namespace,
+                name,
+                body,
+            },
+            record,
+        )
+    }
+}
+
+#[cfg(test)]
+#[path = "events_tests.rs"]
+mod tests;
