@@ -250,6 +250,50 @@ pub struct Args {
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_pod_series: u32,
 
+    /// Do not watch pods' failing connects (the `SYN_SENT` sockets dumped in each pod's
+    /// namespace every round). The environment variable takes 1/true/yes/on or 0/false/no/off.
+    #[arg(long, env = "PODNET_NO_CONNECT_WATCH", action = ArgAction::SetTrue,
+          value_parser = BoolishValueParser::new())]
+    pub no_connect_watch: bool,
+
+    /// Rounds in a row a destination's connects must go unanswered (SYN retransmitted)
+    /// before it is reported.
+    #[arg(long, env = "PODNET_CONNECT_ROUNDS", default_value = "2", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub connect_rounds: u32,
+
+    /// The cluster's pod networks (Calico IP pools, `--cluster-cidr`): an unanswered address
+    /// there that is not this node's pod's is looked up in the API (`vanished_pod_ip`,
+    /// `unanswered_pod`). The default holds the common defaults (kubeadm/flannel, Calico).
+    #[arg(
+        long,
+        env = "PODNET_CLUSTER_POD_CIDRS",
+        value_delimiter = ',',
+        value_name = "CIDR,…",
+        default_value = "10.244.0.0/16,192.168.0.0/16,fd00::/8"
+    )]
+    pub cluster_pod_cidrs: Vec<ipnet::IpNet>,
+
+    /// The cluster's Service ClusterIP ranges (`--service-cluster-ip-range`).
+    #[arg(
+        long,
+        env = "PODNET_SERVICE_CIDRS",
+        value_delimiter = ',',
+        value_name = "CIDR,…",
+        default_value = "10.96.0.0/12"
+    )]
+    pub service_cidrs: Vec<ipnet::IpNet>,
+
+    /// Kong's Admin API port on a client pod's loopback: a pod with unanswered connects is
+    /// asked `GET /status` there (Kong's `database.reachable`, DB-less `configuration_hash`),
+    /// and a Kong answer explains why its upstreams are stale. 0: do not ask.
+    #[arg(
+        long,
+        env = "PODNET_KONG_ADMIN_PORT",
+        default_value = "8001",
+        value_name = "PORT"
+    )]
+    pub kong_admin_port: u16,
     /// Do not write the `PodNetworkProblem` condition on this node's Node object (it is
     /// written whenever an API is configured). 1/true/yes/on or 0/false/no/off.
     #[arg(long, env = "PODNET_NO_CONDITIONS", action = ArgAction::SetTrue,

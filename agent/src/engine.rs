@@ -1,6 +1,7 @@
 //! The checking engine as both the agent and `podnet-agent check` run it: the pod source,
-//! felix, the remote block watch, the control-plane check, the monitor over netlink and the prober. Built here once so
-//! the one-shot check judges with exactly the agent's code.
+//! felix, the remote block watch, the control-plane check, the API look-up of pod IPs for
+//! unanswered connects, the monitor over netlink and the prober. Built here once so the
+//! one-shot check judges with exactly the agent's code.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,9 +12,13 @@ use podnet_probe::host::netlink::NetlinkHost;
 use podnet_probe::metrics::Metrics;
 use podnet_probe::model::Workers;
 use podnet_probe::monitor::{Monitor, MonitorConfig, ProbeSettings};
+use podnet_probe::probe::hints::ClientHint;
+use podnet_probe::probe::hints::kong::Kong;
 use podnet_probe::probe::target::Gateways;
+use podnet_probe::probe::unanswered::UnansweredConfig;
 use podnet_probe::probe::{NetnsDriver, Prober, ProberConfig};
 use podnet_probe::snapshot::Snapshot;
+use podnet_probe::verdict::ConnectNets;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -55,6 +60,7 @@ where
     let control_plane = source::start_control_plane(args, &node, workers, stopped()).await?;
     let (control_plane, control_plane_task) = control_plane.unzip();
     let host = NetlinkHost::new().context("opening netlink")?;
+    let owners = source::pod_ip_owners(args, &pods).await?;
     let config = MonitorConfig {
         node_name: node,
         pods,
@@ -63,6 +69,10 @@ where
             failure_threshold: args.probe_failures,
             targets: probing.target_names(),
             policy_engine: probing.policy_engine,
+            networks: ConnectNets {
+                pods: args.cluster_pod_cidrs.clone(),
+                services: args.service_cidrs.clone(),
+            },
         }),
         cni: args.cni.clone(),
         remote_blocks,
@@ -84,6 +94,13 @@ where
             recheck: Duration::from_secs(1).min(args.probe_interval),
             concurrency: args.probe_concurrency as usize,
             scope: probing.scope,
+            unanswered: (!args.no_connect_watch).then(|| UnansweredConfig {
+                rounds: args.connect_rounds,
+                ..UnansweredConfig::default()
+            }),
+            owners,
+            pod_networks: args.cluster_pod_cidrs.clone(),
+            hints: client_hints(args),
         };
         Some(Prober::new(
             driver,
@@ -104,4 +121,15 @@ where
         snapshots,
         tasks,
     })
+}
+
+/// The client kinds asked why they are stale (one entry per `probe/hints/*.rs`).
+fn client_hints(args: &Args) -> Vec<Arc<dyn ClientHint>> {
+    let mut hints: Vec<Arc<dyn ClientHint>> = Vec::new();
+    if args.kong_admin_port != 0 {
+        hints.push(Arc::new(Kong {
+            admin_port: args.kong_admin_port,
+        }));
+    }
+    hints
 }

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use podnet_probe::controlplane::{ControlPlaneConfig, ControlPlaneWatcher, Mode};
 use podnet_probe::kube::{
-    BlockSource, BlockWatchConfig, BlockWatcher, KubeWatcher, WatchConfig, in_cluster,
+    BlockSource, BlockWatchConfig, BlockWatcher, KubeWatcher, PodIpLookup, WatchConfig, in_cluster,
 };
 use podnet_probe::metrics::Metrics;
-use podnet_probe::model::{BlockMap, ControlPlaneView, Workers};
+use podnet_probe::model::{BlockMap, ControlPlaneView, PodIpOwners, Workers};
 use podnet_probe::monitor::PodSource;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -196,4 +196,19 @@ pub async fn start_control_plane(
         watcher.run(shutdown).await;
     });
     Ok(Some((rx, task)))
+}
+
+/// Who owns an address pods fail to connect to: asked of the API when pods come from it and
+/// the connect watch is on (`--no-connect-watch` or `--no-probes`: not at all).
+pub async fn pod_ip_owners(
+    args: &Args,
+    pods: &PodSource,
+) -> anyhow::Result<Option<Arc<dyn PodIpOwners>>> {
+    if args.no_probes || args.no_connect_watch || !matches!(pods, PodSource::Kubernetes { .. }) {
+        return Ok(None);
+    }
+    let client = podnet_probe::kube::client(args.kubeconfig.as_deref())
+        .await
+        .context("connecting to the Kubernetes API")?;
+    Ok(Some(Arc::new(PodIpLookup::new(client))))
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::model::{KubeStatus, PodEntry, PodSet, SourceName};
-use crate::verdict::{BlockProblem, ControlPlaneStatus, Verdicts};
+use crate::verdict::{BlockProblem, ConnectVerdict, ControlPlaneStatus, Verdicts};
 
 /// One consistent view of the node, replaced (never mutated) on every change.
 #[derive(Debug, Clone, Serialize)]
@@ -46,6 +46,8 @@ pub struct Snapshot {
     pub remote_blocks: std::sync::Arc<Vec<BlockProblem>>,
     /// Other nodes' blocks judged (none before the block map's first list, or when off).
     pub remote_blocks_checked: usize,
+    /// Destinations pods keep failing to connect to, classified (when probes run).
+    pub unanswered_connects: Vec<ConnectVerdict>,
     /// On control-plane nodes: the Services kube-apiserver calls, judged; `None` when the
     /// check is off or idle (not a control-plane node).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -80,6 +82,7 @@ impl Snapshot {
             verdicts: Verdicts::default(),
             remote_blocks: std::sync::Arc::default(),
             remote_blocks_checked: 0,
+            unanswered_connects: Vec::new(),
             control_plane: None,
         }
     }

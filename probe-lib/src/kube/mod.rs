@@ -6,6 +6,7 @@ mod calico_node;
 mod error;
 mod page;
 mod pod;
+mod podip;
 #[cfg(test)]
 mod props;
 mod store;
@@ -19,6 +20,7 @@ pub use error::WatchError;
 pub use pod::{
     KubePod, MAX_LABELS, MAX_PROBE_ANNOTATION, PROBES_KEY, RawPod, SKIP_PROBES_KEY, Skip, parse_pod,
 };
+pub use podip::{PodIpLookup, TokenBucket, owner_from_list};
 pub use store::{KubeHealth, KubeView, PodStore, Tracked};
 pub use watch::{KubeWatcher, WatchConfig};
 

@@ -427,6 +427,7 @@ impl Collector for VerdictCollector {
         }
         encode_probe_verdicts(&mut encoder, &snap, &exported)?;
         encode_remote_blocks(&mut encoder, &snap)?;
+        connects::encode(&mut encoder, &snap)?;
         controlplane::encode_control_plane(&mut encoder, &snap)?;
         gauge(
             &mut encoder,
@@ -578,6 +579,7 @@ fn encode_probe_verdicts(
 }
 
 mod calico;
+mod connects;
 mod controlplane;
 mod process;
 

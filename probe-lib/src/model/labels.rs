@@ -433,3 +433,24 @@ mod tests {
         );
     }
 }
+
+label_enum! {
+    /// Where a pod's unanswered connects go (the `class` label of
+    /// `podnet_pod_unanswered_connects`).
+    pub enum ConnectClass {
+        /// A pod on this node (its route and probes say whether the node is at fault).
+        NodePod => "node_pod",
+        /// An address in the cluster's pod network that belongs to no pod: the client uses a
+        /// stale address (a deleted pod's IP).
+        VanishedPodIp => "vanished_pod_ip",
+        /// A live pod on another node that does not answer.
+        UnansweredPod => "unanswered_pod",
+        /// In the cluster's pod network, but whose it is could not be asked (no API, rate
+        /// limit, API error).
+        PodIpUnverified => "pod_ip_unverified",
+        /// A Service ClusterIP.
+        Service => "service",
+        /// Outside the cluster's pod and Service networks.
+        Outside => "outside",
+    }
+}

@@ -10,6 +10,7 @@ mod counters;
 mod felix;
 mod labels;
 mod notify;
+mod owners;
 mod pods;
 mod workers;
 
@@ -24,11 +25,12 @@ pub use controlplane::{
 pub use counters::{KubeMetrics, MonitorMetrics, ProbeMetrics};
 pub use felix::{Felix, FelixStatus};
 pub use labels::{
-    BlockReason, ControlPlaneReason, Direction, LabelEnum, NodeReason, PodReason, ProbeResult,
-    Protocol, RestartReason, ResyncCause, SourceName,
+    BlockReason, ConnectClass, ControlPlaneReason, Direction, LabelEnum, NodeReason, PodReason,
+    ProbeResult, Protocol, RestartReason, ResyncCause, SourceName,
 };
 pub use labels::{ProbeSkip, ScopeIgnored};
 pub use notify::{NotifyMetrics, WriteObject};
+pub use owners::{PodIpOwner, PodIpOwners};
 pub use pods::{ExpectedPod, KubeHealth, KubeStatus, PodEntry, PodId, PodSet, ProbeMeta};
 pub use workers::{Fault, WorkerGuard, WorkerState, Workers};
 

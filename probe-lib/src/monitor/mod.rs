@@ -23,7 +23,7 @@ use crate::pods::ExpectedPod;
 use crate::probe::report::PodProbes;
 use crate::snapshot::Snapshot;
 use crate::util::backoff::Backoff;
-use crate::verdict::{BlockProblem, ProbeView, calico_node_stale, evaluate};
+use crate::verdict::{BlockProblem, ProbeView, calico_node_stale, evaluate, unanswered_connects};
 
 mod block_cache;
 mod changes;
@@ -64,6 +64,8 @@ pub struct ProbeSettings {
     pub failure_threshold: u32,
     /// Every target name, for the gauges that are always present.
     pub targets: Vec<String>,
+    /// The cluster's networks, to classify pods' unanswered connects.
+    pub networks: crate::verdict::ConnectNets,
     /// The node's network policy engine, if any (policy-aware diagnosis).
     pub policy_engine: Option<crate::verdict::PolicyEngine>,
 }
@@ -579,6 +581,9 @@ impl<H: HostNetwork> Monitor<H> {
             &self.metrics,
         );
         self.metrics.log_lines_suppressed(suppressed);
+        let unanswered_connects = self.config.probes.as_ref().map_or_else(Vec::new, |p| {
+            unanswered_connects(&verdicts.pods, &self.probe_reports, &p.networks)
+        });
         let snap = Arc::new(Snapshot {
             node: self.config.node_name.clone(),
             pod_source: expectation.source_name,
@@ -599,6 +604,7 @@ impl<H: HostNetwork> Monitor<H> {
             verdicts,
             remote_blocks,
             remote_blocks_checked,
+            unanswered_connects,
         });
         if !self.last.synced {
             info!(

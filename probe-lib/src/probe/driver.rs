@@ -14,10 +14,12 @@ use surge_ping::{Client, ICMP, IcmpPacket, PingIdentifier, PingSequence, SurgeEr
 use tracing::{debug, info, warn};
 
 use super::error::ProbeError;
+use super::hints::{ClientHint, Hint};
 use super::netns_thread::{IcmpWanted, Located, NetnsThread, Visit, VisitRequest, icmp_client};
 use super::outcome::{IcmpReply, Observation, ProbeResult, classify_io};
 use super::plan::PlannedProbe;
 use super::report::{PathMtuObservation, PodSide};
+use super::sockdiag::SynSentDump;
 use super::target::{Direction, Protocol};
 use crate::model::WorkerGuard;
 use crate::util::lock;
@@ -37,6 +39,15 @@ pub struct PodRound {
     pub timeout: Duration,
     /// Also read the pod's side of the wiring (its interface and default routes).
     pub read_pod_side: bool,
+    /// Also dump the pod's sockets in `SYN_SENT` (its failing connects).
+    pub syn_sent: bool,
+    /// The pod namespace's SYN retransmission count after its last round (see
+    /// [`RoundResult::syn_retrans`]).
+    pub syn_retrans_before: Option<u64>,
+    /// Dump even if that count has not moved.
+    pub dump_always: bool,
+    /// Client hints to read inside the pod (empty: none).
+    pub hints: Vec<std::sync::Arc<dyn ClientHint>>,
 }
 
 /// What a round found, observations in the order of [`PodRound::probes`].
@@ -51,6 +62,12 @@ pub struct RoundResult {
     /// Stamp ([`super::report::next_stamp`]) taken when the probes were sent, after the
     /// namespace visit: orders this round's results against other pods'.
     pub sent: u64,
+    /// The pod's sockets in `SYN_SENT`, if asked for and the dump worked.
+    pub syn_sent: Option<SynSentDump>,
+    /// The namespace's SYN retransmissions so far (`TcpExtTCPSynRetrans`), when read.
+    pub syn_retrans: Option<u64>,
+    /// What the pod's client software said, if asked and it is a known kind.
+    pub hint: Option<Hint>,
     /// The path-MTU probes, one per family whose gateway is probed, in rounds that read the
     /// pod's side (its MTU is read there).
     pub path_mtu: Vec<PathMtuObservation>,
@@ -176,6 +193,10 @@ impl NetnsDriver {
                 .filter(|p| p.protocol == Protocol::Tcp)
                 .map(|p| p.address)
                 .collect(),
+            syn_sent: round.syn_sent,
+            syn_retrans_before: round.syn_retrans_before,
+            dump_always: round.dump_always,
+            hints: round.hints.clone(),
             // Queued behind other pods' visits for longer than one timeout: give up.
             start_by: Instant::now() + round.timeout,
         };
@@ -485,6 +506,16 @@ impl PodNetwork for NetnsDriver {
             }
             None => None,
         };
+        let syn_sent = match visit.as_mut().and_then(|v| v.syn_sent.take()) {
+            Some(Ok(dump)) => Some(dump),
+            Some(Err(e)) => {
+                debug!(interface = %round.interface, error = %e, "cannot dump the pod's sockets");
+                None
+            }
+            None => None,
+        };
+        let hint = visit.as_mut().and_then(|v| v.hint.take());
+        let syn_retrans = visit.as_ref().and_then(|v| v.syn_retrans);
         // Every socket of the round is dropped here: nothing keeps the pod's namespace alive.
         drop(visit);
         RoundResult {
@@ -492,6 +523,9 @@ impl PodNetwork for NetnsDriver {
             observations,
             error,
             sent,
+            syn_sent,
+            syn_retrans,
+            hint,
             path_mtu,
         }
     }

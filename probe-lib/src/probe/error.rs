@@ -49,6 +49,9 @@ pub enum ProbeError {
     /// Reading the pod's own links and routes failed (`ip -n <pod> link`, `ip -n <pod> route`).
     #[error("reading the pod's links and routes: {0}")]
     PodSide(#[source] io::Error),
+    /// The pod's `SYN_SENT` sockets could not be dumped (`ss -tn state syn-sent`).
+    #[error("dumping the pod's connecting sockets: {0}")]
+    SockDiag(#[source] io::Error),
     /// An ICMP socket could not be created in the pod's namespace.
     #[error("ICMP socket: {0}")]
     IcmpSocket(#[source] io::Error),

@@ -7,12 +7,14 @@ use std::time::Duration;
 use super::driver::{PodNetwork, PodRound, RoundResult};
 use super::outcome::{Observation, ProbeResult};
 use super::report::{PathMtuObservation, PodSide};
+use super::sockdiag::SynSentDump;
 
 #[derive(Debug, Default)]
 struct Script {
     /// (interface, target) → result; everything else answers ok.
     results: HashMap<(String, String), ProbeResult>,
     pod_side: HashMap<String, PodSide>,
+    syn_sent: HashMap<String, SynSentDump>,
     /// interface → result of its path-MTU probe (sent in rounds that read the pod's side).
     path_mtu: HashMap<String, ProbeResult>,
     rounds: Vec<(String, tokio::time::Instant)>,
@@ -42,6 +44,11 @@ impl FakePodNetwork {
     /// The pod's side as the next rounds will report it.
     pub fn set_pod_side(&self, interface: &str, side: PodSide) {
         self.lock().pod_side.insert(interface.to_owned(), side);
+    }
+
+    /// The `SYN_SENT` dump the next rounds of this pod report.
+    pub fn set_syn_sent(&self, interface: &str, dump: SynSentDump) {
+        self.lock().syn_sent.insert(interface.to_owned(), dump);
     }
 
     /// From now on, the path-MTU probe of the pod on `interface` (to its IPv4 gateway, MTU
@@ -120,6 +127,14 @@ impl PodNetwork for FakePodNetwork {
             observations,
             error: None,
             sent: super::report::next_stamp(),
+            syn_sent: round.syn_sent.then(|| {
+                s.syn_sent
+                    .get(&round.interface)
+                    .cloned()
+                    .unwrap_or_default()
+            }),
+            syn_retrans: None,
+            hint: None,
             path_mtu,
         }
     }

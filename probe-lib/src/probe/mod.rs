@@ -13,6 +13,7 @@ mod dont_fragment;
 pub mod driver;
 mod error;
 pub mod fake;
+pub mod hints;
 mod icmp_filter;
 mod netns_thread;
 mod nl;
@@ -20,6 +21,8 @@ pub mod plan;
 pub mod prober;
 pub mod scope;
 pub mod selector;
+pub mod sockdiag;
+pub mod unanswered;
 
 pub use driver::{NetnsDriver, PodNetwork, PodRound, RoundResult};
 pub use error::ProbeError;

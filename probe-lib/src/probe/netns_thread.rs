@@ -19,8 +19,10 @@ use tokio::sync::oneshot;
 use tracing::{debug, error};
 
 use super::error::ProbeError;
+use super::hints::{ClientHint, Hint, read_all};
 use super::nl::BlockingNetlink;
 use super::report::PodSide;
+use super::sockdiag::{SynSentDump, dump_syn_sent, syn_retransmits};
 use crate::model::{Fault, WorkerGuard};
 
 /// Where named namespaces are bind-mounted (`ip netns`, containerd's `cni-…`).
@@ -48,6 +50,15 @@ pub(crate) struct VisitRequest {
     pub has_v6: bool,
     pub icmp: IcmpWanted,
     pub tcp: Vec<SocketAddr>,
+    /// Dump the pod's sockets in `SYN_SENT` (before this round's own are created).
+    pub syn_sent: bool,
+    /// The namespace's SYN retransmission count at the last visit: unchanged, the dump is
+    /// skipped (nothing new went unanswered) unless `dump_always`.
+    pub syn_retrans_before: Option<u64>,
+    /// Dump even if no SYN was retransmitted since (the pod has unanswered destinations).
+    pub dump_always: bool,
+    /// Ask the pod's client software why it is stale (empty: do not).
+    pub hints: Vec<std::sync::Arc<dyn ClientHint>>,
     /// A job still queued at this time is dropped unseen: its round has given up, and a pod
     /// must not delay the others' rounds by more than one timeout.
     pub start_by: Instant,
@@ -66,6 +77,9 @@ pub(crate) struct Visit {
     pub path_mtu_v6: Option<(Client, u32)>,
     pub icmp_error: Option<ProbeError>,
     pub tcp: Vec<(SocketAddr, std::io::Result<std::net::TcpStream>)>,
+    pub syn_sent: Option<Result<SynSentDump, ProbeError>>,
+    pub syn_retrans: Option<u64>,
+    pub hint: Option<Hint>,
 }
 
 enum Job {
@@ -327,6 +341,16 @@ impl Home {
                 .and_then(|mut nl| nl.pod_side(req.peer_index, req.has_v4, req.has_v6))
                 .map_err(ProbeError::PodSide)
         });
+        let syn_retrans = req.syn_sent.then(syn_retransmits).flatten();
+        let syn_sent = req.syn_sent.then(|| {
+            let moved = syn_retrans.is_none() || syn_retrans != req.syn_retrans_before;
+            if req.dump_always || moved {
+                dump_syn_sent().map_err(ProbeError::SockDiag)
+            } else {
+                Ok(SynSentDump::default())
+            }
+        });
+        let hint = read_all(&req.hints);
         let _guard = runtime.enter();
         let mut icmp_error = None;
         let mut icmp = |kind, hop_limit: Option<u32>, df: bool| {
@@ -378,6 +402,9 @@ impl Home {
             path_mtu_v6,
             icmp_error,
             tcp,
+            syn_sent,
+            syn_retrans,
+            hint,
         })
     }
 }

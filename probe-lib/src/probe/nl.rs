@@ -38,7 +38,7 @@ pub(crate) struct BlockingNetlink {
 
 /// What to do after one message of an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flow {
+pub(crate) enum Flow {
     Continue,
     /// Enough read: stop without draining the rest (the caller closes the socket or skips
     /// the stale answers by sequence number).
@@ -50,10 +50,16 @@ impl BlockingNetlink {
     /// dump requests (`NETLINK_GET_STRICT_CHK`, so the kernel filters route dumps by table and
     /// type) where the kernel has it (4.20+; older kernels dump everything and we filter here).
     pub(crate) fn open() -> io::Result<Self> {
-        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        let socket = Self::open_protocol(NETLINK_ROUTE)?;
+        let _ = socket.socket.set_netlink_get_strict_chk(true);
+        Ok(socket)
+    }
+
+    /// Open and bind a netlink socket of `protocol` (`NETLINK_SOCK_DIAG` for `ss`' dumps).
+    pub(crate) fn open_protocol(protocol: isize) -> io::Result<Self> {
+        let mut socket = Socket::new(protocol)?;
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
-        let _ = socket.set_netlink_get_strict_chk(true);
         Ok(BlockingNetlink { socket, seq: 0 })
     }
 
@@ -107,9 +113,8 @@ impl BlockingNetlink {
         &mut self,
         msg: RouteNetlinkMessage,
         dump: bool,
-        mut f: impl FnMut(u16, &[u8]) -> Flow,
+        f: impl FnMut(u16, &[u8]) -> Flow,
     ) -> io::Result<()> {
-        let deadline = Instant::now() + REQUEST_DEADLINE;
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { 0 };
@@ -118,7 +123,34 @@ impl BlockingNetlink {
         req.finalize();
         let mut buf = vec![0u8; req.buffer_len()];
         req.serialize(&mut buf);
-        self.socket.send(&buf, 0)?;
+        self.exchange(&buf, f)
+    }
+
+    /// A dump request of `message_type` with this payload (a protocol whose messages
+    /// netlink-packet-route does not know, e.g. `SOCK_DIAG_BY_FAMILY`), answers handed to
+    /// `f` as for [`Self::request_each`].
+    pub(crate) fn dump_raw(
+        &mut self,
+        message_type: u16,
+        payload: &[u8],
+        f: impl FnMut(u16, &[u8]) -> Flow,
+    ) -> io::Result<()> {
+        self.seq = self.seq.wrapping_add(1);
+        let len = 16 + payload.len();
+        let mut buf = Vec::with_capacity(len);
+        buf.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_ne_bytes());
+        buf.extend_from_slice(&message_type.to_ne_bytes());
+        buf.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        buf.extend_from_slice(&self.seq.to_ne_bytes());
+        buf.extend_from_slice(&0u32.to_ne_bytes());
+        buf.extend_from_slice(payload);
+        self.exchange(&buf, f)
+    }
+
+    /// Send a serialized request (sequence number `self.seq`) and read its answers.
+    fn exchange(&mut self, buf: &[u8], mut f: impl FnMut(u16, &[u8]) -> Flow) -> io::Result<()> {
+        let deadline = Instant::now() + REQUEST_DEADLINE;
+        self.socket.send(buf, 0)?;
         let mut count = 0usize;
         loop {
             let data = self.recv_until(deadline)?;

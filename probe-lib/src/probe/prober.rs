@@ -16,11 +16,13 @@ use tokio::time::{Instant, sleep_until};
 use tracing::{debug, warn};
 
 use super::driver::{PodNetwork, PodRound, RoundResult};
+use super::hints::ClientHint;
 use super::plan::{PlannedProbe, plan};
 use super::report::{DestState, PathMtuState, PodProbes};
 use super::scope::{PodScope, ProbeScope};
 use super::target::{Direction, Gateways, HOST_TO_POD_TARGET, Protocol, Target};
-use crate::model::{PodEntry, PodSet, ProbeMetrics};
+use super::unanswered::{Unanswered, UnansweredConfig};
+use crate::model::{PodEntry, PodIpOwner, PodIpOwners, PodSet, ProbeMetrics};
 
 /// Prober settings.
 #[derive(Debug, Clone)]
@@ -39,9 +41,24 @@ pub struct ProberConfig {
     pub recheck: Duration,
     /// Pods probed at the same time, at most.
     pub concurrency: usize,
+    /// Watch pods' failing connects (`SYN_SENT` dumps), and when they count.
+    pub unanswered: Option<UnansweredConfig>,
+    /// Asked whose an unanswered address in `pod_networks` is (not this node's pods').
+    pub owners: Option<Arc<dyn PodIpOwners>>,
+    /// The cluster's pod networks: unanswered addresses there are looked up in `owners`.
+    pub pod_networks: Vec<ipnet::IpNet>,
+    /// Client kinds asked why they are stale, in a pod with unanswered destinations.
+    pub hints: Vec<Arc<dyn ClientHint>>,
     /// Which pods are probed against which targets.
     pub scope: ProbeScope,
 }
+
+/// Unanswered destinations kept per node (all pods together), at most.
+pub const MAX_NODE_UNANSWERED: usize = 256;
+/// Addresses looked up per pod round, at most (the source rate-limits and caches too).
+const LOOKUPS_PER_ROUND: usize = 4;
+/// Longest all lookups of one round may take.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The pod's side is read at least every this many rounds.
 const POD_SIDE_EVERY: u32 = 6;
@@ -65,6 +82,9 @@ struct Pod {
     /// failure: a pod caught mid-wiring (host side not up yet, so its eth0 has no carrier)
     /// must not be reported until the next regular read.
     pod_side_problems: u32,
+    unanswered: Unanswered,
+    /// Its namespace's SYN retransmissions after the last round.
+    syn_retrans: Option<u64>,
     /// Which of the targets it is probed against (none when skipped).
     scope: PodScope,
     state: PodProbes,
@@ -84,11 +104,16 @@ impl Pod {
             since_pod_side: u32::MAX - 1,
             pod_side_problems: 0,
             scope: PodScope::default(),
+            unanswered: Unanswered::default(),
+            syn_retrans: None,
             state: PodProbes {
                 interface: entry.interface.clone(),
                 pod_side: None,
                 dests: Vec::new(),
                 error: None,
+                unanswered: Vec::new(),
+                unanswered_dropped: 0,
+                client_hint: None,
                 path_mtu: Vec::new(),
                 skipped: None,
             },
@@ -111,8 +136,14 @@ pub struct Prober<N> {
     spread_done: bool,
 }
 
-/// A finished round: the pod, its probes and their results.
-type Done = (String, Vec<PlannedProbe>, RoundResult);
+/// A finished round: the pod, its probes and their results, and owners of addresses it
+/// failed to connect to.
+type Done = (
+    String,
+    Vec<PlannedProbe>,
+    RoundResult,
+    HashMap<IpAddr, PodIpOwner>,
+);
 
 impl<N: PodNetwork> Prober<N> {
     /// A prober over `net` for the pods of `pod_set`; results go to `sink` (the monitor).
@@ -311,19 +342,82 @@ impl<N: PodNetwork> Prober<N> {
                 probes: probes.clone(),
                 timeout: self.config.timeout,
                 read_pod_side,
+                syn_sent: self.config.unanswered.is_some(),
+                syn_retrans_before: pod.syn_retrans,
+                dump_always: pod.unanswered.is_tracking(),
+                hints: if pod.unanswered.is_tracking() {
+                    self.config.hints.clone()
+                } else {
+                    Vec::new()
+                },
             };
             let net = Arc::clone(&self.net);
+            let lookup = self.lookup_plan();
             in_flight.spawn(async move {
                 let result = net.round(round).await;
-                (key, probes, result)
+                let owners = match (&result.syn_sent, lookup) {
+                    (Some(dump), Some(l)) => l.run(dump).await,
+                    _ => HashMap::new(),
+                };
+                (key, probes, result, owners)
             });
         }
     }
 
-    fn finish(&mut self, (key, probes, result): Done) {
+    /// What a round may look up: addresses in the pod networks, not this node's pods'.
+    fn lookup_plan(&self) -> Option<Lookup> {
+        let owners = Arc::clone(self.config.owners.as_ref()?);
+        let unanswered = self.config.unanswered?;
+        Some(Lookup {
+            owners,
+            min_retransmits: unanswered.min_retransmits,
+            networks: self.config.pod_networks.clone(),
+            local: self
+                .pods
+                .values()
+                .flat_map(|p| p.ips.iter().copied())
+                .collect(),
+        })
+    }
+
+    fn finish(&mut self, (key, probes, result, owners): Done) {
+        let others: usize = self
+            .pods
+            .iter()
+            .filter(|(k, _)| **k != key)
+            .map(|(_, p)| p.state.unanswered.len())
+            .sum();
         let Some(pod) = self.pods.get_mut(&key) else {
             return; // The pod went away while it was probed.
         };
+        pod.syn_retrans = result.syn_retrans;
+        if let Some(config) = self.config.unanswered {
+            match &result.syn_sent {
+                Some(dump) => {
+                    let mut found = pod.unanswered.observe(dump, config);
+                    let room = MAX_NODE_UNANSWERED.saturating_sub(others);
+                    let over = found.len().saturating_sub(room);
+                    found.truncate(room);
+                    for d in &mut found {
+                        d.owner = owners.get(&d.dest.ip()).cloned();
+                    }
+                    pod.state.unanswered = found;
+                    pod.state.unanswered_dropped =
+                        pod.unanswered.dropped.saturating_add(over as u32);
+                    pod.state.client_hint = if pod.state.unanswered.is_empty() {
+                        None
+                    } else {
+                        result.hint.clone()
+                    };
+                }
+                None => {
+                    pod.unanswered.reset();
+                    pod.state.unanswered.clear();
+                    pod.state.unanswered_dropped = 0;
+                    pod.state.client_hint = None;
+                }
+            }
+        }
         pod.in_flight = false;
         if pod.scope.skipped.is_some() {
             return; // Opted out while it was probed: the monitor was told.
@@ -390,6 +484,38 @@ impl<N: PodNetwork> Prober<N> {
         self.queue.insert((pod.due, key.clone()));
         debug!(interface = %key, unconfirmed, "probe round done");
         let _ = self.sink.send(pod.state.clone());
+    }
+}
+
+/// The owner look-ups of one round.
+struct Lookup {
+    owners: Arc<dyn PodIpOwners>,
+    min_retransmits: u8,
+    networks: Vec<ipnet::IpNet>,
+    local: HashSet<IpAddr>,
+}
+
+impl Lookup {
+    /// Ask for the owners of the dump's retransmitting destinations in the pod networks, a
+    /// few per round, within [`LOOKUP_TIMEOUT`] (the source caches and rate-limits).
+    async fn run(&self, dump: &super::sockdiag::SynSentDump) -> HashMap<IpAddr, PodIpOwner> {
+        let ips: BTreeSet<IpAddr> = dump
+            .dests
+            .iter()
+            .filter(|d| d.retransmits >= self.min_retransmits.max(1))
+            .map(|d| d.dest.ip())
+            .filter(|ip| !self.local.contains(ip) && self.networks.iter().any(|n| n.contains(ip)))
+            .collect();
+        let asks = ips
+            .into_iter()
+            .take(LOOKUPS_PER_ROUND)
+            .map(|ip| async move {
+                let owner = tokio::time::timeout(LOOKUP_TIMEOUT, self.owners.owner(ip))
+                    .await
+                    .unwrap_or(PodIpOwner::Unknown);
+                (ip, owner)
+            });
+        futures::future::join_all(asks).await.into_iter().collect()
     }
 }
 

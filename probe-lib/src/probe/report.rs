@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::outcome::{Observation, ProbeResult};
 use super::target::{Direction, Protocol};
+use super::unanswered::UnansweredDest;
 
 /// The pod's own side of its wiring, read inside its namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -209,12 +210,26 @@ pub struct PodProbes {
     /// Why the pod's namespace could not be used, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Destinations the pod keeps failing to connect to (its own `SYN_SENT` sockets).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unanswered: Vec<UnansweredDest>,
+    /// Unanswered destinations not kept: over the per-pod or per-node bound.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unanswered_dropped: u32,
+    /// What the pod's client software says (Kong's `/status`), read while it has
+    /// unanswered destinations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_hint: Option<super::hints::Hint>,
     /// The path-MTU probe, per family (sent in rounds that read the pod's side).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub path_mtu: Vec<PathMtuState>,
     /// Not probed at all (it or its namespace opted out), and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<crate::model::ProbeSkip>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

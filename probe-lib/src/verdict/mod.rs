@@ -9,6 +9,7 @@ use serde::Serialize;
 
 mod blocks;
 mod calico;
+mod connects;
 mod controlplane;
 mod orphans;
 mod path_mtu;
@@ -19,6 +20,7 @@ mod wiring;
 
 pub use blocks::{BlockProblem, block_problems};
 pub use calico::VanishedRoute;
+pub use connects::{ConnectNets, ConnectVerdict, classify, unanswered_connects};
 pub use controlplane::{ControlPlaneStatus, ServiceVerdict, control_plane_status, route_hint};
 pub use orphans::{Orphan, find_orphans};
 pub use policy::{NETWORK_POLICY, NODE_TARGET_HINT, PolicyEngine};

@@ -94,6 +94,9 @@ pub(super) fn reports_to(
             pod_side: Some(healthy_side()),
             dests: vec![dest("gateway", &[]), dest(target, &[])],
             error: None,
+            unanswered: Vec::new(),
+            unanswered_dropped: 0,
+            client_hint: None,
             path_mtu: Vec::new(),
             skipped: None,
         })

@@ -73,6 +73,10 @@ fn start_with(set: PodSet, concurrency: usize, scope: ProbeScope) -> Running {
         failure_threshold: 2,
         recheck: Duration::from_secs(1),
         concurrency,
+        unanswered: Some(UnansweredConfig::default()),
+        owners: None,
+        pod_networks: Vec::new(),
+        hints: Vec::new(),
         scope,
     };
     let prober = Prober::new(net.clone(), config, rx, tx, metrics.clone());
@@ -204,6 +208,10 @@ async fn unsynced_snapshots_are_ignored() {
         failure_threshold: 2,
         recheck: Duration::from_secs(1),
         concurrency: 4,
+        unanswered: None,
+        owners: None,
+        pod_networks: Vec::new(),
+        hints: Vec::new(),
         scope: Default::default(),
     };
     tokio::spawn(
@@ -271,6 +279,43 @@ async fn a_pod_side_problem_seen_twice_is_reported() {
     assert_eq!(reports.last().unwrap().pod_side, Some(side(false)));
     // Once confirmed, the problem keeps the pod side read every round.
     assert!(rounds.len() >= 3, "{rounds:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_connects_are_reported_after_two_rounds_and_cleared() {
+    use crate::probe::sockdiag::{SynSentDest, SynSentDump};
+    let mut r = start(2, 8);
+    let stuck = SynSentDump {
+        dests: vec![SynSentDest {
+            dest: "10.244.7.9:8000".parse().unwrap(),
+            sockets: 4,
+            retransmits: 3,
+        }],
+        dropped: 0,
+    };
+    r.net.set_syn_sent("cali1", stuck);
+    let latest = |r: &mut Running| {
+        let mut last = None;
+        while let Ok(p) = r.reports.try_recv() {
+            if p.interface == "cali1" {
+                last = Some(p);
+            }
+        }
+        last.expect("a report of cali1")
+    };
+    tokio::time::sleep(INTERVAL + Duration::from_millis(1)).await;
+    assert!(
+        latest(&mut r).unanswered.is_empty(),
+        "one round is not enough"
+    );
+    tokio::time::sleep(INTERVAL).await;
+    let p = latest(&mut r);
+    assert_eq!(p.unanswered.len(), 1, "{p:?}");
+    assert_eq!(p.unanswered[0].dest, "10.244.7.9:8000".parse().unwrap());
+    assert_eq!(p.unanswered[0].sockets, 4);
+    r.net.set_syn_sent("cali1", SynSentDump::default());
+    tokio::time::sleep(INTERVAL).await;
+    assert!(latest(&mut r).unanswered.is_empty());
 }
 
 /// The path-MTU probe rides on the rounds that read the pod's side (every sixth); a failure

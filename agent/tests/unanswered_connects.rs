@@ -1,0 +1,297 @@
+//! Issue 14: the connects pods fail to make, seen from their own `SYN_SENT` sockets, on the
+//! simulated node with pods from the API double. A "kong" pod keeps connecting to a deleted
+//! pod's IP (the node's block blackhole swallows the SYNs, as on Calico) → `vanished_pod_ip`;
+//! a new pod given that IP answers → cleared; a live pod dropping SYNs → `node_pod`; an
+//! outside address that answers → nothing. A Kong Admin API double in the client's namespace
+//! saying its database is unreachable → the diagnosis says so; reachable → it does not.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use podnet_testbed::agent::Agent;
+use podnet_testbed::cluster::{Cluster, api_pod};
+use podnet_testbed::netns;
+use podnet_testbed::simnode::{OUTSIDE_IPV4, PodSpec};
+use serde_json::Value;
+
+const AGENT: &str = env!("CARGO_BIN_EXE_podnet-agent");
+const WAIT: Duration = Duration::from_secs(40);
+const PORT: u16 = 8080;
+
+/// A client in a pod's namespace that opens a non-blocking connect to each destination every
+/// 300 ms and closes it after 3 s, as a proxy with a stale upstream keeps doing.
+struct Client {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Client {
+    fn start(netns_name: &str, dests: Vec<SocketAddr>) -> Client {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let name = netns_name.to_owned();
+        let thread = std::thread::spawn(move || {
+            netns::enter(&name).expect("entering the client pod's namespace");
+            let mut open: VecDeque<(Instant, socket2::Socket)> = VecDeque::new();
+            while !flag.load(Ordering::Relaxed) {
+                for d in &dests {
+                    let s = socket2::Socket::new(
+                        socket2::Domain::for_address(*d),
+                        socket2::Type::STREAM,
+                        None,
+                    )
+                    .unwrap();
+                    s.set_nonblocking(true).unwrap();
+                    let _ = s.connect(&(*d).into());
+                    open.push_back((Instant::now(), s));
+                }
+                while open
+                    .front()
+                    .is_some_and(|(t, _)| t.elapsed() > Duration::from_secs(3))
+                {
+                    open.pop_front();
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        });
+        Client {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A TCP server accepting and closing connections in a pod's namespace, until dropped.
+fn serve(netns_name: &str, addr: SocketAddr) -> Client {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let name = netns_name.to_owned();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        netns::enter(&name).expect("entering the server pod's namespace");
+        let l = std::net::TcpListener::bind(addr).unwrap();
+        l.set_nonblocking(true).unwrap();
+        ready_tx.send(()).unwrap();
+        while !flag.load(Ordering::Relaxed) {
+            match l.accept() {
+                Ok((c, _)) => drop(c),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    ready_rx.recv().unwrap();
+    Client {
+        stop,
+        thread: Some(thread),
+    }
+}
+
+/// A Kong Admin API double on 127.0.0.1:8001 in a pod's namespace: `GET /status` answers
+/// Kong's JSON with `database.reachable` as `reachable` says at the time.
+fn kong_admin(netns_name: &str, reachable: Arc<AtomicBool>) -> Client {
+    let status = Command::new("ip")
+        .args(["netns", "exec", netns_name, "ip", "link", "set", "lo", "up"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let name = netns_name.to_owned();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        netns::enter(&name).expect("entering the kong pod's namespace");
+        let l = std::net::TcpListener::bind("127.0.0.1:8001").unwrap();
+        l.set_nonblocking(true).unwrap();
+        ready_tx.send(()).unwrap();
+        while !flag.load(Ordering::Relaxed) {
+            let Ok((mut c, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            c.set_nonblocking(false).unwrap();
+            c.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let mut req = [0u8; 1024];
+            let _ = c.read(&mut req);
+            let body = format!(
+                r#"{{"database":{{"reachable":{}}},"memory":{{"workers_lua_vms":[]}},"server":{{"connections_accepted":7,"connections_active":1,"connections_handled":7,"connections_reading":0,"connections_waiting":0,"connections_writing":1,"total_requests":7}}}}"#,
+                reachable.load(Ordering::Relaxed)
+            );
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    ready_rx.recv().unwrap();
+    Client {
+        stop,
+        thread: Some(thread),
+    }
+}
+
+fn connects(agent: &Agent) -> Vec<Value> {
+    agent.status().unwrap()["unanswered_connects"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn find<'a>(list: &'a [Value], dest: &str) -> Option<&'a Value> {
+    list.iter().find(|c| c["destination"] == dest)
+}
+
+/// Wait until `pred` holds for the reported connects; they are returned.
+fn wait(agent: &Agent, what: &str, pred: impl Fn(&[Value]) -> bool) -> (Vec<Value>, Duration) {
+    let started = Instant::now();
+    loop {
+        let list = connects(agent);
+        if pred(&list) {
+            return (list, started.elapsed());
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "{what}: {list:#?}\n{}",
+            agent.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_client_stuck_on_a_vanished_pod_ip_is_named_and_cleared() {
+    let mut c = Cluster::new(3).unwrap();
+    let kong = c.node.pod(0).clone();
+    let victim = c.node.pod(1).clone();
+    let dropper = c.node.pod(2).clone();
+    let status = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &dropper.netns,
+            "iptables",
+            "-A",
+            "INPUT",
+            "-p",
+            "tcp",
+        ])
+        .args(["--dport", &PORT.to_string(), "-j", "DROP"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "iptables in the dropping pod");
+    let outside = SocketAddr::from((OUTSIDE_IPV4, 8443));
+    c.node.listen_outside(outside).unwrap();
+
+    // The pod is deleted; the client keeps its address.
+    c.api.delete(&victim.namespace, &victim.name).unwrap();
+    c.node.remove_pod(1).unwrap();
+    let stale = SocketAddr::from((victim.ipv4, PORT));
+    let alive = SocketAddr::from((dropper.ipv4, PORT));
+    let agent = c
+        .agent(
+            AGENT.as_ref(),
+            &["--probe-interval", "2s", "--probe-timeout", "500ms"],
+        )
+        .unwrap();
+    let reachable = Arc::new(AtomicBool::new(false));
+    let _admin = kong_admin(&kong.netns, Arc::clone(&reachable));
+    let _client = Client::start(&kong.netns, vec![stale, alive, outside]);
+
+    let (list, took) = wait(&agent, "the stale address and the dropping pod", |l| {
+        find(l, &stale.to_string()).is_some() && find(l, &alive.to_string()).is_some()
+    });
+    let v = find(&list, &stale.to_string()).unwrap();
+    assert_eq!(v["class"], "vanished_pod_ip", "{v:#}");
+    assert_eq!(v["namespace"], kong.namespace.as_str());
+    assert_eq!(v["pod"], kong.name.as_str());
+    assert!(
+        v["diagnosis"]
+            .as_str()
+            .unwrap()
+            .contains("no pod has this IP"),
+        "{v:#}"
+    );
+    // Within two rounds of the first retransmission (2 s apart), plus the agent's start.
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    let a = find(&list, &alive.to_string()).unwrap();
+    assert_eq!(a["class"], "node_pod", "{a:#}");
+    assert_eq!(
+        a["owner"],
+        format!("{}/{}", dropper.namespace, dropper.name).as_str()
+    );
+    assert!(find(&list, &outside.to_string()).is_none(), "{list:#?}");
+
+    // Kong's Admin API says why: its database is unreachable, so targets are not written.
+    let (list, _) = wait(&agent, "Kong's hint in the diagnosis", |l| {
+        find(l, &stale.to_string()).is_some_and(|v| v["client"]["kind"] == "kong")
+    });
+    let v = find(&list, &stale.to_string()).unwrap();
+    let why = v["diagnosis"].as_str().unwrap();
+    assert!(
+        why.contains("Kong cannot reach its database, so new upstream targets are not written"),
+        "{v:#}"
+    );
+    // Only where the client is the stale one: not for the live pod on this node.
+    let a = find(&list, &alive.to_string()).unwrap();
+    assert!(!a["diagnosis"].as_str().unwrap().contains("Kong"), "{a:#}");
+    // The database is back: the hint stays, its cause goes.
+    reachable.store(true, Ordering::Relaxed);
+    let (list, _) = wait(&agent, "Kong's database reachable", |l| {
+        find(l, &stale.to_string()).is_some_and(|v| {
+            v["client"]["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("true")
+        })
+    });
+    let v = find(&list, &stale.to_string()).unwrap();
+    assert!(!v["diagnosis"].as_str().unwrap().contains("Kong"), "{v:#}");
+
+    let m = agent.metrics().unwrap();
+    let labels = [
+        ("namespace", kong.namespace.as_str()),
+        ("pod", kong.name.as_str()),
+        ("class", "vanished_pod_ip"),
+    ];
+    assert_eq!(
+        m.value_with("podnet_pod_unanswered_connects", &labels),
+        Some(1.0)
+    );
+
+    // A new pod gets the address and answers: the client's connects succeed, cleared.
+    let i = c
+        .node
+        .add_pod(PodSpec::named("team", "reborn").with_ipv4(victim.ipv4))
+        .unwrap();
+    let reborn = c.node.pod(i).clone();
+    c.api.apply(api_pod(&reborn)).unwrap();
+    let _server = serve(&reborn.netns, SocketAddr::from(([0, 0, 0, 0], PORT)));
+    let (list, _) = wait(&agent, "the stale address cleared", |l| {
+        find(l, &stale.to_string()).is_none()
+    });
+    // The dropping pod is still reported, and the outside address never was.
+    assert!(find(&list, &alive.to_string()).is_some(), "{list:#?}");
+    assert!(find(&list, &outside.to_string()).is_none(), "{list:#?}");
+    agent
+        .wait_metrics("the series gone", WAIT, |m| {
+            m.value_with("podnet_pod_unanswered_connects", &labels)
+                .is_none()
+        })
+        .unwrap();
+}
