@@ -90,7 +90,7 @@ impl Default for Gateways {
 
 /// A target specification that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid probe '{spec}': {why} (expected [NAME=]icmp:ADDRESS or [NAME=]tcp:ADDRESS:PORT)")]
+#[error("invalid probe '{spec}': {why} (expected [NAME=]icmp:ADDRESS, [NAME=]tcp:ADDRESS:PORT or [NAME=]dns:ADDRESS[:PORT])")]
 pub struct TargetSpecError {
     spec: String,
     why: &'static str,
@@ -138,7 +138,20 @@ impl FromStr for Target {
                 }
                 (Protocol::Tcp, Destination::Address(sa))
             }
-            _ => return Err(err("the protocol must be icmp or tcp")),
+            "dns" => {
+                // A bare address means port 53.
+                let sa = match addr.parse::<IpAddr>() {
+                    Ok(ip) => SocketAddr::new(ip, 53),
+                    Err(_) => addr
+                        .parse::<SocketAddr>()
+                        .map_err(|_| err("not IP or IP:PORT ([IPv6]:PORT for IPv6)"))?,
+                };
+                if sa.port() == 0 {
+                    return Err(err("port 0"));
+                }
+                (Protocol::Dns, Destination::Address(sa))
+            }
+            _ => return Err(err("the protocol must be icmp, tcp or dns")),
         };
         if let Destination::Address(sa) = destination
             && (sa.ip().is_unspecified() || sa.ip().is_multicast())
@@ -162,7 +175,9 @@ impl fmt::Display for Target {
             Destination::Address(sa) if self.protocol == Protocol::Icmp => {
                 write!(f, "{}=icmp:{}", self.name, sa.ip())
             }
-            Destination::Address(sa) => write!(f, "{}=tcp:{sa}", self.name),
+            Destination::Address(sa) => {
+                write!(f, "{}={}:{sa}", self.name, self.protocol.as_str())
+            }
         }
     }
 }
@@ -263,6 +278,18 @@ mod tests {
         let t: Target = " v6 = icmp:2001:db8::1 ".parse().unwrap();
         assert_eq!(t.name, "v6");
         assert_eq!(t.to_string(), "v6=icmp:2001:db8::1");
+        let t: Target = "dns=dns:10.96.0.10".parse().unwrap();
+        assert_eq!((t.protocol, t.name.as_str()), (Protocol::Dns, "dns"));
+        assert_eq!(
+            t.destination,
+            Destination::Address("10.96.0.10:53".parse().unwrap())
+        );
+        assert_eq!(t.to_string(), "dns=dns:10.96.0.10:53");
+        let t: Target = "dns:[fd00::a]:5353".parse().unwrap();
+        assert_eq!(
+            t.destination,
+            Destination::Address("[fd00::a]:5353".parse().unwrap())
+        );
     }
 
     #[test]
@@ -271,6 +298,9 @@ mod tests {
             "",
             "icmp",
             "udp:1.2.3.4:53",
+            "dns:1.2.3.4:0",
+            "dns:resolver",
+            "dns:0.0.0.0",
             "icmp:not-an-ip",
             "tcp:1.2.3.4",
             "tcp:1.2.3.4:0",
@@ -285,7 +315,7 @@ mod tests {
         }
         let e = "udp:1.2.3.4:53".parse::<Target>().unwrap_err().to_string();
         assert!(
-            e.contains("udp:1.2.3.4:53") && e.contains("icmp or tcp"),
+            e.contains("udp:1.2.3.4:53") && e.contains("icmp, tcp or dns"),
             "{e}"
         );
     }
