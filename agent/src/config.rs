@@ -240,6 +240,34 @@ pub struct Args {
     )]
     pub policy_engine: PolicyEngineArg,
 
+    /// The cluster's DNS service (the `kube-dns` Service's ClusterIP), `IP` or `IP:PORT`:
+    /// every pod queries it for --dns-name over UDP (TCP when truncated), as target `dns`.
+    #[arg(long, env = "PODNET_DNS_SERVER", value_name = "IP[:PORT]", value_parser = dns_server)]
+    pub dns_server: Option<SocketAddr>,
+
+    /// The cluster's DNS domain: the DNS probe asks for `kubernetes.default.svc.<DOMAIN>`.
+    #[arg(
+        long,
+        env = "PODNET_CLUSTER_DOMAIN",
+        default_value = "cluster.local",
+        value_name = "DOMAIN"
+    )]
+    pub cluster_domain: String,
+
+    /// The name the DNS probe asks for instead of `kubernetes.default.svc.<cluster domain>`.
+    #[arg(long, env = "PODNET_DNS_NAME", value_name = "NAME")]
+    pub dns_name: Option<String>,
+
+    /// Addresses the DNS answer must contain one of (comma-separated); by default any A
+    /// (AAAA for an IPv6 server) record is a good answer.
+    #[arg(
+        long,
+        env = "PODNET_DNS_EXPECT",
+        value_name = "IP",
+        value_delimiter = ','
+    )]
+    pub dns_expect: Vec<std::net::IpAddr>,
+
     /// Pods with per-pod series (`podnet_pod_problem`, `podnet_pod_probe_failing`) at
     /// most; further pods with problems still count in the node-level gauges, and how many
     /// were left out is `podnet_pod_series_truncated`.
@@ -460,6 +488,14 @@ fn resync_interval(s: &str) -> Result<Duration, String> {
         return Err("must be at least 1s".into());
     }
     Ok(d)
+}
+
+/// `10.96.0.10` (port 53) or `10.96.0.10:53`, `[fd00::a]:53`.
+fn dns_server(s: &str) -> Result<SocketAddr, String> {
+    probe_target(&format!("dns:{s}")).and_then(|t| match t.destination {
+        podnet_probe::probe::target::Destination::Address(sa) => Ok(sa),
+        _ => Err(format!("invalid DNS server '{s}'")),
+    })
 }
 
 fn probe_target(s: &str) -> Result<Target, String> {

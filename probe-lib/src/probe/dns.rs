@@ -104,8 +104,9 @@ pub(crate) enum Reply {
 }
 
 fn same_name(a: &Name, b: &Name) -> bool {
-    a.to_ascii().trim_end_matches('.').to_ascii_lowercase()
-        == b.to_ascii().trim_end_matches('.').to_ascii_lowercase()
+    a.to_ascii()
+        .trim_end_matches('.')
+        .eq_ignore_ascii_case(b.to_ascii().trim_end_matches('.'))
 }
 
 /// Classify a received message for query `id` asking `q` for `qtype`. Pure.
@@ -165,7 +166,10 @@ fn answer(m: &Message, q: &DnsQuestion, qtype: RecordType) -> Reply {
             .collect();
         return Reply::Done(
             ProbeResult::WrongAnswer,
-            Some(format!("answered {}, not an expected address", shown.join(" "))),
+            Some(format!(
+                "answered {}, not an expected address",
+                shown.join(" ")
+            )),
         );
     }
     Reply::Done(ProbeResult::Ok, None)
@@ -245,7 +249,10 @@ async fn udp(
         .map_err(|e| io_failed("send", &e))?;
     let mut buf = [0u8; UDP_BUFFER];
     for _ in 0..STRAY_MAX {
-        let n = socket.recv(&mut buf).await.map_err(|e| io_failed("recv", &e))?;
+        let n = socket
+            .recv(&mut buf)
+            .await
+            .map_err(|e| io_failed("recv", &e))?;
         match classify(&buf[..n], id, q, qtype) {
             Reply::Stray => continue,
             other => return Ok(other),

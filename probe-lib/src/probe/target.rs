@@ -90,7 +90,9 @@ impl Default for Gateways {
 
 /// A target specification that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid probe '{spec}': {why} (expected [NAME=]icmp:ADDRESS, [NAME=]tcp:ADDRESS:PORT or [NAME=]dns:ADDRESS[:PORT])")]
+#[error(
+    "invalid probe '{spec}': {why} (expected [NAME=]icmp:ADDRESS, [NAME=]tcp:ADDRESS:PORT or [NAME=]dns:ADDRESS[:PORT])"
+)]
 pub struct TargetSpecError {
     spec: String,
     why: &'static str,

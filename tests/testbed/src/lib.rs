@@ -8,6 +8,7 @@ pub mod agent_proc;
 pub mod bench;
 pub mod cluster;
 pub mod cni;
+pub mod dns;
 pub mod exposition;
 pub mod faults;
 pub mod felix;
