@@ -165,8 +165,9 @@ pub struct Args {
           value_parser = resync_interval)]
     pub resync_interval: Duration,
 
-    /// A probe target for every pod, besides its gateway and the node: `[NAME=]icmp:ADDRESS`
-    /// or `[NAME=]tcp:ADDRESS:PORT` (IPv6 as `[ADDR]:PORT`). Repeatable; the environment
+    /// A probe target for every pod, besides its gateway and the node: `[NAME=]icmp:ADDRESS`,
+    /// `[NAME=]tcp:ADDRESS:PORT` (IPv6 as `[ADDR]:PORT`), `[NAME=]dns:ADDRESS[:PORT]` or
+    /// `[NAME=]http(s)://ADDRESS[:PORT]/PATH[;2xx][;insecure][;host=NAME]`. Repeatable; the environment
     /// variable takes a comma-separated list.
     #[arg(long = "probe", env = "PODNET_PROBES", value_name = "TARGET", value_delimiter = ',',
           value_parser = probe_target)]
@@ -267,6 +268,11 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub dns_expect: Vec<std::net::IpAddr>,
+
+    /// PEM file of the CAs HTTPS probes trust instead of the web PKI's roots (targets marked
+    /// `;insecure` verify nothing).
+    #[arg(long, env = "PODNET_PROBE_CA", value_name = "PATH")]
+    pub probe_ca: Option<PathBuf>,
 
     /// Pods with per-pod series (`podnet_pod_problem`, `podnet_pod_probe_failing`) at
     /// most; further pods with problems still count in the node-level gauges, and how many

@@ -189,7 +189,8 @@ async fn serve(
     } else {
         let driver = NetnsDriver::with_worker(workers.register("netns"))
             .context("starting the prober")?
-            .with_dns_question(probing.dns.clone());
+            .with_dns_question(probing.dns.clone())
+            .with_tls(probing.tls.clone());
         let config = ProberConfig {
             targets: probing.targets,
             gateways: Gateways::default(),

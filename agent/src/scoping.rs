@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use clap::ValueEnum;
 use podnet_probe::cni::Cni;
 use podnet_probe::probe::dns::{DEFAULT_NAME_PREFIX, DnsQuestion};
+use podnet_probe::probe::http::TlsConfigs;
 use podnet_probe::probe::scope::ProbeScope;
 use podnet_probe::probe::selector::LabelSelector;
 use podnet_probe::probe::target::{
@@ -88,6 +89,8 @@ pub struct Probing {
     pub policy_engine: Option<PolicyEngine>,
     /// What the DNS probe asks.
     pub dns: DnsQuestion,
+    /// How HTTPS probes verify servers.
+    pub tls: TlsConfigs,
 }
 
 impl Probing {
@@ -125,6 +128,7 @@ pub fn probing(args: &Args) -> Result<Probing, String> {
             name: "dns".into(),
             protocol: Protocol::Dns,
             destination: Destination::Address(server),
+            http: None,
         });
     }
     let dns_name = args.dns_name.clone().unwrap_or_else(|| {
@@ -180,6 +184,7 @@ pub fn probing(args: &Args) -> Result<Probing, String> {
         },
         policy_engine,
         dns,
+        tls: TlsConfigs::new(args.probe_ca.as_deref()).map_err(|e| format!("--probe-ca: {e}"))?,
     })
 }
 
@@ -339,6 +344,7 @@ mod tests {
                 "--probe",
                 "dns=icmp:192.0.2.1",
             ],
+            &["--probe-ca", "/nonexistent/ca.pem"],
         ] {
             assert!(probing_of(bad).is_err(), "{bad:?} accepted");
         }

@@ -257,16 +257,16 @@ fn probe_series_are_pre_created_only_where_possible() {
             .any(|l| l.contains(&format!("result=\"{result}\"")))
     };
     let dns_only = ["servfail", "nxdomain", "dns_refused", "wrong_answer"];
-    // An ICMP echo is never refused; a TCP connect is, and neither gets a DNS answer.
+    // An ICMP echo is never refused; a TCP connect is; neither gets a DNS or HTTP answer.
     let icmp = series("target=\"node\"");
-    assert_eq!(icmp.len(), ProbeResult::ALL.len() - 5, "{text}");
+    assert_eq!(icmp.len(), ProbeResult::ALL.len() - 7, "{text}");
     assert!(!has(&icmp, "refused"), "{text}");
     let tcp = series("target=\"web\"");
-    assert_eq!(tcp.len(), ProbeResult::ALL.len() - 4, "{text}");
+    assert_eq!(tcp.len(), ProbeResult::ALL.len() - 6, "{text}");
     assert!(has(&tcp, "refused") && dns_only.iter().all(|r| !has(&tcp, r)));
     // A DNS query ends in a DNS answer or as any probe does, never in a TCP reset.
     let dns = series("target=\"dns\"");
-    assert_eq!(dns.len(), ProbeResult::ALL.len() - 1, "{text}");
+    assert_eq!(dns.len(), ProbeResult::ALL.len() - 3, "{text}");
     assert!(!has(&dns, "refused") && dns_only.iter().all(|r| has(&dns, r)));
     assert!(text.contains("podnet_build_info{version=\"1\",revision=\"abc123\"} 1\n"));
 }

@@ -195,6 +195,10 @@ label_enum! {
         DnsRefused => "dns_refused",
         /// DNS: an answer without an A/AAAA record, or with an address that is not expected.
         WrongAnswer => "wrong_answer",
+        /// HTTP: a response whose status is not of the expected class.
+        BadStatus => "bad_status",
+        /// HTTPS: the TLS handshake failed (certificate rejected, not TLS, protocol error).
+        TlsFailed => "tls_failed",
     }
 }
 
@@ -209,11 +213,12 @@ impl ProbeResult {
     /// The DNS answers are possible only for DNS, and a DNS probe is never `refused`.
     pub const fn possible_for(self, protocol: Protocol) -> bool {
         match self {
-            ProbeResult::Refused => matches!(protocol, Protocol::Tcp),
+            ProbeResult::Refused => matches!(protocol, Protocol::Tcp | Protocol::Http),
             ProbeResult::Servfail
             | ProbeResult::Nxdomain
             | ProbeResult::DnsRefused
             | ProbeResult::WrongAnswer => matches!(protocol, Protocol::Dns),
+            ProbeResult::BadStatus | ProbeResult::TlsFailed => matches!(protocol, Protocol::Http),
             _ => true,
         }
     }
@@ -228,6 +233,8 @@ label_enum! {
         Tcp => "tcp",
         /// A DNS query (UDP, TCP when the answer is truncated).
         Dns => "dns",
+        /// An HTTP(S) GET (status line checked).
+        Http => "http",
     }
 }
 
@@ -379,7 +386,7 @@ mod tests {
             use ProbeResult::*;
             match r {
                 Ok | Timeout | Refused | Unreachable | Error | Servfail | Nxdomain | DnsRefused
-                | WrongAnswer => 9,
+                | WrongAnswer | BadStatus | TlsFailed => 11,
             }
         }
         check::<PodReason>(pod(PodReason::ALL[0]));
@@ -388,7 +395,7 @@ mod tests {
         check::<RestartReason>(restart(RestartReason::ALL[0]));
         check::<ProbeResult>(result(ProbeResult::ALL[0]));
         check::<Protocol>(match Protocol::Icmp {
-            Protocol::Icmp | Protocol::Tcp | Protocol::Dns => 3,
+            Protocol::Icmp | Protocol::Tcp | Protocol::Dns | Protocol::Http => 4,
         });
         check::<Direction>(match Direction::HostToPod {
             Direction::PodToTarget | Direction::HostToPod => 2,

@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::dns::DnsQuestion;
 use super::error::ProbeError;
+use super::http::TlsConfigs;
 use super::netns_thread::{IcmpWanted, Located, NetnsThread, Visit, VisitRequest, icmp_client};
 use super::outcome::{IcmpReply, Observation, ProbeResult, classify_io};
 use super::plan::PlannedProbe;
@@ -67,6 +68,7 @@ pub trait PodNetwork: Send + Sync + 'static {
 pub struct NetnsDriver {
     thread: NetnsThread,
     dns: DnsQuestion,
+    tls: TlsConfigs,
     locations: Mutex<HashMap<i32, Located>>,
     last_proc_scan: Mutex<Option<Instant>>,
     host_v4: Option<Client>,
@@ -109,6 +111,7 @@ impl NetnsDriver {
         Ok(NetnsDriver {
             thread: NetnsThread::start(runtime, worker)?,
             dns: DnsQuestion::default(),
+            tls: TlsConfigs::default(),
             locations: Mutex::new(HashMap::new()),
             last_proc_scan: Mutex::new(None),
             host_v4: host(ICMP::V4),
@@ -121,6 +124,12 @@ impl NetnsDriver {
     /// address).
     pub fn with_dns_question(mut self, question: DnsQuestion) -> Self {
         self.dns = question;
+        self
+    }
+
+    /// Verify HTTPS targets with these (default: the web PKI's roots).
+    pub fn with_tls(mut self, tls: TlsConfigs) -> Self {
+        self.tls = tls;
         self
     }
 
@@ -183,7 +192,7 @@ impl NetnsDriver {
             },
             tcp: in_pod
                 .iter()
-                .filter(|p| p.protocol == Protocol::Tcp)
+                .filter(|p| matches!(p.protocol, Protocol::Tcp | Protocol::Http))
                 .map(|p| p.address)
                 .collect(),
             dns: in_pod
@@ -430,7 +439,7 @@ impl PodNetwork for NetnsDriver {
         let timeout = round.timeout;
         let probes = round.probes.iter().map(|p| {
             let in_pod = |proto| p.direction == Direction::PodToTarget && p.protocol == proto;
-            let stream = in_pod(Protocol::Tcp)
+            let stream = (in_pod(Protocol::Tcp) || in_pod(Protocol::Http))
                 .then(|| tcp_sockets.next().map(|(_, s)| s))
                 .flatten();
             let dns_socks = in_pod(Protocol::Dns)
@@ -473,6 +482,12 @@ impl PodNetwork for NetnsDriver {
                     (Direction::PodToTarget, Protocol::Tcp) => {
                         tcp(stream, p.address, timeout).await
                     }
+                    (Direction::PodToTarget, Protocol::Http) => match &p.http {
+                        Some(spec) => {
+                            super::http::probe(stream, p.address, spec, &self.tls, timeout).await
+                        }
+                        None => Observation::failed(ProbeResult::Error, "no HTTP request"),
+                    },
                     (Direction::PodToTarget, Protocol::Dns) => {
                         super::dns::probe(dns_socks, p.address, &self.dns, timeout).await
                     }

@@ -15,6 +15,7 @@ mod dont_fragment;
 pub mod driver;
 mod error;
 pub mod fake;
+pub mod http;
 mod icmp_filter;
 mod netns_thread;
 mod nl;

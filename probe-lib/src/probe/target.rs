@@ -28,6 +28,8 @@ pub struct Target {
     pub protocol: Protocol,
     /// Where to.
     pub destination: Destination,
+    /// For HTTP(S): what to ask and expect.
+    pub http: Option<std::sync::Arc<super::http::HttpSpec>>,
 }
 
 /// Label value of the host → pod probe.
@@ -45,11 +47,13 @@ impl Target {
                 name: GATEWAY_TARGET.into(),
                 protocol: Protocol::Icmp,
                 destination: Destination::Gateway,
+                http: None,
             },
             Target {
                 name: NODE_TARGET.into(),
                 protocol: Protocol::Icmp,
                 destination: Destination::Node,
+                http: None,
             },
         ]
     }
@@ -91,7 +95,7 @@ impl Default for Gateways {
 /// A target specification that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "invalid probe '{spec}': {why} (expected [NAME=]icmp:ADDRESS, [NAME=]tcp:ADDRESS:PORT or [NAME=]dns:ADDRESS[:PORT])"
+    "invalid probe '{spec}': {why} (expected [NAME=]icmp:ADDRESS, [NAME=]tcp:ADDRESS:PORT, [NAME=]dns:ADDRESS[:PORT] or [NAME=]http(s)://ADDRESS[:PORT]/PATH[;2xx][;insecure][;host=NAME])"
 )]
 pub struct TargetSpecError {
     spec: String,
@@ -126,7 +130,13 @@ impl FromStr for Target {
             return Err(err("gateway, node and pod are built-in target names"));
         }
         let (proto, addr) = body.split_once(':').ok_or_else(|| err("no protocol"))?;
+        let mut http = None;
         let (protocol, destination) = match proto {
+            "http" | "https" => {
+                let (sa, spec) = super::http::parse(proto == "https", addr).map_err(err)?;
+                http = Some(std::sync::Arc::new(spec));
+                (Protocol::Http, Destination::Address(sa))
+            }
             "icmp" => {
                 let ip: IpAddr = addr.parse().map_err(|_| err("not an IP address"))?;
                 (Protocol::Icmp, Destination::Address(SocketAddr::new(ip, 0)))
@@ -153,7 +163,7 @@ impl FromStr for Target {
                 }
                 (Protocol::Dns, Destination::Address(sa))
             }
-            _ => return Err(err("the protocol must be icmp, tcp or dns")),
+            _ => return Err(err("the protocol must be icmp, tcp, dns, http or https")),
         };
         if let Destination::Address(sa) = destination
             && (sa.ip().is_unspecified() || sa.ip().is_multicast())
@@ -164,6 +174,7 @@ impl FromStr for Target {
             name: name.to_owned(),
             protocol,
             destination,
+            http,
         })
     }
 }
@@ -177,9 +188,13 @@ impl fmt::Display for Target {
             Destination::Address(sa) if self.protocol == Protocol::Icmp => {
                 write!(f, "{}=icmp:{}", self.name, sa.ip())
             }
-            Destination::Address(sa) => {
-                write!(f, "{}={}:{sa}", self.name, self.protocol.as_str())
-            }
+            Destination::Address(sa) => match &self.http {
+                Some(h) => {
+                    let scheme = if h.tls { "https" } else { "http" };
+                    write!(f, "{}={scheme}://{sa}{}", self.name, h.path)
+                }
+                None => write!(f, "{}={}:{sa}", self.name, self.protocol.as_str()),
+            },
         }
     }
 }
@@ -287,6 +302,12 @@ mod tests {
             Destination::Address("10.96.0.10:53".parse().unwrap())
         );
         assert_eq!(t.to_string(), "dns=dns:10.96.0.10:53");
+        let t: Target = "api=https://198.51.100.1:8443/healthz;insecure"
+            .parse()
+            .unwrap();
+        assert_eq!(t.protocol, Protocol::Http);
+        assert!(t.http.as_ref().is_some_and(|h| h.tls && h.insecure));
+        assert_eq!(t.to_string(), "api=https://198.51.100.1:8443/healthz");
         let t: Target = "dns:[fd00::a]:5353".parse().unwrap();
         assert_eq!(
             t.destination,
@@ -317,7 +338,7 @@ mod tests {
         }
         let e = "udp:1.2.3.4:53".parse::<Target>().unwrap_err().to_string();
         assert!(
-            e.contains("udp:1.2.3.4:53") && e.contains("icmp, tcp or dns"),
+            e.contains("udp:1.2.3.4:53") && e.contains("icmp, tcp, dns, http or https"),
             "{e}"
         );
     }

@@ -12,6 +12,7 @@ pub mod dns;
 pub mod exposition;
 pub mod faults;
 pub mod felix;
+pub mod http;
 pub mod netns;
 pub mod sentinel;
 pub mod simnode;
