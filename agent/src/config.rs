@@ -168,8 +168,9 @@ pub struct Args {
           value_parser = resync_interval)]
     pub resync_interval: Duration,
 
-    /// A probe target for every pod, besides its gateway and the node: `[NAME=]icmp:ADDRESS`
-    /// or `[NAME=]tcp:ADDRESS:PORT` (IPv6 as `[ADDR]:PORT`). Repeatable; the environment
+    /// A probe target for every pod, besides its gateway and the node: `[NAME=]icmp:ADDRESS`,
+    /// `[NAME=]tcp:ADDRESS:PORT` (IPv6 as `[ADDR]:PORT`), `[NAME=]dns:ADDRESS[:PORT]` or
+    /// `[NAME=]http(s)://ADDRESS[:PORT]/PATH[;2xx][;insecure][;host=NAME]`. Repeatable; the environment
     /// variable takes a comma-separated list.
     #[arg(long = "probe", env = "PODNET_PROBES", value_name = "TARGET", value_delimiter = ',',
           value_parser = probe_target)]
@@ -242,6 +243,39 @@ pub struct Args {
         value_name = "ENGINE"
     )]
     pub policy_engine: PolicyEngineArg,
+
+    /// The cluster's DNS service (the `kube-dns` Service's ClusterIP), `IP` or `IP:PORT`:
+    /// every pod queries it for --dns-name over UDP (TCP when truncated), as target `dns`.
+    #[arg(long, env = "PODNET_DNS_SERVER", value_name = "IP[:PORT]", value_parser = dns_server)]
+    pub dns_server: Option<SocketAddr>,
+
+    /// The cluster's DNS domain: the DNS probe asks for `kubernetes.default.svc.<DOMAIN>`.
+    #[arg(
+        long,
+        env = "PODNET_CLUSTER_DOMAIN",
+        default_value = "cluster.local",
+        value_name = "DOMAIN"
+    )]
+    pub cluster_domain: String,
+
+    /// The name the DNS probe asks for instead of `kubernetes.default.svc.<cluster domain>`.
+    #[arg(long, env = "PODNET_DNS_NAME", value_name = "NAME")]
+    pub dns_name: Option<String>,
+
+    /// Addresses the DNS answer must contain one of (comma-separated); by default any A
+    /// (AAAA for an IPv6 server) record is a good answer.
+    #[arg(
+        long,
+        env = "PODNET_DNS_EXPECT",
+        value_name = "IP",
+        value_delimiter = ','
+    )]
+    pub dns_expect: Vec<std::net::IpAddr>,
+
+    /// PEM file of the CAs HTTPS probes trust instead of the web PKI's roots (targets marked
+    /// `;insecure` verify nothing).
+    #[arg(long, env = "PODNET_PROBE_CA", value_name = "PATH")]
+    pub probe_ca: Option<PathBuf>,
 
     /// Pods with per-pod series (`podnet_pod_problem`, `podnet_pod_probe_failing`) at
     /// most; further pods with problems still count in the node-level gauges, and how many
@@ -584,6 +618,14 @@ fn resync_interval(s: &str) -> Result<Duration, String> {
         return Err("must be at least 1s".into());
     }
     Ok(d)
+}
+
+/// `10.96.0.10` (port 53) or `10.96.0.10:53`, `[fd00::a]:53`.
+fn dns_server(s: &str) -> Result<SocketAddr, String> {
+    probe_target(&format!("dns:{s}")).and_then(|t| match t.destination {
+        podnet_probe::probe::target::Destination::Address(sa) => Ok(sa),
+        _ => Err(format!("invalid DNS server '{s}'")),
+    })
 }
 
 fn probe_target(s: &str) -> Result<Target, String> {

@@ -83,8 +83,10 @@ where
     let prober = if args.no_probes {
         None
     } else {
-        let driver =
-            NetnsDriver::with_worker(workers.register("netns")).context("starting the prober")?;
+        let driver = NetnsDriver::with_worker(workers.register("netns"))
+            .context("starting the prober")?
+            .with_dns_question(probing.dns.clone())
+            .with_tls(probing.tls.clone());
         let config = ProberConfig {
             targets: probing.targets,
             gateways: Gateways::default(),

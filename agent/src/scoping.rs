@@ -7,10 +7,12 @@ use std::collections::BTreeMap;
 
 use clap::ValueEnum;
 use podnet_probe::cni::Cni;
+use podnet_probe::probe::dns::{DEFAULT_NAME_PREFIX, DnsQuestion};
+use podnet_probe::probe::http::TlsConfigs;
 use podnet_probe::probe::scope::ProbeScope;
 use podnet_probe::probe::selector::LabelSelector;
 use podnet_probe::probe::target::{
-    Destination, GATEWAY_TARGET, HOST_TO_POD_TARGET, NODE_TARGET, Target, check_unique,
+    Destination, GATEWAY_TARGET, HOST_TO_POD_TARGET, NODE_TARGET, Protocol, Target, check_unique,
     parse_probe_file,
 };
 use podnet_probe::verdict::PolicyEngine;
@@ -85,6 +87,10 @@ pub struct Probing {
     pub scope: ProbeScope,
     /// For the policy-aware diagnosis.
     pub policy_engine: Option<PolicyEngine>,
+    /// What the DNS probe asks.
+    pub dns: DnsQuestion,
+    /// How HTTPS probes verify servers.
+    pub tls: TlsConfigs,
 }
 
 impl Probing {
@@ -117,6 +123,20 @@ pub fn probing(args: &Args) -> Result<Probing, String> {
         })
         .collect();
     let mut selectors = BTreeMap::new();
+    if let Some(server) = args.dns_server {
+        targets.push(Target {
+            name: "dns".into(),
+            protocol: Protocol::Dns,
+            destination: Destination::Address(server),
+            http: None,
+        });
+    }
+    let dns_name = args.dns_name.clone().unwrap_or_else(|| {
+        let domain = args.cluster_domain.trim().trim_matches('.');
+        format!("{DEFAULT_NAME_PREFIX}.{domain}")
+    });
+    let dns = DnsQuestion::new(&dns_name, args.dns_expect.clone())
+        .map_err(|e| format!("--dns-name/--cluster-domain: {e}"))?;
     targets.extend(args.probes.iter().cloned());
     if let Some(path) = &args.probe_file {
         let text = std::fs::read_to_string(path)
@@ -163,6 +183,8 @@ pub fn probing(args: &Args) -> Result<Probing, String> {
             selectors,
         },
         policy_engine,
+        dns,
+        tls: TlsConfigs::new(args.probe_ca.as_deref()).map_err(|e| format!("--probe-ca: {e}"))?,
     })
 }
 
@@ -277,6 +299,54 @@ mod tests {
         ] {
             let e = probing_of(argv).unwrap_err();
             assert!(e.contains(msg), "{argv:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_dns_server_is_the_dns_target_asking_the_cluster_domain() {
+        let p = probing_of(&[
+            "--dns-server",
+            "10.96.0.10",
+            "--cluster-domain",
+            "corp.example.",
+        ])
+        .unwrap();
+        let dns = p.targets.iter().find(|t| t.name == "dns").unwrap();
+        assert_eq!(dns.protocol, Protocol::Dns);
+        assert_eq!(
+            dns.destination,
+            Destination::Address("10.96.0.10:53".parse().unwrap())
+        );
+        assert_eq!(p.dns.name(), "kubernetes.default.svc.corp.example.");
+        let p = probing_of(&[
+            "--dns-server",
+            "[fd00::a]:5353",
+            "--dns-name",
+            "api.example",
+        ])
+        .unwrap();
+        assert_eq!(p.dns.name(), "api.example.");
+        assert!(
+            probing_of(&[])
+                .unwrap()
+                .targets
+                .iter()
+                .all(|t| t.name != "dns")
+        );
+        for bad in [
+            &["--dns-server", "kube-dns"][..],
+            &["--dns-server", "10.96.0.10:0"],
+            &["--dns-name", "a..b"],
+            &["--dns-expect", "not-an-ip"],
+            &[
+                "--dns-server",
+                "10.96.0.10",
+                "--probe",
+                "dns=icmp:192.0.2.1",
+            ],
+            &["--probe-ca", "/nonexistent/ca.pem"],
+        ] {
+            assert!(probing_of(bad).is_err(), "{bad:?} accepted");
         }
     }
 }

@@ -37,6 +37,11 @@ fn help_documents_every_flag_and_its_environment_variable() {
         ),
         ("--control-plane-checks", "PODNET_CONTROL_PLANE_CHECKS"),
         ("--control-plane-relist", "PODNET_CONTROL_PLANE_RELIST"),
+        ("--dns-server", "PODNET_DNS_SERVER"),
+        ("--cluster-domain", "PODNET_CLUSTER_DOMAIN"),
+        ("--dns-name", "PODNET_DNS_NAME"),
+        ("--dns-expect", "PODNET_DNS_EXPECT"),
+        ("--probe-ca", "PODNET_PROBE_CA"),
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
         assert!(
@@ -59,6 +64,16 @@ fn assert_rejected(cmd: &mut Command, mention: &str) {
 fn bad_flags_and_values_exit_2_with_one_line() {
     assert_rejected(agent().arg("--no-such-flag"), "--no-such-flag");
     assert_rejected(agent().args(["--listen", "nowhere"]), "--listen");
+    assert_rejected(agent().args(["--dns-server", "kube-dns"]), "--dns-server");
+    assert_rejected(agent().args(["--dns-name", "a..b"]), "--dns-name");
+    assert_rejected(
+        agent().args(["--probe-ca", "/nonexistent/ca.pem"]),
+        "--probe-ca",
+    );
+    assert_rejected(
+        agent().args(["--probe", "web=http://example.com/"]),
+        "must be an IP address",
+    );
     assert_rejected(
         agent().args(["--resync-interval", "10x"]),
         "--resync-interval",

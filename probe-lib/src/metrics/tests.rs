@@ -242,7 +242,9 @@ fn probe_series_are_pre_created_only_where_possible() {
     m.probe()
         .register_target("node", Protocol::Icmp, Direction::PodToTarget);
     m.probe()
-        .register_target("dns", Protocol::Tcp, Direction::PodToTarget);
+        .register_target("web", Protocol::Tcp, Direction::PodToTarget);
+    m.probe()
+        .register_target("dns", Protocol::Dns, Direction::PodToTarget);
     let text = m.encode().unwrap();
     let series = |target: &str| -> Vec<&str> {
         samples(&text)
@@ -250,14 +252,22 @@ fn probe_series_are_pre_created_only_where_possible() {
             .filter(|l| l.starts_with("podnet_probes_total{") && l.contains(target))
             .collect()
     };
+    let has = |lines: &[&str], result: &str| {
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("result=\"{result}\"")))
+    };
+    let dns_only = ["servfail", "nxdomain", "dns_refused", "wrong_answer"];
+    // An ICMP echo is never refused; a TCP connect is; neither gets a DNS or HTTP answer.
     let icmp = series("target=\"node\"");
-    let tcp = series("target=\"dns\"");
-    // An ICMP echo is never refused; a TCP connect can end every way.
-    assert_eq!(icmp.len(), ProbeResult::ALL.len() - 1, "{text}");
-    assert!(
-        icmp.iter().all(|l| !l.contains("result=\"refused\"")),
-        "{text}"
-    );
-    assert_eq!(tcp.len(), ProbeResult::ALL.len(), "{text}");
+    assert_eq!(icmp.len(), ProbeResult::ALL.len() - 7, "{text}");
+    assert!(!has(&icmp, "refused"), "{text}");
+    let tcp = series("target=\"web\"");
+    assert_eq!(tcp.len(), ProbeResult::ALL.len() - 6, "{text}");
+    assert!(has(&tcp, "refused") && dns_only.iter().all(|r| !has(&tcp, r)));
+    // A DNS query ends in a DNS answer or as any probe does, never in a TCP reset.
+    let dns = series("target=\"dns\"");
+    assert_eq!(dns.len(), ProbeResult::ALL.len() - 3, "{text}");
+    assert!(!has(&dns, "refused") && dns_only.iter().all(|r| has(&dns, r)));
     assert!(text.contains("podnet_build_info{version=\"1\",revision=\"abc123\"} 1\n"));
 }

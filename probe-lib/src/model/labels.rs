@@ -188,6 +188,19 @@ label_enum! {
         Unreachable => "unreachable",
         /// Anything else (socket errors, a namespace that could not be entered).
         Error => "error",
+        /// DNS: the server answered SERVFAIL (it could not resolve; CoreDNS upstream or API).
+        Servfail => "servfail",
+        /// DNS: the server answered NXDOMAIN for the probed name.
+        Nxdomain => "nxdomain",
+        /// DNS: the server answered REFUSED. Not `refused`, which is a TCP reset and means the
+        /// path works; a DNS server refusing the query is a failure.
+        DnsRefused => "dns_refused",
+        /// DNS: an answer without an A/AAAA record, or with an address that is not expected.
+        WrongAnswer => "wrong_answer",
+        /// HTTP: a response whose status is not of the expected class.
+        BadStatus => "bad_status",
+        /// HTTPS: the TLS handshake failed (certificate rejected, not TLS, protocol error).
+        TlsFailed => "tls_failed",
     }
 }
 
@@ -199,8 +212,17 @@ impl ProbeResult {
 
     /// Whether a probe of `protocol` can end this way: an ICMP echo is never refused (only a
     /// TCP connect is), so `podnet_probes_total` pre-creates no series that cannot move.
+    /// The DNS answers are possible only for DNS, and a DNS probe is never `refused`.
     pub const fn possible_for(self, protocol: Protocol) -> bool {
-        !matches!((self, protocol), (ProbeResult::Refused, Protocol::Icmp))
+        match self {
+            ProbeResult::Refused => matches!(protocol, Protocol::Tcp | Protocol::Http),
+            ProbeResult::Servfail
+            | ProbeResult::Nxdomain
+            | ProbeResult::DnsRefused
+            | ProbeResult::WrongAnswer => matches!(protocol, Protocol::Dns),
+            ProbeResult::BadStatus | ProbeResult::TlsFailed => matches!(protocol, Protocol::Http),
+            _ => true,
+        }
     }
 }
 
@@ -211,6 +233,10 @@ label_enum! {
         Icmp => "icmp",
         /// TCP connect.
         Tcp => "tcp",
+        /// A DNS query (UDP, TCP when the answer is truncated).
+        Dns => "dns",
+        /// An HTTP(S) GET (status line checked).
+        Http => "http",
     }
 }
 
@@ -384,7 +410,8 @@ mod tests {
         fn result(r: ProbeResult) -> usize {
             use ProbeResult::*;
             match r {
-                Ok | Timeout | Refused | Unreachable | Error => 5,
+                Ok | Timeout | Refused | Unreachable | Error | Servfail | Nxdomain | DnsRefused
+                | WrongAnswer | BadStatus | TlsFailed => 11,
             }
         }
         check::<PodReason>(pod(PodReason::ALL[0]));
@@ -402,7 +429,7 @@ mod tests {
             | ControlPlaneReason::ClusterIpUnreachable => 7,
         });
         check::<Protocol>(match Protocol::Icmp {
-            Protocol::Icmp | Protocol::Tcp => 2,
+            Protocol::Icmp | Protocol::Tcp | Protocol::Dns | Protocol::Http => 4,
         });
         check::<Direction>(match Direction::HostToPod {
             Direction::PodToTarget | Direction::HostToPod => 2,

@@ -13,8 +13,10 @@ use futures::future::join_all;
 use surge_ping::{Client, ICMP, IcmpPacket, PingIdentifier, PingSequence, SurgeError};
 use tracing::{debug, info, warn};
 
+use super::dns::DnsQuestion;
 use super::error::ProbeError;
 use super::hints::{ClientHint, Hint};
+use super::http::TlsConfigs;
 use super::netns_thread::{IcmpWanted, Located, NetnsThread, Visit, VisitRequest, icmp_client};
 use super::outcome::{IcmpReply, Observation, ProbeResult, classify_io};
 use super::plan::PlannedProbe;
@@ -82,6 +84,8 @@ pub trait PodNetwork: Send + Sync + 'static {
 /// The real driver: ICMP (surge-ping) and TCP from inside pod namespaces, ICMP from the host.
 pub struct NetnsDriver {
     thread: NetnsThread,
+    dns: DnsQuestion,
+    tls: TlsConfigs,
     locations: Mutex<HashMap<i32, Located>>,
     last_proc_scan: Mutex<Option<Instant>>,
     host_v4: Option<Client>,
@@ -123,12 +127,27 @@ impl NetnsDriver {
         };
         Ok(NetnsDriver {
             thread: NetnsThread::start(runtime, worker)?,
+            dns: DnsQuestion::default(),
+            tls: TlsConfigs::default(),
             locations: Mutex::new(HashMap::new()),
             last_proc_scan: Mutex::new(None),
             host_v4: host(ICMP::V4),
             host_v6: host(ICMP::V6),
             logged_socket_kind: AtomicU8::new(0),
         })
+    }
+
+    /// Ask DNS targets this question (default: `kubernetes.default.svc.cluster.local`, any
+    /// address).
+    pub fn with_dns_question(mut self, question: DnsQuestion) -> Self {
+        self.dns = question;
+        self
+    }
+
+    /// Verify HTTPS targets with these (default: the web PKI's roots).
+    pub fn with_tls(mut self, tls: TlsConfigs) -> Self {
+        self.tls = tls;
+        self
     }
 
     async fn locate(&self, nsid: i32, refresh: bool) -> Option<Located> {
@@ -190,7 +209,12 @@ impl NetnsDriver {
             },
             tcp: in_pod
                 .iter()
-                .filter(|p| p.protocol == Protocol::Tcp)
+                .filter(|p| matches!(p.protocol, Protocol::Tcp | Protocol::Http))
+                .map(|p| p.address)
+                .collect(),
+            dns: in_pod
+                .iter()
+                .filter(|p| p.protocol == Protocol::Dns)
                 .map(|p| p.address)
                 .collect(),
             syn_sent: round.syn_sent,
@@ -343,6 +367,11 @@ impl NetnsDriver {
     }
 }
 
+/// A random DNS query ID.
+pub(crate) fn random_u16() -> u16 {
+    random_ident_seq().1
+}
+
 /// A random ICMP identifier and sequence number (`getrandom`; a counter if that fails, which
 /// only loses unpredictability).
 fn random_ident_seq() -> (u16, u16) {
@@ -423,10 +452,19 @@ impl PodNetwork for NetnsDriver {
             .map(|v| std::mem::take(&mut v.tcp))
             .unwrap_or_default()
             .into_iter();
+        let mut dns_sockets = visit
+            .as_mut()
+            .map(|v| std::mem::take(&mut v.dns))
+            .unwrap_or_default()
+            .into_iter();
         let timeout = round.timeout;
         let probes = round.probes.iter().map(|p| {
-            let stream = (p.direction == Direction::PodToTarget && p.protocol == Protocol::Tcp)
+            let in_pod = |proto| p.direction == Direction::PodToTarget && p.protocol == proto;
+            let stream = (in_pod(Protocol::Tcp) || in_pod(Protocol::Http))
                 .then(|| tcp_sockets.next().map(|(_, s)| s))
+                .flatten();
+            let dns_socks = in_pod(Protocol::Dns)
+                .then(|| dns_sockets.next().map(|(_, s)| s))
                 .flatten();
             let visit = visit.as_ref();
             let error = error.as_ref();
@@ -464,6 +502,15 @@ impl PodNetwork for NetnsDriver {
                     }
                     (Direction::PodToTarget, Protocol::Tcp) => {
                         tcp(stream, p.address, timeout).await
+                    }
+                    (Direction::PodToTarget, Protocol::Http) => match &p.http {
+                        Some(spec) => {
+                            super::http::probe(stream, p.address, spec, &self.tls, timeout).await
+                        }
+                        None => Observation::failed(ProbeResult::Error, "no HTTP request"),
+                    },
+                    (Direction::PodToTarget, Protocol::Dns) => {
+                        super::dns::probe(dns_socks, p.address, &self.dns, timeout).await
                     }
                 }
             }

@@ -1,5 +1,6 @@
 //! Probes from inside every pod's network namespace (and from the host to every pod): ICMP to
-//! the pod's gateway, the node and configured targets, TCP connects to configured targets.
+//! the pod's gateway, the node and configured targets, TCP connects to configured targets,
+//! DNS queries to the cluster's DNS service ([`dns`]).
 //!
 //! Pure parts: [`target`] (what to probe), [`outcome`] (how results are classified),
 //! [`report`] (per-pod state). The rest touches the OS: finding pod namespaces, creating
@@ -9,11 +10,13 @@ pub mod outcome;
 pub mod report;
 pub mod target;
 
+pub mod dns;
 mod dont_fragment;
 pub mod driver;
 mod error;
 pub mod fake;
 pub mod hints;
+pub mod http;
 mod icmp_filter;
 mod netns_thread;
 mod nl;

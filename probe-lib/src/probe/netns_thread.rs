@@ -18,6 +18,7 @@ use surge_ping::{Client, Config, ICMP};
 use tokio::sync::oneshot;
 use tracing::{debug, error};
 
+use super::dns::DnsSockets;
 use super::error::ProbeError;
 use super::hints::{ClientHint, Hint, read_all};
 use super::nl::BlockingNetlink;
@@ -59,6 +60,8 @@ pub(crate) struct VisitRequest {
     pub dump_always: bool,
     /// Ask the pod's client software why it is stale (empty: do not).
     pub hints: Vec<std::sync::Arc<dyn ClientHint>>,
+    /// DNS servers, one UDP and one TCP socket each.
+    pub dns: Vec<SocketAddr>,
     /// A job still queued at this time is dropped unseen: its round has given up, and a pod
     /// must not delay the others' rounds by more than one timeout.
     pub start_by: Instant,
@@ -80,6 +83,7 @@ pub(crate) struct Visit {
     pub syn_sent: Option<Result<SynSentDump, ProbeError>>,
     pub syn_retrans: Option<u64>,
     pub hint: Option<Hint>,
+    pub dns: Vec<(SocketAddr, std::io::Result<DnsSockets>)>,
 }
 
 enum Job {
@@ -392,6 +396,7 @@ impl Home {
         let path_mtu_v4 = path_mtu(w.v4_gateway, ICMP::V4);
         let path_mtu_v6 = path_mtu(w.v6_gateway, ICMP::V6);
         let tcp = req.tcp.iter().map(|a| (*a, tcp_socket(a))).collect();
+        let dns = req.dns.iter().map(|a| (*a, dns_sockets(a))).collect();
         Ok(Visit {
             pod_side,
             icmp_v4,
@@ -405,6 +410,7 @@ impl Home {
             syn_sent,
             syn_retrans,
             hint,
+            dns,
         })
     }
 }
@@ -438,4 +444,20 @@ fn tcp_socket(addr: &SocketAddr) -> std::io::Result<std::net::TcpStream> {
     s.set_cloexec(true)?;
     s.set_linger(Some(std::time::Duration::ZERO))?;
     Ok(s.into())
+}
+
+/// A DNS probe's sockets in the current namespace: an unbound, non-blocking UDP socket
+/// (`connect` on the runtime picks the source port) and a TCP socket for a truncated answer.
+fn dns_sockets(addr: &SocketAddr) -> std::io::Result<DnsSockets> {
+    let udp = Socket::new(
+        Domain::for_address(*addr),
+        Type::DGRAM,
+        Some(SockProtocol::UDP),
+    )?;
+    udp.set_nonblocking(true)?;
+    udp.set_cloexec(true)?;
+    Ok(DnsSockets {
+        udp: udp.into(),
+        tcp: tcp_socket(addr)?,
+    })
 }

@@ -17,6 +17,8 @@ pub struct PlannedProbe {
     pub gateway: bool,
     /// Destination; port 0 for ICMP, scope id set for link-local IPv6.
     pub address: SocketAddr,
+    /// For HTTP(S) targets: the request and the expected status.
+    pub http: Option<std::sync::Arc<super::http::HttpSpec>>,
 }
 
 /// The probes for a pod with these IPs. `peer_index` is the pod's interface index inside its
@@ -42,6 +44,7 @@ pub fn plan(
                 direction: Direction::PodToTarget,
                 gateway,
                 address,
+                http: t.http.clone(),
             };
             match t.destination {
                 Destination::Gateway => {
@@ -73,6 +76,7 @@ pub fn plan(
             direction: Direction::HostToPod,
             gateway: false,
             address: SocketAddr::new(*ip, 0),
+            http: None,
         });
     }
     out

@@ -28,6 +28,8 @@ pub struct Target {
     pub protocol: Protocol,
     /// Where to.
     pub destination: Destination,
+    /// For HTTP(S): what to ask and expect.
+    pub http: Option<std::sync::Arc<super::http::HttpSpec>>,
 }
 
 /// Label value of the host → pod probe.
@@ -45,11 +47,13 @@ impl Target {
                 name: GATEWAY_TARGET.into(),
                 protocol: Protocol::Icmp,
                 destination: Destination::Gateway,
+                http: None,
             },
             Target {
                 name: NODE_TARGET.into(),
                 protocol: Protocol::Icmp,
                 destination: Destination::Node,
+                http: None,
             },
         ]
     }
@@ -90,7 +94,9 @@ impl Default for Gateways {
 
 /// A target specification that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid probe '{spec}': {why} (expected [NAME=]icmp:ADDRESS or [NAME=]tcp:ADDRESS:PORT)")]
+#[error(
+    "invalid probe '{spec}': {why} (expected [NAME=]icmp:ADDRESS, [NAME=]tcp:ADDRESS:PORT, [NAME=]dns:ADDRESS[:PORT] or [NAME=]http(s)://ADDRESS[:PORT]/PATH[;2xx][;insecure][;host=NAME])"
+)]
 pub struct TargetSpecError {
     spec: String,
     why: &'static str,
@@ -124,7 +130,13 @@ impl FromStr for Target {
             return Err(err("gateway, node and pod are built-in target names"));
         }
         let (proto, addr) = body.split_once(':').ok_or_else(|| err("no protocol"))?;
+        let mut http = None;
         let (protocol, destination) = match proto {
+            "http" | "https" => {
+                let (sa, spec) = super::http::parse(proto == "https", addr).map_err(err)?;
+                http = Some(std::sync::Arc::new(spec));
+                (Protocol::Http, Destination::Address(sa))
+            }
             "icmp" => {
                 let ip: IpAddr = addr.parse().map_err(|_| err("not an IP address"))?;
                 (Protocol::Icmp, Destination::Address(SocketAddr::new(ip, 0)))
@@ -138,7 +150,20 @@ impl FromStr for Target {
                 }
                 (Protocol::Tcp, Destination::Address(sa))
             }
-            _ => return Err(err("the protocol must be icmp or tcp")),
+            "dns" => {
+                // A bare address means port 53.
+                let sa = match addr.parse::<IpAddr>() {
+                    Ok(ip) => SocketAddr::new(ip, 53),
+                    Err(_) => addr
+                        .parse::<SocketAddr>()
+                        .map_err(|_| err("not IP or IP:PORT ([IPv6]:PORT for IPv6)"))?,
+                };
+                if sa.port() == 0 {
+                    return Err(err("port 0"));
+                }
+                (Protocol::Dns, Destination::Address(sa))
+            }
+            _ => return Err(err("the protocol must be icmp, tcp, dns, http or https")),
         };
         if let Destination::Address(sa) = destination
             && (sa.ip().is_unspecified() || sa.ip().is_multicast())
@@ -149,6 +174,7 @@ impl FromStr for Target {
             name: name.to_owned(),
             protocol,
             destination,
+            http,
         })
     }
 }
@@ -162,7 +188,13 @@ impl fmt::Display for Target {
             Destination::Address(sa) if self.protocol == Protocol::Icmp => {
                 write!(f, "{}=icmp:{}", self.name, sa.ip())
             }
-            Destination::Address(sa) => write!(f, "{}=tcp:{sa}", self.name),
+            Destination::Address(sa) => match &self.http {
+                Some(h) => {
+                    let scheme = if h.tls { "https" } else { "http" };
+                    write!(f, "{}={scheme}://{sa}{}", self.name, h.path)
+                }
+                None => write!(f, "{}={}:{sa}", self.name, self.protocol.as_str()),
+            },
         }
     }
 }
@@ -263,6 +295,24 @@ mod tests {
         let t: Target = " v6 = icmp:2001:db8::1 ".parse().unwrap();
         assert_eq!(t.name, "v6");
         assert_eq!(t.to_string(), "v6=icmp:2001:db8::1");
+        let t: Target = "dns=dns:10.96.0.10".parse().unwrap();
+        assert_eq!((t.protocol, t.name.as_str()), (Protocol::Dns, "dns"));
+        assert_eq!(
+            t.destination,
+            Destination::Address("10.96.0.10:53".parse().unwrap())
+        );
+        assert_eq!(t.to_string(), "dns=dns:10.96.0.10:53");
+        let t: Target = "api=https://198.51.100.1:8443/healthz;insecure"
+            .parse()
+            .unwrap();
+        assert_eq!(t.protocol, Protocol::Http);
+        assert!(t.http.as_ref().is_some_and(|h| h.tls && h.insecure));
+        assert_eq!(t.to_string(), "api=https://198.51.100.1:8443/healthz");
+        let t: Target = "dns:[fd00::a]:5353".parse().unwrap();
+        assert_eq!(
+            t.destination,
+            Destination::Address("[fd00::a]:5353".parse().unwrap())
+        );
     }
 
     #[test]
@@ -271,6 +321,9 @@ mod tests {
             "",
             "icmp",
             "udp:1.2.3.4:53",
+            "dns:1.2.3.4:0",
+            "dns:resolver",
+            "dns:0.0.0.0",
             "icmp:not-an-ip",
             "tcp:1.2.3.4",
             "tcp:1.2.3.4:0",
@@ -285,7 +338,7 @@ mod tests {
         }
         let e = "udp:1.2.3.4:53".parse::<Target>().unwrap_err().to_string();
         assert!(
-            e.contains("udp:1.2.3.4:53") && e.contains("icmp or tcp"),
+            e.contains("udp:1.2.3.4:53") && e.contains("icmp, tcp, dns, http or https"),
             "{e}"
         );
     }

@@ -231,7 +231,9 @@ fn wait_for_signals(cluster: &Cluster, pod: &str) -> Result<()> {
             .into_iter()
             .find(|e| e["regarding"]["name"] == pod && e["type"] == "Warning");
         if let (Some(c), Some(e)) = (&condition, &event) {
-            say(&format!("\n   $ kubectl describe node {NODE}   (Conditions:)"));
+            say(&format!(
+                "\n   $ kubectl describe node {NODE}   (Conditions:)"
+            ));
             say(&format!(
                 "     PodNetworkProblem  {}  {}  {}",
                 c["status"].as_str().unwrap_or(""),
