@@ -22,7 +22,9 @@ const WEBHOOK_PORT: u16 = 9095;
 /// First port of the recorded agents (one per node).
 const RECORDED_PORT: u16 = 9710;
 const WAIT: Duration = Duration::from_secs(90);
-const TARGET: &str = "dns";
+/// An outside dependency every pod probes (not `dns`: that target has its own node alert,
+/// `PodnetNodeDnsFailure`).
+const TARGET: &str = "registry";
 
 /// What the agent on each node serves: node-level series as `Metrics` renders them.
 fn exposition(unreachable: bool) -> String {
