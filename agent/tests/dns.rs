@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use podnet_testbed::agent::Agent;
 use podnet_testbed::dns::{DnsMode, DnsServer};
@@ -102,20 +102,7 @@ fn dns(status: &Value) -> Vec<(String, String, bool, bool)> {
 }
 
 fn wait_status(agent: &Agent, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let s = agent.status().unwrap();
-        if pred(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; last status:\n{}\n{}",
-            serde_json::to_string_pretty(&s["pods"]).unwrap(),
-            agent.log_tail()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    agent.wait_status(what, WAIT, pred).unwrap()
 }
 
 /// Every pod's last DNS result is `result`.

@@ -4,7 +4,7 @@
 //! wiring, not as HTTP.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use std::sync::Arc;
 
@@ -36,20 +36,7 @@ fn results(status: &Value, name: &str) -> Vec<(String, String, bool, String)> {
 }
 
 fn wait_status(agent: &Agent, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let s = agent.status().unwrap();
-        if pred(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; last status:\n{}\n{}",
-            serde_json::to_string_pretty(&s["pods"]).unwrap(),
-            agent.log_tail()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    agent.wait_status(what, WAIT, pred).unwrap()
 }
 
 #[test]

@@ -44,20 +44,7 @@ fn healthy(status: &Value) -> BTreeSet<String> {
 }
 
 fn wait_status(agent: &Agent, what: &str, wait: Duration, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + wait;
-    loop {
-        let s = agent.status().unwrap();
-        if pred(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {wait:?} waiting for {what}; last status:\n{}\n{}",
-            serde_json::to_string_pretty(&s["pods"]).unwrap(),
-            agent.log_tail()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    agent.wait_status(what, wait, pred).unwrap()
 }
 
 /// `ip -n NETNS -batch -` with these lines.

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use podnet_testbed::agent::Agent;
 use podnet_testbed::cluster::{Cluster, api_pod};
@@ -32,20 +32,7 @@ fn iptables(node: &SimNode, args: &[&str]) {
 }
 
 fn wait_status(agent: &Agent, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let s = agent.status().unwrap();
-        if pred(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; last status:\n{}\n{}",
-            serde_json::to_string_pretty(&s).unwrap(),
-            agent.log_tail()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    agent.wait_status(what, WAIT, pred).unwrap()
 }
 
 /// `(interface, target)` of every probed destination in /status with its latest result.

@@ -65,20 +65,7 @@ fn dests(status: &Value) -> Vec<(String, String, String, bool)> {
 }
 
 fn wait_status(agent: &Agent, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let s = agent.status().unwrap();
-        if pred(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; last status:\n{}\n{}",
-            serde_json::to_string_pretty(&s["pods"]).unwrap(),
-            agent.log_tail()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    agent.wait_status(what, WAIT, pred).unwrap()
 }
 
 /// One pod's entry in /status.

@@ -219,6 +219,33 @@ impl Agent {
         }
     }
 
+    /// Poll `/status` until `pred` holds; on timeout fail with the last pods and the log.
+    pub fn wait_status(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        let mut last = serde_json::Value::Null;
+        loop {
+            if let Ok(s) = self.status() {
+                if pred(&s) {
+                    return Ok(s);
+                }
+                last = s;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "timed out after {timeout:?} waiting for {what}; last status:\n{}\n{}",
+                    serde_json::to_string_pretty(&last["pods"]).unwrap_or_default(),
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The last lines of the agent's log.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
