@@ -52,7 +52,7 @@ where
     S: Fn() -> F,
     F: Future<Output = ()> + Send + 'static,
 {
-    let (felix, felix_task) = crate::start_felix(args, metrics, workers, stopped()).unzip();
+    let (felix, felix_task) = crate::start_felix(args, workers, stopped()).unzip();
     let (pods, watch_task) =
         source::start(choice, args, &node, metrics, workers, stopped()).await?;
     let blocks = source::start_blocks(args, workers, stopped()).await?;

@@ -171,6 +171,9 @@ async fn serve(
     })
     .await?;
     metrics.serve_snapshots_capped(snapshots.clone(), args.max_pod_series as usize);
+    if felix_configured(&args) {
+        metrics.watch_felix(snapshots.clone());
+    }
     let notify_task = notify::start(
         &args,
         &config_node,
@@ -320,10 +323,16 @@ async fn wait_for_signal() {
     }
 }
 
-/// With `--cni calico` and an endpoint to read, read felix on this node and export it.
+/// Whether felix is read: `--cni calico` and at least one of its endpoints.
+fn felix_configured(args: &Args) -> bool {
+    matches!(args.cni, podnet_probe::cni::Cni::Calico)
+        && (args.calico_felix_health.0.is_some() || args.calico_felix_metrics.0.is_some())
+}
+
+/// With `--cni calico` and an endpoint to read, read felix on this node (exported from the
+/// snapshots, see [`Metrics::watch_felix`]).
 pub(crate) fn start_felix(
     args: &Args,
-    metrics: &mut Metrics,
     workers: &Workers,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Option<(podnet_probe::model::Felix, tokio::task::JoinHandle<()>)> {
@@ -333,12 +342,10 @@ pub(crate) fn start_felix(
         interval: args.calico_felix_interval,
         timeout: FELIX_TIMEOUT,
     };
-    let calico = matches!(args.cni, podnet_probe::cni::Cni::Calico);
-    if !calico || (config.health.is_none() && config.metrics.is_none()) {
+    if !felix_configured(args) {
         return None;
     }
     let felix = podnet_probe::model::Felix::default();
-    metrics.watch_felix(felix.clone());
     info!(health = ?config.health, metrics = ?config.metrics, "reading calico-node's felix");
     let reader = felix.clone();
     let task = spawn_worker(workers, "felix", |guard| async move {

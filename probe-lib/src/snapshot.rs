@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::model::{KubeStatus, PodEntry, PodSet, SourceName};
+use crate::model::{FelixStatus, KubeStatus, PodEntry, PodSet, SourceName};
 use crate::verdict::{BlockProblem, ConnectVerdict, ControlPlaneStatus, Verdicts};
 
 /// One consistent view of the node, replaced (never mutated) on every change.
@@ -52,6 +52,11 @@ pub struct Snapshot {
     /// check is off or idle (not a control-plane node).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub control_plane: Option<ControlPlaneStatus>,
+    /// calico-node's felix as read when these verdicts were made (`--cni calico` with a felix
+    /// endpoint): exported from here, so one scrape never shows felix unreadable beside a
+    /// verdict that was made while it was readable.
+    #[serde(skip)]
+    pub felix: Option<FelixStatus>,
 }
 
 fn block_list_is_empty(l: &std::sync::Arc<Vec<BlockProblem>>) -> bool {
@@ -84,6 +89,7 @@ impl Snapshot {
             remote_blocks_checked: 0,
             unanswered_connects: Vec::new(),
             control_plane: None,
+            felix: None,
         }
     }
 

@@ -17,8 +17,8 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use crate::model::{Felix, NodeReason, ProbeSkip, WorkerState, Workers};
 pub use crate::model::{KubeMetrics, MonitorMetrics, ProbeMetrics};
+use crate::model::{NodeReason, ProbeSkip, WorkerState, Workers};
 pub use crate::model::{NotifyMetrics, WriteObject};
 use crate::snapshot::Snapshot;
 use crate::util::clock::unix_seconds;
@@ -149,10 +149,10 @@ impl Metrics {
             .register_collector(Box::new(WorkerCollector { workers }));
     }
 
-    /// Export what the felix reader last read (`--cni calico`).
-    pub fn watch_felix(&mut self, felix: Felix) {
+    /// Export felix as the snapshot's verdicts saw it (`--cni calico` with a felix endpoint).
+    pub fn watch_felix(&mut self, snapshots: watch::Receiver<Arc<Snapshot>>) {
         self.registry
-            .register_collector(Box::new(FelixCollector { felix }));
+            .register_collector(Box::new(FelixCollector { snapshots }));
     }
 
     /// Handles for the monitor.
@@ -231,12 +231,13 @@ struct VerdictCollector {
 
 #[derive(Debug)]
 struct FelixCollector {
-    felix: Felix,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
 }
 
 impl Collector for FelixCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let s = self.felix.get();
+        // Unread until the first snapshot: all zero, never healthy.
+        let s = self.snapshots.borrow().felix.clone().unwrap_or_default();
         let up = "1 while calico-node's felix health endpoint on this node answers";
         gauge(
             &mut encoder,

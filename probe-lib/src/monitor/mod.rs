@@ -540,15 +540,16 @@ impl<H: HostNetwork> Monitor<H> {
             .extend(expectation.node_problems.iter().cloned());
         let removed = self.route_history.observe(&verdicts.pods, Instant::now());
         self.metrics.pod_routes_removed(removed);
-        if let (Some(felix), PodSource::Kubernetes { .. }) = (&self.config.felix, &self.config.pods)
-        {
+        // Read once: the verdict and the exported reading are the same one.
+        let felix = self.config.felix.as_ref().map(Felix::get);
+        if let (Some(felix), PodSource::Kubernetes { .. }) = (&felix, &self.config.pods) {
             let vanished = self.route_history.vanished();
             let calico_node = expectation
                 .kube
                 .as_ref()
                 .and_then(|k| k.calico_node.as_ref());
             verdicts.node.extend(calico_node_stale(
-                &felix.get(),
+                felix,
                 &verdicts.pods,
                 &vanished,
                 calico_node,
@@ -605,6 +606,7 @@ impl<H: HostNetwork> Monitor<H> {
             remote_blocks,
             remote_blocks_checked,
             unanswered_connects,
+            felix,
         });
         if !self.last.synced {
             info!(
