@@ -14,74 +14,22 @@
 //! kube-apiserver mirror pod without `--enable-aggregator-routing`), no service proxy → the
 //! webhook receives `PodnetAggregatedAPIUnreachable`; kube-proxy's DNAT added → resolved.
 
-#[path = "support/alerting.rs"]
-mod support;
-
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
 use podnet_kube_double::{apiserver_mirror_pod, apiservice, endpoint_slice, service};
-use podnet_testbed::agent::{Agent, HttpClient, PORT as AGENT_PORT};
+use podnet_testbed::agent::{Agent, PORT as AGENT_PORT};
+use podnet_testbed::alerting::{
+    AlertStack, TEST_FOR, Target, alertmanager_config, prometheus_config, seconds,
+};
 use podnet_testbed::cluster::{Cluster, NODE};
 use podnet_testbed::simnode::SimNode;
-use serde_json::Value;
-use support::{Daemon, TEST_FOR, TempDir, Webhook, require, test_rules};
 
 /// The agent binary Cargo built for these tests.
 const AGENT: &str = env!("CARGO_BIN_EXE_podnet-agent");
 
-const PROMETHEUS_PORT: u16 = 9090;
-const ALERTMANAGER_PORT: u16 = 9093;
-const WEBHOOK_PORT: u16 = 9095;
-/// Generous guard for every wait; the real latencies are a few seconds.
-const WAIT: Duration = Duration::from_secs(90);
-/// Target labels the shipped scrape configs give the agent's target (node from
-/// `__meta_kubernetes_pod_node_name`, the agent pod's namespace and name as
-/// `agent_namespace`/`agent_pod`, never as `namespace`/`pod`).
+/// The agent pod's name in the target labels (`agent_pod`).
 const AGENT_POD: &str = "podnet-agent-e2e";
-
-fn prometheus_config() -> String {
-    format!(
-        r#"global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-  evaluation_interval: 1s
-rule_files:
-  - rules.yaml
-alerting:
-  alertmanagers:
-    - static_configs:
-        - targets: ["127.0.0.1:{ALERTMANAGER_PORT}"]
-scrape_configs:
-  # As deploy/prometheus/prometheus.yaml and the ServiceMonitor label the agent's target.
-  - job_name: podnet
-    honor_labels: true
-    static_configs:
-      - targets: ["127.0.0.1:{AGENT_PORT}"]
-        labels:
-          node: sim-node
-          agent_namespace: podnet
-          agent_pod: {AGENT_POD}
-"#
-    )
-}
-
-fn alertmanager_config() -> String {
-    format!(
-        r#"route:
-  receiver: webhook
-  group_by: ["..."]
-  group_wait: 0s
-  group_interval: 1s
-  repeat_interval: 1h
-receivers:
-  - name: webhook
-    webhook_configs:
-      - url: http://127.0.0.1:{WEBHOOK_PORT}/alerts
-        send_resolved: true
-"#
-    )
-}
 
 /// The simulated node, alone (node mode) or with an API double (Kubernetes mode).
 enum Host {
@@ -105,15 +53,11 @@ impl Host {
     }
 }
 
-/// Everything the test runs, in drop order: webhook and daemons first, the node last.
+/// Everything the test runs, in drop order: Prometheus, Alertmanager and the webhook first,
+/// the node last.
 struct Bed {
-    webhook: Webhook,
-    prometheus: Daemon,
-    alertmanager: Daemon,
-    api: HttpClient,
-    am_api: HttpClient,
+    stack: AlertStack,
     agent: Option<Agent>,
-    _dir: TempDir,
     host: Host,
 }
 
@@ -123,137 +67,31 @@ impl Bed {
     }
 
     fn start_on(host: Host, agent_args: &[&str]) -> Result<Self> {
-        let prometheus_bin = require("prometheus", "prometheus");
-        let alertmanager_bin = require("prometheus-alertmanager", "prometheus-alertmanager");
-        let ns = host.node().node_netns().to_owned();
-        let dir = TempDir::new()?;
-        std::fs::write(dir.path("rules.yaml"), test_rules()?)?;
-        std::fs::write(dir.path("prometheus.yaml"), prometheus_config())?;
-        std::fs::write(dir.path("alertmanager.yaml"), alertmanager_config())?;
-        let path = |n: &str| dir.path(n).display().to_string();
-
         let agent = host.start_agent(agent_args)?;
-        let webhook = Webhook::start(&ns, WEBHOOK_PORT)?;
-        let alertmanager = Daemon::start(
-            &ns,
-            "alertmanager",
-            &alertmanager_bin,
-            &[
-                format!("--config.file={}", path("alertmanager.yaml")),
-                format!("--storage.path={}", path("alertmanager-data")),
-                format!("--web.listen-address=127.0.0.1:{ALERTMANAGER_PORT}"),
-                "--cluster.listen-address=".into(),
-            ],
-            &dir,
-        )?;
-        let prometheus = Daemon::start(
-            &ns,
-            "prometheus",
-            &prometheus_bin,
-            &[
-                format!("--config.file={}", path("prometheus.yaml")),
-                format!("--storage.tsdb.path={}", path("prometheus-data")),
-                format!("--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"),
-            ],
-            &dir,
+        let target = Target {
+            port: AGENT_PORT,
+            node: NODE,
+            agent_pod: AGENT_POD,
+        };
+        let stack = AlertStack::start(
+            host.node().node_netns(),
+            &prometheus_config(&[target]),
+            &alertmanager_config(),
         )?;
         Ok(Bed {
-            webhook,
-            prometheus,
-            alertmanager,
-            api: HttpClient::new(&ns, PROMETHEUS_PORT)?,
-            am_api: HttpClient::new(&ns, ALERTMANAGER_PORT)?,
+            stack,
             agent: Some(agent),
-            _dir: dir,
             host,
         })
     }
 
-    fn check(&mut self) -> Result<()> {
-        self.prometheus.check()?;
-        self.alertmanager.check()?;
-        self.webhook.check()
-    }
-
-    /// GET a Prometheus API path and return its `data`.
-    fn api(&self, path: &str) -> Result<Value> {
-        let (code, body) = self.api.get(path)?;
-        if code != 200 {
-            bail!("GET {path}: {code} {body}");
-        }
-        let v: Value = serde_json::from_str(&body)?;
-        Ok(v["data"].clone())
-    }
-
-    /// Poll `f` until it returns `Some`; fail after [`WAIT`] or when a process died.
-    fn wait<T>(&mut self, what: &str, mut f: impl FnMut(&Self) -> Result<Option<T>>) -> Result<T> {
-        let deadline = Instant::now() + WAIT;
-        let mut last_err = None;
-        loop {
-            self.check()?;
-            match f(self) {
-                Ok(Some(v)) => return Ok(v),
-                Ok(None) => {}
-                Err(e) => last_err = Some(e),
-            }
-            if Instant::now() > deadline {
-                bail!("timed out after {WAIT:?} waiting for {what} (last error: {last_err:?})");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// The first notification received after `since` that holds an alert named `alertname`
-    /// with `status` and these labels.
-    fn wait_notification(
-        &mut self,
-        what: &str,
-        since: Instant,
-        alertname: &str,
-        status: &str,
-        labels: &[(&str, &str)],
-    ) -> Result<(Instant, Value)> {
-        self.wait(what, |bed| {
-            Ok(bed.webhook.received().into_iter().find_map(|n| {
-                let at = n.at;
-                (at >= since)
-                    .then(|| {
-                        n.alerts()
-                            .find(|a| {
-                                a["status"] == status
-                                    && a["labels"]["alertname"] == alertname
-                                    && labels.iter().all(|(k, v)| a["labels"][*k] == *v)
-                            })
-                            .cloned()
-                    })
-                    .flatten()
-                    .map(|a| (at, a))
-            }))
-        })
-    }
-
     fn diagnostics(&self) -> String {
-        let alerts = self
-            .api("/api/v1/alerts")
-            .map(|v| v.to_string())
-            .unwrap_or_else(|e| format!("{e:#}"));
-        let notifications: Vec<String> = self
-            .webhook
-            .received()
-            .iter()
-            .map(|n| n.body.to_string())
-            .collect();
         format!(
-            "Prometheus alerts: {alerts}\nnotifications: {notifications:#?}\n{}\n{}\n{}",
-            self.prometheus.log_tail(),
-            self.alertmanager.log_tail(),
+            "{}\n{}",
+            self.stack.diagnostics(),
             self.agent.as_ref().map(Agent::log_tail).unwrap_or_default()
         )
     }
-}
-
-fn seconds(d: Duration) -> String {
-    format!("{:.1} s", d.as_secs_f64())
 }
 
 #[test]
@@ -267,23 +105,7 @@ fn route_missing_reaches_alertmanager_and_resolves() {
 fn scenario(bed: &mut Bed) -> Result<()> {
     let started = Instant::now();
     // Prometheus scrapes the agent and has found Alertmanager.
-    bed.wait("Prometheus to scrape the agent (up == 1)", |b| {
-        let data = b.api("/api/v1/query?query=up")?;
-        Ok(data["result"]
-            .as_array()
-            .is_some_and(|r| r.iter().any(|s| s["value"][1] == "1"))
-            .then_some(()))
-    })?;
-    bed.wait("Prometheus to discover Alertmanager", |b| {
-        let data = b.api("/api/v1/alertmanagers")?;
-        Ok(data["activeAlertmanagers"]
-            .as_array()
-            .is_some_and(|a| !a.is_empty())
-            .then_some(()))
-    })?;
-    bed.wait("Alertmanager to be ready", |b| {
-        Ok(matches!(b.am_api.get("/-/ready"), Ok((200, _))).then_some(()))
-    })?;
+    bed.stack.wait_ready()?;
     eprintln!(
         "Prometheus scraping, Alertmanager discovered after {}",
         seconds(started.elapsed())
@@ -292,12 +114,12 @@ fn scenario(bed: &mut Bed) -> Result<()> {
     // Healthy node: a few evaluation rounds (rules are evaluated every second) with no alert,
     // not even a pending one, and no notification.
     std::thread::sleep(Duration::from_secs(4));
-    bed.check()?;
-    let alerts = bed.api("/api/v1/alerts")?;
+    bed.stack.check()?;
+    let alerts = bed.stack.api("/api/v1/alerts")?;
     if alerts["alerts"].as_array().is_none_or(|a| !a.is_empty()) {
         bail!("alerts on a healthy node: {alerts}");
     }
-    if !bed.webhook.received().is_empty() {
+    if !bed.stack.webhook.received().is_empty() {
         bail!("notifications on a healthy node");
     }
 
@@ -306,7 +128,7 @@ fn scenario(bed: &mut Bed) -> Result<()> {
     let ip = pod.ipv4.to_string();
     let broken = Instant::now();
     bed.host.node().delete_route(1, pod.ipv4.into())?;
-    let (fired_at, alert) = bed.wait_notification(
+    let (fired_at, alert) = bed.stack.wait_notification(
         "PodnetPodRouteMissing firing for the pod",
         broken,
         "PodnetPodRouteMissing",
@@ -363,7 +185,7 @@ fn scenario(bed: &mut Bed) -> Result<()> {
     // The repair.
     let repaired = Instant::now();
     bed.host.node().restore_routes(1)?;
-    let (resolved_at, _) = bed.wait_notification(
+    let (resolved_at, _) = bed.stack.wait_notification(
         "PodnetPodRouteMissing resolved",
         repaired,
         "PodnetPodRouteMissing",
@@ -376,7 +198,7 @@ fn scenario(bed: &mut Bed) -> Result<()> {
         seconds(resolved_latency)
     );
     // Nothing but that pod's route alert was raised on the way.
-    for n in bed.webhook.received() {
+    for n in bed.stack.webhook.received() {
         for a in n.alerts() {
             if a["labels"]["alertname"] != "PodnetPodRouteMissing"
                 || a["labels"]["ip"] != ip.as_str()
@@ -391,7 +213,7 @@ fn scenario(bed: &mut Bed) -> Result<()> {
     let stopped = Instant::now();
     agent.stop()?;
     drop(agent);
-    let (down_at, down) = bed.wait_notification(
+    let (down_at, down) = bed.stack.wait_notification(
         "PodnetAgentDown firing",
         stopped,
         "PodnetAgentDown",
@@ -409,7 +231,7 @@ fn scenario(bed: &mut Bed) -> Result<()> {
     );
     let restarted = Instant::now();
     bed.agent = Some(bed.host.start_agent(&[])?);
-    bed.wait_notification(
+    bed.stack.wait_notification(
         "PodnetAgentDown resolved",
         restarted,
         "PodnetAgentDown",
@@ -420,7 +242,7 @@ fn scenario(bed: &mut Bed) -> Result<()> {
         "agent restarted → resolved PodnetAgentDown: {}",
         seconds(restarted.elapsed())
     );
-    bed.check()
+    bed.stack.check()
 }
 
 const METRICS_IP: &str = "10.96.0.10";
@@ -489,7 +311,7 @@ fn control_plane_scenario(bed: &mut Bed, endpoint: std::net::SocketAddr) -> Resu
         ("apiservices", APISERVICE),
         ("reason", "cluster_ip_unreachable"),
     ];
-    let (fired_at, alert) = bed.wait_notification(
+    let (fired_at, alert) = bed.stack.wait_notification(
         "PodnetAggregatedAPIUnreachable firing",
         start,
         "PodnetAggregatedAPIUnreachable",
@@ -516,7 +338,7 @@ fn control_plane_scenario(bed: &mut Bed, endpoint: std::net::SocketAddr) -> Resu
     // kube-proxy arrives: the ClusterIP is DNATed to the endpoint.
     let repaired = Instant::now();
     podnet_testbed::podserver::dnat(bed.host.node().node_netns(), METRICS_IP, endpoint);
-    bed.wait_notification(
+    bed.stack.wait_notification(
         "PodnetAggregatedAPIUnreachable resolved",
         repaired,
         "PodnetAggregatedAPIUnreachable",
@@ -525,12 +347,12 @@ fn control_plane_scenario(bed: &mut Bed, endpoint: std::net::SocketAddr) -> Resu
     )?;
     eprintln!("DNAT added → resolved: {}", seconds(repaired.elapsed()));
     // No webhook alert: the Service has no webhook users.
-    for n in bed.webhook.received() {
+    for n in bed.stack.webhook.received() {
         for a in n.alerts() {
             if a["labels"]["alertname"] != "PodnetAggregatedAPIUnreachable" {
                 bail!("unexpected alert: {a}");
             }
         }
     }
-    bed.check()
+    bed.stack.check()
 }

@@ -5,17 +5,15 @@
 //! outside address that answers → nothing. A Kong Admin API double in the client's namespace
 //! saying its database is unreachable → the diagnosis says so; reachable → it does not.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use podnet_testbed::agent::Agent;
 use podnet_testbed::cluster::{Cluster, api_pod};
-use podnet_testbed::netns;
+use podnet_testbed::connects::{PodThread, accept, keep_connecting};
 use podnet_testbed::simnode::{OUTSIDE_IPV4, PodSpec};
 use serde_json::Value;
 
@@ -23,102 +21,21 @@ const AGENT: &str = env!("CARGO_BIN_EXE_podnet-agent");
 const WAIT: Duration = Duration::from_secs(40);
 const PORT: u16 = 8080;
 
-/// A client in a pod's namespace that opens a non-blocking connect to each destination every
-/// 300 ms and closes it after 3 s, as a proxy with a stale upstream keeps doing.
-struct Client {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Client {
-    fn start(netns_name: &str, dests: Vec<SocketAddr>) -> Client {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let name = netns_name.to_owned();
-        let thread = std::thread::spawn(move || {
-            netns::enter(&name).expect("entering the client pod's namespace");
-            let mut open: VecDeque<(Instant, socket2::Socket)> = VecDeque::new();
-            while !flag.load(Ordering::Relaxed) {
-                for d in &dests {
-                    let s = socket2::Socket::new(
-                        socket2::Domain::for_address(*d),
-                        socket2::Type::STREAM,
-                        None,
-                    )
-                    .unwrap();
-                    s.set_nonblocking(true).unwrap();
-                    let _ = s.connect(&(*d).into());
-                    open.push_back((Instant::now(), s));
-                }
-                while open
-                    .front()
-                    .is_some_and(|(t, _)| t.elapsed() > Duration::from_secs(3))
-                {
-                    open.pop_front();
-                }
-                std::thread::sleep(Duration::from_millis(300));
-            }
-        });
-        Client {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// A TCP server accepting and closing connections in a pod's namespace, until dropped.
-fn serve(netns_name: &str, addr: SocketAddr) -> Client {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    let name = netns_name.to_owned();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        netns::enter(&name).expect("entering the server pod's namespace");
-        let l = std::net::TcpListener::bind(addr).unwrap();
-        l.set_nonblocking(true).unwrap();
-        ready_tx.send(()).unwrap();
-        while !flag.load(Ordering::Relaxed) {
-            match l.accept() {
-                Ok((c, _)) => drop(c),
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-    });
-    ready_rx.recv().unwrap();
-    Client {
-        stop,
-        thread: Some(thread),
-    }
-}
-
 /// A Kong Admin API double on 127.0.0.1:8001 in a pod's namespace: `GET /status` answers
 /// Kong's JSON with `database.reachable` as `reachable` says at the time.
-fn kong_admin(netns_name: &str, reachable: Arc<AtomicBool>) -> Client {
+fn kong_admin(netns_name: &str, reachable: Arc<AtomicBool>) -> PodThread {
     let status = Command::new("ip")
         .args(["netns", "exec", netns_name, "ip", "link", "set", "lo", "up"])
         .status()
         .unwrap();
     assert!(status.success());
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    let name = netns_name.to_owned();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
+    let thread = PodThread::spawn(netns_name, move |stop| {
         use std::io::{Read, Write};
-        netns::enter(&name).expect("entering the kong pod's namespace");
         let l = std::net::TcpListener::bind("127.0.0.1:8001").unwrap();
         l.set_nonblocking(true).unwrap();
         ready_tx.send(()).unwrap();
-        while !flag.load(Ordering::Relaxed) {
+        while !stop.load(Ordering::Relaxed) {
             let Ok((mut c, _)) = l.accept() else {
                 std::thread::sleep(Duration::from_millis(5));
                 continue;
@@ -140,10 +57,7 @@ fn kong_admin(netns_name: &str, reachable: Arc<AtomicBool>) -> Client {
         }
     });
     ready_rx.recv().unwrap();
-    Client {
-        stop,
-        thread: Some(thread),
-    }
+    thread
 }
 
 fn connects(agent: &Agent) -> Vec<Value> {
@@ -211,7 +125,7 @@ fn a_client_stuck_on_a_vanished_pod_ip_is_named_and_cleared() {
         .unwrap();
     let reachable = Arc::new(AtomicBool::new(false));
     let _admin = kong_admin(&kong.netns, Arc::clone(&reachable));
-    let _client = Client::start(&kong.netns, vec![stale, alive, outside]);
+    let _client = keep_connecting(&kong.netns, vec![stale, alive, outside]);
 
     let (list, took) = wait(&agent, "the stale address and the dropping pod", |l| {
         find(l, &stale.to_string()).is_some() && find(l, &alive.to_string()).is_some()
@@ -281,7 +195,7 @@ fn a_client_stuck_on_a_vanished_pod_ip_is_named_and_cleared() {
         .unwrap();
     let reborn = c.node.pod(i).clone();
     c.api.apply(api_pod(&reborn)).unwrap();
-    let _server = serve(&reborn.netns, SocketAddr::from(([0, 0, 0, 0], PORT)));
+    let _server = accept(&reborn.netns, SocketAddr::from(([0, 0, 0, 0], PORT))).unwrap();
     let (list, _) = wait(&agent, "the stale address cleared", |l| {
         find(l, &stale.to_string()).is_none()
     });

@@ -5,9 +5,11 @@
 
 pub mod agent;
 pub mod agent_proc;
+pub mod alerting;
 pub mod bench;
 pub mod cluster;
 pub mod cni;
+pub mod connects;
 pub mod dns;
 pub mod exposition;
 pub mod faults;
