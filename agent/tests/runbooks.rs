@@ -3,14 +3,22 @@
 //! text itself (with its `<placeholders>` filled in), so a command edited in the runbook is the
 //! command tested; one that disappears from the runbook fails the test.
 //!
-//! Not covered (no such thing on the simulated node): `kubectl`, `crictl`, `calicoctl`,
-//! `conntrack`, `curl` to a real agent; the runbook's own text is checked for the flags that
-//! make those right (`crictl pods --name` anchored, `calicoctl` with a namespace).
+//! Not covered (no such thing on the simulated node): `crictl`, `calicoctl`, `conntrack`, and
+//! `kubectl` and `curl` to the agent except in `PodnetPodStuckOnVanishedPod`'s section, whose
+//! commands run against the real agent and the API double; the runbook's own text is checked
+//! for the flags that make the others right (`crictl pods --name` anchored, `calicoctl` with a
+//! namespace).
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
-use podnet_testbed::simnode::{NODE_IPV4, OUTSIDE_IPV4, SimNode, SimPod};
+use podnet_testbed::cluster::{Cluster, api_pod};
+use podnet_testbed::connects::{keep_connecting, kong_admin};
+use podnet_testbed::simnode::{NODE_IPV4, OUTSIDE_IPV4, PodSpec, SimNode, SimPod};
 
 fn runbook() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/runbooks.md");
@@ -293,4 +301,91 @@ fn the_host_policy_command_shows_the_rule_that_drops_pod_to_node_traffic() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!(packets >= 1, "the rule and its counter: {}", o.stdout);
+}
+
+#[test]
+fn stuck_on_vanished_pod_commands_name_the_stale_address_and_why() {
+    let mut c = Cluster::new(2).unwrap();
+    let ns = c.node.node_netns().to_owned();
+    let kong = c.node.pod(0).clone();
+    let victim = c.node.pod(1).clone();
+    c.api.delete(&victim.namespace, &victim.name).unwrap();
+    c.node.remove_pod(1).unwrap();
+    let stale = SocketAddr::from((victim.ipv4, 8080));
+    let ip = victim.ipv4.to_string();
+    let agent = c
+        .agent(
+            env!("CARGO_BIN_EXE_podnet-agent").as_ref(),
+            &["--probe-interval", "1s", "--probe-timeout", "500ms"],
+        )
+        .unwrap();
+    let _admin = kong_admin(&kong.netns, Arc::new(AtomicBool::new(false))).unwrap();
+    let _client = keep_connecting(&kong.netns, vec![stale]);
+    agent
+        .wait_status("the stale address reported", Duration::from_secs(40), |s| {
+            s["unanswered_connects"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|c| c["destination"] == stale.to_string()))
+        })
+        .unwrap();
+    let in_kong = |prefix: &str| {
+        command(prefix)
+            .replace("<cni-…>", &kong.netns)
+            .replace("<ip>", &ip)
+    };
+    let kubectl = |prefix: &str| {
+        format!(
+            "KUBECONFIG={} {}",
+            c.kubeconfig.display(),
+            command(prefix).replace("<ip>", &ip)
+        )
+    };
+
+    // The agent's /status on the node names the client, the destination and the class.
+    let o = sh_in(
+        &ns,
+        &command("curl -s http://127.0.0.1:9711/status | jq '.unanswered"),
+    );
+    assert!(o.ok, "{}", o.stderr);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).expect("one JSON object");
+    assert_eq!(v["destination"], stale.to_string().as_str(), "{v:#}");
+    assert_eq!(v["pod"], kong.name.as_str(), "{v:#}");
+    assert!(
+        v["diagnosis"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Kong cannot reach its database"),
+        "{v:#}"
+    );
+    // No pod has the address: kubectl finds none.
+    let get = kubectl("kubectl get pods -A -o wide --field-selector status.podIP=");
+    let o = sh_in(&ns, &get);
+    assert!(o.ok && o.stdout.trim().is_empty(), "{}", o.stdout);
+    assert!(o.stderr.contains("No resources found"), "{}", o.stderr);
+    // The client's own sockets: connects to the stale address, in SYN-SENT.
+    let o = sh_in(
+        &ns,
+        &in_kong("ip netns exec <cni-…> ss -tni state syn-sent"),
+    );
+    assert!(o.stdout.contains(&stale.to_string()), "{}", o.stdout);
+    // Kong says why: its database is unreachable.
+    let o = sh_in(
+        &ns,
+        &in_kong("ip netns exec <cni-…> curl -s http://127.0.0.1:8001/status"),
+    );
+    assert!(o.stdout.contains("\"reachable\": false"), "{}", o.stdout);
+
+    // A pod gets the address: kubectl names it.
+    let i = c
+        .node
+        .add_pod(PodSpec::named("team", "reborn").with_ipv4(victim.ipv4))
+        .unwrap();
+    c.api.apply(api_pod(c.node.pod(i))).unwrap();
+    let o = sh_in(&ns, &get);
+    assert!(
+        o.ok && o.stdout.contains("reborn"),
+        "{}{}",
+        o.stdout,
+        o.stderr
+    );
 }

@@ -13,52 +13,13 @@ use std::time::{Duration, Instant};
 
 use podnet_testbed::agent::Agent;
 use podnet_testbed::cluster::{Cluster, api_pod};
-use podnet_testbed::connects::{PodThread, accept, keep_connecting};
+use podnet_testbed::connects::{accept, keep_connecting, kong_admin};
 use podnet_testbed::simnode::{OUTSIDE_IPV4, PodSpec};
 use serde_json::Value;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_podnet-agent");
 const WAIT: Duration = Duration::from_secs(40);
 const PORT: u16 = 8080;
-
-/// A Kong Admin API double on 127.0.0.1:8001 in a pod's namespace: `GET /status` answers
-/// Kong's JSON with `database.reachable` as `reachable` says at the time.
-fn kong_admin(netns_name: &str, reachable: Arc<AtomicBool>) -> PodThread {
-    let status = Command::new("ip")
-        .args(["netns", "exec", netns_name, "ip", "link", "set", "lo", "up"])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let thread = PodThread::spawn(netns_name, move |stop| {
-        use std::io::{Read, Write};
-        let l = std::net::TcpListener::bind("127.0.0.1:8001").unwrap();
-        l.set_nonblocking(true).unwrap();
-        ready_tx.send(()).unwrap();
-        while !stop.load(Ordering::Relaxed) {
-            let Ok((mut c, _)) = l.accept() else {
-                std::thread::sleep(Duration::from_millis(5));
-                continue;
-            };
-            c.set_nonblocking(false).unwrap();
-            c.set_read_timeout(Some(Duration::from_millis(500)))
-                .unwrap();
-            let mut req = [0u8; 1024];
-            let _ = c.read(&mut req);
-            let body = format!(
-                r#"{{"database":{{"reachable":{}}},"memory":{{"workers_lua_vms":[]}},"server":{{"connections_accepted":7,"connections_active":1,"connections_handled":7,"connections_reading":0,"connections_waiting":0,"connections_writing":1,"total_requests":7}}}}"#,
-                reachable.load(Ordering::Relaxed)
-            );
-            let _ = write!(
-                c,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    ready_rx.recv().unwrap();
-    thread
-}
 
 fn connects(agent: &Agent) -> Vec<Value> {
     agent.status().unwrap()["unanswered_connects"]
@@ -124,7 +85,7 @@ fn a_client_stuck_on_a_vanished_pod_ip_is_named_and_cleared() {
         )
         .unwrap();
     let reachable = Arc::new(AtomicBool::new(false));
-    let _admin = kong_admin(&kong.netns, Arc::clone(&reachable));
+    let _admin = kong_admin(&kong.netns, Arc::clone(&reachable)).unwrap();
     let _client = keep_connecting(&kong.netns, vec![stale, alive, outside]);
 
     let (list, took) = wait(&agent, "the stale address and the dropping pod", |l| {

@@ -106,3 +106,57 @@ pub fn accept(netns_name: &str, addr: SocketAddr) -> Result<PodThread> {
         .with_context(|| format!("listening on {addr} in {netns_name}"))?;
     Ok(t)
 }
+
+/// A Kong Admin API double on 127.0.0.1:8001 in a pod's namespace (its loopback set up):
+/// `GET /status` answers Kong's JSON with `database.reachable` as `reachable` says at the
+/// time. Listening when this returns.
+pub fn kong_admin(netns_name: &str, reachable: Arc<AtomicBool>) -> Result<PodThread> {
+    let status = std::process::Command::new("ip")
+        .args(["netns", "exec", netns_name, "ip", "link", "set", "lo", "up"])
+        .status()?;
+    anyhow::ensure!(status.success(), "ip link set lo up in {netns_name}");
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let t = PodThread::spawn(netns_name, move |stop| {
+        let l = match TcpListener::bind("127.0.0.1:8001")
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        {
+            Ok(l) => {
+                let _ = ready_tx.send(Ok(()));
+                l
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+        };
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((c, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            let _ = answer_status(c, reachable.load(Ordering::Relaxed));
+        }
+    });
+    ready_rx
+        .recv()
+        .context("the Kong Admin API thread ended")?
+        .with_context(|| format!("listening on 127.0.0.1:8001 in {netns_name}"))?;
+    Ok(t)
+}
+
+/// Read the request (whatever it is) and answer Kong's `/status`.
+fn answer_status(mut c: std::net::TcpStream, reachable: bool) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    c.set_nonblocking(false)?;
+    c.set_read_timeout(Some(Duration::from_millis(500)))?;
+    let mut req = [0u8; 1024];
+    let _ = c.read(&mut req);
+    let body = format!(
+        r#"{{"database":{{"reachable":{reachable}}},"memory":{{"workers_lua_vms":[]}},"server":{{"connections_accepted":7,"connections_active":1,"connections_handled":7,"connections_reading":0,"connections_waiting":0,"connections_writing":1,"total_requests":7}}}}"#
+    );
+    write!(
+        c,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
