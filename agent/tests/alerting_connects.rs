@@ -3,15 +3,18 @@
 //! shortened, as in every alerting test). A "kong" pod keeps connecting to the IP of a pod
 //! that was deleted (the node's block blackhole swallows the SYNs, as on Calico) → the webhook
 //! receives `PodnetPodStuckOnVanishedPod` for the kong pod, naming the stale destination; a
-//! new pod given that IP answers → the resolved notification.
+//! new pod given that IP answers → the resolved notification. The same client also keeps
+//! failing to reach a live pod that drops SYNs (`node_pod`, as a NetworkPolicy does): no alert
+//! for that one, nor any other.
 
 use std::net::SocketAddr;
+use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
 use podnet_testbed::agent::{Agent, PORT as AGENT_PORT};
 use podnet_testbed::alerting::{
-    AlertStack, TEST_FOR, Target, alertmanager_config, prometheus_config, seconds,
+    AlertStack, TEST_FOR, Target, WAIT, alertmanager_config, prometheus_config, seconds,
 };
 use podnet_testbed::cluster::{Cluster, NODE, api_pod};
 use podnet_testbed::connects::{accept, keep_connecting};
@@ -35,9 +38,16 @@ struct Bed {
 
 #[test]
 fn a_client_stuck_on_a_vanished_pod_reaches_alertmanager_and_resolves() {
-    let mut cluster = Cluster::new(2).expect("starting the node and the API double");
+    let mut cluster = Cluster::new(3).expect("starting the node and the API double");
     let kong = cluster.node.pod(0).clone();
     let victim = cluster.node.pod(1).clone();
+    let dropper = cluster.node.pod(2).clone();
+    let dropping = Command::new("ip")
+        .args(["netns", "exec", &dropper.netns, "iptables", "-A", "INPUT"])
+        .args(["-p", "tcp", "--dport", &PORT.to_string(), "-j", "DROP"])
+        .status()
+        .expect("iptables");
+    assert!(dropping.success(), "iptables in the dropping pod");
     // The upstream pod is deleted; its IP stays in the client's configuration.
     cluster
         .api
@@ -66,7 +76,7 @@ fn a_client_stuck_on_a_vanished_pod_reaches_alertmanager_and_resolves() {
         agent,
         cluster,
     };
-    if let Err(e) = scenario(&mut bed, &kong, &victim) {
+    if let Err(e) = scenario(&mut bed, &kong, &victim, &dropper) {
         panic!(
             "{e:#}\n{}\n{}",
             bed.stack.diagnostics(),
@@ -75,18 +85,19 @@ fn a_client_stuck_on_a_vanished_pod_reaches_alertmanager_and_resolves() {
     }
 }
 
-fn scenario(bed: &mut Bed, kong: &SimPod, victim: &SimPod) -> Result<()> {
+fn scenario(bed: &mut Bed, kong: &SimPod, victim: &SimPod, dropper: &SimPod) -> Result<()> {
     bed.stack.wait_ready()?;
     let stale = SocketAddr::from((victim.ipv4, PORT));
+    let alive = SocketAddr::from((dropper.ipv4, PORT));
     let labels = [
         ("namespace", kong.namespace.as_str()),
         ("pod", kong.name.as_str()),
         ("class", "vanished_pod_ip"),
     ];
 
-    // Kong keeps proxying to the old address.
+    // Kong keeps proxying to the old address, and to a live pod that drops its SYNs.
     let started = Instant::now();
-    let client = keep_connecting(&kong.netns, vec![stale]);
+    let client = keep_connecting(&kong.netns, vec![stale, alive]);
     let (fired_at, alert) = bed.stack.wait_notification(
         "PodnetPodStuckOnVanishedPod firing for the kong pod",
         started,
@@ -121,6 +132,15 @@ fn scenario(bed: &mut Bed, kong: &SimPod, victim: &SimPod) -> Result<()> {
         if !description.contains(want) {
             bail!("description does not say {want:?}: {description:?}");
         }
+    }
+    // The live pod is reported (another class) but not named by this alert.
+    let node_pod = [("pod", kong.name.as_str()), ("class", "node_pod")];
+    bed.agent
+        .wait_metrics("the dropping pod reported as node_pod", WAIT, |m| {
+            m.value_with("podnet_pod_unanswered_connects", &node_pod) == Some(1.0)
+        })?;
+    if description.contains(&alive.to_string()) {
+        bail!("the description names the live pod {alive}: {description:?}");
     }
     if !annotations["runbook_url"]
         .as_str()
