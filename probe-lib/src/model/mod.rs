@@ -12,6 +12,7 @@ mod labels;
 mod notify;
 mod owners;
 mod pods;
+mod services;
 mod workers;
 
 use std::time::Duration;
@@ -29,6 +30,11 @@ pub use labels::{
     ProbeResult, Protocol, RestartReason, ResyncCause, SourceName,
 };
 pub use labels::{ProbeSkip, ScopeIgnored};
+pub use labels::ServiceUnresolved;
+pub use services::{
+    MAX_NAMED_SERVICES, MAX_SERVICE_PORTS, ServiceKey, ServiceMap, ServiceState, ServiceTargetStatus,
+    ServiceTargets, parse_service_key, parse_service_port,
+};
 pub use notify::{NotifyMetrics, WriteObject};
 pub use owners::{PodIpOwner, PodIpOwners};
 pub use pods::{ExpectedPod, KubeHealth, KubeStatus, PodEntry, PodId, PodSet, ProbeMeta};

@@ -89,6 +89,8 @@ pub struct MonitorConfig {
     pub felix: Option<Felix>,
     /// The control-plane source's view (`--control-plane-checks`), judged on every publish.
     pub control_plane: Option<watch::Receiver<Arc<ControlPlaneView>>>,
+    /// Targets named by Service and the Service watch's map, reported on every publish.
+    pub services: Option<crate::model::ServiceTargets>,
 }
 
 /// Keeps the node's state and verdicts current. Create with [`Monitor::new`], drive with
@@ -607,6 +609,11 @@ impl<H: HostNetwork> Monitor<H> {
             remote_blocks_checked,
             unanswered_connects,
             felix,
+            service_targets: self
+                .config
+                .services
+                .as_ref()
+                .map_or_else(Vec::new, crate::model::ServiceTargets::status),
         });
         if !self.last.synced {
             info!(

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 use super::selector::{LabelSelector, SelectorError};
+use crate::model::{ServiceRef, parse_service_port};
 pub use crate::model::{Direction, Protocol};
 
 /// Where a target is.
@@ -17,6 +18,9 @@ pub enum Destination {
     Node,
     /// A fixed address; with a port for TCP.
     Address(SocketAddr),
+    /// A Service's ClusterIP and port, named in [`Target::service`] and resolved through the
+    /// API before every round; not probed while unresolved.
+    Service,
 }
 
 /// One probe target: a name (the `target` label), a protocol and a destination.
@@ -30,6 +34,8 @@ pub struct Target {
     pub destination: Destination,
     /// For HTTP(S): what to ask and expect.
     pub http: Option<std::sync::Arc<super::http::HttpSpec>>,
+    /// For [`Destination::Service`]: the Service port, `<namespace>/<name>:<port>`.
+    pub service: Option<std::sync::Arc<ServiceRef>>,
 }
 
 /// Label value of the host → pod probe.
@@ -48,12 +54,14 @@ impl Target {
                 protocol: Protocol::Icmp,
                 destination: Destination::Gateway,
                 http: None,
+                service: None,
             },
             Target {
                 name: NODE_TARGET.into(),
                 protocol: Protocol::Icmp,
                 destination: Destination::Node,
                 http: None,
+                service: None,
             },
         ]
     }
@@ -95,7 +103,7 @@ impl Default for Gateways {
 /// A target specification that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "invalid probe '{spec}': {why} (expected [NAME=]icmp:ADDRESS, [NAME=]tcp:ADDRESS:PORT, [NAME=]dns:ADDRESS[:PORT] or [NAME=]http(s)://ADDRESS[:PORT]/PATH[;2xx][;insecure][;host=NAME])"
+    "invalid probe '{spec}': {why} (expected [NAME=]icmp:ADDRESS, [NAME=]tcp:ADDRESS:PORT, [NAME=]dns:ADDRESS[:PORT], [NAME=]http(s)://ADDRESS[:PORT]/PATH[;2xx][;insecure][;host=NAME] or NAME=svc/NAMESPACE/SERVICE:PORT)"
 )]
 pub struct TargetSpecError {
     spec: String,
@@ -128,6 +136,9 @@ impl FromStr for Target {
         }
         if [GATEWAY_TARGET, NODE_TARGET, HOST_TO_POD_TARGET].contains(&name) {
             return Err(err("gateway, node and pod are built-in target names"));
+        }
+        if let Some(port) = body.strip_prefix("svc/") {
+            return service_target(name, spec_trim, port).map_err(err);
         }
         let (proto, addr) = body.split_once(':').ok_or_else(|| err("no protocol"))?;
         let mut http = None;
@@ -175,8 +186,25 @@ impl FromStr for Target {
             protocol,
             destination,
             http,
+            service: None,
         })
     }
+}
+
+/// `NAME=svc/<namespace>/<name>:<port>`: a TCP connect to the Service's ClusterIP and port.
+/// The name is required: the specification would be a poor `target` label.
+fn service_target(name: &str, spec: &str, port: &str) -> Result<Target, &'static str> {
+    if name == spec {
+        return Err("a Service target needs a name (NAME=svc/...)");
+    }
+    let port = parse_service_port(port)?;
+    Ok(Target {
+        name: name.to_owned(),
+        protocol: Protocol::Tcp,
+        destination: Destination::Service,
+        http: None,
+        service: Some(std::sync::Arc::new(port)),
+    })
 }
 
 impl fmt::Display for Target {
@@ -185,6 +213,10 @@ impl fmt::Display for Target {
             Destination::Gateway | Destination::Node => {
                 write!(f, "{}={}:{}", self.name, self.protocol.as_str(), self.name)
             }
+            Destination::Service => match &self.service {
+                Some(s) => write!(f, "{}=svc/{s}", self.name),
+                None => write!(f, "{}=svc/?", self.name),
+            },
             Destination::Address(sa) if self.protocol == Protocol::Icmp => {
                 write!(f, "{}=icmp:{}", self.name, sa.ip())
             }
@@ -341,6 +373,28 @@ mod tests {
             e.contains("udp:1.2.3.4:53") && e.contains("icmp, tcp, dns, http or https"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn service_targets() {
+        let t: Target = "web=svc/shop/web:8080".parse().unwrap();
+        assert_eq!(
+            (t.protocol, t.destination, t.name.as_str()),
+            (Protocol::Tcp, Destination::Service, "web")
+        );
+        assert_eq!(t.service.as_ref().unwrap().to_string(), "shop/web:8080");
+        assert_eq!(t.to_string(), "web=svc/shop/web:8080");
+        for bad in [
+            "svc/shop/web:8080",
+            "web=svc/shop/web",
+            "web=svc/shop/web:0",
+            "web=svc/Shop/web:80",
+            "web=svc/web:80",
+        ] {
+            assert!(bad.parse::<Target>().is_err(), "{bad:?} accepted");
+        }
+        let e = "web=svc/web:80".parse::<Target>().unwrap_err().to_string();
+        assert!(e.contains("<namespace>/<name>:<port>"), "{e}");
     }
 
     #[test]
