@@ -394,7 +394,7 @@ mod tests {
             assert!(bad.parse::<Target>().is_err(), "{bad:?} accepted");
         }
         let e = "web=svc/web:80".parse::<Target>().unwrap_err().to_string();
-        assert!(e.contains("<namespace>/<name>:<port>"), "{e}");
+        assert!(e.contains("<namespace>/<name>") && e.contains("svc/NAMESPACE"), "{e}");
     }
 
     #[test]
