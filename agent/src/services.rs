@@ -95,8 +95,8 @@ mod tests {
     use super::*;
 
     fn probing(argv: &[&str]) -> Result<Vec<(String, String)>, String> {
-        let args = Args::try_parse_from([&["podnet-agent"], argv].concat())
-            .map_err(|e| e.to_string())?;
+        let args =
+            Args::try_parse_from([&["podnet-agent"], argv].concat()).map_err(|e| e.to_string())?;
         let p = crate::scoping::probing(&args)?;
         Ok(named(&p.targets)
             .into_iter()
@@ -134,9 +134,7 @@ mod tests {
         );
         let e = probing(&web).unwrap_err();
         assert!(e.contains("need the Kubernetes pod source"), "{e}");
-        let many: Vec<String> = (0..40)
-            .map(|i| format!("s{i}=svc/shop/s{i}:80"))
-            .collect();
+        let many: Vec<String> = (0..40).map(|i| format!("s{i}=svc/shop/s{i}:80")).collect();
         let mut argv: Vec<&str> = KUBE.to_vec();
         for m in &many {
             argv.extend(["--probe", m]);

@@ -100,8 +100,14 @@ fn a_service_by_name_is_followed_when_its_cluster_ip_changes_and_unresolved_when
             backend.ipv4
         ),
     );
-    c.api
-        .apply_object(service("shop", "web", "10.96.0.20", 80, "http", BACKEND_PORT));
+    c.api.apply_object(service(
+        "shop",
+        "web",
+        "10.96.0.20",
+        80,
+        "http",
+        BACKEND_PORT,
+    ));
     dnat(&c, "-A", "10.96.0.20", "tcp", 80, to);
     let agent = agent(
         &c,
@@ -140,7 +146,9 @@ fn a_service_by_name_is_followed_when_its_cluster_ip_changes_and_unresolved_when
     let took = moved.elapsed();
     assert!(took < Duration::from_secs(5), "followed after {took:?}");
     assert!(
-        probes_of(&s, "web").iter().all(|p| !p.1.starts_with("10.96.0.20")),
+        probes_of(&s, "web")
+            .iter()
+            .all(|p| !p.1.starts_with("10.96.0.20")),
         "{s}"
     );
     assert_eq!(failing(&agent.metrics().unwrap()), 0);
@@ -151,8 +159,7 @@ fn a_service_by_name_is_followed_when_its_cluster_ip_changes_and_unresolved_when
         .unwrap();
     let s = agent
         .wait_status("web unresolved and no longer probed", WAIT, |s| {
-            service_target(s, "web")["unresolved"] == "absent"
-                && probes_of(s, "web").is_empty()
+            service_target(s, "web")["unresolved"] == "absent" && probes_of(s, "web").is_empty()
         })
         .unwrap();
     assert!(service_target(&s, "web").get("address").is_none());
@@ -236,7 +243,10 @@ fn the_dns_server_is_the_kube_dns_service() {
             service_target(s, "dns")["unresolved"] == "absent"
         })
         .unwrap();
-    assert_eq!(service_target(&s, "dns")["service"], "kube-system/kube-dns:53");
+    assert_eq!(
+        service_target(&s, "dns")["service"],
+        "kube-system/kube-dns:53"
+    );
     assert!(probes_of(&s, "dns").is_empty());
     assert_eq!(failing(&agent.metrics().unwrap()), 0);
 

@@ -376,7 +376,10 @@ mod tests {
                 name: format!("s{i}"),
             })
         };
-        assert_eq!(followed(keys(MAX_NAMED_SERVICES)).unwrap().len(), MAX_NAMED_SERVICES);
+        assert_eq!(
+            followed(keys(MAX_NAMED_SERVICES)).unwrap().len(),
+            MAX_NAMED_SERVICES
+        );
         // Duplicates count once.
         let dup = followed(keys(MAX_NAMED_SERVICES).chain(keys(3))).unwrap();
         assert_eq!(dup.len(), MAX_NAMED_SERVICES);

@@ -23,7 +23,10 @@ pub(super) fn encode(encoder: &mut DescriptorEncoder, snap: &Snapshot) -> fmt::R
         MetricType::Gauge,
     )?;
     for t in &snap.service_targets {
-        let labels = [("target", t.target.as_str()), ("service", t.service.as_str())];
+        let labels = [
+            ("target", t.target.as_str()),
+            ("service", t.service.as_str()),
+        ];
         ConstGauge::new(i64::from(t.address.is_some())).encode(e.encode_family(&labels)?)?;
     }
     let mut e = encoder.encode_descriptor(
@@ -84,7 +87,9 @@ mod tests {
         assert!(out.contains(
             r#"podnet_service_target_resolved{target="dns",service="kube-system/kube-dns:53"} 0"#
         ));
-        assert!(out.contains(r#"podnet_service_target_unresolved{target="dns",reason="absent"} 1"#));
+        assert!(
+            out.contains(r#"podnet_service_target_unresolved{target="dns",reason="absent"} 1"#)
+        );
         assert!(!out.contains(r#"podnet_service_target_unresolved{target="web""#));
     }
 }

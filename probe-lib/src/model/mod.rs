@@ -25,19 +25,19 @@ pub use controlplane::{
 };
 pub use counters::{KubeMetrics, MonitorMetrics, ProbeMetrics};
 pub use felix::{Felix, FelixStatus};
+pub use labels::ServiceUnresolved;
 pub use labels::{
     BlockReason, ConnectClass, ControlPlaneReason, Direction, LabelEnum, NodeReason, PodReason,
     ProbeResult, Protocol, RestartReason, ResyncCause, SourceName,
 };
 pub use labels::{ProbeSkip, ScopeIgnored};
-pub use labels::ServiceUnresolved;
-pub use services::{
-    MAX_NAMED_SERVICES, MAX_SERVICE_PORTS, ServiceKey, ServiceMap, ServiceState, ServiceTargetStatus,
-    ServiceTargets, parse_service_key, parse_service_port,
-};
 pub use notify::{NotifyMetrics, WriteObject};
 pub use owners::{PodIpOwner, PodIpOwners};
 pub use pods::{ExpectedPod, KubeHealth, KubeStatus, PodEntry, PodId, PodSet, ProbeMeta};
+pub use services::{
+    MAX_NAMED_SERVICES, MAX_SERVICE_PORTS, ServiceKey, ServiceMap, ServiceState,
+    ServiceTargetStatus, ServiceTargets, parse_service_key, parse_service_port,
+};
 pub use workers::{Fault, WorkerGuard, WorkerState, Workers};
 
 /// One probe's outcome with its round-trip time (measured around the exchange by podnet,

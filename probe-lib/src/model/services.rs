@@ -59,9 +59,7 @@ fn is_dns_label(s: &str) -> bool {
 
 /// Parse `<namespace>/<name>` (a Service) — the `--dns-service` syntax.
 pub fn parse_service_key(s: &str) -> Result<ServiceKey, &'static str> {
-    let (namespace, name) = s
-        .split_once('/')
-        .ok_or("expected <namespace>/<name>")?;
+    let (namespace, name) = s.split_once('/').ok_or("expected <namespace>/<name>")?;
     if !is_dns_label(namespace) || !is_dns_label(name) {
         return Err("namespace and name must be DNS labels (a-z, 0-9, '-', at most 63)");
     }

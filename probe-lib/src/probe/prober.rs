@@ -313,7 +313,11 @@ impl<N: PodNetwork> Prober<N> {
             };
             pod.in_flight = true;
             // Services as the API has them now: a changed ClusterIP is probed from this round.
-            let services = self.config.services.as_ref().map(|rx| Arc::clone(&rx.borrow()));
+            let services = self
+                .config
+                .services
+                .as_ref()
+                .map(|rx| Arc::clone(&rx.borrow()));
             let targets: Vec<Target> = resolve_targets(
                 self.config
                     .targets

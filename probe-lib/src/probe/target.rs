@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 use super::selector::{LabelSelector, SelectorError};
-use crate::model::{ServiceRef, parse_service_port};
+use crate::model::ServiceRef;
 pub use crate::model::{Direction, Protocol};
 
 /// Where a target is.
@@ -125,6 +125,10 @@ impl FromStr for Target {
             Some((n, b)) => (n.trim(), b.trim()),
             None => (spec_trim, spec_trim),
         };
+        let names_service = body.starts_with("svc/") || body.contains("://svc/");
+        if names_service && name == spec_trim {
+            return Err(err("a Service target needs a name (NAME=svc/...)"));
+        }
         if name.is_empty() || name.len() > 64 {
             return Err(err("the name must be 1 to 64 characters"));
         }
@@ -138,11 +142,22 @@ impl FromStr for Target {
             return Err(err("gateway, node and pod are built-in target names"));
         }
         if let Some(port) = body.strip_prefix("svc/") {
-            return service_target(name, spec_trim, port).map_err(err);
+            return super::services::service_target(name, port).map_err(err);
         }
         let (proto, addr) = body.split_once(':').ok_or_else(|| err("no protocol"))?;
         let mut http = None;
         let (protocol, destination) = match proto {
+            "http" | "https" if addr.starts_with("//svc/") => {
+                let (port, spec) =
+                    super::services::http_service(proto == "https", addr).map_err(err)?;
+                return Ok(Target {
+                    name: name.to_owned(),
+                    protocol: Protocol::Http,
+                    destination: Destination::Service,
+                    http: Some(std::sync::Arc::new(spec)),
+                    service: Some(std::sync::Arc::new(port)),
+                });
+            }
             "http" | "https" => {
                 let (sa, spec) = super::http::parse(proto == "https", addr).map_err(err)?;
                 http = Some(std::sync::Arc::new(spec));
@@ -191,31 +206,19 @@ impl FromStr for Target {
     }
 }
 
-/// `NAME=svc/<namespace>/<name>:<port>`: a TCP connect to the Service's ClusterIP and port.
-/// The name is required: the specification would be a poor `target` label.
-fn service_target(name: &str, spec: &str, port: &str) -> Result<Target, &'static str> {
-    if name == spec {
-        return Err("a Service target needs a name (NAME=svc/...)");
-    }
-    let port = parse_service_port(port)?;
-    Ok(Target {
-        name: name.to_owned(),
-        protocol: Protocol::Tcp,
-        destination: Destination::Service,
-        http: None,
-        service: Some(std::sync::Arc::new(port)),
-    })
-}
-
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.destination {
             Destination::Gateway | Destination::Node => {
                 write!(f, "{}={}:{}", self.name, self.protocol.as_str(), self.name)
             }
-            Destination::Service => match &self.service {
-                Some(s) => write!(f, "{}=svc/{s}", self.name),
-                None => write!(f, "{}=svc/?", self.name),
+            Destination::Service => match (&self.service, &self.http) {
+                (Some(s), Some(h)) => {
+                    let scheme = if h.tls { "https" } else { "http" };
+                    write!(f, "{}={scheme}://svc/{s}{}", self.name, h.path)
+                }
+                (Some(s), None) => write!(f, "{}=svc/{s}", self.name),
+                (None, _) => write!(f, "{}=svc/?", self.name),
             },
             Destination::Address(sa) if self.protocol == Protocol::Icmp => {
                 write!(f, "{}=icmp:{}", self.name, sa.ip())
@@ -373,28 +376,6 @@ mod tests {
             e.contains("udp:1.2.3.4:53") && e.contains("icmp, tcp, dns, http or https"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn service_targets() {
-        let t: Target = "web=svc/shop/web:8080".parse().unwrap();
-        assert_eq!(
-            (t.protocol, t.destination, t.name.as_str()),
-            (Protocol::Tcp, Destination::Service, "web")
-        );
-        assert_eq!(t.service.as_ref().unwrap().to_string(), "shop/web:8080");
-        assert_eq!(t.to_string(), "web=svc/shop/web:8080");
-        for bad in [
-            "svc/shop/web:8080",
-            "web=svc/shop/web",
-            "web=svc/shop/web:0",
-            "web=svc/Shop/web:80",
-            "web=svc/web:80",
-        ] {
-            assert!(bad.parse::<Target>().is_err(), "{bad:?} accepted");
-        }
-        let e = "web=svc/web:80".parse::<Target>().unwrap_err().to_string();
-        assert!(e.contains("<namespace>/<name>") && e.contains("svc/NAMESPACE"), "{e}");
     }
 
     #[test]
