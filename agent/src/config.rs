@@ -172,7 +172,7 @@ pub struct Args {
     /// `[NAME=]tcp:ADDRESS:PORT` (IPv6 as `[ADDR]:PORT`), `[NAME=]dns:ADDRESS[:PORT]` or
     /// `[NAME=]http(s)://ADDRESS[:PORT]/PATH[;2xx][;insecure][;host=NAME]`, or with pods from the
     /// API `NAME=svc/NAMESPACE/SERVICE:PORT` (a TCP connect to the Service's ClusterIP, followed
-    /// as it changes). Repeatable; the environment
+    /// as it changes) or `NAME=http(s)://svc/NAMESPACE/SERVICE:PORT/PATH[;…]`. Repeatable; the environment
     /// variable takes a comma-separated list.
     #[arg(long = "probe", env = "PODNET_PROBES", value_name = "TARGET", value_delimiter = ',',
           value_parser = probe_target)]
