@@ -11,6 +11,7 @@ use podnet_testbed::agent::Agent;
 use podnet_testbed::cluster::Cluster;
 use podnet_testbed::dns::DnsServer;
 use podnet_testbed::exposition::Samples;
+use podnet_testbed::http::HttpServer;
 use podnet_testbed::podserver::{PodServer, iptables};
 use podnet_testbed::simnode::OUTSIDE_IPV4;
 use serde_json::{Value, json};
@@ -223,7 +224,7 @@ fn kube_dns(cluster_ip: &str) -> Value {
 }
 
 #[test]
-fn the_dns_server_is_the_kube_dns_service() {
+fn the_dns_server_is_the_kube_dns_service_and_http_reaches_a_service_by_name() {
     let c = Cluster::new(PODS).unwrap();
     let server = SocketAddr::new(OUTSIDE_IPV4.into(), 53);
     let _dns = DnsServer::start(
@@ -236,7 +237,21 @@ fn the_dns_server_is_the_kube_dns_service() {
     for proto in ["udp", "tcp"] {
         dnat(&c, "-A", "10.96.0.10", proto, 53, server);
     }
-    let agent = agent(&c, &["--dns-expect", "10.96.0.1"]);
+    // An HTTP Service by name: its ClusterIP DNATed to a server in the outside namespace.
+    let web = SocketAddr::new(OUTSIDE_IPV4.into(), 8080);
+    let _http = HttpServer::start(c.node.outside(), web).unwrap();
+    c.api
+        .apply_object(service("shop", "api", "10.96.0.30", 80, "http", 8080));
+    dnat(&c, "-A", "10.96.0.30", "tcp", 80, web);
+    let agent = agent(
+        &c,
+        &[
+            "--dns-expect",
+            "10.96.0.1",
+            "--probe",
+            "api=http://svc/shop/api:80/healthz",
+        ],
+    );
     // No kube-dns Service yet: the DNS target is absent, said so, and nobody is flagged.
     let s = agent
         .wait_status("dns unresolved without kube-dns", WAIT, |s| {
@@ -251,10 +266,14 @@ fn the_dns_server_is_the_kube_dns_service() {
     assert_eq!(failing(&agent.metrics().unwrap()), 0);
 
     c.api.apply_object(kube_dns("10.96.0.10"));
-    agent
+    let s = agent
         .wait_status("every pod resolves through kube-dns", WAIT, |s| {
-            all_ok_at(s, "dns", "10.96.0.10:53")
+            all_ok_at(s, "dns", "10.96.0.10:53") && all_ok_at(s, "api", "10.96.0.30:80")
         })
         .unwrap();
+    assert_eq!(
+        service_target(&s, "dns"),
+        json!({"target": "dns", "service": "kube-system/kube-dns:53", "address": "10.96.0.10:53"})
+    );
     assert_eq!(failing(&agent.metrics().unwrap()), 0);
 }
