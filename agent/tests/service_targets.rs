@@ -6,7 +6,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use podnet_kube_double::{Resource, service};
+use podnet_kube_double::{Outage, Resource, service};
 use podnet_testbed::agent::Agent;
 use podnet_testbed::cluster::Cluster;
 use podnet_testbed::dns::DnsServer;
@@ -180,6 +180,30 @@ fn a_service_by_name_is_followed_when_its_cluster_ip_changes_and_unresolved_when
         Some(0.0)
     );
     assert!(probes_of(&agent.status().unwrap(), "web").is_empty());
+    // Re-created while the API is down, and the agent's resource version compacted away: its
+    // watch gets 410 Gone, a fresh list finds the Service at its new address.
+    c.api.set_outage(Some(Outage::Unavailable)).unwrap();
+    c.api.apply_object(service(
+        "shop",
+        "web",
+        "10.96.0.22",
+        80,
+        "http",
+        BACKEND_PORT,
+    ));
+    c.api.compact();
+    dnat(&c, "-A", "10.96.0.22", "tcp", 80, to);
+    c.api.set_outage(None).unwrap();
+    agent
+        .wait_status("every pod follows web to 10.96.0.22", WAIT, |s| {
+            all_ok_at(s, "web", "10.96.0.22:80")
+        })
+        .unwrap();
+    assert!(
+        agent.log().contains("the Service watch needs a fresh list"),
+        "{}",
+        agent.log_tail()
+    );
     // One single-object list and watch of that Service, nothing wider.
     let services: Vec<String> = c
         .api
