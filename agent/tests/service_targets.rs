@@ -301,3 +301,19 @@ fn the_dns_server_is_the_kube_dns_service_and_http_reaches_a_service_by_name() {
     );
     assert_eq!(failing(&agent.metrics().unwrap()), 0);
 }
+
+/// The Service watch is a supervised worker: up while it follows, and `/healthz` red naming it
+/// when it panics.
+#[test]
+fn the_service_watch_is_a_supervised_worker() {
+    let c = Cluster::new(1).unwrap();
+    let agent = agent(&c, &["--test-fault", "kill:services"]);
+    agent
+        .wait_metrics("the services worker reported dead", WAIT, |m| {
+            m.value_with("podnet_worker_up", &[("worker", "services")]) == Some(0.0)
+        })
+        .unwrap();
+    let (code, body) = agent.get("/healthz").unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("services: panicked"), "{body}");
+}
