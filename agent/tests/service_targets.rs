@@ -1,7 +1,7 @@
 //! Targets named by Service, resolved through the API double and followed as they change, on a
 //! simulated node in Kubernetes mode. The ClusterIPs are implemented as kube-proxy does: DNAT
 //! in the node namespace's `nat PREROUTING` (traffic from pods), plus its hairpin masquerade
-//! for a pod reaching itself through its own Service.
+//! for a pod reaching itself through its own Service; ip6tables for an IPv6 DNS Service.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use podnet_testbed::dns::DnsServer;
 use podnet_testbed::exposition::Samples;
 use podnet_testbed::http::HttpServer;
 use podnet_testbed::podserver::{PodServer, iptables};
-use podnet_testbed::simnode::OUTSIDE_IPV4;
+use podnet_testbed::simnode::{OUTSIDE_IPV4, OUTSIDE_IPV6};
 use serde_json::{Value, json};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_podnet-agent");
@@ -316,4 +316,53 @@ fn the_service_watch_is_a_supervised_worker() {
     let (code, body) = agent.get("/healthz").unwrap();
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("services: panicked"), "{body}");
+}
+
+/// An IPv6 cluster DNS Service (single-stack `fd00:96::a`), DNATed by ip6tables to a server
+/// in the outside namespace: the dual-stack pod resolves through it, IPv4-only pods do not
+/// probe it (no address of that family) and nobody is flagged.
+#[test]
+fn an_ipv6_kube_dns_service() {
+    let c = Cluster::new(PODS).unwrap();
+    let server = SocketAddr::new(OUTSIDE_IPV6.into(), 53);
+    let _dns = DnsServer::start(
+        c.node.outside(),
+        server,
+        Ipv4Addr::new(10, 96, 0, 1),
+        "fd00:96::1".parse().unwrap(),
+    )
+    .unwrap();
+    for proto in ["udp", "tcp"] {
+        ip6tables_dnat(&c, "fd00:96::a", proto, 53, server);
+    }
+    let mut svc = kube_dns("fd00:96::a");
+    svc["spec"]["ipFamilies"] = json!(["IPv6"]);
+    c.api.apply_object(svc);
+    let agent = agent(&c, &[]);
+    let dual = c.node.pod(0).interface.clone();
+    let s = agent
+        .wait_status("the dual-stack pod resolves over IPv6", WAIT, |s| {
+            let p = probes_of(s, "dns");
+            p.len() == 1 && p[0] == (dual.clone(), "fd00:96::a:53".to_owned(), "ok".to_owned())
+        })
+        .unwrap();
+    assert_eq!(service_target(&s, "dns")["address"], "[fd00:96::a]:53");
+    assert_eq!(failing(&agent.metrics().unwrap()), 0);
+}
+
+/// kube-proxy's IPv6 rule for `cluster_ip:port/proto` → `to`.
+fn ip6tables_dnat(c: &Cluster, cluster_ip: &str, proto: &str, port: u16, to: SocketAddr) {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", c.node.node_netns(), "ip6tables", "-w", "-t", "nat"])
+        .args(
+            format!("-A PREROUTING -d {cluster_ip}/128 -p {proto} --dport {port} -j DNAT --to-destination {to}")
+                .split_whitespace(),
+        )
+        .output()
+        .expect("running ip6tables");
+    assert!(
+        out.status.success(),
+        "ip6tables: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
