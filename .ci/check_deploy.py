@@ -118,6 +118,9 @@ CAPS = {"NET_ADMIN", "NET_RAW", "SYS_ADMIN"}
 # Only together with hostPID (deploy/proc-fallback).
 PROC_FALLBACK_CAP = "SYS_PTRACE"
 AGENT_RULES = [(("",), "pods", ("list", "watch"))]
+# The Services probes name (the kube-dns Service for the DNS probe, svc/... targets):
+# probe-lib/src/kube/services.rs lists and watches each by metadata.name.
+SERVICE_RULE = (("",), "services", ("list", "watch"))
 CONTROL_PLANE_RULES = sorted([
     (("apiregistration.k8s.io",), "apiservices", ("list",)),
     (("admissionregistration.k8s.io",), "validatingwebhookconfigurations", ("list",)),
@@ -260,6 +263,14 @@ def manifests(rendered):
             for e in c.get("env", [])
         )
     agent_rules = list(AGENT_RULES)
+    dns_off = any(
+        e.get("name") == "PODNET_DNS_SERVICE" and e.get("value") == "none"
+        for ds in by_kind.get("DaemonSet", [])
+        for c in ds["spec"]["template"]["spec"]["containers"]
+        for e in c.get("env", [])
+    )
+    if not dns_off:
+        agent_rules.append(SERVICE_RULE)
     if not env_true("PODNET_NO_CONDITIONS"):
         agent_rules.append(CONDITION_RULE)
     if not env_true("PODNET_NO_EVENTS"):

@@ -170,7 +170,9 @@ pub struct Args {
 
     /// A probe target for every pod, besides its gateway and the node: `[NAME=]icmp:ADDRESS`,
     /// `[NAME=]tcp:ADDRESS:PORT` (IPv6 as `[ADDR]:PORT`), `[NAME=]dns:ADDRESS[:PORT]` or
-    /// `[NAME=]http(s)://ADDRESS[:PORT]/PATH[;2xx][;insecure][;host=NAME]`. Repeatable; the environment
+    /// `[NAME=]http(s)://ADDRESS[:PORT]/PATH[;2xx][;insecure][;host=NAME]`, or with pods from the
+    /// API `NAME=svc/NAMESPACE/SERVICE:PORT` (a TCP connect to the Service's ClusterIP, followed
+    /// as it changes) or `NAME=http(s)://svc/NAMESPACE/SERVICE:PORT/PATH[;…]`. Repeatable; the environment
     /// variable takes a comma-separated list.
     #[arg(long = "probe", env = "PODNET_PROBES", value_name = "TARGET", value_delimiter = ',',
           value_parser = probe_target)]
@@ -248,6 +250,13 @@ pub struct Args {
     /// every pod queries it for --dns-name over UDP (TCP when truncated), as target `dns`.
     #[arg(long, env = "PODNET_DNS_SERVER", value_name = "IP[:PORT]", value_parser = dns_server)]
     pub dns_server: Option<SocketAddr>,
+
+    /// In Kubernetes mode without --dns-server: the Service whose ClusterIP (port 53) is the
+    /// cluster's DNS server, `NAMESPACE/NAME`, followed through the API; `none` for no DNS
+    /// probe.
+    #[arg(long, env = "PODNET_DNS_SERVICE", default_value = "kube-system/kube-dns",
+          value_name = "NAMESPACE/NAME|none", value_parser = dns_service)]
+    pub dns_service: DnsService,
 
     /// The cluster's DNS domain: the DNS probe asks for `kubernetes.default.svc.<DOMAIN>`.
     #[arg(
@@ -626,6 +635,19 @@ fn dns_server(s: &str) -> Result<SocketAddr, String> {
         podnet_probe::probe::target::Destination::Address(sa) => Ok(sa),
         _ => Err(format!("invalid DNS server '{s}'")),
     })
+}
+
+/// `--dns-service`: the Service, or none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsService(pub Option<podnet_probe::model::ServiceKey>);
+
+fn dns_service(s: &str) -> Result<DnsService, String> {
+    if s.trim() == "none" {
+        return Ok(DnsService(None));
+    }
+    podnet_probe::model::parse_service_key(s.trim())
+        .map(|k| DnsService(Some(k)))
+        .map_err(|e| format!("invalid Service '{s}': {e}"))
 }
 
 fn probe_target(s: &str) -> Result<Target, String> {

@@ -59,6 +59,8 @@ where
     let (remote_blocks, blocks_task) = blocks.unzip();
     let control_plane = source::start_control_plane(args, &node, workers, stopped()).await?;
     let (control_plane, control_plane_task) = control_plane.unzip();
+    let services = crate::services::start(args, &probing.targets, workers, stopped()).await?;
+    let (services, services_task) = services.unzip();
     let host = NetlinkHost::new().context("opening netlink")?;
     let owners = source::pod_ip_owners(args, &pods).await?;
     let config = MonitorConfig {
@@ -78,6 +80,7 @@ where
         remote_blocks,
         felix,
         control_plane,
+        services: services.clone(),
     };
     let (monitor, snapshots) = Monitor::new(host, config, metrics.monitor());
     let prober = if args.no_probes {
@@ -103,6 +106,7 @@ where
             owners,
             pod_networks: args.cluster_pod_cidrs.clone(),
             hints: client_hints(args),
+            services: services.map(|s| s.map),
         };
         Some(Prober::new(
             driver,
@@ -117,6 +121,7 @@ where
     tasks.extend(blocks_task.map(|t| ("blocks", t)));
     tasks.extend(felix_task.map(|t| ("felix", t)));
     tasks.extend(control_plane_task.map(|t| ("controlplane", t)));
+    tasks.extend(services_task.map(|t| ("services", t)));
     Ok(Engine {
         monitor,
         prober,

@@ -11,6 +11,7 @@ mod memory;
 mod notify;
 mod scoping;
 mod server;
+mod services;
 mod source;
 mod supervise;
 mod tls;

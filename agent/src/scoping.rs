@@ -110,6 +110,7 @@ impl Probing {
 
 /// The probe flags together; an error is one line for stderr.
 pub fn probing(args: &Args) -> Result<Probing, String> {
+    let kube = crate::source::wants_kube(args);
     let on = |b: Builtin| args.builtin_probes.contains(&b);
     if on(Builtin::None) && args.builtin_probes.len() > 1 {
         return Err("--builtin-probes: 'none' cannot be combined with other probes".into());
@@ -119,7 +120,7 @@ pub fn probing(args: &Args) -> Result<Probing, String> {
         .filter(|t| match t.destination {
             Destination::Gateway => on(Builtin::Gateway),
             Destination::Node => on(Builtin::Node),
-            Destination::Address(_) => true,
+            Destination::Address(_) | Destination::Service => true,
         })
         .collect();
     let mut selectors = BTreeMap::new();
@@ -129,7 +130,10 @@ pub fn probing(args: &Args) -> Result<Probing, String> {
             protocol: Protocol::Dns,
             destination: Destination::Address(server),
             http: None,
+            service: None,
         });
+    } else if let (true, Some(key)) = (kube, &args.dns_service.0) {
+        targets.push(crate::services::dns_service_target(key));
     }
     let dns_name = args.dns_name.clone().unwrap_or_else(|| {
         let domain = args.cluster_domain.trim().trim_matches('.');
@@ -151,6 +155,7 @@ pub fn probing(args: &Args) -> Result<Probing, String> {
         }
     }
     check_unique(&targets).map_err(|e| e.to_string())?;
+    crate::services::check(&targets, kube)?;
     for TargetSelector { name, selector } in &args.probe_selectors {
         if [GATEWAY_TARGET, NODE_TARGET, HOST_TO_POD_TARGET].contains(&name.as_str()) {
             return Err(format!(

@@ -47,13 +47,19 @@ impl Choice {
     }
 }
 
-/// Decide, or explain in one line why the flags do not work together.
-pub fn choose(args: &Args) -> Result<Choice, String> {
-    let kube = match args.pod_source {
+/// Whether the flags ask for pods from the API (explicitly, or `auto` with a kubeconfig or
+/// in a cluster).
+pub fn wants_kube(args: &Args) -> bool {
+    match args.pod_source {
         PodSourceArg::Kubernetes => true,
         PodSourceArg::Node => false,
         PodSourceArg::Auto => args.kubeconfig.is_some() || in_cluster(),
-    };
+    }
+}
+
+/// Decide, or explain in one line why the flags do not work together.
+pub fn choose(args: &Args) -> Result<Choice, String> {
+    let kube = wants_kube(args);
     if !kube && args.remote_blocks != RemoteBlocksArg::Off {
         return Err("--remote-blocks needs the Kubernetes pod source".into());
     }

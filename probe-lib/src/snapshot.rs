@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::model::{FelixStatus, KubeStatus, PodEntry, PodSet, SourceName};
+use crate::model::{FelixStatus, KubeStatus, PodEntry, PodSet, ServiceTargetStatus, SourceName};
 use crate::verdict::{BlockProblem, ConnectVerdict, ControlPlaneStatus, Verdicts};
 
 /// One consistent view of the node, replaced (never mutated) on every change.
@@ -57,6 +57,10 @@ pub struct Snapshot {
     /// verdict that was made while it was readable.
     #[serde(skip)]
     pub felix: Option<FelixStatus>,
+    /// Targets named by Service (and the `dns` target from the `kube-dns` Service): where pods
+    /// probe them now, or why they are not probed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub service_targets: Vec<ServiceTargetStatus>,
 }
 
 fn block_list_is_empty(l: &std::sync::Arc<Vec<BlockProblem>>) -> bool {
@@ -90,6 +94,7 @@ impl Snapshot {
             unanswered_connects: Vec::new(),
             control_plane: None,
             felix: None,
+            service_targets: Vec::new(),
         }
     }
 

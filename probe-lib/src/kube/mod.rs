@@ -9,6 +9,7 @@ mod pod;
 mod podip;
 #[cfg(test)]
 mod props;
+mod services;
 mod store;
 mod watch;
 
@@ -21,6 +22,7 @@ pub use pod::{
     KubePod, MAX_LABELS, MAX_PROBE_ANNOTATION, PROBES_KEY, RawPod, SKIP_PROBES_KEY, Skip, parse_pod,
 };
 pub use podip::{PodIpLookup, TokenBucket, owner_from_list};
+pub use services::{ServiceWatcher, TooManyServices, followed as followed_services};
 pub use store::{KubeHealth, KubeView, PodStore, Tracked};
 pub use watch::{KubeWatcher, WatchConfig};
 

@@ -430,6 +430,7 @@ impl Collector for VerdictCollector {
         encode_remote_blocks(&mut encoder, &snap)?;
         connects::encode(&mut encoder, &snap)?;
         controlplane::encode_control_plane(&mut encoder, &snap)?;
+        services::encode(&mut encoder, &snap)?;
         gauge(
             &mut encoder,
             "podnet_synced",
@@ -583,6 +584,7 @@ mod calico;
 mod connects;
 mod controlplane;
 mod process;
+mod services;
 
 #[cfg(test)]
 mod props;

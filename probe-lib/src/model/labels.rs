@@ -481,3 +481,19 @@ label_enum! {
         Outside => "outside",
     }
 }
+
+label_enum! {
+    /// Why a target named by Service (`svc/<namespace>/<name>:<port>`, or the `kube-dns`
+    /// Service) has no address to probe (the `reason` label of
+    /// `podnet_service_target_unresolved`): it is not probed, and no pod is judged on it.
+    pub enum ServiceUnresolved {
+        /// The Service has not been read yet (the API has not answered).
+        Pending => "pending",
+        /// The API has no such Service.
+        Absent => "absent",
+        /// It has no ClusterIP (headless, or `ExternalName`).
+        NoClusterIp => "no_cluster_ip",
+        /// None of its ports is the named port.
+        NoPort => "no_port",
+    }
+}

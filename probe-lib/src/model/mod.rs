@@ -12,6 +12,7 @@ mod labels;
 mod notify;
 mod owners;
 mod pods;
+mod services;
 mod workers;
 
 use std::time::Duration;
@@ -24,6 +25,7 @@ pub use controlplane::{
 };
 pub use counters::{KubeMetrics, MonitorMetrics, ProbeMetrics};
 pub use felix::{Felix, FelixStatus};
+pub use labels::ServiceUnresolved;
 pub use labels::{
     BlockReason, ConnectClass, ControlPlaneReason, Direction, LabelEnum, NodeReason, PodReason,
     ProbeResult, Protocol, RestartReason, ResyncCause, SourceName,
@@ -32,6 +34,10 @@ pub use labels::{ProbeSkip, ScopeIgnored};
 pub use notify::{NotifyMetrics, WriteObject};
 pub use owners::{PodIpOwner, PodIpOwners};
 pub use pods::{ExpectedPod, KubeHealth, KubeStatus, PodEntry, PodId, PodSet, ProbeMeta};
+pub use services::{
+    MAX_NAMED_SERVICES, MAX_SERVICE_PORTS, ServiceKey, ServiceMap, ServiceState,
+    ServiceTargetStatus, ServiceTargets, parse_service_key, parse_service_port,
+};
 pub use workers::{Fault, WorkerGuard, WorkerState, Workers};
 
 /// One probe's outcome with its round-trip time (measured around the exchange by podnet,

@@ -89,6 +89,8 @@ pub struct MonitorConfig {
     pub felix: Option<Felix>,
     /// The control-plane source's view (`--control-plane-checks`), judged on every publish.
     pub control_plane: Option<watch::Receiver<Arc<ControlPlaneView>>>,
+    /// Targets named by Service and the Service watch's map, reported on every publish.
+    pub services: Option<crate::model::ServiceTargets>,
 }
 
 /// Keeps the node's state and verdicts current. Create with [`Monitor::new`], drive with
@@ -130,6 +132,7 @@ struct Watched<'a> {
     blocks: &'a mut Option<watch::Receiver<Arc<BlockMap>>>,
     felix: &'a mut Option<watch::Receiver<crate::model::FelixStatus>>,
     control_plane: &'a mut Option<watch::Receiver<Arc<ControlPlaneView>>>,
+    services: &'a mut Option<watch::Receiver<Arc<crate::model::ServiceMap>>>,
 }
 
 /// Why the event loop returned.
@@ -225,6 +228,7 @@ impl<H: HostNetwork> Monitor<H> {
         let mut blocks = self.config.remote_blocks.clone();
         let mut felix = self.config.felix.as_ref().map(Felix::subscribe);
         let mut control_plane = self.config.control_plane.clone();
+        let mut services = self.config.services.as_ref().map(|s| s.map.clone());
         let mut kube = match &self.config.pods {
             PodSource::Kubernetes { view, .. } => Some(view.clone()),
             PodSource::Links { .. } => None,
@@ -261,6 +265,7 @@ impl<H: HostNetwork> Monitor<H> {
                 blocks: &mut blocks,
                 felix: &mut felix,
                 control_plane: &mut control_plane,
+                services: &mut services,
             };
             overrun = match self
                 .event_loop(&mut events, &mut probes, &mut watched)
@@ -294,6 +299,7 @@ impl<H: HostNetwork> Monitor<H> {
             blocks,
             felix,
             control_plane,
+            services,
         } = watched;
         let period = self.config.resync_interval;
         let mut periodic = interval_at(tokio::time::Instant::now() + period, period);
@@ -366,6 +372,12 @@ impl<H: HostNetwork> Monitor<H> {
                 changed = changed_or_pending(control_plane) => {
                     if changed.is_err() {
                         **control_plane = None; // The source is gone; keep its last view.
+                    }
+                }
+                // A Service target resolved anew: `/status` and the gauges say so at once.
+                changed = changed_or_pending(services) => {
+                    if changed.is_err() {
+                        **services = None;
                     }
                 }
                 () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
@@ -607,6 +619,11 @@ impl<H: HostNetwork> Monitor<H> {
             remote_blocks_checked,
             unanswered_connects,
             felix,
+            service_targets: self
+                .config
+                .services
+                .as_ref()
+                .map_or_else(Vec::new, crate::model::ServiceTargets::status),
         });
         if !self.last.synced {
             info!(

@@ -60,6 +60,7 @@ fn start(host: FakeHost, resync: Duration) -> Running {
         cni: crate::cni::Cni::Calico,
         remote_blocks: None,
         felix: None,
+        services: None,
         control_plane: None,
     };
     let (monitor, rx) = Monitor::new(host, config, metrics.clone());

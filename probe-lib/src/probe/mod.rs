@@ -24,6 +24,7 @@ pub mod plan;
 pub mod prober;
 pub mod scope;
 pub mod selector;
+pub mod services;
 pub mod sockdiag;
 pub mod unanswered;
 

@@ -66,6 +66,8 @@ pub fn plan(
                         out.push(probe(sa, false));
                     }
                 }
+                // Resolved to an address by the prober before planning; unresolved, not probed.
+                Destination::Service => {}
             }
         }
     }

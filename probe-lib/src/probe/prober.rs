@@ -20,9 +20,10 @@ use super::hints::ClientHint;
 use super::plan::{PlannedProbe, plan};
 use super::report::{DestState, PathMtuState, PodProbes};
 use super::scope::{PodScope, ProbeScope};
+use super::services::resolve_targets;
 use super::target::{Direction, Gateways, HOST_TO_POD_TARGET, Protocol, Target};
 use super::unanswered::{Unanswered, UnansweredConfig};
-use crate::model::{PodEntry, PodIpOwner, PodIpOwners, PodSet, ProbeMetrics};
+use crate::model::{PodEntry, PodIpOwner, PodIpOwners, PodSet, ProbeMetrics, ServiceMap};
 
 /// Prober settings.
 #[derive(Debug, Clone)]
@@ -51,6 +52,8 @@ pub struct ProberConfig {
     pub hints: Vec<Arc<dyn ClientHint>>,
     /// Which pods are probed against which targets.
     pub scope: ProbeScope,
+    /// The Service watch's map, when targets are named by Service: resolved before every round.
+    pub services: Option<watch::Receiver<Arc<ServiceMap>>>,
 }
 
 /// Unanswered destinations kept per node (all pods together), at most.
@@ -309,13 +312,19 @@ impl<N: PodNetwork> Prober<N> {
                 continue;
             };
             pod.in_flight = true;
-            let targets: Vec<Target> = self
+            // Services as the API has them now: a changed ClusterIP is probed from this round.
+            let services = self
                 .config
-                .targets
-                .iter()
-                .filter(|t| pod.scope.probes(&t.name))
-                .cloned()
-                .collect();
+                .services
+                .as_ref()
+                .map(|rx| Arc::clone(&rx.borrow()));
+            let targets: Vec<Target> = resolve_targets(
+                self.config
+                    .targets
+                    .iter()
+                    .filter(|t| pod.scope.probes(&t.name)),
+                services.as_deref(),
+            );
             let probes = plan(
                 &pod.ips,
                 &self.node_ips,

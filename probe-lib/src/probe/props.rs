@@ -44,6 +44,7 @@ fn target() -> impl Strategy<Value = Target> {
             protocol: if tcp { Protocol::Tcp } else { Protocol::Icmp },
             destination: Destination::Address(SocketAddr::new(ip, if tcp { port } else { 0 })),
             http: None,
+            service: None,
         })
 }
 

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 use super::selector::{LabelSelector, SelectorError};
+use crate::model::ServiceRef;
 pub use crate::model::{Direction, Protocol};
 
 /// Where a target is.
@@ -17,6 +18,9 @@ pub enum Destination {
     Node,
     /// A fixed address; with a port for TCP.
     Address(SocketAddr),
+    /// A Service's ClusterIP and port, named in [`Target::service`] and resolved through the
+    /// API before every round; not probed while unresolved.
+    Service,
 }
 
 /// One probe target: a name (the `target` label), a protocol and a destination.
@@ -30,6 +34,8 @@ pub struct Target {
     pub destination: Destination,
     /// For HTTP(S): what to ask and expect.
     pub http: Option<std::sync::Arc<super::http::HttpSpec>>,
+    /// For [`Destination::Service`]: the Service port, `<namespace>/<name>:<port>`.
+    pub service: Option<std::sync::Arc<ServiceRef>>,
 }
 
 /// Label value of the host → pod probe.
@@ -48,12 +54,14 @@ impl Target {
                 protocol: Protocol::Icmp,
                 destination: Destination::Gateway,
                 http: None,
+                service: None,
             },
             Target {
                 name: NODE_TARGET.into(),
                 protocol: Protocol::Icmp,
                 destination: Destination::Node,
                 http: None,
+                service: None,
             },
         ]
     }
@@ -95,7 +103,7 @@ impl Default for Gateways {
 /// A target specification that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "invalid probe '{spec}': {why} (expected [NAME=]icmp:ADDRESS, [NAME=]tcp:ADDRESS:PORT, [NAME=]dns:ADDRESS[:PORT] or [NAME=]http(s)://ADDRESS[:PORT]/PATH[;2xx][;insecure][;host=NAME])"
+    "invalid probe '{spec}': {why} (expected [NAME=]icmp:ADDRESS, [NAME=]tcp:ADDRESS:PORT, [NAME=]dns:ADDRESS[:PORT], [NAME=]http(s)://ADDRESS[:PORT]/PATH[;2xx][;insecure][;host=NAME] or NAME=svc/NAMESPACE/SERVICE:PORT)"
 )]
 pub struct TargetSpecError {
     spec: String,
@@ -117,6 +125,10 @@ impl FromStr for Target {
             Some((n, b)) => (n.trim(), b.trim()),
             None => (spec_trim, spec_trim),
         };
+        let names_service = body.starts_with("svc/") || body.contains("://svc/");
+        if names_service && name == spec_trim {
+            return Err(err("a Service target needs a name (NAME=svc/...)"));
+        }
         if name.is_empty() || name.len() > 64 {
             return Err(err("the name must be 1 to 64 characters"));
         }
@@ -129,9 +141,23 @@ impl FromStr for Target {
         if [GATEWAY_TARGET, NODE_TARGET, HOST_TO_POD_TARGET].contains(&name) {
             return Err(err("gateway, node and pod are built-in target names"));
         }
+        if let Some(port) = body.strip_prefix("svc/") {
+            return super::services::service_target(name, port).map_err(err);
+        }
         let (proto, addr) = body.split_once(':').ok_or_else(|| err("no protocol"))?;
         let mut http = None;
         let (protocol, destination) = match proto {
+            "http" | "https" if addr.starts_with("//svc/") => {
+                let (port, spec) =
+                    super::services::http_service(proto == "https", addr).map_err(err)?;
+                return Ok(Target {
+                    name: name.to_owned(),
+                    protocol: Protocol::Http,
+                    destination: Destination::Service,
+                    http: Some(std::sync::Arc::new(spec)),
+                    service: Some(std::sync::Arc::new(port)),
+                });
+            }
             "http" | "https" => {
                 let (sa, spec) = super::http::parse(proto == "https", addr).map_err(err)?;
                 http = Some(std::sync::Arc::new(spec));
@@ -175,6 +201,7 @@ impl FromStr for Target {
             protocol,
             destination,
             http,
+            service: None,
         })
     }
 }
@@ -185,6 +212,14 @@ impl fmt::Display for Target {
             Destination::Gateway | Destination::Node => {
                 write!(f, "{}={}:{}", self.name, self.protocol.as_str(), self.name)
             }
+            Destination::Service => match (&self.service, &self.http) {
+                (Some(s), Some(h)) => {
+                    let scheme = if h.tls { "https" } else { "http" };
+                    write!(f, "{}={scheme}://svc/{s}{}", self.name, h.path)
+                }
+                (Some(s), None) => write!(f, "{}=svc/{s}", self.name),
+                (None, _) => write!(f, "{}=svc/?", self.name),
+            },
             Destination::Address(sa) if self.protocol == Protocol::Icmp => {
                 write!(f, "{}=icmp:{}", self.name, sa.ip())
             }

@@ -78,6 +78,7 @@ fn start_with(set: PodSet, concurrency: usize, scope: ProbeScope) -> Running {
         pod_networks: Vec::new(),
         hints: Vec::new(),
         scope,
+        services: None,
     };
     let prober = Prober::new(net.clone(), config, rx, tx, metrics.clone());
     tokio::spawn(prober.run(std::future::pending()));
@@ -213,6 +214,7 @@ async fn unsynced_snapshots_are_ignored() {
         pod_networks: Vec::new(),
         hints: Vec::new(),
         scope: Default::default(),
+        services: None,
     };
     tokio::spawn(
         Prober::new(net.clone(), config, rx, tx, Metrics::new("t").probe())
