@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::model::{FelixStatus, KubeStatus, PodEntry, PodSet, SourceName};
-use crate::verdict::{BlockProblem, ConnectVerdict, ControlPlaneStatus, Verdicts};
+use crate::verdict::{BlockProblem, ConnectVerdict, ControlPlaneStatus, PeerStatus, Verdicts};
 
 /// One consistent view of the node, replaced (never mutated) on every change.
 #[derive(Debug, Clone, Serialize)]
@@ -57,6 +57,9 @@ pub struct Snapshot {
     /// verdict that was made while it was readable.
     #[serde(skip)]
     pub felix: Option<FelixStatus>,
+    /// The cross-node probe's verdicts (`--peer-probes`); `None` when it is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers: Option<PeerStatus>,
 }
 
 fn block_list_is_empty(l: &std::sync::Arc<Vec<BlockProblem>>) -> bool {
@@ -90,6 +93,7 @@ impl Snapshot {
             unanswered_connects: Vec::new(),
             control_plane: None,
             felix: None,
+            peers: None,
         }
     }
 

@@ -18,12 +18,17 @@ use tracing::{debug, info, warn};
 use crate::Error;
 use crate::host::{EventReceiver, HostNetwork, HostState, KernelEvent, Link, ResyncCause};
 use crate::kube::KubeView;
-use crate::model::{BlockMap, ControlPlaneView, Felix, MonitorMetrics, PodSet, WorkerGuard};
+use crate::model::{
+    BlockMap, ControlPlaneView, Felix, MonitorMetrics, PeerView, PodSet, WorkerGuard,
+};
 use crate::pods::ExpectedPod;
 use crate::probe::report::PodProbes;
 use crate::snapshot::Snapshot;
 use crate::util::backoff::Backoff;
-use crate::verdict::{BlockProblem, ProbeView, calico_node_stale, evaluate, unanswered_connects};
+use crate::verdict::{
+    BlockProblem, PeerStatus, ProbeView, calico_node_stale, evaluate, judge_peers,
+    unanswered_connects,
+};
 
 mod block_cache;
 mod changes;
@@ -122,6 +127,8 @@ pub struct Monitor<H> {
     route_history: RouteHistory,
     /// The remote block verdicts, judged again only when they can change.
     block_cache: BlockCache,
+    /// The cross-node probe's views (`--peer-probes`), judged on every publish.
+    peers: Option<watch::Receiver<Arc<PeerView>>>,
 }
 
 /// The watched sources the event loop wakes on besides kernel events and probes.
@@ -130,6 +137,7 @@ struct Watched<'a> {
     blocks: &'a mut Option<watch::Receiver<Arc<BlockMap>>>,
     felix: &'a mut Option<watch::Receiver<crate::model::FelixStatus>>,
     control_plane: &'a mut Option<watch::Receiver<Arc<ControlPlaneView>>>,
+    peers: &'a mut Option<watch::Receiver<Arc<PeerView>>>,
 }
 
 /// Why the event loop returned.
@@ -181,6 +189,7 @@ impl<H: HostNetwork> Monitor<H> {
             source_state: SourceState::default(),
             route_history: RouteHistory::default(),
             block_cache: BlockCache::default(),
+            peers: None,
         };
         (monitor, rx)
     }
@@ -197,6 +206,17 @@ impl<H: HostNetwork> Monitor<H> {
         if let Some(w) = &self.worker {
             w.beat();
         }
+    }
+
+    /// The node's name.
+    pub fn node_name(&self) -> &str {
+        &self.config.node_name
+    }
+
+    /// Judge the cross-node probe's views from `peers` too.
+    pub fn with_peers(mut self, peers: watch::Receiver<Arc<PeerView>>) -> Self {
+        self.peers = Some(peers);
+        self
     }
 
     /// The pods to probe, updated only when they change.
@@ -225,6 +245,7 @@ impl<H: HostNetwork> Monitor<H> {
         let mut blocks = self.config.remote_blocks.clone();
         let mut felix = self.config.felix.as_ref().map(Felix::subscribe);
         let mut control_plane = self.config.control_plane.clone();
+        let mut peers = self.peers.clone();
         let mut kube = match &self.config.pods {
             PodSource::Kubernetes { view, .. } => Some(view.clone()),
             PodSource::Links { .. } => None,
@@ -261,6 +282,7 @@ impl<H: HostNetwork> Monitor<H> {
                 blocks: &mut blocks,
                 felix: &mut felix,
                 control_plane: &mut control_plane,
+                peers: &mut peers,
             };
             overrun = match self
                 .event_loop(&mut events, &mut probes, &mut watched)
@@ -294,6 +316,7 @@ impl<H: HostNetwork> Monitor<H> {
             blocks,
             felix,
             control_plane,
+            peers,
         } = watched;
         let period = self.config.resync_interval;
         let mut periodic = interval_at(tokio::time::Instant::now() + period, period);
@@ -366,6 +389,11 @@ impl<H: HostNetwork> Monitor<H> {
                 changed = changed_or_pending(control_plane) => {
                     if changed.is_err() {
                         **control_plane = None; // The source is gone; keep its last view.
+                    }
+                }
+                changed = changed_or_pending(peers) => {
+                    if changed.is_err() {
+                        **peers = None; // The prober is gone; keep its last view.
                     }
                 }
                 () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
@@ -574,6 +602,12 @@ impl<H: HostNetwork> Monitor<H> {
         if !Arc::ptr_eq(&self.last.remote_blocks, &remote_blocks) {
             log_block_changes(&self.last.remote_blocks, &remote_blocks);
         }
+        let peers = self.peers.as_ref().map(|rx| {
+            let status = judge_peers(&rx.borrow(), &remote_blocks);
+            verdicts.node.extend(status.node_problem.clone());
+            log_peer_changes(self.last.peers.as_ref(), &status);
+            status
+        });
         let suppressed = log_changes(
             &self.last.verdicts,
             &verdicts,
@@ -607,6 +641,7 @@ impl<H: HostNetwork> Monitor<H> {
             remote_blocks_checked,
             unanswered_connects,
             felix,
+            peers,
         });
         if !self.last.synced {
             info!(
@@ -627,6 +662,26 @@ impl<H: HostNetwork> Monitor<H> {
         });
         self.publisher.send_replace(Arc::clone(&snap));
         self.last = snap;
+    }
+}
+
+/// One line per peer that became unreachable or reachable again (at most one per peer per
+/// rotation, and at most [`crate::verdict::MAX_PEER_SERIES`] peers are listed).
+fn log_peer_changes(last: Option<&PeerStatus>, now: &PeerStatus) {
+    let was: HashSet<&str> = last
+        .map(|l| l.unreachable.iter().map(|p| p.peer.as_str()).collect())
+        .unwrap_or_default();
+    let is: HashSet<&str> = now.unreachable.iter().map(|p| p.peer.as_str()).collect();
+    for p in now
+        .unreachable
+        .iter()
+        .filter(|p| !was.contains(p.peer.as_str()))
+    {
+        warn!(peer = %p.peer, address = %p.address, explained_by = p.explained_by.map(|r| r.as_str()),
+              "peer node unreachable from here");
+    }
+    for p in was.difference(&is) {
+        info!(peer = %p, "peer node reachable again");
     }
 }
 
