@@ -43,6 +43,10 @@ pub struct PeerStatus {
     pub known: usize,
     /// Other nodes not probed (beyond the bound, or without an address).
     pub ignored: usize,
+    /// Rounds run so far.
+    pub rounds: u64,
+    /// Rounds one rotation over every peer takes: ⌈known / k⌉.
+    pub rotation: u64,
     /// Peers sampled within the last rotation.
     pub sampled: usize,
     /// Of those, failing their latest sample.
@@ -70,6 +74,8 @@ pub fn judge_peers(view: &PeerView, blocks: &[BlockProblem]) -> PeerStatus {
     let mut status = PeerStatus {
         known: view.known,
         ignored: view.ignored,
+        rounds: view.rounds,
+        rotation,
         sampled,
         failing,
         ..PeerStatus::default()
