@@ -39,6 +39,9 @@ pub struct PeerProberConfig {
     pub timeout: Duration,
 }
 
+/// A node list, its peers in rotation order, and how many were left out.
+type Order = (Arc<BlockMap>, Vec<(NodeName, IpAddr)>, usize);
+
 /// Probes a rotating sample of the other nodes.
 pub struct PeerProber<N> {
     net: Arc<N>,
@@ -48,7 +51,7 @@ pub struct PeerProber<N> {
     tx: watch::Sender<Arc<PeerView>>,
     rotation: Rotation,
     /// The node list the order was made from, and the order (re-made when the list changes).
-    order: Option<(Arc<BlockMap>, Vec<(NodeName, IpAddr)>, usize)>,
+    order: Option<Order>,
     pod_turn: usize,
     states: HashMap<NodeName, PeerState>,
     rounds: u64,
