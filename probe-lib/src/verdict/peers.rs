@@ -4,9 +4,11 @@
 //! A sample fails only if neither the local pod nor the host got an answer (one lost packet
 //! fails one direction, not both); a peer is unreachable after [`CONFIRM`] failed samples in
 //! a row (one per rotation: reported within two rotations of the break). When, over the last
-//! full rotation, at least half of the sampled peers — and at least [`MIN_MASS`] — failed
-//! their latest sample, that is one node-level `peers_unreachable` of this node and no
-//! per-peer series: an uplink or overlay failure here must not page once per remote node.
+//! [`MASS_ROUNDS`] rounds (the whole rotation if shorter), at least half of the peers sampled
+//! — and at least [`MIN_MASS`] — failed their latest sample, that is one node-level
+//! `peers_unreachable` of this node and no per-peer series: an uplink or overlay failure here
+//! must not page once per remote node. The window is a few rounds, not a rotation: at 5,000
+//! nodes a rotation is hours, and a node cut off must not wait half of one.
 
 use serde::Serialize;
 
@@ -18,6 +20,8 @@ use crate::model::{BlockReason, PeerView};
 pub const CONFIRM: u32 = 2;
 /// Fewest failing peers that make a node-level problem (two nodes failing is two nodes).
 pub const MIN_MASS: usize = 4;
+/// Rounds whose samples the node-level judgement weighs (fewer when a rotation is shorter).
+pub const MASS_ROUNDS: u64 = 6;
 /// Most peers reported one by one (the rest are counted).
 pub const MAX_PEER_SERIES: usize = 64;
 
@@ -64,13 +68,18 @@ pub struct PeerStatus {
 /// Judge `view`; `blocks` are this node's remote block problems (they explain a peer).
 pub fn judge_peers(view: &PeerView, blocks: &[BlockProblem]) -> PeerStatus {
     let rotation = view.rotation();
-    let recent = |round: u64| round + rotation >= view.rounds;
-    let sampled = view.peers.iter().filter(|p| recent(p.last_round)).count();
-    let failing = view
-        .peers
-        .iter()
-        .filter(|p| recent(p.last_round) && p.last_failed())
-        .count();
+    // Sampled in the last `rounds` rounds, and of those, failing their latest sample.
+    let within = |rounds: u64| {
+        let recent = view
+            .peers
+            .iter()
+            .filter(|p| p.last_round + rounds > view.rounds);
+        let failing = recent.clone().filter(|p| p.last_failed()).count();
+        (recent.count(), failing)
+    };
+    let (sampled, failing) = within(rotation);
+    let window = rotation.min(MASS_ROUNDS);
+    let (mass_sampled, mass_failing) = within(window);
     let mut status = PeerStatus {
         known: view.known,
         ignored: view.ignored,
@@ -85,11 +94,10 @@ pub fn judge_peers(view: &PeerView, blocks: &[BlockProblem]) -> PeerStatus {
         .iter()
         .filter(|p| p.consecutive_failures() >= CONFIRM);
     status.unreachable_total = confirmed.clone().count();
-    let full_rotation = view.rounds >= rotation;
-    if full_rotation && failing >= MIN_MASS && 2 * failing >= sampled {
+    if view.rounds >= window && mass_failing >= MIN_MASS && 2 * mass_failing >= mass_sampled {
         status.node_problem = Some(NodeProblem {
             reason: NodeReason::PeersUnreachable,
-            detail: format!("{failing} of {sampled}"),
+            detail: format!("{mass_failing} of {mass_sampled}"),
         });
         return status;
     }
@@ -208,16 +216,14 @@ mod tests {
     }
 
     #[test]
-    fn not_before_a_full_rotation_and_only_recent_samples() {
+    fn not_before_a_window_and_only_recent_samples() {
         let failing: Vec<(usize, u8)> = (0..40).map(|i| (i, 0b1)).collect();
-        // 50 peers, 8 per round: a rotation is 7 rounds; after 3 the mass is not judged.
+        // 50 peers, 8 per round: a rotation is 7 rounds, the window 6; after 3 rounds the
+        // mass is not judged yet.
         let s = judge_peers(&view(50, 8, 3, &failing), &[]);
         assert!(s.node_problem.is_none());
-        assert!(
-            judge_peers(&view(50, 8, 7, &failing), &[])
-                .node_problem
-                .is_some()
-        );
+        let s = judge_peers(&view(50, 8, 6, &failing), &[]);
+        assert!(s.node_problem.is_some());
         // Samples older than a rotation do not count toward the mass.
         let mut v = view(50, 8, 20, &failing);
         for p in &mut v.peers[..40] {
@@ -226,6 +232,22 @@ mod tests {
         let s = judge_peers(&v, &[]);
         assert_eq!((s.sampled, s.failing), (10, 0));
         assert!(s.node_problem.is_none());
+    }
+
+    #[test]
+    fn a_large_cluster_is_judged_on_its_last_rounds_not_a_whole_rotation() {
+        // 5,000 peers, 8 a round (a rotation of 625 rounds): fine until round 1,000, then
+        // every sample fails; 6 rounds later (48 samples) that is this node's problem.
+        let mut v = view(5000, 8, 1006, &[]);
+        for (i, p) in v.peers.iter_mut().enumerate() {
+            p.last_round = 1006 - (i as u64 / 8 % 625);
+            if p.last_round > 1000 {
+                p.failures = 0b1;
+            }
+        }
+        let s = judge_peers(&v, &[]);
+        let p = s.node_problem.expect("node-level within the window");
+        assert_eq!(p.detail, "48 of 48");
     }
 
     #[test]
