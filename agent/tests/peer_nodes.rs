@@ -49,7 +49,11 @@ fn two_nodes() -> (Cluster, VxlanPeer) {
 }
 
 fn agent(c: &Cluster) -> Agent {
-    let args = [
+    agent_with(c, &[])
+}
+
+fn agent_with(c: &Cluster, extra: &[&str]) -> Agent {
+    let mut args = vec![
         "--remote-blocks",
         "calico",
         "--peer-probes",
@@ -59,7 +63,12 @@ fn agent(c: &Cluster) -> Agent {
         "--probe-timeout",
         "300ms",
     ];
+    args.extend_from_slice(extra);
     c.agent(AGENT.as_ref(), &args).unwrap()
+}
+
+fn worker_up(m: &Samples, worker: &str) -> Option<f64> {
+    m.value_with("podnet_worker_up", &[("worker", worker)])
 }
 
 #[test]
@@ -75,6 +84,7 @@ fn vxlan_peer_reachable_broken_restored() {
     assert_eq!(peers(&m, "known"), Some(1.0));
     assert!(unreachable(&m).is_empty());
     assert_eq!(m.value("podnet_remote_block_problems"), Some(0.0));
+    assert_eq!(worker_up(&m, "peers"), Some(1.0));
     std::thread::sleep(3 * ROUND);
     let m = agent.metrics().unwrap();
     assert!(unreachable(&m).is_empty(), "{:?}", unreachable(&m));
@@ -212,4 +222,20 @@ fn fifty_node_list_rotation_and_most_peers_unreachable() {
         agent.log_tail()
     );
     agent.stop().unwrap();
+}
+
+/// The cross-node probe is a supervised worker: killed, `/healthz` turns red naming it.
+#[test]
+fn peer_worker_is_supervised() {
+    let (c, _b) = two_nodes();
+    let mut agent = agent_with(&c, &["--test-fault", "kill:peers"]);
+    agent
+        .wait_metrics("the peers worker down", WAIT, |m| {
+            worker_up(m, "peers") == Some(0.0)
+        })
+        .unwrap();
+    let (code, body) = agent.get("/healthz").unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("peers: panicked"), "{body}");
+    agent.stop().ok();
 }
