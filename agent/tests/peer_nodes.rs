@@ -203,10 +203,12 @@ fn fifty_node_list_rotation_and_most_peers_unreachable() {
     assert_eq!(series, 1);
     // No error storm: one line per peer change at most, nothing panicked.
     let log = agent.log();
-    let peer_lines = log.matches("peer node").count();
-    assert!(
-        peer_lines <= 48,
-        "{peer_lines} peer log lines\n{}",
+    let down = log.matches("peer node unreachable").count();
+    assert_eq!(down, 20, "one line per dead peer\n{}", agent.log_tail());
+    assert_eq!(
+        log.matches("reachable again").count(),
+        0,
+        "{}",
         agent.log_tail()
     );
     assert!(!log.contains("panicked"), "{}", agent.log_tail());

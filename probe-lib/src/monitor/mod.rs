@@ -665,9 +665,14 @@ impl<H: HostNetwork> Monitor<H> {
     }
 }
 
-/// One line per peer that became unreachable or reachable again (at most one per peer per
-/// rotation, and at most [`crate::verdict::MAX_PEER_SERIES`] peers are listed).
+/// One line per peer that became unreachable or reachable again (a peer changes at most once
+/// per rotation, and at most [`crate::verdict::MAX_PEER_SERIES`] peers are listed).
 fn log_peer_changes(last: Option<&PeerStatus>, now: &PeerStatus) {
+    // While most peers fail the node problem says it (logged with the other node problems);
+    // the listed peers are not "reachable again".
+    if now.node_problem.is_some() {
+        return;
+    }
     let was: HashSet<&str> = last
         .map(|l| l.unreachable.iter().map(|p| p.peer.as_str()).collect())
         .unwrap_or_default();
