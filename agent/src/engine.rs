@@ -158,6 +158,7 @@ where
         per_round: args.peer_probes as usize,
         interval: args.probe_interval,
         timeout: args.probe_timeout,
+        scope: prober.scope().clone(),
     };
     let (peers, rx) = PeerProber::new(prober.network(), config, nodes.clone(), monitor.pod_set());
     let silence = PeerProber::<NetnsDriver>::max_silence(args.probe_interval, args.probe_timeout);

@@ -20,6 +20,7 @@ use tracing::debug;
 use super::driver::{PodNetwork, PodRound};
 use super::peers::{Rotation, peer_order};
 use super::plan::PlannedProbe;
+use super::scope::ProbeScope;
 use super::target::{Direction, Protocol};
 use crate::model::{BlockMap, NodeName, PEER_HISTORY, PeerState, PeerView, PodEntry, PodSet};
 
@@ -37,6 +38,9 @@ pub struct PeerProberConfig {
     pub interval: Duration,
     /// Per-probe timeout.
     pub timeout: Duration,
+    /// Which pods may probe: a pod opted out of probing, or of the `peer` target, is never
+    /// the source of a round (`podnet.io/probes`, `--probe-exclude-namespaces`).
+    pub scope: ProbeScope,
 }
 
 /// A node list, its peers in rotation order, and how many were left out.
@@ -189,13 +193,17 @@ impl<N: PodNetwork> PeerProber<N> {
         self.order = Some((Arc::clone(map), order, ignored));
     }
 
-    /// The next local pod whose namespace can be entered, in turn.
+    /// The next local pod whose namespace can be entered and that may probe, in turn.
     fn next_pod(&mut self) -> Option<PodEntry> {
         let set = Arc::clone(&self.pod_set.borrow());
         let mut pods: Vec<&PodEntry> = set
             .pods
             .iter()
             .filter(|p| p.netnsid.is_some() && p.peer_index.is_some())
+            .filter(|p| {
+                let scope = self.config.scope.for_pod(p, &[PEER_TARGET]);
+                scope.probes(PEER_TARGET)
+            })
             .collect();
         if pods.is_empty() {
             return None;

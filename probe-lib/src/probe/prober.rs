@@ -173,6 +173,11 @@ impl<N: PodNetwork> Prober<N> {
         }
     }
 
+    /// Which pods are probed against which targets.
+    pub fn scope(&self) -> &super::scope::ProbeScope {
+        &self.config.scope
+    }
+
     /// The network it probes through, to share with the cross-node probe.
     pub fn network(&self) -> Arc<N> {
         Arc::clone(&self.net)

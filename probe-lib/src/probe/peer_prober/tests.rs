@@ -70,7 +70,7 @@ fn pods(n: usize) -> PodSet {
                 netnsid: Some(i as i32),
                 peer_index: Some(2),
                 gateways: Vec::new(),
-                namespace: "default".into(),
+                namespace: if i == 2 { "kube-system" } else { "default" }.into(),
                 meta: Default::default(),
             })
             .collect(),
@@ -89,6 +89,10 @@ fn prober(
         per_round: 3,
         interval: Duration::from_secs(1),
         timeout: Duration::from_secs(1),
+        scope: ProbeScope {
+            exclude_namespaces: ["kube-system".to_owned()].into(),
+            ..ProbeScope::default()
+        },
     };
     PeerProber::new(Arc::clone(net), config, nodes, pod_set)
 }
@@ -100,8 +104,9 @@ async fn a_rotation_samples_every_peer_from_rotating_pods_and_the_host() {
         .lock()
         .unwrap()
         .insert(IpAddr::from([10, 244, 4, 0]));
-    // 11 nodes: 10 peers, 3 per round, a rotation of 4 rounds.
-    let (mut p, rx) = prober(&net, 11, 2);
+    // 11 nodes: 10 peers, 3 per round, a rotation of 4 rounds; the third pod's namespace is
+    // excluded from probing: it never probes.
+    let (mut p, rx) = prober(&net, 11, 3);
     for _ in 0..4 {
         p.round().await;
     }
