@@ -174,7 +174,7 @@ impl<N: PodNetwork> Prober<N> {
     }
 
     /// Which pods are probed against which targets.
-    pub fn scope(&self) -> &super::scope::ProbeScope {
+    pub fn scope(&self) -> &ProbeScope {
         &self.config.scope
     }
 
