@@ -151,6 +151,11 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let (Some(prober), Some(nodes), true) = (prober, nodes, args.peer_probes > 0) else {
+        if args.peer_probes > 0 && prober.is_some() {
+            tracing::info!(
+                "cross-node probe off: --peer-probes needs --remote-blocks (its node list)"
+            );
+        }
         return (monitor, None);
     };
     let config = PeerProberConfig {
