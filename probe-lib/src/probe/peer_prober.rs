@@ -7,7 +7,7 @@
 //! size; the node list is the remote block watch's (`--remote-blocks`), so no extra API
 //! request.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -57,7 +57,8 @@ pub struct PeerProber<N> {
     /// The node list the order was made from, and the order (re-made when the list changes).
     order: Option<Order>,
     pod_turn: usize,
-    states: HashMap<NodeName, PeerState>,
+    /// By name: published in this order.
+    states: BTreeMap<NodeName, PeerState>,
     rounds: u64,
     heartbeat: Option<Box<dyn Fn() + Send + Sync>>,
 }
@@ -89,7 +90,7 @@ impl<N: PodNetwork> PeerProber<N> {
             rotation: Rotation::default(),
             order: None,
             pod_turn: 0,
-            states: HashMap::new(),
+            states: BTreeMap::new(),
             rounds: 0,
             heartbeat: None,
         };
@@ -185,11 +186,10 @@ impl<N: PodNetwork> PeerProber<N> {
             return;
         }
         let (order, ignored) = peer_order(&self.config.node, map);
-        let names: HashSet<&NodeName> = order.iter().map(|(n, _)| n).collect();
+        let current: HashMap<&NodeName, IpAddr> = order.iter().map(|(n, ip)| (n, *ip)).collect();
         // Peers that left the list (or changed address) are forgotten.
-        self.states.retain(|n, s| {
-            names.contains(n) && order.iter().any(|(o, ip)| o == n && *ip == s.address)
-        });
+        self.states
+            .retain(|n, s| current.get(n).is_some_and(|ip| *ip == s.address));
         self.order = Some((Arc::clone(map), order, ignored));
     }
 
@@ -241,8 +241,7 @@ impl<N: PodNetwork> PeerProber<N> {
     }
 
     fn publish(&self, known: usize, ignored: usize) {
-        let mut peers: Vec<PeerState> = self.states.values().cloned().collect();
-        peers.sort_by(|a, b| a.node.cmp(&b.node));
+        let peers: Vec<PeerState> = self.states.values().cloned().collect();
         self.tx.send_replace(Arc::new(PeerView {
             known,
             ignored,

@@ -150,3 +150,17 @@ async fn without_local_pods_the_host_probes_alone_and_a_peer_leaving_is_forgotte
     let view = rx.borrow().clone();
     assert_eq!((view.known, view.peers.len()), (1, 1));
 }
+
+#[tokio::test]
+async fn a_huge_node_list_is_bounded_and_a_round_stays_k() {
+    let net = Arc::new(Net::default());
+    // This node and 10,004 others: 10,000 held, 4 counted as ignored.
+    let (mut p, rx) = prober(&net, 10_005, 1);
+    for _ in 0..3 {
+        p.round().await;
+    }
+    let view = rx.borrow().clone();
+    assert_eq!((view.known, view.ignored), (crate::model::MAX_PEERS, 4));
+    assert_eq!(view.peers.len(), 9, "three rounds of three");
+    assert!(net.rounds.lock().unwrap().iter().all(|(_, n)| *n == 6));
+}
