@@ -26,20 +26,21 @@ use crate::probe::report::PodProbes;
 use crate::snapshot::Snapshot;
 use crate::util::backoff::Backoff;
 use crate::verdict::{
-    BlockProblem, PeerStatus, ProbeView, calico_node_stale, evaluate, judge_peers,
-    unanswered_connects,
+    BlockProblem, ProbeView, calico_node_stale, evaluate, judge_peers, unanswered_connects,
 };
 
 mod block_cache;
 mod changes;
 mod controlplane;
 mod discipline;
+mod peers;
 mod route_history;
 mod source;
 
 use block_cache::BlockCache;
 use changes::log_changes;
 use discipline::{LogLimiter, ResyncSchedule};
+use peers::log_peer_changes;
 use route_history::RouteHistory;
 pub use source::PodSource;
 use source::{Expectation, SourceState};
@@ -662,31 +663,6 @@ impl<H: HostNetwork> Monitor<H> {
         });
         self.publisher.send_replace(Arc::clone(&snap));
         self.last = snap;
-    }
-}
-
-/// One line per peer that became unreachable or reachable again (a peer changes at most once
-/// per rotation, and at most [`crate::verdict::MAX_PEER_SERIES`] peers are listed).
-fn log_peer_changes(last: Option<&PeerStatus>, now: &PeerStatus) {
-    // While most peers fail the node problem says it (logged with the other node problems);
-    // the listed peers are not "reachable again".
-    if now.node_problem.is_some() {
-        return;
-    }
-    let was: HashSet<&str> = last
-        .map(|l| l.unreachable.iter().map(|p| p.peer.as_str()).collect())
-        .unwrap_or_default();
-    let is: HashSet<&str> = now.unreachable.iter().map(|p| p.peer.as_str()).collect();
-    for p in now
-        .unreachable
-        .iter()
-        .filter(|p| !was.contains(p.peer.as_str()))
-    {
-        warn!(peer = %p.peer, address = %p.address, explained_by = p.explained_by.map(|r| r.as_str()),
-              "peer node unreachable from here");
-    }
-    for p in was.difference(&is) {
-        info!(peer = %p, "peer node reachable again");
     }
 }
 
