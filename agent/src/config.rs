@@ -203,6 +203,13 @@ pub struct Args {
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub probe_concurrency: u32,
 
+    /// Other nodes probed per round (k) by the cross-node probe, from one local pod (a
+    /// different one each round) and from the host, rotating so every node is covered every
+    /// ⌈n/k⌉ rounds; 0 turns it off. Needs `--remote-blocks` (its node list) and probes.
+    #[arg(long, env = "PODNET_PEER_PROBES", default_value = "8", value_name = "K",
+          value_parser = clap::value_parser!(u32).range(0..=256))]
+    pub peer_probes: u32,
+
     /// Do not probe at all (route and wiring checks only). The environment variable takes
     /// 1/true/yes/on or 0/false/no/off.
     #[arg(long, env = "PODNET_NO_PROBES", action = ArgAction::SetTrue,

@@ -10,13 +10,13 @@ use std::time::Duration;
 use anyhow::Context;
 use podnet_probe::host::netlink::NetlinkHost;
 use podnet_probe::metrics::Metrics;
-use podnet_probe::model::Workers;
+use podnet_probe::model::{BlockMap, Workers};
 use podnet_probe::monitor::{Monitor, MonitorConfig, ProbeSettings};
 use podnet_probe::probe::hints::ClientHint;
 use podnet_probe::probe::hints::kong::Kong;
 use podnet_probe::probe::target::Gateways;
 use podnet_probe::probe::unanswered::UnansweredConfig;
-use podnet_probe::probe::{NetnsDriver, Prober, ProberConfig};
+use podnet_probe::probe::{NetnsDriver, PeerProber, PeerProberConfig, Prober, ProberConfig};
 use podnet_probe::snapshot::Snapshot;
 use podnet_probe::verdict::ConnectNets;
 use tokio::sync::watch;
@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 use crate::config::Args;
 use crate::scoping::Probing;
 use crate::source;
+use crate::supervise::spawn_worker;
 
 /// The engine, built but not yet running.
 pub struct Engine {
@@ -57,6 +58,7 @@ where
         source::start(choice, args, &node, metrics, workers, stopped()).await?;
     let blocks = source::start_blocks(args, workers, stopped()).await?;
     let (remote_blocks, blocks_task) = blocks.unzip();
+    let blocks_rx = remote_blocks.clone();
     let control_plane = source::start_control_plane(args, &node, workers, stopped()).await?;
     let (control_plane, control_plane_task) = control_plane.unzip();
     let services = crate::services::start(args, &probing.targets, workers, stopped()).await?;
@@ -117,6 +119,15 @@ where
         ))
     };
     let mut tasks = Vec::new();
+    let (monitor, peers_task) = start_peers(
+        args,
+        monitor,
+        prober.as_ref(),
+        &blocks_rx,
+        workers,
+        stopped(),
+    );
+    tasks.extend(peers_task.map(|t| ("peers", t)));
     tasks.extend(watch_task.map(|t| ("watch", t)));
     tasks.extend(blocks_task.map(|t| ("blocks", t)));
     tasks.extend(felix_task.map(|t| ("felix", t)));
@@ -128,6 +139,47 @@ where
         snapshots,
         tasks,
     })
+}
+
+/// Start the cross-node probe (`--peer-probes`) when probes run and the node list is
+/// followed (`--remote-blocks`); it shares the prober's namespace thread and host sockets,
+/// and the monitor judges its views.
+fn start_peers<F>(
+    args: &Args,
+    monitor: Monitor<NetlinkHost>,
+    prober: Option<&Prober<NetnsDriver>>,
+    nodes: &Option<watch::Receiver<Arc<BlockMap>>>,
+    workers: &Workers,
+    stopped: F,
+) -> (Monitor<NetlinkHost>, Option<JoinHandle<()>>)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let (Some(prober), Some(nodes), true) = (prober, nodes, args.peer_probes > 0) else {
+        if args.peer_probes > 0 && prober.is_some() {
+            tracing::info!(
+                "cross-node probe off: --peer-probes needs --remote-blocks (its node list)"
+            );
+        }
+        return (monitor, None);
+    };
+    let config = PeerProberConfig {
+        node: monitor.node_name().to_owned(),
+        per_round: args.peer_probes as usize,
+        interval: args.probe_interval,
+        timeout: args.probe_timeout,
+        scope: prober.scope().clone(),
+    };
+    let (peers, rx) = PeerProber::new(prober.network(), config, nodes.clone(), monitor.pod_set());
+    let silence = PeerProber::<NetnsDriver>::max_silence(args.probe_interval, args.probe_timeout);
+    let task = spawn_worker(workers, "peers", move |guard| async move {
+        guard.expect_beats(silence);
+        peers
+            .with_heartbeat(move || guard.beat())
+            .run(stopped)
+            .await;
+    });
+    (monitor.with_peers(rx), Some(task))
 }
 
 /// The client kinds asked why they are stale (one entry per `probe/hints/*.rs`).

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::model::{FelixStatus, KubeStatus, PodEntry, PodSet, ServiceTargetStatus, SourceName};
-use crate::verdict::{BlockProblem, ConnectVerdict, ControlPlaneStatus, Verdicts};
+use crate::verdict::{BlockProblem, ConnectVerdict, ControlPlaneStatus, PeerStatus, Verdicts};
 
 /// One consistent view of the node, replaced (never mutated) on every change.
 #[derive(Debug, Clone, Serialize)]
@@ -61,6 +61,9 @@ pub struct Snapshot {
     /// probe them now, or why they are not probed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub service_targets: Vec<ServiceTargetStatus>,
+    /// The cross-node probe's verdicts (`--peer-probes`); `None` when it is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers: Option<PeerStatus>,
 }
 
 fn block_list_is_empty(l: &std::sync::Arc<Vec<BlockProblem>>) -> bool {
@@ -95,6 +98,7 @@ impl Snapshot {
             control_plane: None,
             felix: None,
             service_targets: Vec::new(),
+            peers: None,
         }
     }
 

@@ -429,6 +429,7 @@ impl Collector for VerdictCollector {
         encode_probe_verdicts(&mut encoder, &snap, &exported)?;
         encode_remote_blocks(&mut encoder, &snap)?;
         connects::encode(&mut encoder, &snap)?;
+        peers::encode(&mut encoder, &snap)?;
         controlplane::encode_control_plane(&mut encoder, &snap)?;
         services::encode(&mut encoder, &snap)?;
         gauge(
@@ -583,6 +584,7 @@ fn encode_probe_verdicts(
 mod calico;
 mod connects;
 mod controlplane;
+mod peers;
 mod process;
 mod services;
 

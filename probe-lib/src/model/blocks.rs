@@ -13,7 +13,7 @@ use serde::{Serialize, Serializer};
 /// blocks one copy per node, not per block).
 pub type NodeName = Arc<str>;
 
-fn name_str<S: Serializer>(n: &NodeName, s: S) -> Result<S::Ok, S::Error> {
+pub(super) fn name_str<S: Serializer>(n: &NodeName, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(n)
 }
 

@@ -113,6 +113,10 @@ label_enum! {
         /// calico-node's felix reports ready while pods the API runs here lack their routes or
         /// felix counts fewer endpoints than the API has pods (the incident: calico#6032).
         CalicoNodeStale => "calico_node_stale",
+        /// At least half of the other nodes sampled over the cross-node probe's last rounds
+        /// (`--peer-probes`, `verdict/peers.rs`) fail from here, from a pod and from the host:
+        /// this node's own path off the node is broken, not n remote nodes (detail: `k of n`).
+        PeersUnreachable => "peers_unreachable",
     }
 }
 
@@ -391,7 +395,7 @@ mod tests {
             use NodeReason::*;
             match r {
                 ForwardingDisabled | TargetUnreachable | OrphanedRoute | OrphanedInterface
-                | KubeWatchStalled | CalicoNodeStale => 6,
+                | KubeWatchStalled | CalicoNodeStale | PeersUnreachable => 7,
             }
         }
         fn resync(r: ResyncCause) -> usize {

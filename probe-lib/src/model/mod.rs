@@ -11,6 +11,7 @@ mod felix;
 mod labels;
 mod notify;
 mod owners;
+mod peers;
 mod pods;
 mod services;
 mod workers;
@@ -33,6 +34,7 @@ pub use labels::{
 pub use labels::{ProbeSkip, ScopeIgnored};
 pub use notify::{NotifyMetrics, WriteObject};
 pub use owners::{PodIpOwner, PodIpOwners};
+pub use peers::{MAX_PEERS, PEER_HISTORY, PeerState, PeerView};
 pub use pods::{ExpectedPod, KubeHealth, KubeStatus, PodEntry, PodId, PodSet, ProbeMeta};
 pub use services::{
     MAX_NAMED_SERVICES, MAX_SERVICE_PORTS, ServiceKey, ServiceMap, ServiceState,

@@ -18,23 +18,29 @@ use tracing::{debug, info, warn};
 use crate::Error;
 use crate::host::{EventReceiver, HostNetwork, HostState, KernelEvent, Link, ResyncCause};
 use crate::kube::KubeView;
-use crate::model::{BlockMap, ControlPlaneView, Felix, MonitorMetrics, PodSet, WorkerGuard};
+use crate::model::{
+    BlockMap, ControlPlaneView, Felix, MonitorMetrics, PeerView, PodSet, WorkerGuard,
+};
 use crate::pods::ExpectedPod;
 use crate::probe::report::PodProbes;
 use crate::snapshot::Snapshot;
 use crate::util::backoff::Backoff;
-use crate::verdict::{BlockProblem, ProbeView, calico_node_stale, evaluate, unanswered_connects};
+use crate::verdict::{
+    BlockProblem, ProbeView, calico_node_stale, evaluate, judge_peers, unanswered_connects,
+};
 
 mod block_cache;
 mod changes;
 mod controlplane;
 mod discipline;
+mod peers;
 mod route_history;
 mod source;
 
 use block_cache::BlockCache;
 use changes::log_changes;
 use discipline::{LogLimiter, ResyncSchedule};
+use peers::log_peer_changes;
 use route_history::RouteHistory;
 pub use source::PodSource;
 use source::{Expectation, SourceState};
@@ -124,6 +130,8 @@ pub struct Monitor<H> {
     route_history: RouteHistory,
     /// The remote block verdicts, judged again only when they can change.
     block_cache: BlockCache,
+    /// The cross-node probe's views (`--peer-probes`), judged on every publish.
+    peers: Option<watch::Receiver<Arc<PeerView>>>,
 }
 
 /// The watched sources the event loop wakes on besides kernel events and probes.
@@ -133,6 +141,7 @@ struct Watched<'a> {
     felix: &'a mut Option<watch::Receiver<crate::model::FelixStatus>>,
     control_plane: &'a mut Option<watch::Receiver<Arc<ControlPlaneView>>>,
     services: &'a mut Option<watch::Receiver<Arc<crate::model::ServiceMap>>>,
+    peers: &'a mut Option<watch::Receiver<Arc<PeerView>>>,
 }
 
 /// Why the event loop returned.
@@ -184,6 +193,7 @@ impl<H: HostNetwork> Monitor<H> {
             source_state: SourceState::default(),
             route_history: RouteHistory::default(),
             block_cache: BlockCache::default(),
+            peers: None,
         };
         (monitor, rx)
     }
@@ -200,6 +210,17 @@ impl<H: HostNetwork> Monitor<H> {
         if let Some(w) = &self.worker {
             w.beat();
         }
+    }
+
+    /// The node's name.
+    pub fn node_name(&self) -> &str {
+        &self.config.node_name
+    }
+
+    /// Judge the cross-node probe's views from `peers` too.
+    pub fn with_peers(mut self, peers: watch::Receiver<Arc<PeerView>>) -> Self {
+        self.peers = Some(peers);
+        self
     }
 
     /// The pods to probe, updated only when they change.
@@ -229,6 +250,7 @@ impl<H: HostNetwork> Monitor<H> {
         let mut felix = self.config.felix.as_ref().map(Felix::subscribe);
         let mut control_plane = self.config.control_plane.clone();
         let mut services = self.config.services.as_ref().map(|s| s.map.clone());
+        let mut peers = self.peers.clone();
         let mut kube = match &self.config.pods {
             PodSource::Kubernetes { view, .. } => Some(view.clone()),
             PodSource::Links { .. } => None,
@@ -266,6 +288,7 @@ impl<H: HostNetwork> Monitor<H> {
                 felix: &mut felix,
                 control_plane: &mut control_plane,
                 services: &mut services,
+                peers: &mut peers,
             };
             overrun = match self
                 .event_loop(&mut events, &mut probes, &mut watched)
@@ -300,6 +323,7 @@ impl<H: HostNetwork> Monitor<H> {
             felix,
             control_plane,
             services,
+            peers,
         } = watched;
         let period = self.config.resync_interval;
         let mut periodic = interval_at(tokio::time::Instant::now() + period, period);
@@ -378,6 +402,11 @@ impl<H: HostNetwork> Monitor<H> {
                 changed = changed_or_pending(services) => {
                     if changed.is_err() {
                         **services = None;
+                    }
+                }
+                changed = changed_or_pending(peers) => {
+                    if changed.is_err() {
+                        **peers = None; // The prober is gone; keep its last view.
                     }
                 }
                 () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
@@ -586,6 +615,12 @@ impl<H: HostNetwork> Monitor<H> {
         if !Arc::ptr_eq(&self.last.remote_blocks, &remote_blocks) {
             log_block_changes(&self.last.remote_blocks, &remote_blocks);
         }
+        let peers = self.peers.as_ref().map(|rx| {
+            let status = judge_peers(&rx.borrow(), &remote_blocks);
+            verdicts.node.extend(status.node_problem.clone());
+            log_peer_changes(self.last.peers.as_ref(), &status);
+            status
+        });
         let suppressed = log_changes(
             &self.last.verdicts,
             &verdicts,
@@ -624,6 +659,7 @@ impl<H: HostNetwork> Monitor<H> {
                 .services
                 .as_ref()
                 .map_or_else(Vec::new, crate::model::ServiceTargets::status),
+            peers,
         });
         if !self.last.synced {
             info!(

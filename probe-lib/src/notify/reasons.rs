@@ -31,6 +31,7 @@ pub const fn node_reason(r: NodeReason) -> &'static str {
         NodeReason::OrphanedInterface => "OrphanedInterface",
         NodeReason::KubeWatchStalled => "KubeWatchStalled",
         NodeReason::CalicoNodeStale => "CalicoNodeStale",
+        NodeReason::PeersUnreachable => "PeersUnreachable",
     }
 }
 
@@ -48,7 +49,7 @@ pub(super) const fn node_rank(r: NodeReason) -> u8 {
     match r {
         NodeReason::ForwardingDisabled => 0,
         NodeReason::CalicoNodeStale => 1,
-        NodeReason::TargetUnreachable => 3,
+        NodeReason::TargetUnreachable | NodeReason::PeersUnreachable => 3,
         NodeReason::KubeWatchStalled => 5,
         NodeReason::OrphanedRoute | NodeReason::OrphanedInterface => 6,
     }

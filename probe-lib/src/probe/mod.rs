@@ -20,6 +20,8 @@ pub mod http;
 mod icmp_filter;
 mod netns_thread;
 mod nl;
+pub mod peer_prober;
+pub mod peers;
 pub mod plan;
 pub mod prober;
 pub mod scope;
@@ -30,6 +32,7 @@ pub mod unanswered;
 
 pub use driver::{NetnsDriver, PodNetwork, PodRound, RoundResult};
 pub use error::ProbeError;
+pub use peer_prober::{PeerProber, PeerProberConfig};
 pub use prober::{Prober, ProberConfig};
 
 #[cfg(test)]

@@ -176,6 +176,16 @@ impl<N: PodNetwork> Prober<N> {
         }
     }
 
+    /// Which pods are probed against which targets.
+    pub fn scope(&self) -> &ProbeScope {
+        &self.config.scope
+    }
+
+    /// The network it probes through, to share with the cross-node probe.
+    pub fn network(&self) -> Arc<N> {
+        Arc::clone(&self.net)
+    }
+
     /// Run until `shutdown` completes or the monitor goes away.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);

@@ -88,6 +88,9 @@ impl PodRow {
     }
 }
 
+/// The row of a peer node unreachable from here (`podnet_peer_unreachable`).
+const PEER_UNREACHABLE: &str = "peer_unreachable";
+
 const ROUTE_REASONS: [PodReason; 3] = [
     PodReason::RouteMissing,
     PodReason::RouteWrongInterface,
@@ -113,6 +116,23 @@ impl CheckReport {
                 reason: b.reason.as_str(),
                 detail: format!("{} of node {}: {}", b.block, b.node, b.detail),
             }))
+            .chain(
+                snap.peers
+                    .iter()
+                    .flat_map(|p| p.unreachable.iter())
+                    .map(|u| NodeRow {
+                        reason: PEER_UNREACHABLE,
+                        detail: format!(
+                            "node {} at {}: {} samples failed in a row{}",
+                            u.peer,
+                            u.address,
+                            u.consecutive_failures,
+                            u.explained_by
+                                .map(|r| format!(" ({})", r.as_str()))
+                                .unwrap_or_default()
+                        ),
+                    }),
+            )
             .collect();
         let healthy =
             snap.synced && node_problems.is_empty() && pods.iter().all(|p| p.is_healthy());

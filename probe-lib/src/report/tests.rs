@@ -153,3 +153,28 @@ fn verdict_names_failing_probes_once() {
     assert_eq!(verdict(&reasons), "route_missing,probe_failing");
     assert_eq!(verdict(&[]), "ok");
 }
+
+#[test]
+fn an_unreachable_peer_is_a_node_row() {
+    use crate::model::BlockReason;
+    use crate::verdict::{PeerProblem, PeerStatus};
+    let mut s = snapshot(vec![pod("a", "p", "cali1", vec![])]);
+    s.peers = Some(PeerStatus::default());
+    assert!(CheckReport::from_snapshot(&s).healthy, "peers all answer");
+    s.peers = Some(PeerStatus {
+        unreachable: vec![PeerProblem {
+            peer: "node-b".into(),
+            address: "10.244.200.1".parse().unwrap(),
+            consecutive_failures: 2,
+            explained_by: Some(BlockReason::RemoteBlockRouteMissing),
+        }],
+        ..PeerStatus::default()
+    });
+    let r = CheckReport::from_snapshot(&s);
+    assert!(!r.healthy);
+    assert_eq!(r.node_problems[0].reason, "peer_unreachable");
+    assert_eq!(
+        r.node_problems[0].detail,
+        "node node-b at 10.244.200.1: 2 samples failed in a row (remote_block_route_missing)"
+    );
+}

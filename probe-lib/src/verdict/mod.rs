@@ -13,6 +13,7 @@ mod connects;
 mod controlplane;
 mod orphans;
 mod path_mtu;
+mod peers;
 mod policy;
 mod probes;
 mod route;
@@ -23,6 +24,7 @@ pub use calico::VanishedRoute;
 pub use connects::{ConnectNets, ConnectVerdict, classify, unanswered_connects};
 pub use controlplane::{ControlPlaneStatus, ServiceVerdict, control_plane_status, route_hint};
 pub use orphans::{Orphan, find_orphans};
+pub use peers::{MAX_PEER_SERIES, PeerProblem, PeerStatus, judge_peers};
 pub use policy::{NETWORK_POLICY, NODE_TARGET_HINT, PolicyEngine};
 pub use probes::{ProbeView, TargetVerdict};
 

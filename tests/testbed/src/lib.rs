@@ -16,6 +16,7 @@ pub mod faults;
 pub mod felix;
 pub mod http;
 pub mod netns;
+pub mod peers;
 pub mod podserver;
 pub mod sentinel;
 pub mod simnode;
