@@ -83,8 +83,8 @@ struct Pod {
     /// must not be reported until the next regular read.
     pod_side_problems: u32,
     unanswered: Unanswered,
-    /// Its namespace's SYN retransmissions after the last round.
-    syn_retrans: Option<u64>,
+    /// Its namespace's TCP retransmissions (`TcpRetransSegs`) after the last round.
+    tcp_retrans: Option<u64>,
     /// Which of the targets it is probed against (none when skipped).
     scope: PodScope,
     state: PodProbes,
@@ -105,7 +105,7 @@ impl Pod {
             pod_side_problems: 0,
             scope: PodScope::default(),
             unanswered: Unanswered::default(),
-            syn_retrans: None,
+            tcp_retrans: None,
             state: PodProbes {
                 interface: entry.interface.clone(),
                 pod_side: None,
@@ -343,7 +343,7 @@ impl<N: PodNetwork> Prober<N> {
                 timeout: self.config.timeout,
                 read_pod_side,
                 syn_sent: self.config.unanswered.is_some(),
-                syn_retrans_before: pod.syn_retrans,
+                retrans_before: pod.tcp_retrans,
                 dump_always: pod.unanswered.is_tracking(),
                 hints: if pod.unanswered.is_tracking() {
                     self.config.hints.clone()
@@ -390,7 +390,7 @@ impl<N: PodNetwork> Prober<N> {
         let Some(pod) = self.pods.get_mut(&key) else {
             return; // The pod went away while it was probed.
         };
-        pod.syn_retrans = result.syn_retrans;
+        pod.tcp_retrans = result.tcp_retrans;
         if let Some(config) = self.config.unanswered {
             match &result.syn_sent {
                 Some(dump) => {
