@@ -23,7 +23,9 @@ use crate::pods::ExpectedPod;
 use crate::probe::report::PodProbes;
 use crate::snapshot::Snapshot;
 use crate::util::backoff::Backoff;
-use crate::verdict::{BlockProblem, ProbeView, calico_node_stale, evaluate, unanswered_connects};
+use crate::verdict::{
+    BlockProblem, ProbeView, calico_node_stale, evaluate, unanswered_connects, unanswered_dropped,
+};
 
 mod block_cache;
 mod changes;
@@ -585,6 +587,7 @@ impl<H: HostNetwork> Monitor<H> {
         let unanswered_connects = self.config.probes.as_ref().map_or_else(Vec::new, |p| {
             unanswered_connects(&verdicts.pods, &self.probe_reports, &p.networks)
         });
+        let unanswered_dropped = unanswered_dropped(&verdicts.pods, &self.probe_reports);
         let snap = Arc::new(Snapshot {
             node: self.config.node_name.clone(),
             pod_source: expectation.source_name,
@@ -606,6 +609,7 @@ impl<H: HostNetwork> Monitor<H> {
             remote_blocks,
             remote_blocks_checked,
             unanswered_connects,
+            unanswered_dropped,
             felix,
         });
         if !self.last.synced {

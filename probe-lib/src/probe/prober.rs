@@ -47,7 +47,8 @@ pub struct ProberConfig {
     pub owners: Option<Arc<dyn PodIpOwners>>,
     /// The cluster's pod networks: unanswered addresses there are looked up in `owners`.
     pub pod_networks: Vec<ipnet::IpNet>,
-    /// Client kinds asked why they are stale, in a pod with unanswered destinations.
+    /// Client kinds asked why they are stale, in a pod with unanswered destinations that
+    /// [`ClientHint::applies`] to.
     pub hints: Vec<Arc<dyn ClientHint>>,
     /// Which pods are probed against which targets.
     pub scope: ProbeScope,
@@ -85,6 +86,8 @@ struct Pod {
     unanswered: Unanswered,
     /// Its namespace's TCP retransmissions (`TcpRetransSegs`) after the last round.
     tcp_retrans: Option<u64>,
+    /// The client kinds it may be (by its labels and images), asked while it is tracking.
+    hints: Vec<Arc<dyn ClientHint>>,
     /// Which of the targets it is probed against (none when skipped).
     scope: PodScope,
     state: PodProbes,
@@ -106,6 +109,7 @@ impl Pod {
             scope: PodScope::default(),
             unanswered: Unanswered::default(),
             tcp_retrans: None,
+            hints: Vec::new(),
             state: PodProbes {
                 interface: entry.interface.clone(),
                 pod_side: None,
@@ -243,6 +247,11 @@ impl<N: PodNetwork> Prober<N> {
                 pod.ips.clone_from(&entry.ips);
                 pod.gateways.clone_from(&entry.gateways);
             }
+            // Labels and images may change without re-wiring: which client kinds it may be.
+            pod.hints = (self.config.hints.iter())
+                .filter(|h| h.applies(&entry.meta))
+                .cloned()
+                .collect();
             if !new && !rewired && pod.scope == scope {
                 continue;
             }
@@ -346,7 +355,7 @@ impl<N: PodNetwork> Prober<N> {
                 retrans_before: pod.tcp_retrans,
                 dump_always: pod.unanswered.is_tracking(),
                 hints: if pod.unanswered.is_tracking() {
-                    self.config.hints.clone()
+                    pod.hints.clone()
                 } else {
                     Vec::new()
                 },
