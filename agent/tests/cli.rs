@@ -332,7 +332,7 @@ fn kong_selector_is_documented_and_a_bad_one_exits_2_with_one_line() {
         "invalid label selector 'app in (kong'",
     );
     assert_rejected(
-        agent().env("PODNET_KONG_SELECTOR", "app.kubernetes.io/name=="),
-        "--kong-selector",
+        agent().env("PODNET_KONG_SELECTOR", "=kong"),
+        "invalid label selector '=kong'",
     );
 }
