@@ -148,10 +148,11 @@ impl Tally {
 /// TCP segments retransmitted so far in the current thread's namespace (`nstat -az
 /// TcpRetransSegs`), from `/proc/thread-self/net/snmp`. A SYN retransmission increments it
 /// (beside `TcpExtTCPSynRetrans`, in the same kernel function), so a pod whose count has not
-/// moved has no connect that went unanswered since and its dump can be skipped. Why this
-/// counter: the kernel renders `snmp` (≈ 1.3 kB) in ≈ 25 µs where `netstat` (≈ 4 kB, where
-/// `TCPSynRetrans` lives) takes ≈ 60 µs, and a dump ≈ 0.5 ms (docs/benchmarks.md); data
-/// retransmissions move it too, which costs a needless dump, never a missed one.
+/// moved has no connect that went unanswered since and its dump can be skipped (a dump walks
+/// the shared TCP hash table, ≈ 0.5 ms). Why this counter: `snmp` (≈ 1.3 kB, ≈ 40 counters)
+/// is smaller than `netstat` (≈ 4 kB, ≈ 130 counters, where `TCPSynRetrans` lives); read
+/// here in ≈ 20 µs against ≈ 23 µs idle (docs/benchmarks.md). Data retransmissions move it
+/// too, which costs a needless dump, never a missed one.
 pub(crate) fn tcp_retransmits() -> Option<u64> {
     use std::io::Read;
     // One read into a stack buffer: the file is a few lines, rendered whole by the kernel.
