@@ -344,6 +344,11 @@ pub struct Args {
         value_name = "PORT"
     )]
     pub kong_admin_port: u16,
+    /// Which pods are Kong proxies (label selector, `kubectl get -l` syntax; "" for every
+    /// pod). Default: Kong's charts' label `app.kubernetes.io/name=kong`, or a container image
+    /// `kong`/`kong-gateway` (any registry or tag). Node mode asks every pod (no labels there).
+    #[arg(long, env = "PODNET_KONG_SELECTOR", value_name = "SELECTOR")]
+    pub kong_selector: Option<podnet_probe::probe::selector::LabelSelector>,
     /// Do not write the `PodNetworkProblem` condition on this node's Node object (it is
     /// written whenever an API is configured). 1/true/yes/on or 0/false/no/off.
     #[arg(long, env = "PODNET_NO_CONDITIONS", action = ArgAction::SetTrue,

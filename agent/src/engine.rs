@@ -11,9 +11,9 @@ use anyhow::Context;
 use podnet_probe::host::netlink::NetlinkHost;
 use podnet_probe::metrics::Metrics;
 use podnet_probe::model::{BlockMap, Workers};
-use podnet_probe::monitor::{Monitor, MonitorConfig, ProbeSettings};
+use podnet_probe::monitor::{Monitor, MonitorConfig, PodSource, ProbeSettings};
 use podnet_probe::probe::hints::ClientHint;
-use podnet_probe::probe::hints::kong::Kong;
+use podnet_probe::probe::hints::kong::{Kong, KongPods};
 use podnet_probe::probe::target::Gateways;
 use podnet_probe::probe::unanswered::UnansweredConfig;
 use podnet_probe::probe::{NetnsDriver, PeerProber, PeerProberConfig, Prober, ProberConfig};
@@ -65,6 +65,7 @@ where
     let (services, services_task) = services.unzip();
     let host = NetlinkHost::new().context("opening netlink")?;
     let owners = source::pod_ip_owners(args, &pods).await?;
+    let from_api = matches!(pods, PodSource::Kubernetes { .. });
     let config = MonitorConfig {
         node_name: node,
         pods,
@@ -107,7 +108,7 @@ where
             }),
             owners,
             pod_networks: args.cluster_pod_cidrs.clone(),
-            hints: client_hints(args),
+            hints: client_hints(args, from_api),
             services: services.map(|s| s.map),
         };
         Some(Prober::new(
@@ -182,12 +183,20 @@ where
     (monitor.with_peers(rx), Some(task))
 }
 
-/// The client kinds asked why they are stale (one entry per `probe/hints/*.rs`).
-fn client_hints(args: &Args) -> Vec<Arc<dyn ClientHint>> {
+/// The client kinds asked why they are stale (one entry per `probe/hints/*.rs`). `kube`:
+/// pods come from the API, so their labels and images say which kind they are; in node mode
+/// every pod is asked and the answer's shape decides.
+fn client_hints(args: &Args, kube: bool) -> Vec<Arc<dyn ClientHint>> {
     let mut hints: Vec<Arc<dyn ClientHint>> = Vec::new();
     if args.kong_admin_port != 0 {
+        let pods = match (&args.kong_selector, kube) {
+            (_, false) => KongPods::Any,
+            (Some(s), true) => KongPods::Selector(s.clone()),
+            (None, true) => KongPods::Charts,
+        };
         hints.push(Arc::new(Kong {
             admin_port: args.kong_admin_port,
+            pods,
         }));
     }
     hints

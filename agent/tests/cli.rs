@@ -318,3 +318,21 @@ fn probe_scoping_flags_are_documented_and_bad_ones_exit_2_with_one_line() {
     std::fs::remove_dir_all(&dir).unwrap();
     result.unwrap();
 }
+
+#[test]
+fn kong_selector_is_documented_and_a_bad_one_exits_2_with_one_line() {
+    let out = agent().arg("--help").output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        help.contains("--kong-selector") && help.contains("env: PODNET_KONG_SELECTOR"),
+        "{help}"
+    );
+    assert_rejected(
+        agent().args(["--kong-selector", "app in (kong"]),
+        "invalid label selector 'app in (kong'",
+    );
+    assert_rejected(
+        agent().env("PODNET_KONG_SELECTOR", "=kong"),
+        "invalid label selector '=kong'",
+    );
+}

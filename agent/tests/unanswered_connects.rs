@@ -3,7 +3,9 @@
 //! pod's IP (the node's block blackhole swallows the SYNs, as on Calico) → `vanished_pod_ip`;
 //! a new pod given that IP answers → cleared; a live pod dropping SYNs → `node_pod`; an
 //! outside address that answers → nothing. A Kong Admin API double in the client's namespace
-//! saying its database is unreachable → the diagnosis says so; reachable → it does not.
+//! saying its database is unreachable → the diagnosis says so; reachable → it does not. Only
+//! Kong's pods are asked (its charts' label or image, or `--kong-selector`); in node mode,
+//! without labels, every pod is.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -14,8 +16,8 @@ use std::time::{Duration, Instant};
 use podnet_testbed::agent::Agent;
 use podnet_testbed::cluster::{Cluster, api_pod};
 use podnet_testbed::connects::{accept, keep_connecting, kong_admin};
-use podnet_testbed::simnode::{OUTSIDE_IPV4, PodSpec};
-use serde_json::Value;
+use podnet_testbed::simnode::{OUTSIDE_IPV4, PodSpec, SimNode};
+use serde_json::{Value, json};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_podnet-agent");
 const WAIT: Duration = Duration::from_secs(40);
@@ -72,6 +74,12 @@ fn a_client_stuck_on_a_vanished_pod_ip_is_named_and_cleared() {
     assert!(status.success(), "iptables in the dropping pod");
     let outside = SocketAddr::from((OUTSIDE_IPV4, 8443));
     c.node.listen_outside(outside).unwrap();
+
+    // The client is Kong as its chart deploys it (the label Kong's Helm charts set).
+    let mut kong_pod = api_pod(&kong);
+    kong_pod["metadata"]["labels"] =
+        json!({"app.kubernetes.io/name": "kong", "app.kubernetes.io/component": "app"});
+    c.api.apply(kong_pod).unwrap();
 
     // The pod is deleted; the client keeps its address.
     c.api.delete(&victim.namespace, &victim.name).unwrap();
@@ -169,4 +177,102 @@ fn a_client_stuck_on_a_vanished_pod_ip_is_named_and_cleared() {
                 .is_none()
         })
         .unwrap();
+}
+
+/// The client pod, in the connects listed, that `pod` names.
+fn of(list: &[Value], pod: &str) -> Option<Value> {
+    list.iter().find(|c| c["pod"] == pod).cloned()
+}
+
+fn asked(v: &Value) -> bool {
+    v["client"]["kind"] == "kong"
+}
+
+#[test]
+fn only_kong_pods_are_asked_for_a_hint() {
+    let mut c = Cluster::new(3).unwrap();
+    let by_image = c.node.pod(0).clone();
+    let plain = c.node.pod(1).clone();
+    let victim = c.node.pod(2).clone();
+    // Kong known by its image alone (no chart labels); the other pod has neither.
+    let mut obj = api_pod(&by_image);
+    obj["spec"]["containers"] = json!([
+        {"name": "log", "image": "busybox:1.36"},
+        {"name": "proxy", "image": "kong/kong-gateway:3.6"},
+    ]);
+    c.api.apply(obj).unwrap();
+    c.api.delete(&victim.namespace, &victim.name).unwrap();
+    c.node.remove_pod(2).unwrap();
+    let stale = SocketAddr::from((victim.ipv4, PORT));
+    // Both serve a Kong-like `/status` saying the database is unreachable.
+    let down = Arc::new(AtomicBool::new(false));
+    let _admins = [
+        kong_admin(&by_image.netns, Arc::clone(&down)).unwrap(),
+        kong_admin(&plain.netns, Arc::clone(&down)).unwrap(),
+    ];
+    let _clients = [
+        keep_connecting(&by_image.netns, vec![stale]),
+        keep_connecting(&plain.netns, vec![stale]),
+    ];
+    let flags = ["--probe-interval", "2s", "--probe-timeout", "500ms"];
+    let agent = c.agent(AGENT.as_ref(), &flags).unwrap();
+    wait(&agent, "the Kong image's hint, the plain pod listed", |l| {
+        of(l, &by_image.name).is_some_and(|v| asked(&v)) && of(l, &plain.name).is_some()
+    });
+    // Two more rounds in which both stay tracked: the plain pod is never asked.
+    std::thread::sleep(Duration::from_secs(5));
+    let list = connects(&agent);
+    let p = of(&list, &plain.name).expect("the plain pod still listed");
+    assert!(!asked(&p), "{p:#}");
+    assert!(!p["diagnosis"].as_str().unwrap().contains("Kong"), "{p:#}");
+    drop(agent);
+
+    // `--kong-selector ""` selects every pod: the plain one is asked too.
+    let agent = c
+        .agent(
+            AGENT.as_ref(),
+            &[&flags[..], &["--kong-selector", ""]].concat(),
+        )
+        .unwrap();
+    let (list, _) = wait(&agent, "every pod asked", |l| {
+        of(l, &plain.name).is_some_and(|v| asked(&v))
+    });
+    let p = of(&list, &plain.name).unwrap();
+    assert!(
+        p["diagnosis"]
+            .as_str()
+            .unwrap()
+            .contains("Kong cannot reach its database"),
+        "{p:#}"
+    );
+}
+
+/// Node mode has no labels or images: every pod with unanswered connects is asked, and the
+/// shape of the answer to `/status` says whether it is Kong.
+#[test]
+fn node_mode_asks_every_pod() {
+    let mut node = SimNode::new(2, &[]).unwrap();
+    let client = node.pod(0).clone();
+    let victim = node.remove_pod(1).unwrap();
+    let stale = SocketAddr::from((victim.ipv4, PORT));
+    let _admin = kong_admin(&client.netns, Arc::new(AtomicBool::new(false))).unwrap();
+    let _client = keep_connecting(&client.netns, vec![stale]);
+    let agent = Agent::start_binary(
+        AGENT.as_ref(),
+        &node,
+        &["--probe-interval", "2s", "--probe-timeout", "500ms"],
+    )
+    .unwrap();
+    let (list, _) = wait(&agent, "the unlabelled pod asked in node mode", |l| {
+        l.iter()
+            .any(|v| v["destination"] == stale.to_string().as_str() && asked(v))
+    });
+    let v = find(&list, &stale.to_string()).unwrap();
+    assert!(
+        v["diagnosis"]
+            .as_str()
+            .unwrap()
+            .contains("Kong cannot reach its database"),
+        "{v:#}"
+    );
 }

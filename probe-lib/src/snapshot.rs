@@ -48,6 +48,9 @@ pub struct Snapshot {
     pub remote_blocks_checked: usize,
     /// Destinations pods keep failing to connect to, classified (when probes run).
     pub unanswered_connects: Vec<ConnectVerdict>,
+    /// Unanswered destinations (or, where a pod's dump was cut short, sockets) left out of
+    /// `unanswered_connects` by the per-pod and per-node bounds, over all pods.
+    pub unanswered_dropped: u64,
     /// On control-plane nodes: the Services kube-apiserver calls, judged; `None` when the
     /// check is off or idle (not a control-plane node).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -95,6 +98,7 @@ impl Snapshot {
             remote_blocks: std::sync::Arc::default(),
             remote_blocks_checked: 0,
             unanswered_connects: Vec::new(),
+            unanswered_dropped: 0,
             control_plane: None,
             felix: None,
             service_targets: Vec::new(),

@@ -22,11 +22,15 @@ const TRUSTED_NAMESPACES: [&str; 2] = ["calico-system", "kube-system"];
 /// The container whose image is read.
 const CONTAINER: &str = "calico-node";
 /// Longest image reference kept (registry, path, tag and a sha256 digest fit well within).
-const MAX_IMAGE: usize = 256;
+pub(super) const MAX_IMAGE: usize = 256;
 
-/// `spec.containers`, reduced while it is decoded to the `calico-node` container's image.
+/// Container images kept per pod for client kinds (`probe/hints`: Kong is known by its image).
+pub const MAX_IMAGES: usize = 4;
+
+/// `spec.containers`, reduced while it is decoded to the `calico-node` container's image and
+/// the first [`MAX_IMAGES`] containers' images (each at most 256 bytes; longer ones skipped).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(super) struct CalicoNodeImage(pub(super) Option<String>);
+pub(super) struct CalicoNodeImage(pub(super) Option<String>, pub(super) Vec<String>);
 
 impl<'de> Deserialize<'de> for CalicoNodeImage {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -38,37 +42,41 @@ impl<'de> Deserialize<'de> for CalicoNodeImage {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut found = None;
+                let mut images = Vec::new();
                 while let Some(c) = seq.next_element::<Section<Container>>()? {
-                    if let Section::Valid(c) = c
-                        && found.is_none()
-                        && c.name.0.as_deref() == Some(CONTAINER)
+                    let Section::Valid(c) = c else { continue };
+                    if images.len() < MAX_IMAGES
+                        && let Some(image) = &c.image.0
                     {
+                        images.push(image.clone());
+                    }
+                    if found.is_none() && c.name.0.as_deref() == Some(CONTAINER) {
                         found = c.image.0;
                     }
                 }
-                Ok(CalicoNodeImage(found))
+                Ok(CalicoNodeImage(found, images))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(CalicoNodeImage(None))
+                Ok(CalicoNodeImage::default())
             }
             fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(CalicoNodeImage(None))
+                Ok(CalicoNodeImage::default())
             }
             fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(CalicoNodeImage(None))
+                Ok(CalicoNodeImage::default())
             }
             fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(CalicoNodeImage(None))
+                Ok(CalicoNodeImage::default())
             }
             fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(CalicoNodeImage(None))
+                Ok(CalicoNodeImage::default())
             }
             fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(CalicoNodeImage(None))
+                Ok(CalicoNodeImage::default())
             }
             fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(CalicoNodeImage(None))
+                Ok(CalicoNodeImage::default())
             }
         }
         d.deserialize_any(V)

@@ -61,7 +61,7 @@ struct RawMeta {
 struct RawSpec {
     node_name: Option<Value>,
     host_network: Option<Value>,
-    /// Only the `calico-node` container's image (see `calico_node.rs`).
+    /// The `calico-node` container's image and the first few images (see `calico_node.rs`).
     containers: CalicoNodeImage,
 }
 
@@ -281,6 +281,7 @@ impl RawPod {
                 ("nodeName", &s.node_name),
                 ("hostNetwork", &s.host_network),
                 ("calicoNodeImage", &s.containers.0.clone().map(Value::String)),
+                ("images", &(!s.containers.1.is_empty()).then(|| json!(s.containers.1))),
             ])),
             "status": self.status.to_value(|s| object(&[
                 ("phase", &s.phase),
@@ -430,8 +431,35 @@ pub fn parse_pod(obj: &Value, node: &str) -> Result<KubePod, Skip> {
             .get("metadata")
             .and_then(|m| m.get("deletionTimestamp"))
             .is_some_and(|v| !v.is_null()),
-        meta: probe_meta(obj.get("metadata")),
+        meta: ProbeMeta {
+            images: images(spec),
+            ..probe_meta(obj.get("metadata"))
+        },
     })
+}
+
+/// The container images: `spec.images` of the reduced object ([`RawPod::to_value`]), else
+/// `spec.containers[*].image` of a whole one; strings of at most 256 bytes, the first
+/// `MAX_IMAGES` of them, the rest ignored.
+fn images(spec: Option<&Value>) -> Arc<Vec<String>> {
+    let reduced = spec.and_then(|s| s.get("images")).and_then(Value::as_array);
+    let whole = spec
+        .and_then(|s| s.get("containers"))
+        .and_then(Value::as_array);
+    let listed: Vec<&Value> = match (reduced, whole) {
+        (Some(list), _) => list.iter().collect(),
+        (None, Some(list)) => list.iter().filter_map(|c| c.get("image")).collect(),
+        (None, None) => Vec::new(),
+    };
+    Arc::new(
+        listed
+            .into_iter()
+            .filter_map(Value::as_str)
+            .filter(|i| i.len() <= super::calico_node::MAX_IMAGE)
+            .take(super::calico_node::MAX_IMAGES)
+            .map(str::to_owned)
+            .collect(),
+    )
 }
 
 /// Labels and probe annotations within bounds; anything larger or of the wrong type is left
@@ -600,7 +628,30 @@ mod tests {
         p["metadata"]["labels"] = json!({"a": "v".repeat(64)});
         assert!(via_raw(&p).unwrap().meta.truncated);
         p["metadata"]["labels"] = json!("not a map");
-        assert_eq!(via_raw(&p).unwrap().meta, ProbeMeta::default());
+        let images = Arc::new(vec!["i".to_owned()]);
+        let only_images = ProbeMeta {
+            images,
+            ..ProbeMeta::default()
+        };
+        assert_eq!(via_raw(&p).unwrap().meta, only_images);
+    }
+
+    #[test]
+    fn container_images_are_kept_within_bounds() {
+        let mut p = pod(json!({"podIP": "10.244.0.5"}));
+        p["spec"]["containers"] = json!([
+            {"name": "proxy", "image": "kong/kong-gateway:3.6"},
+            {"name": "odd", "image": 7},
+            {"name": "long", "image": "r/".repeat(200)},
+            {"name": "a", "image": "a"}, {"name": "b", "image": "b"},
+            {"name": "c", "image": "c"}, {"name": "d", "image": "d"},
+            "not a container",
+        ]);
+        let m = via_raw(&p).unwrap().meta;
+        assert_eq!(*m.images, ["kong/kong-gateway:3.6", "a", "b", "c"]);
+        assert_eq!(parse_pod(&p, "n1").unwrap().meta, m);
+        p["spec"]["containers"] = json!({"not": "a list"});
+        assert!(via_raw(&p).unwrap().meta.images.is_empty());
     }
 
     #[test]

@@ -58,5 +58,12 @@ pub(super) fn encode(encoder: &mut DescriptorEncoder, snap: &Snapshot) -> fmt::R
         ];
         ConstGauge::new(i64::from(c.sockets)).encode(e.encode_family(&labels)?)?;
     }
+    let e = encoder.encode_descriptor(
+        "podnet_unanswered_connects_dropped",
+        "Unanswered destinations (sockets, where a pod's dump was cut short) left out by the per-pod and per-node bounds",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(i64::try_from(snap.unanswered_dropped).unwrap_or(i64::MAX)).encode(e)?;
     Ok(())
 }

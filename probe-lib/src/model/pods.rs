@@ -55,6 +55,8 @@ pub struct ProbeMeta {
     pub skip_probes: Option<Arc<str>>,
     /// Labels or an annotation were larger than podnet reads and were left out.
     pub truncated: bool,
+    /// Its first containers' images (a few, bounded), for client kinds known by their image.
+    pub images: Arc<Vec<String>>,
 }
 
 /// What the prober needs from the monitor: the pods to probe, where they live, and the node's

@@ -27,6 +27,7 @@ use crate::snapshot::Snapshot;
 use crate::util::backoff::Backoff;
 use crate::verdict::{
     BlockProblem, ProbeView, calico_node_stale, evaluate, judge_peers, unanswered_connects,
+    unanswered_dropped,
 };
 
 mod block_cache;
@@ -632,6 +633,7 @@ impl<H: HostNetwork> Monitor<H> {
         let unanswered_connects = self.config.probes.as_ref().map_or_else(Vec::new, |p| {
             unanswered_connects(&verdicts.pods, &self.probe_reports, &p.networks)
         });
+        let unanswered_dropped = unanswered_dropped(&verdicts.pods, &self.probe_reports);
         let snap = Arc::new(Snapshot {
             node: self.config.node_name.clone(),
             pod_source: expectation.source_name,
@@ -653,6 +655,7 @@ impl<H: HostNetwork> Monitor<H> {
             remote_blocks,
             remote_blocks_checked,
             unanswered_connects,
+            unanswered_dropped,
             felix,
             service_targets: self
                 .config

@@ -43,9 +43,9 @@ pub struct PodRound {
     pub read_pod_side: bool,
     /// Also dump the pod's sockets in `SYN_SENT` (its failing connects).
     pub syn_sent: bool,
-    /// The pod namespace's SYN retransmission count after its last round (see
-    /// [`RoundResult::syn_retrans`]).
-    pub syn_retrans_before: Option<u64>,
+    /// The pod namespace's TCP retransmission count after its last round (see
+    /// [`RoundResult::tcp_retrans`]).
+    pub retrans_before: Option<u64>,
     /// Dump even if that count has not moved.
     pub dump_always: bool,
     /// Client hints to read inside the pod (empty: none).
@@ -66,8 +66,8 @@ pub struct RoundResult {
     pub sent: u64,
     /// The pod's sockets in `SYN_SENT`, if asked for and the dump worked.
     pub syn_sent: Option<SynSentDump>,
-    /// The namespace's SYN retransmissions so far (`TcpExtTCPSynRetrans`), when read.
-    pub syn_retrans: Option<u64>,
+    /// The namespace's TCP retransmissions so far (`TcpRetransSegs`), when read.
+    pub tcp_retrans: Option<u64>,
     /// What the pod's client software said, if asked and it is a known kind.
     pub hint: Option<Hint>,
     /// The path-MTU probes, one per family whose gateway is probed, in rounds that read the
@@ -218,7 +218,7 @@ impl NetnsDriver {
                 .map(|p| p.address)
                 .collect(),
             syn_sent: round.syn_sent,
-            syn_retrans_before: round.syn_retrans_before,
+            retrans_before: round.retrans_before,
             dump_always: round.dump_always,
             hints: round.hints.clone(),
             // Queued behind other pods' visits for longer than one timeout: give up.
@@ -562,7 +562,7 @@ impl PodNetwork for NetnsDriver {
             None => None,
         };
         let hint = visit.as_mut().and_then(|v| v.hint.take());
-        let syn_retrans = visit.as_ref().and_then(|v| v.syn_retrans);
+        let tcp_retrans = visit.as_ref().and_then(|v| v.tcp_retrans);
         // Every socket of the round is dropped here: nothing keeps the pod's namespace alive.
         drop(visit);
         RoundResult {
@@ -571,7 +571,7 @@ impl PodNetwork for NetnsDriver {
             error,
             sent,
             syn_sent,
-            syn_retrans,
+            tcp_retrans,
             hint,
             path_mtu,
         }

@@ -133,7 +133,7 @@ impl PodNetwork for FakePodNetwork {
                     .cloned()
                     .unwrap_or_default()
             }),
-            syn_retrans: None,
+            tcp_retrans: None,
             hint: None,
             path_mtu,
         }

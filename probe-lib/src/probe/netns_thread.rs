@@ -23,7 +23,7 @@ use super::error::ProbeError;
 use super::hints::{ClientHint, Hint, read_all};
 use super::nl::BlockingNetlink;
 use super::report::PodSide;
-use super::sockdiag::{SynSentDump, dump_syn_sent, syn_retransmits};
+use super::sockdiag::{SynSentDump, dump_syn_sent, tcp_retransmits};
 use crate::model::{Fault, WorkerGuard};
 
 /// Where named namespaces are bind-mounted (`ip netns`, containerd's `cni-…`).
@@ -53,10 +53,10 @@ pub(crate) struct VisitRequest {
     pub tcp: Vec<SocketAddr>,
     /// Dump the pod's sockets in `SYN_SENT` (before this round's own are created).
     pub syn_sent: bool,
-    /// The namespace's SYN retransmission count at the last visit: unchanged, the dump is
+    /// The namespace's TCP retransmission count at the last visit: unchanged, the dump is
     /// skipped (nothing new went unanswered) unless `dump_always`.
-    pub syn_retrans_before: Option<u64>,
-    /// Dump even if no SYN was retransmitted since (the pod has unanswered destinations).
+    pub retrans_before: Option<u64>,
+    /// Dump even if nothing was retransmitted since (the pod has unanswered destinations).
     pub dump_always: bool,
     /// Ask the pod's client software why it is stale (empty: do not).
     pub hints: Vec<std::sync::Arc<dyn ClientHint>>,
@@ -81,7 +81,7 @@ pub(crate) struct Visit {
     pub icmp_error: Option<ProbeError>,
     pub tcp: Vec<(SocketAddr, std::io::Result<std::net::TcpStream>)>,
     pub syn_sent: Option<Result<SynSentDump, ProbeError>>,
-    pub syn_retrans: Option<u64>,
+    pub tcp_retrans: Option<u64>,
     pub hint: Option<Hint>,
     pub dns: Vec<(SocketAddr, std::io::Result<DnsSockets>)>,
 }
@@ -345,9 +345,9 @@ impl Home {
                 .and_then(|mut nl| nl.pod_side(req.peer_index, req.has_v4, req.has_v6))
                 .map_err(ProbeError::PodSide)
         });
-        let syn_retrans = req.syn_sent.then(syn_retransmits).flatten();
+        let tcp_retrans = req.syn_sent.then(tcp_retransmits).flatten();
         let syn_sent = req.syn_sent.then(|| {
-            let moved = syn_retrans.is_none() || syn_retrans != req.syn_retrans_before;
+            let moved = tcp_retrans.is_none() || tcp_retrans != req.retrans_before;
             if req.dump_always || moved {
                 dump_syn_sent().map_err(ProbeError::SockDiag)
             } else {
@@ -408,7 +408,7 @@ impl Home {
             icmp_error,
             tcp,
             syn_sent,
-            syn_retrans,
+            tcp_retrans,
             hint,
             dns,
         })

@@ -285,7 +285,7 @@ fn plan_round(pod: Option<&PodEntry>, peers: &[(NodeName, IpAddr)], timeout: Dur
         timeout,
         read_pod_side: false,
         syn_sent: false,
-        syn_retrans_before: None,
+        retrans_before: None,
         dump_always: false,
         hints: Vec::new(),
     }

@@ -48,7 +48,8 @@ pub struct ProberConfig {
     pub owners: Option<Arc<dyn PodIpOwners>>,
     /// The cluster's pod networks: unanswered addresses there are looked up in `owners`.
     pub pod_networks: Vec<ipnet::IpNet>,
-    /// Client kinds asked why they are stale, in a pod with unanswered destinations.
+    /// Client kinds asked why they are stale, in a pod with unanswered destinations that
+    /// [`ClientHint::applies`] to.
     pub hints: Vec<Arc<dyn ClientHint>>,
     /// Which pods are probed against which targets.
     pub scope: ProbeScope,
@@ -86,8 +87,10 @@ struct Pod {
     /// must not be reported until the next regular read.
     pod_side_problems: u32,
     unanswered: Unanswered,
-    /// Its namespace's SYN retransmissions after the last round.
-    syn_retrans: Option<u64>,
+    /// Its namespace's TCP retransmissions (`TcpRetransSegs`) after the last round.
+    tcp_retrans: Option<u64>,
+    /// The client kinds it may be (by its labels and images), asked while it is tracking.
+    hints: Vec<Arc<dyn ClientHint>>,
     /// Which of the targets it is probed against (none when skipped).
     scope: PodScope,
     state: PodProbes,
@@ -108,7 +111,8 @@ impl Pod {
             pod_side_problems: 0,
             scope: PodScope::default(),
             unanswered: Unanswered::default(),
-            syn_retrans: None,
+            tcp_retrans: None,
+            hints: Vec::new(),
             state: PodProbes {
                 interface: entry.interface.clone(),
                 pod_side: None,
@@ -256,6 +260,11 @@ impl<N: PodNetwork> Prober<N> {
                 pod.ips.clone_from(&entry.ips);
                 pod.gateways.clone_from(&entry.gateways);
             }
+            // Labels and images may change without re-wiring: which client kinds it may be.
+            pod.hints = (self.config.hints.iter())
+                .filter(|h| h.applies(&entry.meta))
+                .cloned()
+                .collect();
             if !new && !rewired && pod.scope == scope {
                 continue;
             }
@@ -362,10 +371,10 @@ impl<N: PodNetwork> Prober<N> {
                 timeout: self.config.timeout,
                 read_pod_side,
                 syn_sent: self.config.unanswered.is_some(),
-                syn_retrans_before: pod.syn_retrans,
+                retrans_before: pod.tcp_retrans,
                 dump_always: pod.unanswered.is_tracking(),
                 hints: if pod.unanswered.is_tracking() {
-                    self.config.hints.clone()
+                    pod.hints.clone()
                 } else {
                     Vec::new()
                 },
@@ -409,7 +418,7 @@ impl<N: PodNetwork> Prober<N> {
         let Some(pod) = self.pods.get_mut(&key) else {
             return; // The pod went away while it was probed.
         };
-        pod.syn_retrans = result.syn_retrans;
+        pod.tcp_retrans = result.tcp_retrans;
         if let Some(config) = self.config.unanswered {
             match &result.syn_sent {
                 Some(dump) => {

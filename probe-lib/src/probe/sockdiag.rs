@@ -145,23 +145,37 @@ impl Tally {
     }
 }
 
-/// SYN retransmissions so far in the current thread's namespace (`nstat -az
-/// TcpExtTCPSynRetrans`), from `/proc/thread-self/net/netstat`: ≈ 0.2 ms of kernel time, where a
-/// dump walks the kernel's whole (shared) TCP hash table, about a millisecond. A pod whose
-/// count has not moved has no connect that went unanswered since, so its dump can be skipped.
-pub(crate) fn syn_retransmits() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/thread-self/net/netstat").ok()?;
-    syn_retransmits_in(&text)
+/// TCP segments retransmitted so far in the current thread's namespace (`nstat -az
+/// TcpRetransSegs`), from `/proc/thread-self/net/snmp`. A SYN retransmission increments it
+/// (beside `TcpExtTCPSynRetrans`, in the same kernel function), so a pod whose count has not
+/// moved has no connect that went unanswered since and its dump can be skipped (a dump walks
+/// the shared TCP hash table, ≈ 0.5 ms). Why this counter: `snmp` (≈ 1.3 kB, ≈ 40 counters)
+/// is smaller than `netstat` (≈ 4 kB, ≈ 130 counters, where `TCPSynRetrans` lives); read
+/// here in ≈ 20 µs against ≈ 23 µs idle (docs/benchmarks.md). Data retransmissions move it
+/// too, which costs a needless dump, never a missed one.
+pub(crate) fn tcp_retransmits() -> Option<u64> {
+    use std::io::Read;
+    // One read into a stack buffer: the file is a few lines, rendered whole by the kernel.
+    let mut buf = [0u8; 4096];
+    let mut file = std::fs::File::open("/proc/thread-self/net/snmp").ok()?;
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    tcp_retransmits_in(std::str::from_utf8(&buf[..len]).ok()?)
 }
 
-/// `TCPSynRetrans` from the text of `/proc/net/netstat` (a `TcpExt:` names line, then values).
-fn syn_retransmits_in(text: &str) -> Option<u64> {
-    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+/// `RetransSegs` from the text of `/proc/net/snmp` (a `Tcp:` names line, then values).
+fn tcp_retransmits_in(text: &str) -> Option<u64> {
+    let mut lines = text.lines().filter(|l| l.starts_with("Tcp:"));
     let names = lines.next()?;
     let values = lines.next()?;
-    let at = names
-        .split_whitespace()
-        .position(|n| n == "TCPSynRetrans")?;
+    let at = names.split_whitespace().position(|n| n == "RetransSegs")?;
     values.split_whitespace().nth(at)?.parse().ok()
 }
 
@@ -237,16 +251,15 @@ mod tests {
     }
 
     #[test]
-    fn syn_retransmits_from_netstat() {
-        let text = "TcpExt: SyncookiesSent TCPSynRetrans TCPOrigDataSent\nTcpExt: 0 17 5\n\
-                    IpExt: InNoRoutes\nIpExt: 0\n";
-        assert_eq!(syn_retransmits_in(text), Some(17));
-        assert_eq!(syn_retransmits_in("TcpExt: A B\nTcpExt: 1 2\n"), None);
-        assert_eq!(syn_retransmits_in("TcpExt: TCPSynRetrans\n"), None);
-        assert!(
-            syn_retransmits().is_some(),
-            "this kernel's /proc/net/netstat"
-        );
+    fn tcp_retransmits_from_snmp() {
+        let text = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+                    Tcp: RtoAlgorithm ActiveOpens RetransSegs InErrs\nTcp: 1 40 17 0\n\
+                    Udp: InDatagrams\nUdp: 3\n";
+        assert_eq!(tcp_retransmits_in(text), Some(17));
+        assert_eq!(tcp_retransmits_in("Tcp: A B\nTcp: 1 2\n"), None);
+        assert_eq!(tcp_retransmits_in("Tcp: RetransSegs\n"), None);
+        assert_eq!(tcp_retransmits_in("Tcp: RetransSegs\nTcp: -1\n"), None);
+        assert!(tcp_retransmits().is_some(), "this kernel's /proc/net/snmp");
     }
 
     #[test]
@@ -307,6 +320,7 @@ mod tests {
                 let _ = s.connect(&addr.into());
                 s
             };
+            let before = tcp_retransmits().expect("TcpRetransSegs");
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let _connected = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
             let _held: Vec<_> = (0..3)
@@ -315,11 +329,17 @@ mod tests {
                 .collect();
             let fresh = dump_syn_sent().unwrap();
             std::thread::sleep(std::time::Duration::from_millis(1300));
-            (fresh, dump_syn_sent().unwrap())
+            // The counter the dump is gated on moved with the SYN retransmissions.
+            let moved = tcp_retransmits().expect("TcpRetransSegs") - before;
+            (fresh, dump_syn_sent().unwrap(), moved)
         })
         .join()
         .unwrap();
-        let (fresh, later) = dump;
+        let (fresh, later, moved) = dump;
+        assert!(
+            moved >= 4,
+            "4 SYNs retransmitted once at least, counter moved {moved}"
+        );
         assert_eq!(fresh.dests.len(), 2, "{fresh:?}");
         assert!(fresh.dests.iter().all(|d| d.retransmits == 0), "{fresh:?}");
         assert_eq!(later.dests.len(), 2, "{later:?}");
@@ -365,11 +385,23 @@ mod tests {
                     d.dropped
                 );
             };
-            let started = std::time::Instant::now();
-            for _ in 0..200 {
-                assert!(syn_retransmits().is_some());
+            let read = |label: &str, f: &dyn Fn() -> bool| {
+                let started = std::time::Instant::now();
+                for _ in 0..2000 {
+                    assert!(f());
+                }
+                eprintln!("{label} read: {:?}", started.elapsed() / 2000);
+            };
+            // The counter read (shipped), beside what it replaced and the smallest file.
+            read("TcpRetransSegs (/proc/thread-self/net/snmp)", &|| {
+                tcp_retransmits().is_some()
+            });
+            for file in ["netstat", "sockstat"] {
+                let path = format!("/proc/thread-self/net/{file}");
+                read(&format!("whole /proc/thread-self/net/{file}"), &|| {
+                    std::fs::read_to_string(&path).is_ok_and(|t| !t.is_empty())
+                });
             }
-            eprintln!("TcpExtTCPSynRetrans read: {:?}", started.elapsed() / 200);
             time("no sockets");
             let _held: Vec<_> = (0..1000u16)
                 .map(|i| {

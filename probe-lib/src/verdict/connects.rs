@@ -164,6 +164,14 @@ pub fn unanswered_connects(
     out
 }
 
+/// What the bounds left out of [`unanswered_connects`], over the judged pods.
+pub fn unanswered_dropped(pods: &[PodVerdict], reports: &HashMap<String, PodProbes>) -> u64 {
+    pods.iter()
+        .filter_map(|p| reports.get(&p.pod.interface))
+        .map(|r| u64::from(r.unanswered_dropped))
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,5 +254,37 @@ mod tests {
             ConnectClass::PodIpUnverified
         );
         assert_eq!(c("10.244.9.9", None).0, ConnectClass::PodIpUnverified);
+    }
+
+    #[test]
+    fn dropped_is_summed_over_judged_pods_only() {
+        let report = |interface: &str, dropped: u32| PodProbes {
+            interface: interface.into(),
+            pod_side: None,
+            dests: Vec::new(),
+            error: None,
+            unanswered: Vec::new(),
+            unanswered_dropped: dropped,
+            client_hint: None,
+            path_mtu: Vec::new(),
+            skipped: None,
+        };
+        let reports: HashMap<String, PodProbes> = [
+            report("cali-a", 18),
+            report("cali-b", u32::MAX),
+            report("cali-gone", 5),
+        ]
+        .into_iter()
+        .map(|r| (r.interface.clone(), r))
+        .collect();
+        let pods = [
+            pod("a", "10.244.0.2", vec![]),
+            pod("b", "10.244.0.3", vec![]),
+        ];
+        assert_eq!(
+            unanswered_dropped(&pods, &reports),
+            18 + u64::from(u32::MAX)
+        );
+        assert_eq!(unanswered_dropped(&[], &reports), 0);
     }
 }

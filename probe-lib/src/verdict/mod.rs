@@ -21,7 +21,9 @@ mod wiring;
 
 pub use blocks::{BlockProblem, block_problems};
 pub use calico::VanishedRoute;
-pub use connects::{ConnectNets, ConnectVerdict, classify, unanswered_connects};
+pub use connects::{
+    ConnectNets, ConnectVerdict, classify, unanswered_connects, unanswered_dropped,
+};
 pub use controlplane::{ControlPlaneStatus, ServiceVerdict, control_plane_status, route_hint};
 pub use orphans::{Orphan, find_orphans};
 pub use peers::{MAX_PEER_SERIES, PeerProblem, PeerStatus, judge_peers};

@@ -9,12 +9,60 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::{ClientHint, Hint, http_get};
+use crate::model::ProbeMeta;
+use crate::probe::selector::LabelSelector;
+
+/// The label Kong's Helm charts (`kong`, and `ingress`'s gateway) put on the proxy's pods,
+/// `app.kubernetes.io/name: {{ template "kong.name" . }}`, which is the chart's name.
+pub const CHART_LABEL: (&str, &str) = ("app.kubernetes.io/name", "kong");
+/// Image repositories (the last path segment) of Kong's proxy: `kong`, `kong/kong-gateway`.
+const IMAGES: [&str; 2] = ["kong", "kong-gateway"];
+
+/// Which pods are Kong proxies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum KongPods {
+    /// Kong's charts' label ([`CHART_LABEL`]) or a container image of Kong's ([`IMAGES`]).
+    #[default]
+    Charts,
+    /// Pods matching this label selector (`--kong-selector`; empty: every pod).
+    Selector(LabelSelector),
+    /// Every pod: node mode, where no labels or images are known, so the shape of the answer
+    /// to `/status` alone says whether the pod is Kong.
+    Any,
+}
 
 /// Kong's Admin API on the pod's loopback.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Kong {
     /// The admin port (Kong's default: 8001).
     pub admin_port: u16,
+    /// Which pods are asked.
+    pub pods: KongPods,
+}
+
+/// Whether an image reference's repository is Kong's: `kong:3.6`, `kong/kong-gateway:3.6.1.4`,
+/// `registry:5000/mirror/kong@sha256:…` are; `kong/kubernetes-ingress-controller` (the
+/// controller, not the proxy) and `kongfu` are not.
+pub fn is_kong_image(image: &str) -> bool {
+    let name = image.split('@').next().unwrap_or_default();
+    // A colon after the last slash starts the tag; one before it is a registry's port.
+    let last = name.rsplit('/').next().unwrap_or_default();
+    let repo = last.split(':').next().unwrap_or_default();
+    IMAGES.contains(&repo)
+}
+
+impl KongPods {
+    /// Whether a pod with this metadata is a Kong proxy.
+    pub fn matches(&self, meta: &ProbeMeta) -> bool {
+        match self {
+            KongPods::Charts => {
+                meta.labels.get(CHART_LABEL.0).map(String::as_str) == Some(CHART_LABEL.1)
+                    || meta.images.iter().any(|i| is_kong_image(i))
+            }
+            KongPods::Selector(s) => s.matches(&meta.labels),
+            KongPods::Any => true,
+        }
+    }
 }
 
 /// What Kong's `/status` says; `None` when it is not Kong's.
@@ -59,6 +107,10 @@ pub fn from_status(body: &[u8]) -> Option<Hint> {
 }
 
 impl ClientHint for Kong {
+    fn applies(&self, meta: &ProbeMeta) -> bool {
+        self.pods.matches(meta)
+    }
+
     fn read(&self, deadline: Instant) -> Option<Hint> {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.admin_port));
         from_status(&http_get(addr, "/status", deadline)?)
@@ -67,7 +119,65 @@ impl ClientHint for Kong {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
     use super::*;
+
+    fn meta(labels: &[(&str, &str)], images: &[&str]) -> ProbeMeta {
+        let labels: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        ProbeMeta {
+            labels: Arc::new(labels),
+            images: Arc::new(images.iter().map(|i| (*i).to_owned()).collect()),
+            ..ProbeMeta::default()
+        }
+    }
+
+    #[test]
+    fn kong_pods_by_chart_label_or_image() {
+        let charts = KongPods::Charts;
+        let chart = [
+            ("app.kubernetes.io/name", "kong"),
+            ("app.kubernetes.io/component", "app"),
+        ];
+        assert!(charts.matches(&meta(&chart, &["busybox"])));
+        for image in [
+            "kong",
+            "kong:3.6",
+            "kong/kong-gateway:3.6.1.4",
+            "docker.io/library/kong:3.4@sha256:0123",
+            "registry:5000/mirror/kong",
+        ] {
+            assert!(charts.matches(&meta(&[], &["sidecar:1", image])), "{image}");
+        }
+        for image in [
+            "kong/kubernetes-ingress-controller:3.1",
+            "kongfu:1",
+            "registry.kong:5000/app",
+            "",
+        ] {
+            assert!(!charts.matches(&meta(&[], &[image])), "{image}");
+        }
+        assert!(!charts.matches(&meta(&[("app.kubernetes.io/name", "web")], &[])));
+        assert!(!charts.matches(&ProbeMeta::default()));
+
+        let sel = KongPods::Selector("app=edge,tier in (proxy)".parse().unwrap());
+        assert!(sel.matches(&meta(&[("app", "edge"), ("tier", "proxy")], &[])));
+        // The flag replaces the default: the chart's label or image alone is not enough.
+        assert!(!sel.matches(&meta(&chart, &["kong:3.6"])));
+        let every = KongPods::Selector(LabelSelector::default());
+        assert!(every.matches(&ProbeMeta::default()));
+        assert!(KongPods::Any.matches(&ProbeMeta::default()));
+        let kong = Kong {
+            admin_port: 8001,
+            pods: KongPods::Charts,
+        };
+        assert!(kong.applies(&meta(&chart, &[])));
+        assert!(!kong.applies(&ProbeMeta::default()));
+    }
 
     #[test]
     fn kong_status_answers() {

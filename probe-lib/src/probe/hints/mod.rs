@@ -1,13 +1,15 @@
 //! Why a client is stale: hints a client pod's own software gives, read inside its namespace
 //! on the namespace thread when the pod has unanswered connects. One file per client kind
-//! implements [`ClientHint`]; a new kind adds a file and one entry where the agent builds the
-//! list.
+//! implements [`ClientHint`] (which pods it applies to, by their labels or images, and how to
+//! ask them); a new kind adds a file and one entry where the agent builds the list.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+
+use crate::model::ProbeMeta;
 
 pub mod kong;
 
@@ -31,6 +33,9 @@ pub struct Hint {
 
 /// One client kind.
 pub trait ClientHint: Send + Sync + std::fmt::Debug {
+    /// Whether a pod with this metadata (labels, images; empty in node mode) may be this kind
+    /// of client: only such pods are asked. Pure, decided when the pod set changes.
+    fn applies(&self, meta: &ProbeMeta) -> bool;
     /// Ask the client, from inside its namespace (blocking, done by `deadline`); `None` when
     /// the pod is not this kind of client.
     fn read(&self, deadline: Instant) -> Option<Hint>;

@@ -35,7 +35,7 @@ impl PodNetwork for Net {
             error: None,
             sent: 0,
             syn_sent: None,
-            syn_retrans: None,
+            tcp_retrans: None,
             hint: None,
             path_mtu: Vec::new(),
         }

@@ -21,6 +21,10 @@
 //! `podnet-bench blocks [--pods 250] [--blocks 5000] [--deletions 300]`: route deletion →
 //! metric latency and RSS, without and with `--remote-blocks calico`, with the API double
 //! serving the blocks of `blocks / 4` nodes and a route for each in the node's table.
+//!
+//! `podnet-bench connects [--pods 250] [--seconds 300]`: the probing agent with
+//! `--no-connect-watch`, with the connect watch, and with 1,000 connects stuck in `SYN_SENT` in
+//! one pod: CPU per round, RSS, and the stuck pod's kept and dropped destinations.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
@@ -33,7 +37,7 @@ use podnet_testbed::simnode::{GATEWAY_IPV4, GATEWAY_IPV6, PodSpec, SimNode, pod_
 use rtnetlink::RouteMessageBuilder;
 
 fn main() -> ExitCode {
-    const USAGE: &str = "usage: podnet-bench core [--pods N] [--deletions N] [--idle SECS] [--extra-routes N]\n       podnet-bench probes [--pods N] [--seconds N]\n       podnet-bench kube [--pods N] [--others N] [--seconds N]\n       podnet-bench throttle [--pods N] [--seconds N]\n       podnet-bench controlplane [--seconds N]\n       podnet-bench blocks [--pods N] [--blocks N] [--deletions N]";
+    const USAGE: &str = "usage: podnet-bench core [--pods N] [--deletions N] [--idle SECS] [--extra-routes N]\n       podnet-bench probes [--pods N] [--seconds N]\n       podnet-bench kube [--pods N] [--others N] [--seconds N]\n       podnet-bench throttle [--pods N] [--seconds N]\n       podnet-bench controlplane [--seconds N]\n       podnet-bench blocks [--pods N] [--blocks N] [--deletions N]\n       podnet-bench connects [--pods N] [--seconds N]";
     let args: Vec<String> = std::env::args().skip(1).collect();
     let opts = match Opts::parse(args.get(1..).unwrap_or_default()) {
         Ok(o) => o,
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
         Some("throttle") => throttle::run(&opts),
         Some("controlplane") => controlplane::run(&opts),
         Some("blocks") => blocks::run(&opts),
+        Some("connects") => connects::run(&opts),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -108,6 +113,7 @@ impl Opts {
 }
 
 mod blocks;
+mod connects;
 mod controlplane;
 mod kube;
 mod probes;
