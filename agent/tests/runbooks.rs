@@ -309,6 +309,10 @@ fn stuck_on_vanished_pod_commands_name_the_stale_address_and_why() {
     let ns = c.node.node_netns().to_owned();
     let kong = c.node.pod(0).clone();
     let victim = c.node.pod(1).clone();
+    // Kong as its chart deploys it: only such pods are asked for the hint.
+    let mut kong_pod = api_pod(&kong);
+    kong_pod["metadata"]["labels"] = serde_json::json!({"app.kubernetes.io/name": "kong"});
+    c.api.apply(kong_pod).unwrap();
     c.api.delete(&victim.namespace, &victim.name).unwrap();
     c.node.remove_pod(1).unwrap();
     let stale = SocketAddr::from((victim.ipv4, 8080));
