@@ -150,11 +150,13 @@ mod tests {
     #[tokio::test]
     async fn refused_and_not_tls_are_told_apart_on_loopback() {
         let dialer = Dialer::new(Duration::from_secs(2));
-        // A port nobody listens on: refused.
-        let free = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = free.local_addr().unwrap();
-        drop(free);
+        // A port bound but not listening: refused. Held for the whole probe, so no other test
+        // of this binary can pick the freed port up meanwhile (which answered with a reset).
+        let closed = tokio::net::TcpSocket::new_v4().unwrap();
+        closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = closed.local_addr().unwrap();
         let out = dialer.probe(addr, "x.default.svc").await;
+        drop(closed);
         assert!(
             matches!(
                 out,
