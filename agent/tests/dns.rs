@@ -3,14 +3,14 @@
 //! kube-proxy sets it up), with the real agent in a simulated node.
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::Duration;
 
 use podnet_testbed::agent::Agent;
-use podnet_testbed::dns::{DnsMode, DnsServer};
+use podnet_testbed::dns::{DnsMode, DnsServer, cluster_dns};
 use podnet_testbed::exposition::Samples;
-use podnet_testbed::simnode::{OUTSIDE_IPV4, SimNode};
+use podnet_testbed::simnode::SimNode;
 use serde_json::Value;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_podnet-agent");
@@ -40,36 +40,7 @@ fn iptables(netns: &str, args: &[&str]) {
 /// DNATed to it for UDP and TCP, and an agent probing it every second.
 fn setup(extra: &[&str]) -> (SimNode, DnsServer, Agent) {
     let node = SimNode::new(PODS, &[]).unwrap();
-    let server = DnsServer::start(
-        node.outside(),
-        SocketAddr::new(OUTSIDE_IPV4.into(), 53),
-        KUBERNETES_IP,
-        Ipv6Addr::LOCALHOST,
-    )
-    .unwrap();
-    let node_ns = format!("/run/netns/{}", node.node_netns());
-    let to = format!("{OUTSIDE_IPV4}:53");
-    for proto in ["udp", "tcp"] {
-        iptables(
-            &node_ns,
-            &[
-                "-t",
-                "nat",
-                "-A",
-                "PREROUTING",
-                "-d",
-                CLUSTER_IP,
-                "-p",
-                proto,
-                "--dport",
-                "53",
-                "-j",
-                "DNAT",
-                "--to-destination",
-                &to,
-            ],
-        );
-    }
+    let server = cluster_dns(&node, CLUSTER_IP.parse().unwrap(), KUBERNETES_IP).unwrap();
     let mut args = vec![
         "--probe-interval",
         "1s",

@@ -5,13 +5,13 @@
 //! answering on B's underlay interface, 20 addresses nothing answers) covered in ⌈n/k⌉
 //! rounds, the dead ones reported one by one, then most peers failing → one node problem.
 
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use podnet_kube_double::{block_affinity, calico_node};
 use podnet_testbed::agent::Agent;
 use podnet_testbed::cluster::{Cluster, NODE};
 use podnet_testbed::exposition::Samples;
-use podnet_testbed::peers::{LOCAL_BLOCK, PEER_BLOCK, PEER_IPV4, PEER_TUNNEL, VxlanPeer};
+use podnet_testbed::peers::{PEER_TUNNEL, VxlanPeer, add_dead_nodes};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_podnet-agent");
 const WAIT: Duration = Duration::from_secs(60);
@@ -39,10 +39,7 @@ fn peers(m: &Samples, state: &str) -> Option<f64> {
 fn two_nodes() -> (Cluster, VxlanPeer) {
     let c = Cluster::new(2).unwrap();
     let b = VxlanPeer::new(&c.node).unwrap();
-    c.api
-        .apply_object(calico_node("node-b", PEER_IPV4, Some(PEER_TUNNEL)));
-    c.api.apply_object(block_affinity("node-b", PEER_BLOCK));
-    c.api.apply_object(block_affinity(NODE, LOCAL_BLOCK));
+    b.register(&c.api, NODE);
     (c, b)
 }
 
@@ -161,17 +158,8 @@ fn fifty_node_list_rotation_and_most_peers_unreachable() {
     let (c, mut b) = two_nodes();
     // 28 nodes answering on node B's underlay interface, 20 that nothing answers (an outside
     // network the outside router has no route for: ICMP net unreachable).
-    for i in 0..28 {
-        let ip = format!("192.0.2.{}", 100 + i);
-        b.add_address(&ip).unwrap();
-        c.api
-            .apply_object(calico_node(&format!("node-r{i:02}"), &ip, None));
-    }
-    for i in 0..20 {
-        let dead = format!("198.51.100.{}", 10 + i);
-        c.api
-            .apply_object(calico_node(&format!("node-u{i:02}"), &dead, None));
-    }
+    b.add_answering_nodes(&c.api, 28).unwrap();
+    add_dead_nodes(&c.api, 20, Ipv4Addr::new(198, 51, 100, 10));
     let mut agent = agent(&c);
     // 49 peers, 8 a round: every one sampled within ⌈49/8⌉ = 7 rounds.
     let s = agent

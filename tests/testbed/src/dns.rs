@@ -201,3 +201,26 @@ fn serve_tcp(listener: &TcpListener, s: &Shared, count: &AtomicU64) {
         }
     }
 }
+
+/// The cluster DNS of a simulated cluster: a server on `198.51.100.1:53` in the outside
+/// namespace answering `v4` (A) and `::1` (AAAA), and `cluster_ip:53` (UDP and TCP) DNATed to
+/// it in the node namespace, as kube-proxy does for pods' traffic
+/// (`iptables -t nat -A PREROUTING -d IP/32 -p udp --dport 53 -j DNAT --to-destination
+/// 198.51.100.1:53`). The rules go with the node's namespace.
+pub fn cluster_dns(
+    node: &crate::simnode::SimNode,
+    cluster_ip: std::net::Ipv4Addr,
+    v4: std::net::Ipv4Addr,
+) -> Result<DnsServer> {
+    let to = SocketAddr::new(crate::simnode::OUTSIDE_IPV4.into(), 53);
+    let server = DnsServer::start(node.outside(), to, v4, std::net::Ipv6Addr::LOCALHOST)?;
+    for proto in ["udp", "tcp"] {
+        crate::podserver::iptables(
+            node.node_netns(),
+            &format!(
+                "-A PREROUTING -d {cluster_ip}/32 -p {proto} --dport 53 -j DNAT --to-destination {to}"
+            ),
+        );
+    }
+    Ok(server)
+}

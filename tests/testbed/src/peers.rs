@@ -18,9 +18,11 @@
 //! (`…-peer`, `…-peerpod`), so [`crate::netns::cleanup_leftovers`] finds them too; they are
 //! removed on drop, also when a test panics.
 
+use std::net::Ipv4Addr;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+use podnet_kube_double::{KubeApiServer, block_affinity, calico_node};
 
 use crate::netns::{self, NetnsThread};
 use crate::simnode::SimNode;
@@ -254,6 +256,28 @@ impl VxlanPeer {
         Ok(())
     }
 
+    /// Put node B (`node-b`: its address, tunnel address and block) and node A's first block
+    /// (node A named `node_a`) in the API, as Calico's Node annotations and BlockAffinities.
+    pub fn register(&self, api: &KubeApiServer, node_a: &str) {
+        api.apply_object(calico_node("node-b", PEER_IPV4, Some(PEER_TUNNEL)));
+        api.apply_object(block_affinity("node-b", PEER_BLOCK));
+        api.apply_object(block_affinity(node_a, LOCAL_BLOCK));
+    }
+
+    /// `n` more nodes in the API that answer, each an address of node B's underlay interface
+    /// (no tunnel address, so probed there): `node-rNN` at `192.0.2.(100 + i)`, at most 150.
+    pub fn add_answering_nodes(&mut self, api: &KubeApiServer, n: usize) -> Result<()> {
+        if n > 150 {
+            bail!("{n} answering nodes: at most 150 fit in 192.0.2.100-249");
+        }
+        for i in 0..n {
+            let ip = format!("192.0.2.{}", 100 + i);
+            self.add_address(&ip)?;
+            api.apply_object(calico_node(&format!("node-r{i:02}"), &ip, None));
+        }
+        Ok(())
+    }
+
     /// Tear node B down (also done on drop); node A's side goes with node A.
     pub fn teardown(&mut self) -> Result<()> {
         let mut first_err = None;
@@ -273,4 +297,23 @@ impl Drop for VxlanPeer {
             eprintln!("tearing down node B: {e:#}");
         }
     }
+}
+
+/// `n` nodes in the API at addresses nothing answers, `node-uNN` at `first + i`. From node A
+/// they are beyond the outside router: without a route there an ICMP net unreachable comes
+/// back at once; behind [`blackhole_outside`] nothing does (each probe waits its timeout).
+pub fn add_dead_nodes(api: &KubeApiServer, n: usize, first: Ipv4Addr) {
+    for i in 0..n {
+        let ip = Ipv4Addr::from(u32::from(first).wrapping_add(i as u32));
+        api.apply_object(calico_node(&format!("node-u{i:02}"), &ip.to_string(), None));
+    }
+}
+
+/// Let the outside router drop traffic to `prefix` silently (`ip route add blackhole PREFIX`
+/// in node A's outside namespace), as a dead node's network does: no ICMP error comes back.
+pub fn blackhole_outside(a: &SimNode, prefix: &str) -> Result<()> {
+    run(
+        "ip",
+        &format!("-n {} route add blackhole {prefix}", a.outside_netns()),
+    )
 }

@@ -37,7 +37,7 @@ use podnet_testbed::simnode::{GATEWAY_IPV4, GATEWAY_IPV6, PodSpec, SimNode, pod_
 use rtnetlink::RouteMessageBuilder;
 
 fn main() -> ExitCode {
-    const USAGE: &str = "usage: podnet-bench core [--pods N] [--deletions N] [--idle SECS] [--extra-routes N]\n       podnet-bench probes [--pods N] [--seconds N]\n       podnet-bench kube [--pods N] [--others N] [--seconds N]\n       podnet-bench throttle [--pods N] [--seconds N]\n       podnet-bench controlplane [--seconds N]\n       podnet-bench blocks [--pods N] [--blocks N] [--deletions N]\n       podnet-bench connects [--pods N] [--seconds N]";
+    const USAGE: &str = "usage: podnet-bench core [--pods N] [--deletions N] [--idle SECS] [--extra-routes N]\n       podnet-bench probes [--pods N] [--seconds N]\n       podnet-bench kube [--pods N] [--others N] [--seconds N]\n       podnet-bench throttle [--pods N] [--seconds N]\n       podnet-bench controlplane [--seconds N]\n       podnet-bench blocks [--pods N] [--blocks N] [--deletions N]\n       podnet-bench connects [--pods N] [--seconds N]\n       podnet-bench extras [--pods N] [--seconds N] [--peers N] [--k N] [--runs N]";
     let args: Vec<String> = std::env::args().skip(1).collect();
     let opts = match Opts::parse(args.get(1..).unwrap_or_default()) {
         Ok(o) => o,
@@ -54,6 +54,7 @@ fn main() -> ExitCode {
         Some("controlplane") => controlplane::run(&opts),
         Some("blocks") => blocks::run(&opts),
         Some("connects") => connects::run(&opts),
+        Some("extras") => extras::run(&opts),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -76,6 +77,9 @@ struct Opts {
     seconds: usize,
     others: usize,
     blocks: usize,
+    peers: usize,
+    k: usize,
+    runs: usize,
 }
 
 impl Opts {
@@ -90,6 +94,9 @@ impl Opts {
             seconds: 300,
             others: 50_000,
             blocks: 5_000,
+            peers: 50,
+            k: 8,
+            runs: 2,
         };
         let mut it = args.iter();
         while let Some(name) = it.next() {
@@ -101,6 +108,9 @@ impl Opts {
                 "--seconds" => &mut o.seconds,
                 "--others" => &mut o.others,
                 "--blocks" => &mut o.blocks,
+                "--peers" => &mut o.peers,
+                "--k" => &mut o.k,
+                "--runs" => &mut o.runs,
                 _ => return Err(format!("unknown option {name}")),
             };
             let value = it.next().ok_or_else(|| format!("{name} needs a value"))?;
@@ -115,6 +125,7 @@ impl Opts {
 mod blocks;
 mod connects;
 mod controlplane;
+mod extras;
 mod kube;
 mod probes;
 mod throttle;
