@@ -37,7 +37,7 @@ const BACKLOG: u32 = 1024;
 /// At most one "connection refused" warning this often (a flood must not flood the log).
 const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Limits of one listener (built from the flags in `config.rs`).
+/// Limits of one listener (built from the flags in `config/`).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Complete request head within this; also the keep-alive idle timeout and the TLS
