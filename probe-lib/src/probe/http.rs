@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
 use super::outcome::{Observation, ProbeResult, classify_io};
@@ -170,10 +170,7 @@ impl TlsConfigs {
         let verify = builder()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let insecure = builder()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(Arc::clone(&provider))))
-            .with_no_client_auth();
+        let insecure = super::any_certificate_config(Arc::clone(&provider));
         Ok(TlsConfigs {
             verify: Arc::new(verify),
             insecure: Arc::new(insecure),
@@ -302,56 +299,6 @@ async fn request<S: AsyncRead + AsyncWrite + Unpin>(
     let code =
         status(&head).ok_or_else(|| (ProbeResult::Error, "not an HTTP/1 response".to_owned()))?;
     Ok((code, first.unwrap_or_default()))
-}
-
-/// Accepts any server certificate (targets marked `insecure` only); signatures are still
-/// checked with the provider's algorithms so the handshake itself is sound.
-#[derive(Debug)]
-struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ pub mod outcome;
 pub mod report;
 pub mod target;
 
+mod any_cert;
+pub(crate) use any_cert::any_certificate_config;
 pub mod dns;
 mod dont_fragment;
 pub mod driver;

@@ -283,31 +283,40 @@ mod tests {
         assert_eq!(t.finish().dests[0].sockets, MAX_SOCKETS as u32);
     }
 
+    /// Moves this thread into a new network namespace (it goes with the thread) where
+    /// 10.99.0.2 is behind a veth whose peer drops every frame: SYNs to it go nowhere, without
+    /// ARP failing (`ip link add d0 type veth peer name d1; ip neigh add 10.99.0.2 lladdr …`).
+    /// `extra` runs after, as `ip` arguments.
+    fn black_hole_netns(extra: &[&str]) {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare (root?)");
+        let base = [
+            "link add d0 type veth peer name d1",
+            "addr add 10.99.0.1/24 dev d0",
+            "link set d1 up",
+            "link set d0 up",
+            "neigh add 10.99.0.2 lladdr 02:00:00:00:00:02 dev d0",
+        ];
+        for cmd in base.iter().chain(extra) {
+            let ok = std::process::Command::new("ip")
+                .args(cmd.split(' '))
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "ip {cmd}");
+        }
+    }
+
     /// In a namespace of its own, connects to a MAC nobody has (a veth whose peer drops
     /// them) stay in `SYN_SENT` and retransmit; the dump finds them, by destination, and
     /// not a listening or connected socket.
     #[test]
     fn a_real_dump_finds_retransmitting_connects() {
         let dump = std::thread::spawn(|| {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare (root?)");
-            for cmd in [
+            black_hole_netns(&[
                 "link set lo up",
-                "link add d0 type veth peer name d1",
-                "addr add 10.99.0.1/24 dev d0",
                 "addr add fd00:99::1/64 dev d0 nodad",
-                "link set d1 up",
-                "link set d0 up",
-                // d1 drops frames to another MAC: the SYNs go nowhere, without ARP failing.
-                "neigh add 10.99.0.2 lladdr 02:00:00:00:00:02 dev d0",
                 "neigh add fd00:99::2 lladdr 02:00:00:00:00:02 dev d0",
-            ] {
-                let ok = std::process::Command::new("ip")
-                    .args(cmd.split(' '))
-                    .status()
-                    .unwrap()
-                    .success();
-                assert!(ok, "ip {cmd}");
-            }
+            ]);
             let connect = |addr: &str| {
                 let addr: SocketAddr = addr.parse().unwrap();
                 let s = socket2::Socket::new(
@@ -356,21 +365,7 @@ mod tests {
     #[ignore = "a measurement, not a check"]
     fn cost() {
         std::thread::spawn(|| {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare (root?)");
-            for cmd in [
-                "link add d0 type veth peer name d1",
-                "addr add 10.99.0.1/24 dev d0",
-                "link set d1 up",
-                "link set d0 up",
-                "neigh add 10.99.0.2 lladdr 02:00:00:00:00:02 dev d0",
-            ] {
-                let ok = std::process::Command::new("ip")
-                    .args(cmd.split(' '))
-                    .status()
-                    .unwrap()
-                    .success();
-                assert!(ok, "ip {cmd}");
-            }
+            black_hole_netns(&[]);
             let time = |label: &str| {
                 let n = 200;
                 let started = std::time::Instant::now();
