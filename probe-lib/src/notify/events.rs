@@ -1,8 +1,12 @@
 //! Kubernetes Events (`events.k8s.io/v1`) decided from the snapshot: one Warning when a
 //! problem starts, its `series` counted when it starts again, one Normal when it clears.
 //! Pod problems are told on the Pod, node-level and remote block problems on the Node.
-//! Transitions, not scrapes or rounds, make Events; a [`TokenBucket`] caps the writes; the
-//! state is bounded ([`MAX_TRACKED`]). Pure: the caller passes the clock and performs the
+//! Control-plane problems are told on the Node; a pod's connects to a vanished pod IP on the
+//! client Pod. Transitions, not scrapes or rounds, make Events; a [`TokenBucket`] caps the
+//! writes. A start over the limit waits its turn (oldest first, at most
+//! [`super::pending::MAX_PENDING`]) and is told when a token returns if it is still a problem;
+//! one that recovered meanwhile is never told, nor its recovery. The state is bounded
+//! ([`MAX_TRACKED`]). Pure: the caller passes the clock and performs the
 //! [`Write`]s.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -12,7 +16,9 @@ use serde_json::{Value, json};
 
 use super::bucket::TokenBucket;
 use super::condition::truncate;
-use super::reasons::{block_reason, node_reason, pod_reason};
+use super::controlplane;
+use super::pending::Pending;
+use super::reasons::{block_reason, connect_reason, node_reason, pod_reason};
 use crate::model::SourceName;
 use crate::snapshot::Snapshot;
 use crate::util::clock::rfc3339;
@@ -123,6 +129,44 @@ pub fn observe(snap: &Snapshot) -> Option<Observed> {
         ));
         *note = truncate(std::mem::take(note), MAX_NOTE);
     }
+    // Told after the wiring count: it says nothing about them.
+    for (reason, note) in controlplane::notes(snap) {
+        let key = ProblemKey {
+            regarding: Regarding::Node,
+            reason,
+        };
+        out.problems.insert(key, truncate(note, MAX_NOTE));
+    }
+    for c in &snap.unanswered_connects {
+        let Some(reason) = connect_reason(c.class) else {
+            continue;
+        };
+        let Some(client) = snap.verdicts.pods.iter().find(|p| p.pod.id == c.pod) else {
+            continue;
+        };
+        if client.pod.id.name.is_empty() {
+            continue;
+        }
+        let key = ProblemKey {
+            regarding: Regarding::Pod {
+                namespace: c.pod.namespace.clone(),
+                name: c.pod.name.clone(),
+                uid: client.pod.uid.clone(),
+            },
+            reason,
+        };
+        let note = out.problems.entry(key).or_default();
+        if note.len() < MAX_NOTE {
+            if !note.is_empty() {
+                note.push_str("; ");
+            }
+            note.push_str(&format!(
+                "connects to {} unanswered; that IP belongs to no pod ({} rounds): {}",
+                c.destination, c.rounds, c.diagnosis
+            ));
+            *note = truncate(std::mem::take(note), MAX_NOTE);
+        }
+    }
     out.pods = snap
         .verdicts
         .pods
@@ -149,6 +193,9 @@ struct Recorded {
 #[derive(Debug, Clone)]
 struct Entry {
     active: bool,
+    /// This activation's Warning was written (or queued writes would tell it): a problem
+    /// never told gets no recovery.
+    told: bool,
     warning: Option<Recorded>,
     recovery: Option<Recorded>,
     changed: SystemTime,
@@ -205,6 +252,7 @@ pub struct Step {
 pub struct EventTracker {
     node: String,
     entries: HashMap<ProblemKey, Entry>,
+    pending: Pending,
     bucket: TokenBucket,
     seq: u64,
 }
@@ -215,6 +263,7 @@ impl EventTracker {
         EventTracker {
             node: node.to_owned(),
             entries: HashMap::new(),
+            pending: Pending::default(),
             bucket: TokenBucket::new(burst, per_minute),
             seq: 0,
         }
@@ -223,6 +272,12 @@ impl EventTracker {
     /// Problems remembered (bounded by [`MAX_TRACKED`]).
     pub fn tracked(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Starts waiting for a token (bounded by [`super::pending::MAX_PENDING`]); while any
+    /// wait, the caller steps again as time passes, not only on a new snapshot.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
     }
 
     /// Compare with what was active: an Event (or a series update) per problem that started
@@ -239,6 +294,27 @@ impl EventTracker {
                     .is_ok_and(|age| age > SERIES_WINDOW);
             !(gone || stale)
         });
+        // Queued starts that recovered (or whose pod is gone) before their turn: never told.
+        let entries = &self.entries;
+        for key in self
+            .pending
+            .retain(|k| entries.contains_key(k) && seen.problems.contains_key(k))
+        {
+            if let Some(e) = self.entries.get_mut(&key) {
+                e.active = false;
+                e.changed = now;
+            }
+        }
+        // The queue's turn first, oldest first, while tokens last.
+        while let Some(key) = self.pending.front().cloned() {
+            if !self.bucket.try_take(mono) {
+                break;
+            }
+            self.pending.pop();
+            if let Some(note) = seen.problems.get(&key) {
+                self.start(&key, note, now, &mut step);
+            }
+        }
         for (key, note) in &seen.problems {
             if self.entries.get(key).is_some_and(|e| e.active) {
                 continue;
@@ -249,15 +325,20 @@ impl EventTracker {
             }
             let entry = self.entries.entry(key.clone()).or_insert(Entry {
                 active: false,
+                told: false,
                 warning: None,
                 recovery: None,
                 changed: now,
             });
             entry.active = true;
+            entry.told = false;
             entry.changed = now;
-            let prev = entry.warning.take();
-            let (write, record) = self.tell(key, note, true, prev, now);
-            self.apply(key, true, write, record, mono, &mut step);
+            // Behind the queue, so the order stays the order of the starts.
+            if self.pending.is_empty() && self.bucket.try_take(mono) {
+                self.start(key, note, now, &mut step);
+            } else if !self.pending.push(key.clone()) {
+                step.dropped += 1;
+            }
         }
         let cleared: Vec<ProblemKey> = self
             .entries
@@ -271,12 +352,27 @@ impl EventTracker {
             };
             entry.active = false;
             entry.changed = now;
+            if !std::mem::take(&mut entry.told) {
+                // Its start was dropped: nobody heard of the problem, so not of its end.
+                continue;
+            }
             let prev = entry.recovery.take();
             let note = "the problem is no longer observed".to_owned();
             let (write, record) = self.tell(&key, &note, false, prev, now);
-            self.apply(&key, false, write, record, mono, &mut step);
+            self.apply(&key, write, record, mono, &mut step);
         }
         step
+    }
+
+    /// Tell a start (its token taken): a new Warning, or the next count of its series.
+    fn start(&mut self, key: &ProblemKey, note: &str, now: SystemTime, step: &mut Step) {
+        let prev = self.entries.get_mut(key).and_then(|e| e.warning.take());
+        let (write, record) = self.tell(key, note, true, prev, now);
+        if let Some(e) = self.entries.get_mut(key) {
+            e.warning = Some(record);
+            e.told = true;
+        }
+        step.writes.push(write);
     }
 
     /// The Event a create or series update wrote failed: forget it, so the next occurrence
@@ -309,11 +405,10 @@ impl EventTracker {
         oldest.is_some_and(|k| self.entries.remove(&k).is_some())
     }
 
-    /// Keep the record and the write if a token allows it.
+    /// Keep the recovery's record and its write if a token allows it.
     fn apply(
         &mut self,
         key: &ProblemKey,
-        warning: bool,
         write: Write,
         record: Recorded,
         mono: Instant,
@@ -324,11 +419,7 @@ impl EventTracker {
             return;
         }
         if let Some(e) = self.entries.get_mut(key) {
-            if warning {
-                e.warning = Some(record);
-            } else {
-                e.recovery = Some(record);
-            }
+            e.recovery = Some(record);
         }
         step.writes.push(write);
     }

@@ -5,7 +5,10 @@
 
 pub mod bucket;
 pub mod condition;
+mod controlplane;
 pub mod events;
+mod pending;
+pub mod precedence;
 pub mod reasons;
 
 pub use bucket::TokenBucket;
