@@ -1,8 +1,9 @@
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use super::*;
-use crate::model::{NodeReason, PodReason};
+use crate::model::{NodeReason, PodReason, SourceName};
 use crate::notify::condition::tests::{pod, snap};
+use crate::snapshot::Snapshot;
 
 const T0: u64 = 1_796_090_559;
 
@@ -220,7 +221,7 @@ fn the_queue_of_held_back_starts_is_bounded() {
     let mono = Instant::now();
     let mut t = EventTracker::new("node-1", 25, 6);
     let s = t.step(&observe(&broken_pods(400, &[])).unwrap(), at(0), mono);
-    let queued = crate::notify::pending::MAX_PENDING;
+    let queued = MAX_PENDING;
     assert_eq!(
         (s.writes.len(), s.dropped, t.pending()),
         (25, 400 - 25 - queued as u64, queued)

@@ -7,6 +7,7 @@ pub mod bucket;
 pub mod condition;
 mod controlplane;
 pub mod events;
+mod observe;
 mod pending;
 pub mod precedence;
 pub mod reasons;

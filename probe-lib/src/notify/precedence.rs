@@ -6,14 +6,15 @@
 //!
 //! | tier | reasons | why here |
 //! |---|---|---|
-//! | 0 | `ForwardingDisabled`, `CalicoNodeStale` | node-wide data plane: explains every pod's problem on the node |
-//! | 1 | `ControlPlaneClusterIPUnreachable` | node-wide (no service proxy on this host) and cluster-wide in effect (every aggregated API or webhook call from this API server fails); independent of pod wiring, which is proven fine by the endpoints answering |
-//! | 2 | every pod reason | this node's own pod wiring, podnet's core verdict |
-//! | 3 | `TargetUnreachable`, `PeersUnreachable` | probe failures: symptoms the tiers above often explain |
-//! | 4 | remote block reasons | another node's pods, seen from here |
-//! | 5 | `ControlPlaneEndpointsUnreachable`, `ControlPlaneTLSFailed`, `ControlPlaneNoReadyEndpoints`, `ControlPlaneServiceNotFound` | a Service's endpoints: unreachable is explained by tiers 2 and 4 (their route verdicts), the rest is the Service's own state, not this node's network |
-//! | 6 | `KubeWatchStalled` | podnet's own view is stale |
-//! | 7 | `OrphanedRoute`, `OrphanedInterface` | leftovers that break nothing running |
+//! | 0 | `ForwardingDisabled` | the node forwards nothing: explains every other problem on it |
+//! | 1 | `CalicoNodeStale` | the CNI agent stopped programming the node: explains its pods' problems |
+//! | 2 | `ControlPlaneClusterIPUnreachable` | node-wide (no service proxy on this host) and cluster-wide in effect (every aggregated API or webhook call from this API server fails); independent of pod wiring, which is proven fine by the endpoints answering |
+//! | 3 | every pod reason | this node's own pod wiring, podnet's core verdict |
+//! | 4 | `TargetUnreachable`, `PeersUnreachable` | probe failures: symptoms the tiers above often explain |
+//! | 5 | remote block reasons | another node's pods, seen from here |
+//! | 6 | `ControlPlaneEndpointsUnreachable`, `ControlPlaneTLSFailed`, `ControlPlaneNoReadyEndpoints`, `ControlPlaneServiceNotFound` | a Service's endpoints: unreachable is explained by tiers 3 and 5 (their route verdicts), the rest is the Service's own state, not this node's network |
+//! | 7 | `KubeWatchStalled` | podnet's own view is stale |
+//! | 8 | `OrphanedRoute`, `OrphanedInterface` | leftovers that break nothing running |
 //!
 //! Control-plane `ok` and `pending` are not problems and have no tier.
 
@@ -59,10 +60,8 @@ use Reason::{Block as B, ControlPlane as Cp, Node as N, Pod as P};
 
 /// The tiers, first wins (see the module documentation for the reasons of the order).
 pub const PRECEDENCE: &[&[Reason]] = &[
-    &[
-        N(NodeReason::ForwardingDisabled),
-        N(NodeReason::CalicoNodeStale),
-    ],
+    &[N(NodeReason::ForwardingDisabled)],
+    &[N(NodeReason::CalicoNodeStale)],
     &[Cp(C::ClusterIpUnreachable)],
     &[
         P(PodReason::InterfaceMissing),
@@ -138,8 +137,8 @@ mod tests {
     fn causes_before_symptoms() {
         let t = |r: Reason| r.tier().unwrap();
         let pod = t(P(PodReason::RouteMissing));
-        assert!(t(N(NodeReason::ForwardingDisabled)) < t(Cp(C::ClusterIpUnreachable)));
-        assert!(t(N(NodeReason::CalicoNodeStale)) < pod);
+        assert!(t(N(NodeReason::ForwardingDisabled)) < t(N(NodeReason::CalicoNodeStale)));
+        assert!(t(N(NodeReason::CalicoNodeStale)) < t(Cp(C::ClusterIpUnreachable)));
         assert!(t(Cp(C::ClusterIpUnreachable)) < pod);
         for r in PodReason::ALL {
             assert_eq!(t(P(*r)), pod, "every pod reason shares one tier: {r:?}");
