@@ -136,9 +136,9 @@ pub(super) fn example(v: &ServiceVerdict) -> String {
     )
 }
 
-/// One Node Event note per reason: the first Service in full (who calls it, the failing hop,
-/// the flag, the verdict's evidence and fix), then how many other Services share the reason
-/// and how many have other problems.
+/// One Node Event note per reason: the first Service (who calls it, the failing hop, the
+/// flag), how many other Services share the reason and how many have other problems, then the
+/// first Service's evidence and fix from its verdict.
 pub(super) fn notes(snap: &Snapshot) -> BTreeMap<&'static str, String> {
     let flag = snap
         .control_plane
@@ -153,29 +153,28 @@ pub(super) fn notes(snap: &Snapshot) -> BTreeMap<&'static str, String> {
         .iter()
         .map(|(name, services)| {
             let first = services[0];
-            let mut note = format!(
-                "kube-apiserver on this node cannot reach Service {} (used by {}): {}; {}. {}",
-                service(&first.service),
-                users(first),
-                hop_words(first),
-                routing(first, flag),
-                first.message
-            );
             let same: Vec<String> = services[1..]
                 .iter()
                 .take(NAMED)
                 .map(|v| service(&v.service))
                 .collect();
-            let others = total - services.len();
-            note.push_str(&format!(
-                ". Other affected Services: {} with this problem{}, {others} with another",
+            let same = if same.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", same.join(", "))
+            };
+            // The verdict's evidence and fix last: a note cut at its bound loses the end.
+            let note = format!(
+                "kube-apiserver on this node cannot reach Service {} (used by {}): {}; {}. \
+                 Other affected Services: {} with this problem{same}, {} with another. {}",
+                service(&first.service),
+                users(first),
+                hop_words(first),
+                routing(first, flag),
                 services.len() - 1,
-                if same.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", same.join(", "))
-                }
-            ));
+                total - services.len(),
+                first.message
+            );
             (*name, note)
         })
         .collect()

@@ -169,9 +169,10 @@ fn the_incident_on_the_node_with_the_other_services_counted() {
         "{note}"
     );
     assert!(
-        note.ends_with(
-            "Other affected Services: 1 with this problem (kube-system/policy-webhook:443), 1 \
-             with another"
+        note.contains(
+            "would help: kube-apiserver would dial the endpoint IPs, which answer. Other \
+             affected Services: 1 with this problem (kube-system/policy-webhook:443), 1 with \
+             another. verdict says cluster_ip_unreachable"
         ),
         "{note}"
     );
