@@ -283,10 +283,10 @@ pub async fn run(
             if let (Some(c), Some(w)) = (cond.as_mut(), want.as_ref()) {
                 c.step(&api, &cfg, w, &metrics).await;
             }
-            // Held-back starts are told as tokens return: look again every tick while any
-            // wait, with the latest snapshot (what recovered meanwhile is not told).
+            // Held-back starts are told as tokens return: look again on the tick a token is
+            // there, with the latest snapshot (what recovered meanwhile is not told).
             if let Some(t) = tracker.as_mut()
-                && (fresh || t.pending() > 0)
+                && (fresh || t.due(Instant::now()))
                 && let Some(seen) = events::observe(&snap)
             {
                 let step = t.step(&seen, SystemTime::now(), Instant::now());

@@ -154,6 +154,12 @@ impl EventTracker {
         self.pending.len()
     }
 
+    /// A held-back start can be told at `mono`: one waits and a token is there (the caller
+    /// steps then, and not on every tick in between).
+    pub fn due(&self, mono: Instant) -> bool {
+        !self.pending.is_empty() && self.bucket.has_token(mono)
+    }
+
     /// Compare with what was active: an Event (or a series update) per problem that started
     /// or cleared since the last step.
     pub fn step(&mut self, seen: &Observed, now: SystemTime, mono: Instant) -> Step {

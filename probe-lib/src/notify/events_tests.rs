@@ -173,6 +173,9 @@ fn the_rate_limit_holds_under_200_simultaneous_problems_and_the_rest_come_later(
     let bound = TokenBucket::new(25, 6);
     let s = t.step(&observe(&broken_pods(200, &[])).unwrap(), at(0), mono);
     assert_eq!((s.writes.len(), s.dropped, t.pending()), (25, 0, 175));
+    // The writer steps again when the next token is there (6 a minute: in 10 s).
+    assert!(!t.due(mono + Duration::from_secs(9)));
+    assert!(t.due(mono + Duration::from_secs(10)));
     let mut told = regarding_names(&s);
     // p030 recovers before its turn: it leaves the queue, and no token is spent on it.
     let s = t.step(
