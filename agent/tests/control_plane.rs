@@ -418,8 +418,8 @@ fn an_unreachable_cluster_ip_reaches_the_node_condition_and_events() {
     }
 
     dnat(&node_ns, METRICS_IP, ep);
-    let cleared = condition("False", "PodNetworkHealthy");
-    assert_ne!(cleared["lastTransitionTime"], bad["lastTransitionTime"]);
+    // (lastTransitionTime has whole seconds: the repair may fall in the same one.)
+    condition("False", "PodNetworkHealthy");
     let recovery = node_event(&format!("{REASON}Resolved"));
     assert_eq!(recovery["type"], "Normal");
     let m = agent.metrics().unwrap();
