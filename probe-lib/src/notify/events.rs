@@ -67,8 +67,8 @@ struct Recorded {
 #[derive(Debug, Clone)]
 struct Entry {
     active: bool,
-    /// This activation's Warning was written (or queued writes would tell it): a problem
-    /// never told gets no recovery.
+    /// This activation's Warning (or its series update) was handed out for writing: a
+    /// problem whose start was held back or dropped gets no recovery.
     told: bool,
     warning: Option<Recorded>,
     recovery: Option<Recorded>,
@@ -148,8 +148,8 @@ impl EventTracker {
         self.entries.len()
     }
 
-    /// Starts waiting for a token (bounded by [`MAX_PENDING`]); while any
-    /// wait, the caller steps again as time passes, not only on a new snapshot.
+    /// Starts waiting for a token (bounded by [`MAX_PENDING`]); while any wait, the caller
+    /// steps again when one is [`EventTracker::due`], not only on a new snapshot.
     pub fn pending(&self) -> usize {
         self.pending.len()
     }
