@@ -283,11 +283,14 @@ pub async fn run(
             if let (Some(c), Some(w)) = (cond.as_mut(), want.as_ref()) {
                 c.step(&api, &cfg, w, &metrics).await;
             }
-            if fresh
-                && let Some(t) = tracker.as_mut()
+            // Held-back starts are told as tokens return: look again on the tick a token is
+            // there, with the latest snapshot (what recovered meanwhile is not told).
+            if let Some(t) = tracker.as_mut()
+                && (fresh || t.due(Instant::now()))
                 && let Some(seen) = events::observe(&snap)
             {
                 let step = t.step(&seen, SystemTime::now(), Instant::now());
+                metrics.pending(t.pending());
                 write_events(&api, t, step, &metrics).await;
             }
         };

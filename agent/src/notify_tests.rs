@@ -131,3 +131,35 @@ async fn reads_back_retries_and_tells_once() {
     assert_eq!(api.calls("event").len(), 1);
     assert!(api.calls("series").is_empty());
 }
+
+/// Starts the rate limit held back are told on the writer's ticks as tokens return, oldest
+/// first, without waiting for a new snapshot.
+#[tokio::test]
+async fn held_back_starts_are_told_as_tokens_return() {
+    let api = FakeApi::default();
+    let mut s = (*snapshot(true)).clone();
+    for name in ["q", "r"] {
+        let mut p = s.verdicts.pods[0].clone();
+        p.pod.id.name = name.into();
+        p.pod.uid = name.into();
+        s.verdicts.pods.push(p);
+    }
+    let (_tx, rx) = watch::channel(Arc::new(s));
+    let cfg = NotifyConfig {
+        node: "n1".into(),
+        conditions: false,
+        events: true,
+        heartbeat: Duration::from_secs(3600),
+        // One at once, then one a tick at most (the bucket holds one).
+        events_burst: 1,
+        events_per_minute: 120,
+    };
+    let stop = tokio::time::sleep(Duration::from_millis(3500));
+    run(&api, cfg, rx, NotifyMetrics::default(), || {}, stop).await;
+    let told: Vec<Value> = api
+        .calls("event")
+        .iter()
+        .map(|e| e["regarding"]["name"].clone())
+        .collect();
+    assert_eq!(told, vec![json!("p"), json!("q"), json!("r")]);
+}

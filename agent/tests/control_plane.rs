@@ -87,11 +87,14 @@ fn message(agent: &Agent, svc: &str) -> String {
 }
 
 fn agent(c: &Cluster) -> Agent {
-    // The node condition and Events (their own requests, their own RBAC) are another test's.
-    let args = [
+    // The node condition and Events (their own requests, their own RBAC) are their own test's.
+    agent_telling(c, false)
+}
+
+/// The agent on the control-plane node; `tell`: it also writes the node condition and Events.
+fn agent_telling(c: &Cluster, tell: bool) -> Agent {
+    let mut args = vec![
         "--no-probes",
-        "--no-conditions",
-        "--no-events",
         "--control-plane-checks",
         "auto",
         "--control-plane-relist",
@@ -101,31 +104,20 @@ fn agent(c: &Cluster) -> Agent {
         "--probe-timeout",
         "300ms",
     ];
+    if !tell {
+        args.extend(["--no-conditions", "--no-events"]);
+    }
     c.agent(AGENT.as_ref(), &args).unwrap()
 }
 
-fn addr(ip: Ipv4Addr, port: u16) -> SocketAddr {
-    SocketAddr::from((ip, port))
-}
-
-#[test]
-fn control_plane_paths_from_the_apiserver_host() {
-    let c = Cluster::new(3).unwrap();
-    let node_ns = c.node.node_netns().to_owned();
-    let (ms, policy, plain) = (
-        c.node.pod(0).clone(),
-        c.node.pod(1).clone(),
-        c.node.pod(2).clone(),
-    );
-    let ms_ep = addr(ms.ipv4, METRICS_PORT);
-    let policy_ep = addr(policy.ipv4, POLICY_PORT);
-    let plain_ep = addr(plain.ipv4, POLICY_PORT);
-    let _metrics_server =
-        PodServer::start(&ms.netns, ms_ep, Some("metrics-server.kube-system.svc"));
-    let _policy_server =
-        PodServer::start(&policy.netns, policy_ep, Some("policy-webhook.policy.svc"));
-    let _plain_server = PodServer::start(&plain.netns, plain_ep, None);
-
+/// metrics-server as the incident had it: pod `pod`'s namespace serves TLS on its endpoint,
+/// the APIService `v1beta1.metrics.k8s.io` (unavailable, as kube-aggregator reports it), its
+/// Service on [`METRICS_IP`] and one ready endpoint, and the kube-apiserver mirror pod on this
+/// node without `--enable-aggregator-routing`. No ClusterIP DNAT yet.
+fn metrics_server(c: &Cluster, pod: usize) -> (PodServer, SocketAddr) {
+    let ms = c.node.pod(pod).clone();
+    let ep = addr(ms.ipv4, METRICS_PORT);
+    let server = PodServer::start(&ms.netns, ep, Some("metrics-server.kube-system.svc"));
     c.api
         .apply(apiserver_mirror_pod(NODE, NODE_IP, &[]))
         .unwrap();
@@ -150,6 +142,28 @@ fn control_plane_paths_from_the_apiserver_host() {
         METRICS_PORT,
         &[(&ms.ipv4.to_string(), true)],
     ));
+    (server, ep)
+}
+
+fn addr(ip: Ipv4Addr, port: u16) -> SocketAddr {
+    SocketAddr::from((ip, port))
+}
+
+#[test]
+fn control_plane_paths_from_the_apiserver_host() {
+    let c = Cluster::new(3).unwrap();
+    let node_ns = c.node.node_netns().to_owned();
+    let (ms, policy, plain) = (
+        c.node.pod(0).clone(),
+        c.node.pod(1).clone(),
+        c.node.pod(2).clone(),
+    );
+    let policy_ep = addr(policy.ipv4, POLICY_PORT);
+    let plain_ep = addr(plain.ipv4, POLICY_PORT);
+    let (_metrics_server, ms_ep) = metrics_server(&c, 0);
+    let _policy_server =
+        PodServer::start(&policy.netns, policy_ep, Some("policy-webhook.policy.svc"));
+    let _plain_server = PodServer::start(&plain.netns, plain_ep, None);
     // Five webhooks and a CRD conversion on one Service: one series, one set of probes.
     c.api.apply_object(webhook_configuration(
         true,
@@ -339,6 +353,77 @@ fn control_plane_paths_from_the_apiserver_host() {
     .map(|(v, r)| ((*v).to_owned(), (*r).to_owned()))
     .collect();
     assert_eq!(used, want);
+    drop(agent);
+}
+
+/// The incident in `kubectl describe node`: the ClusterIP stops answering from the host, the
+/// node condition turns True with the control-plane reason and a Warning on the Node names
+/// the Service, the failing hop and the flag that would help; repaired, the condition clears
+/// and a Normal Event says so.
+#[test]
+fn an_unreachable_cluster_ip_reaches_the_node_condition_and_events() {
+    const CONDITION: &str = "PodNetworkProblem";
+    const REASON: &str = "ControlPlaneClusterIPUnreachable";
+    let c = Cluster::new(1).unwrap();
+    let node_ns = c.node.node_netns().to_owned();
+    let (_server, ep) = metrics_server(&c, 0);
+    dnat(&node_ns, METRICS_IP, ep);
+    let agent = agent_telling(&c, true);
+    let condition = |status: &str, reason: &str| {
+        let (status, reason) = (status.to_owned(), reason.to_owned());
+        let api = &c.api;
+        agent
+            .wait_for(&format!("condition {status} {reason}"), WAIT, move || {
+                api.node_conditions(NODE).into_iter().find(|x| {
+                    x["type"] == CONDITION && x["status"] == status && x["reason"] == reason
+                })
+            })
+            .unwrap()
+    };
+    let node_event = |reason: &str| {
+        agent
+            .wait_for(&format!("a Node Event {reason}"), WAIT, || {
+                c.api.events().into_iter().find(|e| {
+                    e["regarding"]["kind"] == "Node"
+                        && e["regarding"]["name"] == NODE
+                        && e["reason"] == reason
+                })
+            })
+            .unwrap()
+    };
+    wait_problems(&agent, &[("metrics-server", "ok", 0.0)]);
+    condition("False", "PodNetworkHealthy");
+
+    iptables(&node_ns, "-F OUTPUT");
+    let bad = condition("True", REASON);
+    let msg = bad["message"].as_str().unwrap();
+    for want in [
+        "kube-system/metrics-server:443 (APIService v1beta1.metrics.k8s.io)",
+        "the ClusterIP hop fails (10.96.0.10:443)",
+        "--enable-aggregator-routing=true would help",
+    ] {
+        assert!(msg.contains(want), "{want:?} not in {msg}");
+    }
+    let warning = node_event(REASON);
+    assert_eq!(warning["type"], "Warning");
+    assert_eq!(warning["metadata"]["namespace"], "default");
+    let note = warning["note"].as_str().unwrap();
+    for want in [
+        "cannot reach Service kube-system/metrics-server:443",
+        "the ClusterIP hop fails (10.96.0.10:443), the endpoints answer",
+        "--enable-aggregator-routing=true would help",
+        "Other affected Services: 0 with this problem, 0 with another",
+    ] {
+        assert!(note.contains(want), "{want:?} not in {note}");
+    }
+
+    dnat(&node_ns, METRICS_IP, ep);
+    // (lastTransitionTime has whole seconds: the repair may fall in the same one.)
+    condition("False", "PodNetworkHealthy");
+    let recovery = node_event(&format!("{REASON}Resolved"));
+    assert_eq!(recovery["type"], "Normal");
+    let m = agent.metrics().unwrap();
+    assert_eq!(m.value("podnet_events_dropped_total"), Some(0.0));
     drop(agent);
 }
 

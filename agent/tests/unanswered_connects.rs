@@ -30,6 +30,18 @@ fn connects(agent: &Agent) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// The Event of `reason` on pod `pod`, once the agent wrote it.
+fn pod_event(agent: &Agent, c: &Cluster, pod: &str, reason: &str) -> Value {
+    agent
+        .wait_for(&format!("Event {reason} on {pod}"), WAIT, || {
+            c.api
+                .events()
+                .into_iter()
+                .find(|e| e["regarding"]["name"] == pod && e["reason"] == reason)
+        })
+        .unwrap()
+}
+
 fn find<'a>(list: &'a [Value], dest: &str) -> Option<&'a Value> {
     list.iter().find(|c| c["destination"] == dest)
 }
@@ -119,6 +131,36 @@ fn a_client_stuck_on_a_vanished_pod_ip_is_named_and_cleared() {
         format!("{}/{}", dropper.namespace, dropper.name).as_str()
     );
     assert!(find(&list, &outside.to_string()).is_none(), "{list:#?}");
+    // `kubectl describe pod` of the client says it; the node condition does not (the client's
+    // stale address is not a node problem).
+    let warning = pod_event(&agent, &c, &kong.name, "ConnectsToVanishedPodIP");
+    assert_eq!(warning["type"], "Warning");
+    let note = warning["note"].as_str().unwrap();
+    assert!(
+        note.starts_with(&format!(
+            "connects to {stale} unanswered; that IP belongs to no pod"
+        )),
+        "{note}"
+    );
+    assert!(
+        c.api
+            .events()
+            .iter()
+            .all(|e| e["regarding"]["name"] != dropper.name.as_str()),
+        "no Event for the live pod that drops SYNs: {:?}",
+        c.api.events()
+    );
+    let condition = c
+        .api
+        .node_conditions(podnet_testbed::cluster::NODE)
+        .into_iter()
+        .find(|x| x["type"] == "PodNetworkProblem");
+    assert!(
+        condition
+            .as_ref()
+            .is_some_and(|x| !x.to_string().contains("Vanished")),
+        "{condition:?}"
+    );
 
     // Kong's Admin API says why: its database is unreachable, so targets are not written.
     let (list, _) = wait(&agent, "Kong's hint in the diagnosis", |l| {
@@ -170,6 +212,8 @@ fn a_client_stuck_on_a_vanished_pod_ip_is_named_and_cleared() {
     });
     // The dropping pod is still reported, and the outside address never was.
     assert!(find(&list, &alive.to_string()).is_some(), "{list:#?}");
+    let recovery = pod_event(&agent, &c, &kong.name, "ConnectsToVanishedPodIPResolved");
+    assert_eq!(recovery["type"], "Normal");
     assert!(find(&list, &outside.to_string()).is_none(), "{list:#?}");
     agent
         .wait_metrics("the series gone", WAIT, |m| {

@@ -206,6 +206,11 @@ impl Metrics {
             "Events not written: over the rate limit, or too many problems tracked",
             m.events_dropped.clone(),
         );
+        self.registry.register(
+            "podnet_events_pending",
+            "Problem starts held back by the Event rate limit, told when tokens return",
+            m.events_pending.clone(),
+        );
         m
     }
 

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 
 /// Labels of `podnet_kube_writes_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -38,6 +39,7 @@ impl WriteObject {
 pub struct NotifyMetrics {
     pub(crate) writes: Family<WriteLabels, Counter>,
     pub(crate) events_dropped: Counter,
+    pub(crate) events_pending: Gauge,
 }
 
 impl Default for NotifyMetrics {
@@ -46,6 +48,7 @@ impl Default for NotifyMetrics {
         let m = NotifyMetrics {
             writes: Family::default(),
             events_dropped: Counter::default(),
+            events_pending: Gauge::default(),
         };
         for object in WriteObject::ALL {
             for result in ["ok", "error"] {
@@ -74,5 +77,11 @@ impl NotifyMetrics {
     /// Events left out by the rate limit or the bound on tracked problems.
     pub fn dropped(&self, n: u64) {
         self.events_dropped.inc_by(n);
+    }
+
+    /// Problem starts held back by the rate limit, waiting for a token.
+    pub fn pending(&self, n: usize) {
+        self.events_pending
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 }

@@ -24,12 +24,25 @@ impl TokenBucket {
         }
     }
 
+    /// Tokens there at `now`.
+    fn level(&self, now: Instant) -> f64 {
+        match self.at {
+            Some(at) => {
+                let elapsed = now.saturating_duration_since(at);
+                (self.tokens + elapsed.as_secs_f64() * self.per_sec).min(self.burst)
+            }
+            None => self.tokens,
+        }
+    }
+
+    /// Whether [`TokenBucket::try_take`] would succeed at `now` (takes nothing).
+    pub fn has_token(&self, now: Instant) -> bool {
+        self.level(now) >= 1.0
+    }
+
     /// Take a token if one is there.
     pub fn try_take(&mut self, now: Instant) -> bool {
-        if let Some(at) = self.at {
-            let elapsed = now.saturating_duration_since(at);
-            self.tokens = (self.tokens + elapsed.as_secs_f64() * self.per_sec).min(self.burst);
-        }
+        self.tokens = self.level(now);
         self.at = Some(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -57,6 +70,8 @@ mod tests {
         assert!(!b.try_take(t0));
         // One per second.
         assert!(!b.try_take(t0 + Duration::from_millis(500)));
+        assert!(!b.has_token(t0 + Duration::from_millis(900)));
+        assert!(b.has_token(t0 + Duration::from_millis(1000)));
         assert!(b.try_take(t0 + Duration::from_millis(1000)));
         assert!(!b.try_take(t0 + Duration::from_millis(1100)));
         // A long quiet spell refills to the burst, no further.

@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
-use super::reasons::{BLOCK_RANK, POD_RANK, block_reason, node_rank, node_reason, pod_reason};
+use super::controlplane;
+use super::precedence::Reason;
+use super::reasons::{block_reason, node_reason, pod_reason};
 use crate::snapshot::Snapshot;
 use crate::util::clock::rfc3339;
 
@@ -55,6 +57,11 @@ impl Tally {
     }
 }
 
+/// A reason's tier in the precedence table (every reason tallied has one).
+fn rank(r: Reason) -> u8 {
+    r.tier().unwrap_or(u8::MAX)
+}
+
 /// The condition for this snapshot; `None` before the first full read (nothing is known yet,
 /// so nothing is claimed).
 pub fn desired(snap: &Snapshot) -> Option<Desired> {
@@ -71,27 +78,38 @@ pub fn desired(snap: &Snapshot) -> Option<Desired> {
                 continue;
             }
             seen.push(reason);
-            tallies.entry(reason).or_default().add(POD_RANK, || {
-                let who = if pod.pod.id.name.is_empty() {
-                    pod.pod.interface.clone()
-                } else {
-                    format!("{}/{}", pod.pod.id.namespace, pod.pod.id.name)
-                };
-                format!("{who} ({})", p.detail)
-            });
+            tallies
+                .entry(reason)
+                .or_default()
+                .add(rank(Reason::Pod(p.reason)), || {
+                    let who = if pod.pod.id.name.is_empty() {
+                        pod.pod.interface.clone()
+                    } else {
+                        format!("{}/{}", pod.pod.id.namespace, pod.pod.id.name)
+                    };
+                    format!("{who} ({})", p.detail)
+                });
         }
     }
     for p in &snap.verdicts.node {
         tallies
             .entry(node_reason(p.reason))
             .or_default()
-            .add(node_rank(p.reason), || p.detail.clone());
+            .add(rank(Reason::Node(p.reason)), || p.detail.clone());
     }
     for b in snap.remote_blocks.iter() {
         tallies
             .entry(block_reason(b.reason))
             .or_default()
-            .add(BLOCK_RANK, || format!("{} of {}", b.block, b.node));
+            .add(rank(Reason::Block(b.reason)), || {
+                format!("{} of {}", b.block, b.node)
+            });
+    }
+    for (name, reason, v) in controlplane::problems(snap) {
+        tallies
+            .entry(name)
+            .or_default()
+            .add(rank(reason), || controlplane::example(v));
     }
     let total = snap.verdicts.pods.len();
     let Some((&reason, _)) = tallies

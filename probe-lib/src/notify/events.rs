@@ -1,20 +1,21 @@
 //! Kubernetes Events (`events.k8s.io/v1`) decided from the snapshot: one Warning when a
-//! problem starts, its `series` counted when it starts again, one Normal when it clears.
-//! Pod problems are told on the Pod, node-level and remote block problems on the Node.
-//! Transitions, not scrapes or rounds, make Events; a [`TokenBucket`] caps the writes; the
-//! state is bounded ([`MAX_TRACKED`]). Pure: the caller passes the clock and performs the
-//! [`Write`]s.
+//! problem starts, its `series` counted when it starts again, one Normal when it clears
+//! (what each is about: [`observe`]). Transitions, not scrapes or rounds, make Events; a
+//! [`TokenBucket`] caps the writes. A start over the limit waits its turn (oldest first, at
+//! most [`MAX_PENDING`]) and is told when a token returns if it is still a
+//! problem; one that recovered meanwhile is never told, nor its recovery. The state is
+//! bounded ([`MAX_TRACKED`]). Pure: the caller passes the clock and performs the [`Write`]s.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
 use super::bucket::TokenBucket;
 use super::condition::truncate;
-use super::reasons::{block_reason, node_reason, pod_reason};
-use crate::model::SourceName;
-use crate::snapshot::Snapshot;
+pub use super::observe::{Observed, observe};
+pub use super::pending::MAX_PENDING;
+use super::pending::Pending;
 use crate::util::clock::rfc3339;
 
 /// `reportingController` of every Event.
@@ -54,89 +55,6 @@ pub struct ProblemKey {
     pub reason: &'static str,
 }
 
-/// The problems of one snapshot, and the pods it still has (a pod that is gone gets no
-/// recovery Event).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Observed {
-    /// Problem → its evidence.
-    pub problems: BTreeMap<ProblemKey, String>,
-    /// Every pod in the snapshot.
-    pub pods: HashSet<Regarding>,
-}
-
-/// What the snapshot says Events should be about; `None` when Events cannot be told: before
-/// the first full read, or without pod identities (node mode).
-pub fn observe(snap: &Snapshot) -> Option<Observed> {
-    if !snap.synced || snap.pod_source != SourceName::Kubernetes {
-        return None;
-    }
-    let mut out = Observed::default();
-    let total = snap.verdicts.pods.len();
-    let healthy = total - snap.verdicts.pods_with_problems();
-    let mut add = |key: ProblemKey, evidence: String| {
-        let note = out.problems.entry(key).or_default();
-        if !note.is_empty() {
-            note.push_str("; ");
-        }
-        if note.len() < MAX_NOTE {
-            note.push_str(&evidence);
-        }
-    };
-    for pod in &snap.verdicts.pods {
-        if pod.pod.id.name.is_empty() {
-            continue;
-        }
-        let regarding = Regarding::Pod {
-            namespace: pod.pod.id.namespace.clone(),
-            name: pod.pod.id.name.clone(),
-            uid: pod.pod.uid.clone(),
-        };
-        for p in &pod.problems {
-            let ip = p.ip.map(|ip| format!("{ip}: ")).unwrap_or_default();
-            let key = ProblemKey {
-                regarding: regarding.clone(),
-                reason: pod_reason(p.reason),
-            };
-            add(
-                key,
-                format!("{ip}{} (host interface {:?})", p.detail, pod.pod.interface),
-            );
-        }
-    }
-    for p in &snap.verdicts.node {
-        let key = ProblemKey {
-            regarding: Regarding::Node,
-            reason: node_reason(p.reason),
-        };
-        add(key, p.detail.clone());
-    }
-    for b in snap.remote_blocks.iter() {
-        let key = ProblemKey {
-            regarding: Regarding::Node,
-            reason: block_reason(b.reason),
-        };
-        add(key, format!("{} of node {}: {}", b.block, b.node, b.detail));
-    }
-    for note in out.problems.values_mut() {
-        note.push_str(&format!(
-            "; {healthy} of {total} pods on the node are wired correctly"
-        ));
-        *note = truncate(std::mem::take(note), MAX_NOTE);
-    }
-    out.pods = snap
-        .verdicts
-        .pods
-        .iter()
-        .filter(|p| !p.pod.id.name.is_empty())
-        .map(|p| Regarding::Pod {
-            namespace: p.pod.id.namespace.clone(),
-            name: p.pod.id.name.clone(),
-            uid: p.pod.uid.clone(),
-        })
-        .collect();
-    Some(out)
-}
-
 /// An Event this agent created, as far as its series goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Recorded {
@@ -149,6 +67,9 @@ struct Recorded {
 #[derive(Debug, Clone)]
 struct Entry {
     active: bool,
+    /// This activation's Warning (or its series update) was handed out for writing: a
+    /// problem whose start was held back or dropped gets no recovery.
+    told: bool,
     warning: Option<Recorded>,
     recovery: Option<Recorded>,
     changed: SystemTime,
@@ -205,6 +126,7 @@ pub struct Step {
 pub struct EventTracker {
     node: String,
     entries: HashMap<ProblemKey, Entry>,
+    pending: Pending,
     bucket: TokenBucket,
     seq: u64,
 }
@@ -215,6 +137,7 @@ impl EventTracker {
         EventTracker {
             node: node.to_owned(),
             entries: HashMap::new(),
+            pending: Pending::default(),
             bucket: TokenBucket::new(burst, per_minute),
             seq: 0,
         }
@@ -223,6 +146,18 @@ impl EventTracker {
     /// Problems remembered (bounded by [`MAX_TRACKED`]).
     pub fn tracked(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Starts waiting for a token (bounded by [`MAX_PENDING`]); while any wait, the caller
+    /// steps again when one is [`EventTracker::due`], not only on a new snapshot.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// A held-back start can be told at `mono`: one waits and a token is there (the caller
+    /// steps then, and not on every tick in between).
+    pub fn due(&self, mono: Instant) -> bool {
+        !self.pending.is_empty() && self.bucket.has_token(mono)
     }
 
     /// Compare with what was active: an Event (or a series update) per problem that started
@@ -239,6 +174,27 @@ impl EventTracker {
                     .is_ok_and(|age| age > SERIES_WINDOW);
             !(gone || stale)
         });
+        // Queued starts that recovered (or whose pod is gone) before their turn: never told.
+        let entries = &self.entries;
+        for key in self
+            .pending
+            .retain(|k| entries.contains_key(k) && seen.problems.contains_key(k))
+        {
+            if let Some(e) = self.entries.get_mut(&key) {
+                e.active = false;
+                e.changed = now;
+            }
+        }
+        // The queue's turn first, oldest first, while tokens last.
+        while let Some(key) = self.pending.front().cloned() {
+            if !self.bucket.try_take(mono) {
+                break;
+            }
+            self.pending.pop();
+            if let Some(note) = seen.problems.get(&key) {
+                self.start(&key, note, now, &mut step);
+            }
+        }
         for (key, note) in &seen.problems {
             if self.entries.get(key).is_some_and(|e| e.active) {
                 continue;
@@ -249,15 +205,20 @@ impl EventTracker {
             }
             let entry = self.entries.entry(key.clone()).or_insert(Entry {
                 active: false,
+                told: false,
                 warning: None,
                 recovery: None,
                 changed: now,
             });
             entry.active = true;
+            entry.told = false;
             entry.changed = now;
-            let prev = entry.warning.take();
-            let (write, record) = self.tell(key, note, true, prev, now);
-            self.apply(key, true, write, record, mono, &mut step);
+            // Behind the queue, so the order stays the order of the starts.
+            if self.pending.is_empty() && self.bucket.try_take(mono) {
+                self.start(key, note, now, &mut step);
+            } else if !self.pending.push(key.clone()) {
+                step.dropped += 1;
+            }
         }
         let cleared: Vec<ProblemKey> = self
             .entries
@@ -271,12 +232,27 @@ impl EventTracker {
             };
             entry.active = false;
             entry.changed = now;
+            if !std::mem::take(&mut entry.told) {
+                // Its start was dropped: nobody heard of the problem, so not of its end.
+                continue;
+            }
             let prev = entry.recovery.take();
             let note = "the problem is no longer observed".to_owned();
             let (write, record) = self.tell(&key, &note, false, prev, now);
-            self.apply(&key, false, write, record, mono, &mut step);
+            self.apply(&key, write, record, mono, &mut step);
         }
         step
+    }
+
+    /// Tell a start (its token taken): a new Warning, or the next count of its series.
+    fn start(&mut self, key: &ProblemKey, note: &str, now: SystemTime, step: &mut Step) {
+        let prev = self.entries.get_mut(key).and_then(|e| e.warning.take());
+        let (write, record) = self.tell(key, note, true, prev, now);
+        if let Some(e) = self.entries.get_mut(key) {
+            e.warning = Some(record);
+            e.told = true;
+        }
+        step.writes.push(write);
     }
 
     /// The Event a create or series update wrote failed: forget it, so the next occurrence
@@ -309,11 +285,10 @@ impl EventTracker {
         oldest.is_some_and(|k| self.entries.remove(&k).is_some())
     }
 
-    /// Keep the record and the write if a token allows it.
+    /// Keep the recovery's record and its write if a token allows it.
     fn apply(
         &mut self,
         key: &ProblemKey,
-        warning: bool,
         write: Write,
         record: Recorded,
         mono: Instant,
@@ -324,11 +299,7 @@ impl EventTracker {
             return;
         }
         if let Some(e) = self.entries.get_mut(key) {
-            if warning {
-                e.warning = Some(record);
-            } else {
-                e.recovery = Some(record);
-            }
+            e.recovery = Some(record);
         }
         step.writes.push(write);
     }

@@ -1,8 +1,9 @@
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use super::*;
-use crate::model::{NodeReason, PodReason};
+use crate::model::{NodeReason, PodReason, SourceName};
 use crate::notify::condition::tests::{pod, snap};
+use crate::snapshot::Snapshot;
 
 const T0: u64 = 1_796_090_559;
 
@@ -138,52 +139,103 @@ fn node_problems_are_told_on_the_node_and_gone_pods_get_no_recovery() {
     assert_eq!(t.tracked(), 1);
 }
 
+fn broken_pods(n: usize, healthy: &[usize]) -> Snapshot {
+    let pods = (0..n)
+        .map(|i| {
+            let problems: &[PodReason] = if healthy.contains(&i) {
+                &[]
+            } else {
+                &[PodReason::RouteMissing]
+            };
+            pod(
+                &format!("p{i:03}"),
+                &format!("10.244.{}.{}", i / 250, i % 250 + 1),
+                problems,
+            )
+        })
+        .collect();
+    snap(pods, &[])
+}
+
+fn regarding_names(step: &Step) -> Vec<String> {
+    creates(step)
+        .iter()
+        .map(|e| e["regarding"]["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// 200 problems at once: the burst now, the rest as tokens return, oldest first, never more
+/// than the bucket allows; one that recovered before its turn is told neither way.
 #[test]
-fn the_rate_limit_holds_under_200_simultaneous_problems() {
+fn the_rate_limit_holds_under_200_simultaneous_problems_and_the_rest_come_later() {
     let mono = Instant::now();
     let mut t = EventTracker::new("node-1", 25, 6);
-    let pods = (0..200)
-        .map(|i| {
-            pod(
-                &format!("p{i}"),
-                &format!("10.244.1.{}", i + 1),
-                &[PodReason::RouteMissing],
-            )
-        })
-        .collect();
-    let s = t.step(&observe(&snap(pods, &[])).unwrap(), at(0), mono);
-    assert_eq!((s.writes.len(), s.dropped), (25, 175));
-    // Later snapshots of the same problems write nothing (a dropped start is not retried).
-    let pods: Vec<_> = (0..200)
-        .map(|i| {
-            pod(
-                &format!("p{i}"),
-                &format!("10.244.1.{}", i + 1),
-                &[PodReason::RouteMissing],
-            )
-        })
-        .collect();
+    let bound = TokenBucket::new(25, 6);
+    let s = t.step(&observe(&broken_pods(200, &[])).unwrap(), at(0), mono);
+    assert_eq!((s.writes.len(), s.dropped, t.pending()), (25, 0, 175));
+    // The writer steps again when the next token is there (6 a minute: in 10 s).
+    assert!(!t.due(mono + Duration::from_secs(9)));
+    assert!(t.due(mono + Duration::from_secs(10)));
+    let mut told = regarding_names(&s);
+    // p030 recovers before its turn: it leaves the queue, and no token is spent on it.
     let s = t.step(
-        &observe(&snap(pods.clone(), &[])).unwrap(),
-        at(60),
-        mono + Duration::from_secs(60),
+        &observe(&broken_pods(200, &[30])).unwrap(),
+        at(5),
+        mono + Duration::from_secs(5),
     );
-    assert_eq!(s, Step::default());
-    // All clear a minute later: six tokens have come back.
-    let healthy = pods
-        .iter()
-        .map(|p| {
-            let mut p = p.clone();
-            p.problems.clear();
-            p
-        })
+    assert_eq!((s, t.pending()), (Step::default(), 174));
+    // Every 10 s a token (6 a minute), each to the oldest start still broken.
+    let mut secs = 5;
+    while t.pending() > 0 {
+        secs += 10;
+        let s = t.step(
+            &observe(&broken_pods(200, &[30])).unwrap(),
+            at(secs),
+            mono + Duration::from_secs(secs),
+        );
+        assert_eq!(s.dropped, 0);
+        assert!(s.writes.len() <= 1, "{s:?}");
+        told.extend(regarding_names(&s));
+        assert!(told.len() as u64 <= bound.max_over(Duration::from_secs(secs)));
+        assert!(secs < 3600, "the queue does not drain");
+    }
+    let want: Vec<String> = (0..200)
+        .filter(|i| *i != 30)
+        .map(|i| format!("p{i:03}"))
         .collect();
+    assert_eq!(told, want, "in the order they started, p030 never");
+    // All clear: recoveries for what was told, over the limit dropped (not queued).
     let s = t.step(
-        &observe(&snap(healthy, &[])).unwrap(),
-        at(60),
-        mono + Duration::from_secs(60),
+        &observe(&broken_pods(200, &(0..200).collect::<Vec<_>>())).unwrap(),
+        at(secs + 60),
+        mono + Duration::from_secs(secs + 60),
     );
-    assert_eq!((s.writes.len(), s.dropped), (6, 194));
+    assert_eq!((s.writes.len(), s.dropped, t.pending()), (6, 193, 0));
+    assert!(
+        creates(&s)
+            .iter()
+            .all(|e| e["type"] == "Normal" && e["regarding"]["name"] != "p030")
+    );
+}
+
+/// The queue is bounded: beyond it a start is dropped, counted, and never told, nor its end.
+#[test]
+fn the_queue_of_held_back_starts_is_bounded() {
+    let mono = Instant::now();
+    let mut t = EventTracker::new("node-1", 25, 6);
+    let s = t.step(&observe(&broken_pods(400, &[])).unwrap(), at(0), mono);
+    let queued = MAX_PENDING;
+    assert_eq!(
+        (s.writes.len(), s.dropped, t.pending()),
+        (25, 400 - 25 - queued as u64, queued)
+    );
+    // p399 (dropped) recovers: no Event; the queue is unchanged.
+    let s = t.step(
+        &observe(&broken_pods(400, &[399])).unwrap(),
+        at(1),
+        mono + Duration::from_secs(1),
+    );
+    assert_eq!((s, t.pending()), (Step::default(), queued));
 }
 
 #[test]
@@ -214,4 +266,59 @@ fn a_failed_write_is_forgotten_and_the_state_is_bounded() {
     let s = t.step(&observe(&snap(many, &[])).unwrap(), at(3), mono);
     assert_eq!(t.tracked(), MAX_TRACKED);
     assert_eq!(s.dropped, 10);
+}
+
+/// A pod stuck connecting to a vanished pod IP: a Warning on the client Pod, not the node
+/// condition; other classes of unanswered connects are told elsewhere or not at all.
+#[test]
+fn connects_to_a_vanished_pod_ip_warn_the_client_pod() {
+    use crate::model::{ConnectClass, PodId};
+    use crate::verdict::ConnectVerdict;
+    let mono = Instant::now();
+    let connect = |class: ConnectClass| ConnectVerdict {
+        pod: PodId {
+            namespace: "shop".into(),
+            name: "a".into(),
+        },
+        interface: "calia".into(),
+        destination: "10.244.3.7:8000".parse().unwrap(),
+        class,
+        owner: None,
+        sockets: 2,
+        retransmits: 3,
+        rounds: 4,
+        diagnosis: "no pod has this IP".into(),
+        client: None,
+    };
+    for class in ConnectClass::ALL {
+        let mut s = snap(vec![pod("a", "10.244.0.2", &[])], &[]);
+        s.unanswered_connects = vec![connect(*class)];
+        assert!(!crate::notify::condition::desired(&s).unwrap().problem);
+        let mut t = EventTracker::new("node-1", 25, 6);
+        let step = t.step(&observe(&s).unwrap(), at(0), mono);
+        if *class != ConnectClass::VanishedPodIp {
+            assert_eq!(step, Step::default(), "{class:?}");
+            continue;
+        }
+        let c = creates(&step);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0]["type"], "Warning");
+        assert_eq!(c[0]["reason"], "ConnectsToVanishedPodIP");
+        assert_eq!(
+            c[0]["regarding"],
+            json!({"apiVersion": "v1", "kind": "Pod", "namespace": "shop", "name": "a", "uid": "uid-a"})
+        );
+        assert_eq!(
+            c[0]["note"],
+            "connects to 10.244.3.7:8000 unanswered; that IP belongs to no pod (4 rounds): no \
+             pod has this IP"
+        );
+        // The client gave up on the address: a recovery.
+        s.unanswered_connects.clear();
+        let step = t.step(&observe(&s).unwrap(), at(10), mono);
+        assert_eq!(
+            creates(&step)[0]["reason"],
+            "ConnectsToVanishedPodIPResolved"
+        );
+    }
 }

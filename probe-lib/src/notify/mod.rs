@@ -5,7 +5,11 @@
 
 pub mod bucket;
 pub mod condition;
+mod controlplane;
 pub mod events;
+mod observe;
+mod pending;
+pub mod precedence;
 pub mod reasons;
 
 pub use bucket::TokenBucket;

@@ -1,7 +1,7 @@
 //! Every verdict reason as Kubernetes spells a reason: CamelCase, one per label value. An
 //! exhaustive `match` per enum, so a new reason does not compile until it has its name here.
 
-use crate::model::{BlockReason, NodeReason, PodReason};
+use crate::model::{BlockReason, ConnectClass, ControlPlaneReason, NodeReason, PodReason};
 
 /// The Event (and condition) reason of a pod problem.
 pub const fn pod_reason(r: PodReason) -> &'static str {
@@ -43,22 +43,34 @@ pub const fn block_reason(r: BlockReason) -> &'static str {
     }
 }
 
-/// How much a node-level reason outweighs pod reasons when the condition names one: the
-/// node-wide causes first (they explain the pods' problems), the leftovers last.
-pub(super) const fn node_rank(r: NodeReason) -> u8 {
+/// The Event (and condition) reason of a control-plane Service problem; `None` for `ok` and
+/// `pending` (nothing to tell).
+pub const fn controlplane_reason(r: ControlPlaneReason) -> Option<&'static str> {
     match r {
-        NodeReason::ForwardingDisabled => 0,
-        NodeReason::CalicoNodeStale => 1,
-        NodeReason::TargetUnreachable | NodeReason::PeersUnreachable => 3,
-        NodeReason::KubeWatchStalled => 5,
-        NodeReason::OrphanedRoute | NodeReason::OrphanedInterface => 6,
+        ControlPlaneReason::Ok | ControlPlaneReason::Pending => None,
+        ControlPlaneReason::ServiceNotFound => Some("ControlPlaneServiceNotFound"),
+        ControlPlaneReason::NoReadyEndpoints => Some("ControlPlaneNoReadyEndpoints"),
+        ControlPlaneReason::EndpointsUnreachable => Some("ControlPlaneEndpointsUnreachable"),
+        ControlPlaneReason::TlsFailed => Some("ControlPlaneTLSFailed"),
+        ControlPlaneReason::ClusterIpUnreachable => Some("ControlPlaneClusterIPUnreachable"),
     }
 }
 
-/// Pod reasons rank between the node-wide causes and the rest (see [`node_rank`]).
-pub(super) const POD_RANK: u8 = 2;
-/// Remote blocks: after the pods of this node.
-pub(super) const BLOCK_RANK: u8 = 4;
+/// The Event reason on the client Pod for its unanswered connects of this class; `None` for
+/// the classes told elsewhere or not the client's problem: `node_pod` (the destination pod's
+/// own wiring verdict and Event), `unanswered_pod` (a live pod elsewhere: its node's agent
+/// judges it), `pod_ip_unverified` (not known to be stale), `service` and `outside` (not a pod
+/// network fact podnet can prove). A vanished pod IP is the client's own stale address.
+pub const fn connect_reason(c: ConnectClass) -> Option<&'static str> {
+    match c {
+        ConnectClass::VanishedPodIp => Some("ConnectsToVanishedPodIP"),
+        ConnectClass::NodePod
+        | ConnectClass::UnansweredPod
+        | ConnectClass::PodIpUnverified
+        | ConnectClass::Service
+        | ConnectClass::Outside => None,
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -81,10 +93,22 @@ mod tests {
             .map(|r| pod_reason(*r))
             .chain(NodeReason::ALL.iter().map(|r| node_reason(*r)))
             .chain(BlockReason::ALL.iter().map(|r| block_reason(*r)))
+            .chain(
+                ControlPlaneReason::ALL
+                    .iter()
+                    .filter_map(|r| controlplane_reason(*r)),
+            )
+            .chain(ConnectClass::ALL.iter().filter_map(|c| connect_reason(*c)))
             .collect();
+        // Every control-plane reason but `ok` and `pending`; one connect class.
         assert_eq!(
             names.len(),
-            PodReason::ALL.len() + NodeReason::ALL.len() + BlockReason::ALL.len()
+            PodReason::ALL.len()
+                + NodeReason::ALL.len()
+                + BlockReason::ALL.len()
+                + ControlPlaneReason::ALL.len()
+                - 2
+                + 1
         );
         let distinct: HashSet<&str> = names.iter().copied().collect();
         assert_eq!(distinct.len(), names.len(), "{names:?}");
@@ -106,14 +130,18 @@ mod tests {
         for r in BlockReason::ALL {
             assert_eq!(block_reason(*r).to_lowercase(), r.as_str().replace('_', ""));
         }
-    }
-
-    #[test]
-    fn node_wide_causes_outrank_pods_and_leftovers_rank_last() {
-        assert!(node_rank(NodeReason::ForwardingDisabled) < POD_RANK);
-        assert!(node_rank(NodeReason::CalicoNodeStale) < POD_RANK);
-        for r in [NodeReason::OrphanedRoute, NodeReason::OrphanedInterface] {
-            assert!(node_rank(r) > BLOCK_RANK && node_rank(r) > POD_RANK);
+        for r in ControlPlaneReason::ALL {
+            if let Some(name) = controlplane_reason(*r) {
+                let words: String = r.as_str().split('_').collect();
+                assert_eq!(name.to_lowercase(), format!("controlplane{words}"));
+            }
         }
+        assert_eq!(
+            connect_reason(ConnectClass::VanishedPodIp).map(str::to_lowercase),
+            Some(format!(
+                "connectsto{}",
+                ConnectClass::VanishedPodIp.as_str().replace('_', "")
+            ))
+        );
     }
 }
