@@ -293,8 +293,18 @@ fn the_event_rate_limit_holds_under_200_simultaneous_problems_and_the_rest_come_
             m.value("podnet_events_pending") == Some(0.0)
         })
         .unwrap();
-    // The gauge drops before the last popped start's write is answered: let it land.
-    std::thread::sleep(Duration::from_secs(1));
+    // The gauge drops before the last popped start's write is answered: wait until every
+    // Event write the API double received has been answered to the agent (its counter).
+    agent
+        .wait_metrics("last Event write answered", WAIT, |m| {
+            let answered: f64 = m
+                .named("podnet_kube_writes_total")
+                .filter(|s| s.labels.get("object").map(String::as_str) == Some("event"))
+                .map(|s| s.value)
+                .sum();
+            answered >= event_writes(&c.api).len() as f64
+        })
+        .unwrap();
     let told = event_writes(&c.api).len();
     // Longer than a token's 5 s: a start still held would have been told by then.
     std::thread::sleep(Duration::from_secs(7));
