@@ -88,8 +88,8 @@ fn serve(
     Ok(t)
 }
 
-/// Read the request (whatever it is) and answer `body` as `/status`, then close (with TLS's
-/// close_notify, as nginx does).
+/// Answer `body` as `/status` to whatever is asked, then close (with TLS's close_notify, as
+/// nginx does).
 fn answer(c: TcpStream, tls: Option<&Arc<ServerConfig>>, body: &str) -> std::io::Result<()> {
     c.set_nonblocking(false)?;
     c.set_read_timeout(Some(Duration::from_millis(500)))?;
@@ -98,20 +98,28 @@ fn answer(c: TcpStream, tls: Option<&Arc<ServerConfig>>, body: &str) -> std::io:
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    let mut req = [0u8; 1024];
     match tls {
-        None => {
-            let mut c = c;
-            let _ = c.read(&mut req);
-            c.write_all(answer.as_bytes())
-        }
+        None => respond(c, &answer),
         Some(config) => {
             let conn = ServerConnection::new(Arc::clone(config)).map_err(std::io::Error::other)?;
             let mut s = StreamOwned::new(conn, c);
-            s.read(&mut req)?;
-            s.write_all(answer.as_bytes())?;
+            respond(&mut s, &answer)?;
             s.conn.send_close_notify();
             s.flush()
         }
     }
+}
+
+/// Read the request's head (whatever it asks; bounded), then write `answer`.
+fn respond(mut s: impl Read + Write, answer: &str) -> std::io::Result<()> {
+    let mut req = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        req.extend_from_slice(&buf[..n]);
+    }
+    s.write_all(answer.as_bytes())
 }
