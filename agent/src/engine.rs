@@ -188,7 +188,7 @@ where
 /// every pod is asked and the answer's shape decides.
 fn client_hints(args: &Args, kube: bool) -> Vec<Arc<dyn ClientHint>> {
     let mut hints: Vec<Arc<dyn ClientHint>> = Vec::new();
-    if args.kong_admin_port != 0 {
+    if args.kong_admin_port != 0 || args.kong_admin_tls_port != 0 {
         let pods = match (&args.kong_selector, kube) {
             (_, false) => KongPods::Any,
             (Some(s), true) => KongPods::Selector(s.clone()),
@@ -196,6 +196,7 @@ fn client_hints(args: &Args, kube: bool) -> Vec<Arc<dyn ClientHint>> {
         };
         hints.push(Arc::new(Kong {
             admin_port: args.kong_admin_port,
+            tls_port: args.kong_admin_tls_port,
             pods,
         }));
     }

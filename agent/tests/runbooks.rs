@@ -12,12 +12,13 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use podnet_testbed::cluster::{Cluster, api_pod};
-use podnet_testbed::connects::{keep_connecting, kong_admin};
+use podnet_testbed::connects::keep_connecting;
+use podnet_testbed::kong::{self, kong_admin};
 use podnet_testbed::simnode::{NODE_IPV4, OUTSIDE_IPV4, PodSpec, SimNode, SimPod};
 
 fn runbook() -> String {
@@ -324,6 +325,8 @@ fn stuck_on_vanished_pod_commands_name_the_stale_address_and_why() {
         )
         .unwrap();
     let _admin = kong_admin(&kong.netns, Arc::new(AtomicBool::new(false))).unwrap();
+    let down = Arc::new(Mutex::new(kong::db_status(false)));
+    let _admin_tls = kong::kong_admin_tls(&kong.netns, down).unwrap();
     let _client = keep_connecting(&kong.netns, vec![stale]);
     agent
         .wait_status("the stale address reported", Duration::from_secs(40), |s| {
@@ -376,6 +379,12 @@ fn stuck_on_vanished_pod_commands_name_the_stale_address_and_why() {
     let o = sh_in(
         &ns,
         &in_kong("ip netns exec <cni-…> curl -s http://127.0.0.1:8001/status"),
+    );
+    assert!(o.stdout.contains("\"reachable\": false"), "{}", o.stdout);
+    // The same over TLS, where Kong's chart has its only admin listen.
+    let o = sh_in(
+        &ns,
+        &in_kong("ip netns exec <cni-…> curl -sk https://127.0.0.1:8444/status"),
     );
     assert!(o.stdout.contains("\"reachable\": false"), "{}", o.stdout);
 

@@ -5,17 +5,19 @@
 //! outside address that answers → nothing. A Kong Admin API double in the client's namespace
 //! saying its database is unreachable → the diagnosis says so; reachable → it does not. Only
 //! Kong's pods are asked (its charts' label or image, or `--kong-selector`); in node mode,
-//! without labels, every pod is.
+//! without labels, every pod is. The Admin API is read over TLS on 8444 too (Kong's chart),
+//! and a DB-less Kong without configuration is named as such.
 
 use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use podnet_testbed::agent::Agent;
 use podnet_testbed::cluster::{Cluster, api_pod};
-use podnet_testbed::connects::{accept, keep_connecting, kong_admin};
+use podnet_testbed::connects::{accept, keep_connecting};
+use podnet_testbed::kong::{self, kong_admin};
 use podnet_testbed::simnode::{OUTSIDE_IPV4, PodSpec, SimNode};
 use serde_json::{Value, json};
 
@@ -319,4 +321,59 @@ fn node_mode_asks_every_pod() {
             .contains("Kong cannot reach its database"),
         "{v:#}"
     );
+}
+
+/// Kong's Helm chart with its ingress controller serves the Admin API only on
+/// `127.0.0.1:8444 http2 ssl`: the hint is read there (self-signed certificate). DB mode with
+/// the database down → the database text; DB-less before the controller pushed a
+/// configuration → the DB-less text, never a database claim; DB-less configured → nothing.
+#[test]
+fn kong_admin_over_tls_and_db_less() {
+    let mut node = SimNode::new(2, &[]).unwrap();
+    let client = node.pod(0).clone();
+    let victim = node.remove_pod(1).unwrap();
+    let stale = SocketAddr::from((victim.ipv4, PORT)).to_string();
+    let status = Arc::new(Mutex::new(kong::db_status(false)));
+    let _admin = kong::kong_admin_tls(&client.netns, Arc::clone(&status)).unwrap();
+    let _client = keep_connecting(&client.netns, vec![stale.parse().unwrap()]);
+    let agent = Agent::start_binary(
+        AGENT.as_ref(),
+        &node,
+        &["--probe-interval", "2s", "--probe-timeout", "500ms"],
+    )
+    .unwrap();
+    let said = |v: &Value, key: &str| v[key].as_str().unwrap_or("").to_owned();
+    let until = |what: &str, detail: &str| {
+        let (list, _) = wait(&agent, what, |l| {
+            find(l, &stale).is_some_and(|v| said(&v["client"], "detail").contains(detail))
+        });
+        let v = find(&list, &stale).unwrap().clone();
+        assert!(
+            said(&v["client"], "detail").starts_with("Kong https://127.0.0.1:8444/status: "),
+            "{v:#}"
+        );
+        v
+    };
+
+    let v = until("Kong's database down, over TLS", "database.reachable false");
+    assert!(
+        said(&v, "diagnosis")
+            .contains("Kong cannot reach its database, so new upstream targets are not written"),
+        "{v:#}"
+    );
+
+    *status.lock().unwrap() = kong::dbless_status(Some(kong::EMPTY_CONFIG_HASH));
+    let v = until("Kong DB-less, empty", "DB-less, no configuration loaded");
+    let why = said(&v, "diagnosis");
+    assert!(
+        why.contains(
+            "Kong has no configuration yet (DB-less; the ingress controller has not pushed one)"
+        ),
+        "{v:#}"
+    );
+    assert!(!why.contains("database"), "{v:#}");
+
+    *status.lock().unwrap() = kong::dbless_status(Some("5c3a0b7e2f9d41c88f0e6a1b2c3d4e5f"));
+    let v = until("Kong DB-less, configured", "DB-less, configuration loaded");
+    assert!(!said(&v, "diagnosis").contains("Kong"), "{v:#}");
 }

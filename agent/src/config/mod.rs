@@ -347,6 +347,16 @@ pub struct Args {
         value_name = "PORT"
     )]
     pub kong_admin_port: u16,
+    /// Kong's Admin API TLS port on the pod's loopback, asked before `--kong-admin-port` (no
+    /// certificate check): Kong's Helm chart with the ingress controller listens only on
+    /// `127.0.0.1:8444 http2 ssl`. 0: do not ask over TLS.
+    #[arg(
+        long,
+        env = "PODNET_KONG_ADMIN_TLS_PORT",
+        default_value = "8444",
+        value_name = "PORT"
+    )]
+    pub kong_admin_tls_port: u16,
     /// Which pods are Kong proxies (label selector, `kubectl get -l` syntax; "" for every
     /// pod). Default: Kong's charts' label `app.kubernetes.io/name=kong`, or a container image
     /// `kong`/`kong-gateway` (any registry or tag). Node mode asks every pod (no labels there).

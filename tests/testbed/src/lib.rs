@@ -15,6 +15,7 @@ pub mod exposition;
 pub mod faults;
 pub mod felix;
 pub mod http;
+pub mod kong;
 pub mod netns;
 pub mod peers;
 pub mod podserver;

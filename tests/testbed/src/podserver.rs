@@ -100,6 +100,11 @@ impl Drop for PodServer {
 
 /// A TLS acceptor with a fresh self-signed certificate for `name`.
 fn acceptor(name: &str) -> Result<TlsAcceptor> {
+    Ok(TlsAcceptor::from(server_config(name)?))
+}
+
+/// A TLS server configuration with a fresh self-signed certificate for `name`.
+pub(crate) fn server_config(name: &str) -> Result<Arc<ServerConfig>> {
     let cert = rcgen::generate_simple_self_signed(vec![name.to_owned()])?;
     let key = PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -107,7 +112,7 @@ fn acceptor(name: &str) -> Result<TlsAcceptor> {
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(vec![cert.cert.der().clone()], key.into())?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok(Arc::new(config))
 }
 
 /// `iptables -t nat <args>` in the node namespace (kube-proxy's ClusterIP DNAT for

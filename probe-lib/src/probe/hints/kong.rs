@@ -1,14 +1,18 @@
-//! Kong: its Admin API's `GET /status` on the pod's loopback. In DB mode
-//! `database.reachable: false` means the ingress controller cannot write new targets, so the
-//! proxy keeps its cached ones (the runbook's third incident); DB-less mode has
-//! `configuration_hash` instead (all zeros: no configuration loaded).
+//! Kong: its Admin API's `GET /status` on the pod's loopback, over TLS first, then plain HTTP.
+//! TLS first because Kong's Helm chart with its ingress controller (the common install)
+//! listens only on `127.0.0.1:8444 http2 ssl` (`admin.enabled: false`, `admin.http.enabled:
+//! false`, `admin.tls.enabled: true`), and Kong's own default `admin_listen` has 8444 too; plain
+//! 8001 is only Kong's non-chart default. In DB mode `database.reachable: false` means the
+//! ingress controller cannot write new targets, so the proxy keeps its cached ones (the
+//! runbook's third incident). DB-less mode has no `database`, and `configuration_hash` is
+//! absent until a configuration is loaded and [`EMPTY_CONFIG_HASH`] while it is empty.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 use serde_json::Value;
 
-use super::{ClientHint, Hint, http_get};
+use super::{ClientHint, Hint, http_get, https_get};
 use crate::model::ProbeMeta;
 use crate::probe::selector::LabelSelector;
 
@@ -31,11 +35,19 @@ pub enum KongPods {
     Any,
 }
 
+/// Kong's `DECLARATIVE_EMPTY_CONFIG_HASH` (`kong/constants.lua`, `string.rep("0", 32)`): the
+/// hash of an empty DB-less configuration.
+pub const EMPTY_CONFIG_HASH: &str = "00000000000000000000000000000000";
+/// Longest `configuration_hash` taken for Kong's (it is an MD5 in hex, 32 digits).
+const MAX_HASH: usize = 64;
+
 /// Kong's Admin API on the pod's loopback.
 #[derive(Debug, Clone)]
 pub struct Kong {
-    /// The admin port (Kong's default: 8001).
+    /// The plain HTTP admin port (Kong's default: 8001; 0: not asked).
     pub admin_port: u16,
+    /// The TLS admin port, asked first (Kong's and its chart's default: 8444; 0: not asked).
+    pub tls_port: u16,
     /// Which pods are asked.
     pub pods: KongPods,
 }
@@ -65,44 +77,68 @@ impl KongPods {
     }
 }
 
-/// What Kong's `/status` says; `None` when it is not Kong's.
-pub fn from_status(body: &[u8]) -> Option<Hint> {
+/// What Kong's `/status` says about where its targets come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KongStatus {
+    /// DB mode, `database.reachable: false`.
+    DatabaseUnreachable,
+    /// DB mode, `database.reachable: true`.
+    DatabaseReachable,
+    /// DB-less, no `configuration_hash` yet or [`EMPTY_CONFIG_HASH`].
+    DblessUnconfigured,
+    /// DB-less with a configuration loaded.
+    DblessConfigured,
+}
+
+/// Parse Kong's `/status`; `None` when the answer is not Kong's shape (a `server` and a
+/// `memory` object, and a well-formed `database` or none). Nothing of it is kept but the
+/// verdict: the pod controls every byte.
+pub fn parse_status(body: &[u8]) -> Option<KongStatus> {
     let v: Value = serde_json::from_slice(body).ok()?;
-    // Kong's shape: a `server` object with connection counters, and `database` (DB mode) or
-    // `configuration_hash` (DB-less).
     v.get("server")?.as_object()?;
-    let hint = |cause: Option<&str>, detail: String| Hint {
-        kind: "kong",
-        cause: cause.map(str::to_owned),
-        detail,
-    };
-    if let Some(hash) = v.get("configuration_hash").and_then(Value::as_str) {
-        return Some(if hash.bytes().all(|b| b == b'0') {
-            hint(
-                Some(
-                    "Kong (DB-less) has no configuration loaded, so it has no current upstream targets",
-                ),
-                "Kong DB-less, configuration_hash empty".to_owned(),
-            )
-        } else {
-            let hash: String = hash.chars().take(64).collect();
-            hint(
-                None,
-                format!(
-                    "Kong DB-less, configuration_hash {hash}: check that the controller pushes configuration after deploys"
-                ),
-            )
+    v.get("memory")?.as_object()?;
+    if let Some(db) = v.get("database") {
+        return Some(match db.get("reachable")?.as_bool()? {
+            false => KongStatus::DatabaseUnreachable,
+            true => KongStatus::DatabaseReachable,
         });
     }
-    match v.get("database")?.get("reachable")?.as_bool()? {
-        false => Some(hint(
-            Some("Kong cannot reach its database, so new upstream targets are not written"),
-            "Kong /status: database.reachable false".to_owned(),
-        )),
-        true => Some(hint(
-            None,
-            "Kong /status: database.reachable true".to_owned(),
-        )),
+    // DB-less: Kong leaves the hash out (JSON null) until its first configuration is loaded.
+    match v.get("configuration_hash").unwrap_or(&Value::Null) {
+        Value::Null => Some(KongStatus::DblessUnconfigured),
+        Value::String(h) if h.is_empty() || h == EMPTY_CONFIG_HASH => {
+            Some(KongStatus::DblessUnconfigured)
+        }
+        Value::String(h) if h.len() <= MAX_HASH && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Some(KongStatus::DblessConfigured)
+        }
+        _ => None,
+    }
+}
+
+impl KongStatus {
+    /// The hint for this answer from `url` (ours, e.g. `https://127.0.0.1:8444/status`): a
+    /// cause only when Kong's state explains stale targets.
+    pub fn hint(self, url: &str) -> Hint {
+        let (cause, said) = match self {
+            KongStatus::DatabaseUnreachable => (
+                Some("Kong cannot reach its database, so new upstream targets are not written"),
+                "database.reachable false",
+            ),
+            KongStatus::DatabaseReachable => (None, "database.reachable true"),
+            KongStatus::DblessUnconfigured => (
+                Some(
+                    "Kong has no configuration yet (DB-less; the ingress controller has not pushed one)",
+                ),
+                "DB-less, no configuration loaded",
+            ),
+            KongStatus::DblessConfigured => (None, "DB-less, configuration loaded"),
+        };
+        Hint {
+            kind: "kong",
+            cause: cause.map(str::to_owned),
+            detail: format!("Kong {url}: {said}"),
+        }
     }
 }
 
@@ -112,8 +148,20 @@ impl ClientHint for Kong {
     }
 
     fn read(&self, deadline: Instant) -> Option<Hint> {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.admin_port));
-        from_status(&http_get(addr, "/status", deadline)?)
+        let ask = |port: u16, tls: bool| {
+            if port == 0 {
+                return None;
+            }
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            let (scheme, get): (_, fn(_, _, _) -> _) = if tls {
+                ("https", https_get)
+            } else {
+                ("http", http_get)
+            };
+            let status = parse_status(&get(addr, "/status", deadline)?)?;
+            Some(status.hint(&format!("{scheme}://{addr}/status")))
+        };
+        ask(self.tls_port, true).or_else(|| ask(self.admin_port, false))
     }
 }
 
@@ -173,6 +221,7 @@ mod tests {
         assert!(KongPods::Any.matches(&ProbeMeta::default()));
         let kong = Kong {
             admin_port: 8001,
+            tls_port: 8444,
             pods: KongPods::Charts,
         };
         assert!(kong.applies(&meta(&chart, &[])));
@@ -180,29 +229,72 @@ mod tests {
     }
 
     #[test]
-    fn kong_status_answers() {
-        let db = |reachable: bool| {
-            format!(
-                r#"{{"database":{{"reachable":{reachable}}},"memory":{{}},"server":{{"connections_active":1,"total_requests":5}}}}"#
-            )
-        };
-        let down = from_status(db(false).as_bytes()).unwrap();
-        assert!(down.cause.unwrap().contains("cannot reach its database"));
-        assert_eq!(from_status(db(true).as_bytes()).unwrap().cause, None);
-        let empty = r#"{"configuration_hash":"00000000000000000000000000000000","server":{}}"#;
-        assert!(from_status(empty.as_bytes()).unwrap().cause.is_some());
-        let loaded = r#"{"configuration_hash":"a1b2","server":{}}"#;
-        let h = from_status(loaded.as_bytes()).unwrap();
-        assert!(h.cause.is_none() && h.detail.contains("a1b2"));
-        // Not Kong, or hostile: no hint.
-        for body in [
-            r#"{"database":{"reachable":false}}"#,
-            r#"{"server":{},"database":{"reachable":"no"}}"#,
-            "[]",
-            "not json",
-            "",
+    fn kong_status_parse() {
+        use KongStatus::*;
+        let server = r#""memory":{"workers_lua_vms":[]},"server":{"connections_active":1}"#;
+        let with = |rest: &str| format!("{{{rest}{server}}}");
+        for (body, want) in [
+            (
+                with(r#""database":{"reachable":false},"#),
+                DatabaseUnreachable,
+            ),
+            (with(r#""database":{"reachable":true},"#), DatabaseReachable),
+            (with(""), DblessUnconfigured),
+            (with(r#""configuration_hash":null,"#), DblessUnconfigured),
+            (with(r#""configuration_hash":"","#), DblessUnconfigured),
+            (
+                with(&format!(r#""configuration_hash":"{EMPTY_CONFIG_HASH}","#)),
+                DblessUnconfigured,
+            ),
+            (
+                with(r#""configuration_hash":"5c3a0b7e2f9d41c88f0e6a1b2c3d4e5f","#),
+                DblessConfigured,
+            ),
         ] {
-            assert_eq!(from_status(body.as_bytes()), None, "{body}");
+            assert_eq!(parse_status(body.as_bytes()), Some(want), "{body}");
+        }
+        // Not Kong, or hostile: no verdict.
+        let long = "a".repeat(MAX_HASH + 1);
+        for body in [
+            r#"{"database":{"reachable":false}}"#.to_owned(),
+            r#"{"server":{},"database":{"reachable":false}}"#.to_owned(),
+            with(r#""database":{"reachable":"no"},"#),
+            with(r#""database":null,"#),
+            with(r#""configuration_hash":"0000 <script>","#),
+            with(r#""configuration_hash":7,"#),
+            with(&format!(r#""configuration_hash":"{long}","#)),
+            r#"{"server":[],"memory":{}}"#.to_owned(),
+            "[]".to_owned(),
+            "not json".to_owned(),
+            String::new(),
+        ] {
+            assert_eq!(parse_status(body.as_bytes()), None, "{body}");
+        }
+    }
+
+    #[test]
+    fn kong_status_decision_table() {
+        use KongStatus::*;
+        let url = "https://127.0.0.1:8444/status";
+        let cause = |s: KongStatus| s.hint(url).cause;
+        assert_eq!(
+            cause(DatabaseUnreachable).as_deref(),
+            Some("Kong cannot reach its database, so new upstream targets are not written")
+        );
+        assert_eq!(
+            cause(DblessUnconfigured).as_deref(),
+            Some(
+                "Kong has no configuration yet (DB-less; the ingress controller has not pushed one)"
+            )
+        );
+        assert_eq!(cause(DatabaseReachable), None);
+        assert_eq!(cause(DblessConfigured), None);
+        // DB-less never claims a database problem.
+        for s in [DblessUnconfigured, DblessConfigured] {
+            let h = s.hint(url);
+            assert!(!format!("{h:?}").contains("database"), "{h:?}");
+            assert!(h.detail.starts_with("Kong https://127.0.0.1:8444/status: "));
+            assert_eq!(h.kind, "kong");
         }
     }
 }

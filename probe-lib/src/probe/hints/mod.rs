@@ -3,21 +3,20 @@
 //! implements [`ClientHint`] (which pods it applies to, by their labels or images, and how to
 //! ask them); a new kind adds a file and one entry where the agent builds the list.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::model::ProbeMeta;
 
+mod get;
 pub mod kong;
+
+pub(crate) use get::{http_get, https_get};
 
 /// Longest all hints of one pod visit may take together (the namespace thread serves every
 /// pod in turn).
 pub const HINT_DEADLINE: Duration = Duration::from_millis(150);
-/// Most of an answer read.
-const MAX_ANSWER: usize = 64 << 10;
 
 /// What a client's software says about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -48,34 +47,4 @@ pub(crate) fn read_all(hints: &[std::sync::Arc<dyn ClientHint>]) -> Option<Hint>
         .iter()
         .take_while(|_| Instant::now() < deadline)
         .find_map(|h| h.read(deadline))
-}
-
-/// `curl -s http://<addr><path>` over HTTP/1.0, bounded by `deadline` and [`MAX_ANSWER`]:
-/// the body of a 200 answer. Only for the pod's loopback (the pod controls the answer).
-pub(crate) fn http_get(addr: SocketAddr, path: &str, deadline: Instant) -> Option<Vec<u8>> {
-    let left = || {
-        deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1))
-    };
-    let mut s = TcpStream::connect_timeout(&addr, left()).ok()?;
-    s.set_write_timeout(Some(left())).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        if Instant::now() >= deadline || answer.len() > MAX_ANSWER {
-            return None;
-        }
-        s.set_read_timeout(Some(left())).ok()?;
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => answer.extend_from_slice(&buf[..n]),
-            Err(_) => return None,
-        }
-    }
-    let end = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let status = answer.split(|b| *b == b'\n').next()?;
-    let ok = status.starts_with(b"HTTP/1.") && status.get(9..12) == Some(b"200".as_slice());
-    ok.then(|| answer[end + 4..].to_vec())
 }
