@@ -308,8 +308,21 @@ fn ten_thousand_pod_events_in_one_burst() {
     wait_for(&b.agent, "the pod set after the second burst", |a| {
         a.listed_pods().is_ok_and(|l| l == listed)
     });
-    let (rss2, peak2) = (rss_kib(&b.agent, "VmRSS"), rss_kib(&b.agent, "VmHWM"));
-    eprintln!("second burst: RSS {rss1} -> {rss2} KiB, peak {peak1} -> {peak2} KiB");
+    // The agent gives freed heap back every MALLOC_TRIM_EVERY (10 s, agent/src/main.rs), so
+    // one reading depends on the phase of that timer: a burst just digested may still sit in
+    // freed, untrimmed pages (a loaded run saw +6.6 MiB). A leak stays after a trim, that does
+    // not: poll through one trim period and a margin before judging.
+    let settle = Instant::now();
+    let mut rss2 = rss_kib(&b.agent, "VmRSS");
+    while rss2 > rss1 + 3 * 1024 && settle.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(200));
+        rss2 = rss_kib(&b.agent, "VmRSS");
+    }
+    let peak2 = rss_kib(&b.agent, "VmHWM");
+    eprintln!(
+        "second burst: RSS {rss1} -> {rss2} KiB ({:?} to settle), peak {peak1} -> {peak2} KiB",
+        settle.elapsed()
+    );
     // The allocator keeps some of what the first burst used; the second reuses it: the same
     // bound on the peak as the first, and no growth after it beyond noise.
     assert!(
