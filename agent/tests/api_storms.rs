@@ -22,7 +22,10 @@ use podnet_testbed::sentinel::{Allowed, Sentinel};
 /// The agent binary Cargo built for these tests.
 const AGENT: &str = env!("CARGO_BIN_EXE_podnet-agent");
 
-const WAIT: Duration = Duration::from_secs(60);
+/// A timeout, not a bound the tests assert: a debug-build agent digesting a 10,000-event
+/// burst while the other tests of this binary run theirs took 46 s on a loaded 2-core machine
+/// and over 60 s under heavier load (the time is printed as "pod set exact after").
+const WAIT: Duration = Duration::from_secs(180);
 const PODS: usize = 4;
 /// `--kube-unhealthy-threshold`.
 const THRESHOLD: Duration = Duration::from_secs(5);
@@ -308,8 +311,21 @@ fn ten_thousand_pod_events_in_one_burst() {
     wait_for(&b.agent, "the pod set after the second burst", |a| {
         a.listed_pods().is_ok_and(|l| l == listed)
     });
-    let (rss2, peak2) = (rss_kib(&b.agent, "VmRSS"), rss_kib(&b.agent, "VmHWM"));
-    eprintln!("second burst: RSS {rss1} -> {rss2} KiB, peak {peak1} -> {peak2} KiB");
+    // The agent gives freed heap back every MALLOC_TRIM_EVERY (10 s, agent/src/main.rs), so
+    // one reading depends on the phase of that timer: a burst just digested may still sit in
+    // freed, untrimmed pages (a loaded run saw +6.6 MiB). A leak stays after a trim, that does
+    // not: poll through one trim period and a margin before judging.
+    let settle = Instant::now();
+    let mut rss2 = rss_kib(&b.agent, "VmRSS");
+    while rss2 > rss1 + 3 * 1024 && settle.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(200));
+        rss2 = rss_kib(&b.agent, "VmRSS");
+    }
+    let peak2 = rss_kib(&b.agent, "VmHWM");
+    eprintln!(
+        "second burst: RSS {rss1} -> {rss2} KiB ({:?} to settle), peak {peak1} -> {peak2} KiB",
+        settle.elapsed()
+    );
     // The allocator keeps some of what the first burst used; the second reuses it: the same
     // bound on the peak as the first, and no growth after it beyond noise.
     assert!(
@@ -396,7 +412,14 @@ fn a_watch_answered_410_every_other_time() {
         v.is_empty(),
         "flagged (kube_watch_stalled?) in the 410 storm: {v:#?}"
     );
-    assert_eq!(m.value("podnet_kube_watch_healthy"), Some(1.0));
+    // Healthy again once the storm is over. Not read from `m`: each 410 marks the watch
+    // unhealthy until its re-list (a backoff delay and a list later), and `m` was scraped at
+    // an arbitrary point of the cycle.
+    agent
+        .wait_metrics("the watch healthy after the storm", WAIT, |m| {
+            m.value("podnet_kube_watch_healthy") == Some(1.0)
+        })
+        .unwrap();
 }
 
 /// Every request answered 500: the watch is unhealthy at once, `kube_watch_stalled` comes after

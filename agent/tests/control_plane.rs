@@ -71,9 +71,8 @@ fn status_services(agent: &Agent) -> String {
         .unwrap_or_default()
 }
 
-/// The `/status` message of one Service.
-fn message(agent: &Agent, svc: &str) -> String {
-    let status = agent.status().unwrap();
+/// The `/status` message of one Service in `status`.
+fn message(status: &Value, svc: &str) -> String {
     let services = status["control_plane"]["services"]
         .as_array()
         .cloned()
@@ -84,6 +83,19 @@ fn message(agent: &Agent, svc: &str) -> String {
         .and_then(|s| s["message"].as_str())
         .unwrap_or_default()
         .to_owned()
+}
+
+/// Wait until `/status` has a message of `svc` containing every one of `parts`. `/status` and `/metrics` are separate requests, and the message names the pod's
+/// route verdict of the moment it was judged: asserting it from the scrape that showed the
+/// problem would race the next snapshot, so the whole message is the wait's predicate.
+fn wait_message(agent: &Agent, svc: &str, parts: &[&str]) {
+    let what = format!("{svc}'s message containing {parts:?}");
+    agent
+        .wait_status(&what, WAIT, |s| {
+            let msg = message(s, svc);
+            parts.iter().all(|p| msg.contains(p))
+        })
+        .unwrap();
 }
 
 fn agent(c: &Cluster) -> Agent {
@@ -226,10 +238,15 @@ fn control_plane_paths_from_the_apiserver_host() {
             ("policy-webhook", "cluster_ip_unreachable", 1.0),
         ],
     );
-    let msg = message(&agent, "metrics-server");
-    assert!(msg.contains("--enable-aggregator-routing=true"), "{msg}");
-    assert!(msg.contains("kube-proxy"), "{msg}");
-    assert!(msg.contains("10.96.0.10:443"), "{msg}");
+    wait_message(
+        &agent,
+        "metrics-server",
+        &[
+            "--enable-aggregator-routing=true",
+            "kube-proxy",
+            "10.96.0.10:443",
+        ],
+    );
     // The mirror pod gets --enable-aggregator-routing=true: the API server dials endpoints.
     c.api
         .apply(apiserver_mirror_pod(
@@ -245,12 +262,14 @@ fn control_plane_paths_from_the_apiserver_host() {
             ("policy-webhook", "cluster_ip_unreachable", 0.0),
         ],
     );
-    let msg = message(&agent, "metrics-server");
-    assert!(
-        msg.contains("runs with --enable-aggregator-routing=true"),
-        "{msg}"
+    wait_message(
+        &agent,
+        "metrics-server",
+        &[
+            "runs with --enable-aggregator-routing=true",
+            "is not affected",
+        ],
     );
-    assert!(msg.contains("is not affected"), "{msg}");
     assert_eq!(
         agent
             .metrics()
@@ -274,11 +293,11 @@ fn control_plane_paths_from_the_apiserver_host() {
             ("policy-webhook", "ok", 0.0),
         ],
     );
-    let msg = message(&agent, "metrics-server");
-    assert!(msg.contains(&ms_ep.to_string()), "{msg}");
-    assert!(
-        msg.contains("route_missing"),
-        "the pod's route verdict is named: {msg}"
+    // The pod's route verdict is named, with the endpoint.
+    wait_message(
+        &agent,
+        "metrics-server",
+        &[&ms_ep.to_string(), "route_missing"],
     );
     c.node.restore_routes(0).unwrap();
     wait_problems(
@@ -317,7 +336,7 @@ fn control_plane_paths_from_the_apiserver_host() {
             ("policy-webhook", "tls_failed", 1.0),
         ],
     );
-    assert!(message(&agent, "policy-webhook").contains(&plain_ep.to_string()));
+    wait_message(&agent, "policy-webhook", &[&plain_ep.to_string()]);
     // The worker registry sees the check running.
     assert_eq!(
         agent.get("/healthz").unwrap().0,
@@ -476,6 +495,22 @@ fn worker_nodes_read_and_probe_nothing_extra() {
         .apply(apiserver_mirror_pod("cp-1", "192.0.2.11", &[]))
         .unwrap();
     let agent = agent(&c);
+    // The mirror-pod lookup is what tells the agent it is a worker: wait for it (a fixed
+    // sleep raced a slow start on a loaded machine), then give a few relists (1 s) the
+    // chance to read what a worker must not.
+    let is_lookup = |r: &podnet_kube_double::RequestRecord| {
+        r.query.contains("component%3Dkube-apiserver")
+            || r.query.contains("component=kube-apiserver")
+    };
+    let deadline = Instant::now() + WAIT;
+    while !c.api.request_log().iter().any(is_lookup) {
+        assert!(
+            Instant::now() < deadline,
+            "no mirror-pod lookup\n{}",
+            agent.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     std::thread::sleep(Duration::from_secs(3));
     let log = c.api.request_log();
     let checked: Vec<&str> = log
@@ -495,13 +530,8 @@ fn worker_nodes_read_and_probe_nothing_extra() {
         .collect();
     assert!(checked.is_empty(), "a worker node read {checked:?}");
     // What it did read: its own pods, the mirror-pod lookup on this node, and its Node.
-    let lookups: Vec<&podnet_kube_double::RequestRecord> = log
-        .iter()
-        .filter(|r| {
-            r.query.contains("component%3Dkube-apiserver")
-                || r.query.contains("component=kube-apiserver")
-        })
-        .collect();
+    let lookups: Vec<&podnet_kube_double::RequestRecord> =
+        log.iter().filter(|r| is_lookup(r)).collect();
     assert_eq!(lookups.len(), 1, "{log:?}");
     assert!(
         lookups[0].query.contains("spec.nodeName"),

@@ -217,10 +217,11 @@ fn port_53_dropped_in_one_pod_fails_only_that_pod_and_wiring_comes_first() {
     // Pod 2 loses its default route: its DNS probe fails, diagnosed as the wiring problem.
     let broken = node.pod(2).clone();
     node.delete_pod_default_route(2, true).unwrap();
-    wait_status(&agent, "pod 2's dns failing", |s| {
+    // The diagnosis is read from the snapshot that first shows the failure: a later one
+    // could differ.
+    let s = wait_status(&agent, "pod 2's dns failing", |s| {
         dns(s).iter().any(|d| d.0 == broken.interface && d.2)
     });
-    let s = agent.status().unwrap();
     let p = s["pods"]
         .as_array()
         .unwrap()

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use podnet_kube_double::{KubeApiServer, PodBuilder, WriteRecord, uid_for};
 use podnet_testbed::agent::Agent;
 use podnet_testbed::cluster::{Cluster, NODE};
+use podnet_testbed::exposition::Samples;
 use serde_json::{Value, json};
 
 /// The agent binary Cargo built for these tests.
@@ -182,22 +183,21 @@ fn condition_and_events_follow_a_deleted_route_its_repair_and_a_flap() {
     assert_eq!(series.len(), 4);
     assert_eq!(series[0].content_type, "application/merge-patch+json");
 
-    let m = agent.metrics().unwrap();
-    assert_eq!(
+    // The API double records a write when it arrives, the agent counts it when the answer
+    // is back: wait for the counters to catch up, then they must be exact.
+    let written = |m: &Samples, object: &str| {
         m.value_with(
             "podnet_kube_writes_total",
-            &[("object", "event"), ("result", "ok")]
-        ),
-        Some(6.0)
-    );
-    assert!(
-        m.value_with(
-            "podnet_kube_writes_total",
-            &[("object", "condition"), ("result", "ok")]
+            &[("object", object), ("result", "ok")],
         )
-        .unwrap()
-            >= 6.0
-    );
+        .unwrap_or(0.0)
+    };
+    let m = agent
+        .wait_metrics("the writes counted", WAIT, |m| {
+            written(m, "event") >= 6.0 && written(m, "condition") >= 6.0
+        })
+        .unwrap();
+    assert_eq!(written(&m, "event"), 6.0);
     assert_eq!(m.value("podnet_events_dropped_total"), Some(0.0));
     // Still the kubelet's and the CNI's conditions, as they were.
     assert_eq!(&c.api.node_conditions(NODE)[..2], &others[..]);
@@ -247,8 +247,12 @@ fn the_event_rate_limit_holds_under_200_simultaneous_problems_and_the_rest_come_
     wait_for(&agent, "held-back starts told later", || {
         (event_writes(&c.api).len() >= 12).then_some(())
     });
-    let elapsed = start.elapsed().as_secs_f64();
+    // Writes read before the clock: each one counted happened within `elapsed` (read the
+    // other way round, a write landing in between would exceed the bucket's allowance).
     let writes = event_writes(&c.api).len() as f64;
+    // The condition's counts moved with the watch; its writes did not follow each move.
+    let patches = status_patches(&c.api).len() as f64;
+    let elapsed = start.elapsed().as_secs_f64();
     // The bucket: 10 at once, then 12 a minute.
     let allowed = 10.0 + elapsed * 12.0 / 60.0 + 1.0;
     let dropped = agent
@@ -256,8 +260,6 @@ fn the_event_rate_limit_holds_under_200_simultaneous_problems_and_the_rest_come_
         .unwrap()
         .value("podnet_events_dropped_total")
         .unwrap_or(0.0);
-    // The condition's counts moved with the watch; its writes did not follow each move.
-    let patches = status_patches(&c.api).len() as f64;
     eprintln!(
         "200 problems: {writes} Event writes, {dropped} dropped, {patches} condition writes \
          in {elapsed:.1} s"
@@ -268,13 +270,22 @@ fn the_event_rate_limit_holds_under_200_simultaneous_problems_and_the_rest_come_
     );
     assert!(writes >= 12.0, "{writes}");
     assert!(writes <= allowed, "{writes} Event writes in {elapsed:.1} s");
-    let m = agent.metrics().unwrap();
-    let ok = m
-        .value_with(
+    // Every write the API double received is counted once. The two are read at different
+    // moments (a write in flight is in the double's log before the agent counts it; the
+    // bucket refills one every 5 s), so the equality is the wait's predicate: it must hold
+    // at a moment no write is in flight.
+    let ok = |m: &Samples| {
+        m.value_with(
             "podnet_kube_writes_total",
             &[("object", "event"), ("result", "ok")],
         )
+    };
+    let m = agent
+        .wait_metrics("every Event write counted", WAIT, |m| {
+            ok(m) == Some(event_writes(&c.api).len() as f64)
+        })
         .unwrap();
+    let ok = ok(&m).unwrap();
     assert!(ok >= writes, "{ok} ok of {writes} writes");
     // Every start was held, none dropped: told, or waiting its turn.
     let (pending, dropped) = (

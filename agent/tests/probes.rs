@@ -348,25 +348,34 @@ fn an_outside_target_failing_for_every_pod_is_one_node_problem() {
             .all(|(i, t)| *i == node.pod(0).interface && (t == OUT6 || t == "web6")),
         "pod alarms: {f:?}"
     );
-    let status = agent.status().unwrap();
-    let unreachable: BTreeSet<&str> = status["node_problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["detail"].as_str().unwrap())
-        .collect();
-    assert!(
-        unreachable.contains(OUT4) && unreachable.contains(WEB),
-        "{unreachable:?}"
-    );
-    // The metric names the targets too (one series each), as /status does.
-    let now = agent.metrics().unwrap();
-    let targets: BTreeSet<&str> = now
-        .named("podnet_node_problem")
-        .filter(|s| s.labels.get("reason").map(String::as_str) == Some("target_unreachable"))
-        .filter_map(|s| s.labels.get("target").map(String::as_str))
-        .collect();
-    assert_eq!(targets, unreachable, "podnet_node_problem{{target}}");
+    // Each target is declared when most pods have failed it: the ICMP and the TCP target
+    // need not cross in the same round, so /status is waited for until it names both.
+    let unreachable = |s: &Value| -> BTreeSet<String> {
+        s["node_problems"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["detail"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let status = wait_status(&agent, "both outside targets unreachable", |s| {
+        let u = unreachable(s);
+        u.contains(OUT4) && u.contains(WEB)
+    });
+    let unreachable = unreachable(&status);
+    // The metric names the targets too (one series each), as /status does; a separate
+    // request, so it is waited for, and a target too many or missing never matches.
+    let targets = |m: &Samples| -> BTreeSet<String> {
+        m.named("podnet_node_problem")
+            .filter(|s| s.labels.get("reason").map(String::as_str) == Some("target_unreachable"))
+            .filter_map(|s| s.labels.get("target").cloned())
+            .collect()
+    };
+    agent
+        .wait_metrics("podnet_node_problem{target} as in /status", WAIT, |m| {
+            targets(m) == unreachable
+        })
+        .unwrap();
     for (_, target, last, failing) in dests(&status) {
         if ["gateway", "node", "pod"].contains(&target.as_str()) {
             assert!(!failing && last == "ok", "{target} {last}");

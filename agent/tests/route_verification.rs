@@ -260,19 +260,17 @@ fn pods_added_and_removed_while_running_leave_no_stale_series() {
         "series grew with healthy pods: {:?}",
         after.pod_series()
     );
-    let status = agent.status().unwrap();
-    let new = status["pods"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["interface"] == node.pod(added[0]).interface.as_str())
-        .unwrap()
-        .clone();
-    assert_eq!(
-        new["ips"].as_array().unwrap().len(),
-        2,
-        "dual-stack pod added: {new}"
-    );
+    // The new dual-stack pod has both its IPs: its two host routes are two kernel events, and
+    // the pod may be counted from the first, so this is waited for rather than read once.
+    let new_iface = node.pod(added[0]).interface.clone();
+    agent
+        .wait_status("the dual-stack pod added with both IPs", WAIT, |s| {
+            s["pods"].as_array().into_iter().flatten().any(|p| {
+                p["interface"] == new_iface.as_str()
+                    && p["ips"].as_array().is_some_and(|ips| ips.len() == 2)
+            })
+        })
+        .unwrap();
 
     // A pod with a problem is deleted: its series must go with it.
     let sick = node.pod(3).clone();

@@ -328,12 +328,24 @@ fn stuck_on_vanished_pod_commands_name_the_stale_address_and_why() {
     let down = Arc::new(Mutex::new(kong::db_status(false)));
     let _admin_tls = kong::kong_admin_tls(&kong.netns, down).unwrap();
     let _client = keep_connecting(&kong.netns, vec![stale]);
+    // Kong's hint comes a round after the address is first reported (the agent asks Kong's
+    // Admin API about a client it already tracks): the runbook's commands are run once both
+    // are there, else its /status output races the hint.
     agent
-        .wait_status("the stale address reported", Duration::from_secs(40), |s| {
-            s["unanswered_connects"]
-                .as_array()
-                .is_some_and(|l| l.iter().any(|c| c["destination"] == stale.to_string()))
-        })
+        .wait_status(
+            "the stale address reported with Kong's hint",
+            Duration::from_secs(40),
+            |s| {
+                s["unanswered_connects"].as_array().is_some_and(|l| {
+                    l.iter().any(|c| {
+                        c["destination"] == stale.to_string()
+                            && c["diagnosis"]
+                                .as_str()
+                                .is_some_and(|d| d.contains("Kong cannot reach its database"))
+                    })
+                })
+            },
+        )
         .unwrap();
     let in_kong = |prefix: &str| {
         command(prefix)
