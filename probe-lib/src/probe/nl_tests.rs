@@ -140,8 +140,7 @@ fn a_crowded_route_table_is_not_read() {
         let index: u32 = out.split(':').next().unwrap().trim().parse().unwrap();
         let read = || {
             let started = Instant::now();
-            let side =
-                BlockingNetlink::open().and_then(|mut nl| nl.pod_side(index, true, false));
+            let side = BlockingNetlink::open().and_then(|mut nl| nl.pod_side(index, true, false));
             (side.map(|s| s.default_route_v4), started.elapsed())
         };
         let status = std::process::Command::new("ip")
