@@ -2,10 +2,11 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use tokio::sync::watch;
+use tokio::time::sleep;
 
 use super::*;
 use crate::host::fake::FakeHost;
-use crate::host::{Address, HostDump, KernelEvent, Route};
+use crate::host::{Address, HostDump, KernelEvent, ResyncCause, Route};
 use crate::metrics::Metrics;
 use crate::model::PodReason;
 

@@ -13,12 +13,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
-use tracing::{debug, warn};
+use tracing::warn;
 
 use super::driver::{PodNetwork, PodRound, RoundResult};
 use super::hints::ClientHint;
 use super::plan::{PlannedProbe, plan};
-use super::report::{DestState, PathMtuState, PodProbes};
+use super::report::PodProbes;
 use super::scope::{PodScope, ProbeScope};
 use super::services::resolve_targets;
 use super::target::{Direction, Gateways, HOST_TO_POD_TARGET, Protocol, Target};
@@ -391,185 +391,6 @@ impl<N: PodNetwork> Prober<N> {
             });
         }
     }
-
-    /// What a round may look up: addresses in the pod networks, not this node's pods'.
-    fn lookup_plan(&self) -> Option<Lookup> {
-        let owners = Arc::clone(self.config.owners.as_ref()?);
-        let unanswered = self.config.unanswered?;
-        Some(Lookup {
-            owners,
-            min_retransmits: unanswered.min_retransmits,
-            networks: self.config.pod_networks.clone(),
-            local: self
-                .pods
-                .values()
-                .flat_map(|p| p.ips.iter().copied())
-                .collect(),
-        })
-    }
-
-    fn finish(&mut self, (key, probes, result, owners): Done) {
-        let others: usize = self
-            .pods
-            .iter()
-            .filter(|(k, _)| **k != key)
-            .map(|(_, p)| p.state.unanswered.len())
-            .sum();
-        let Some(pod) = self.pods.get_mut(&key) else {
-            return; // The pod went away while it was probed.
-        };
-        pod.tcp_retrans = result.tcp_retrans;
-        if let Some(config) = self.config.unanswered {
-            match &result.syn_sent {
-                Some(dump) => {
-                    let mut found = pod.unanswered.observe(dump, config);
-                    let room = MAX_NODE_UNANSWERED.saturating_sub(others);
-                    let over = found.len().saturating_sub(room);
-                    found.truncate(room);
-                    for d in &mut found {
-                        d.owner = owners.get(&d.dest.ip()).cloned();
-                    }
-                    pod.state.unanswered = found;
-                    pod.state.unanswered_dropped =
-                        pod.unanswered.dropped.saturating_add(over as u32);
-                    pod.state.client_hint = if pod.state.unanswered.is_empty() {
-                        None
-                    } else {
-                        result.hint.clone()
-                    };
-                }
-                None => {
-                    pod.unanswered.reset();
-                    pod.state.unanswered.clear();
-                    pod.state.unanswered_dropped = 0;
-                    pod.state.client_hint = None;
-                }
-            }
-        }
-        pod.in_flight = false;
-        if pod.scope.skipped.is_some() {
-            return; // Opted out while it was probed: the monitor was told.
-        }
-        let threshold = self.config.failure_threshold.max(1);
-        match result.pod_side {
-            Some(side) if !side.is_healthy() => {
-                pod.pod_side_problems = pod.pod_side_problems.saturating_add(1);
-                if pod.pod_side_problems >= threshold {
-                    pod.state.pod_side = Some(side);
-                }
-            }
-            Some(side) => {
-                pod.pod_side_problems = 0;
-                pod.state.pod_side = Some(side);
-            }
-            None if result.error.is_some() => {
-                pod.pod_side_problems = 0;
-                pod.state.pod_side = None;
-            }
-            None => {}
-        }
-        pod.state.error = result.error.as_ref().map(ToString::to_string);
-        let mut dests = Vec::with_capacity(probes.len());
-        for (p, obs) in probes.iter().zip(&result.observations) {
-            let port = (p.address.port() != 0).then_some(p.address.port());
-            let mut d = pod
-                .state
-                .dests
-                .iter()
-                .find(|d| d.target == p.target && d.address == p.address.ip() && d.port == port)
-                .cloned()
-                .unwrap_or_else(|| {
-                    DestState::new(&p.target, p.protocol, p.direction, p.address.ip(), port)
-                });
-            d.record_at(obs, result.sent);
-            self.metrics
-                .observe(&p.target, p.protocol, p.direction, obs);
-            dests.push(d);
-        }
-        pod.state.dests = dests;
-        record_path_mtu(&mut pod.state.path_mtu, &probes, &result);
-        let unconfirmed = pod
-            .state
-            .dests
-            .iter()
-            .any(|d| d.last.is_failure() && d.consecutive_failures < threshold)
-            || (pod.pod_side_problems > 0 && pod.pod_side_problems < threshold)
-            || pod
-                .state
-                .path_mtu
-                .iter()
-                .any(|m| m.last.is_failure() && m.consecutive_failures < threshold);
-        let now = Instant::now();
-        let interval = self.config.interval.max(Duration::from_millis(100));
-        while pod.regular <= now {
-            pod.regular += interval;
-        }
-        pod.due = if unconfirmed {
-            (now + self.config.recheck).min(pod.regular)
-        } else {
-            pod.regular
-        };
-        self.queue.insert((pod.due, key.clone()));
-        debug!(interface = %key, unconfirmed, "probe round done");
-        let _ = self.sink.send(pod.state.clone());
-    }
-}
-
-/// The owner look-ups of one round.
-struct Lookup {
-    owners: Arc<dyn PodIpOwners>,
-    min_retransmits: u8,
-    networks: Vec<ipnet::IpNet>,
-    local: HashSet<IpAddr>,
-}
-
-impl Lookup {
-    /// Ask for the owners of the dump's retransmitting destinations in the pod networks, a
-    /// few per round, within [`LOOKUP_TIMEOUT`] (the source caches and rate-limits).
-    async fn run(&self, dump: &super::sockdiag::SynSentDump) -> HashMap<IpAddr, PodIpOwner> {
-        let ips: BTreeSet<IpAddr> = dump
-            .dests
-            .iter()
-            .filter(|d| d.retransmits >= self.min_retransmits.max(1))
-            .map(|d| d.dest.ip())
-            .filter(|ip| !self.local.contains(ip) && self.networks.iter().any(|n| n.contains(ip)))
-            .collect();
-        let asks = ips
-            .into_iter()
-            .take(LOOKUPS_PER_ROUND)
-            .map(|ip| async move {
-                let owner = tokio::time::timeout(LOOKUP_TIMEOUT, self.owners.owner(ip))
-                    .await
-                    .unwrap_or(PodIpOwner::Unknown);
-                (ip, owner)
-            });
-        futures::future::join_all(asks).await.into_iter().collect()
-    }
-}
-
-/// Follow the path-MTU probes (sent only in rounds that read the pod's side): a family probed
-/// this round gets its new state; one no longer probed (no gateway of that family planned, or
-/// the pod's namespace could not be entered) is forgotten; otherwise the last state stays.
-fn record_path_mtu(states: &mut Vec<PathMtuState>, probes: &[PlannedProbe], result: &RoundResult) {
-    let gateway_planned = |ip: &IpAddr| {
-        result.error.is_none()
-            && probes.iter().any(|p| {
-                p.gateway
-                    && p.direction == Direction::PodToTarget
-                    && p.address.is_ipv4() == ip.is_ipv4()
-            })
-    };
-    states.retain(|s| gateway_planned(&s.address));
-    for obs in &result.path_mtu {
-        let i = states
-            .iter()
-            .position(|s| s.address.is_ipv4() == obs.address.is_ipv4());
-        let next = PathMtuState::next(i.map(|i| &states[i]), obs);
-        match i {
-            Some(i) => states[i] = next,
-            None => states.push(next),
-        }
-    }
 }
 
 /// A stable offset within the interval, so pods present at start are spread over it.
@@ -579,6 +400,9 @@ fn phase(key: &str, interval: Duration) -> Duration {
     let nanos = interval.as_nanos().max(1) as u64;
     Duration::from_nanos(h.finish() % nanos)
 }
+
+mod finish;
+mod lookup;
 
 #[cfg(test)]
 mod tests;

@@ -12,26 +12,22 @@
 //! Node write (`docs/kubernetes.md`). Memory: the kept fields only, ≈ 150 B per block and
 //! ≈ 200 B per node.
 
+mod api;
 pub(super) mod parse;
+mod store;
 
-use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use futures::StreamExt;
-use futures::stream::BoxStream;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, WatchEvent, WatchParams};
-use serde_json::Value;
+use kube::api::{Api, ApiResource, DynamicObject};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
-use self::parse::NodeInfo;
-use super::error::WatchError;
-use crate::model::{BlockMap, NodeName, RemoteBlock};
+use self::store::{Stores, apply, block_map};
+use crate::model::BlockMap;
 use crate::util::backoff::Backoff;
 use crate::util::lock;
 
@@ -94,46 +90,6 @@ impl Kind {
             },
         }
     }
-}
-
-/// Both kinds' objects, as last seen: compact, as the budget is < 2 MiB at 5,000
-/// blocks (`podnet-bench blocks`).
-#[derive(Debug, Default)]
-struct Stores {
-    /// BlockAffinities by a 64-bit hash of their name (deletes carry the name; the name
-    /// itself, ~35 bytes, is not kept).
-    blocks: BTreeMap<u64, RemoteBlock>,
-    nodes: BTreeMap<NodeName, NodeInfo>,
-    /// Every node name in use, once: blocks and nodes share these.
-    names: HashSet<NodeName>,
-    blocks_synced: bool,
-    nodes_synced: bool,
-}
-
-impl Stores {
-    /// The shared copy of `name`.
-    fn intern(&mut self, name: &str) -> NodeName {
-        if let Some(n) = self.names.get(name) {
-            return Arc::clone(n);
-        }
-        let n: NodeName = name.into();
-        if self.names.len() < 2 * MAX_OBJECTS {
-            self.names.insert(Arc::clone(&n));
-        }
-        n
-    }
-
-    /// Drop names no block or node (or published map) uses any more.
-    fn forget_unused_names(&mut self) {
-        self.names.retain(|n| Arc::strong_count(n) > 1);
-    }
-}
-
-/// The key a BlockAffinity is kept under.
-fn name_key(name: &str) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    name.hash(&mut h);
-    h.finish()
 }
 
 /// When each followed kind last beat: the watcher is alive only while every one does (one
@@ -278,179 +234,6 @@ impl BlockWatcher {
         }
     }
 
-    /// A full paginated list (`GET /apis/crd.projectcalico.org/v1/blockaffinities?limit=…`,
-    /// `GET /api/v1/nodes?limit=…`) replacing the store; returns its resource version.
-    async fn list(&self, api: &Api<DynamicObject>, kind: Kind) -> Result<String, WatchError> {
-        // Each page is reduced to the kept fields as it arrives: at most one page of raw
-        // objects is in memory, never the whole list (5,000 raw BlockAffinities are megabytes).
-        let mut staged = Stores::default();
-        let mut n = 0usize;
-        let mut token: Option<String> = None;
-        let rv = loop {
-            self.beat(kind);
-            let mut lp = ListParams::default().limit(self.config.page_size);
-            if let Some(t) = token.take() {
-                lp = lp.continue_token(&t);
-            }
-            let page = tokio::time::timeout(REQUEST_TIMEOUT, self.page(api, kind, &lp))
-                .await
-                .map_err(|_| WatchError::RequestTimeout {
-                    verb: "list",
-                    after: REQUEST_TIMEOUT,
-                })?
-                .map_err(|source| WatchError::Api {
-                    verb: "list",
-                    source,
-                })?;
-            n += page.items.len();
-            {
-                // The names are interned in the live set, so both kinds share them.
-                let mut s = lock(&self.stores);
-                staged.names = std::mem::take(&mut s.names);
-                for obj in &page.items {
-                    apply(&mut staged, kind, obj, true);
-                }
-                s.names = std::mem::take(&mut staged.names);
-            }
-            match page.continue_.filter(|c| !c.is_empty()) {
-                Some(c) => token = Some(c),
-                None => break page.resource_version.unwrap_or_default(),
-            }
-        };
-        {
-            let mut s = lock(&self.stores);
-            match kind {
-                Kind::BlockAffinity => {
-                    s.blocks = std::mem::take(&mut staged.blocks);
-                    s.blocks_synced = true;
-                }
-                Kind::Node => {
-                    s.nodes = std::mem::take(&mut staged.nodes);
-                    s.nodes_synced = true;
-                }
-            }
-        }
-        debug!(?kind, objects = n, "listed");
-        self.publish();
-        Ok(rv)
-    }
-
-    /// One watch request from `rv`, with bookmarks, until the server ends it.
-    async fn watch_once(
-        &self,
-        api: &Api<DynamicObject>,
-        kind: Kind,
-        rv: &mut String,
-    ) -> Result<(), WatchError> {
-        let secs = u32::try_from(self.config.watch_timeout.as_secs()).unwrap_or(u32::MAX);
-        let wp = WatchParams::default().timeout(secs.max(1));
-        let stream = tokio::time::timeout(REQUEST_TIMEOUT, self.events(api, kind, &wp, rv))
-            .await
-            .map_err(|_| WatchError::RequestTimeout {
-                verb: "watch",
-                after: REQUEST_TIMEOUT,
-            })?
-            .map_err(|source| WatchError::Api {
-                verb: "watch",
-                source,
-            })?;
-        let mut stream = std::pin::pin!(stream);
-        let silence = self.config.watch_timeout + STALL_MARGIN;
-        loop {
-            // Wait for the next event in beats; silence beyond `silence` is a stall.
-            let stalled_at = Instant::now() + silence;
-            let next = loop {
-                self.beat(kind);
-                let left = stalled_at.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(WatchError::Stalled(silence));
-                }
-                if let Ok(n) = tokio::time::timeout(left.min(HEARTBEAT_EVERY), stream.next()).await
-                {
-                    break n;
-                }
-            };
-            let event = match next {
-                None => return Ok(()),
-                Some(Err(source)) => {
-                    return Err(WatchError::Api {
-                        verb: "watch",
-                        source,
-                    });
-                }
-                Some(Ok(e)) => e,
-            };
-            let (obj, added) = match event {
-                Event::Apply(o, added) => (o, added),
-                Event::Bookmark(v) => {
-                    *rv = v;
-                    continue;
-                }
-                Event::Error { code, message } => {
-                    return Err(WatchError::ErrorEvent { code, message });
-                }
-            };
-            if let Some(v) = obj
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-            {
-                *rv = v.to_owned();
-            }
-            let changed = apply(&mut lock(&self.stores), kind, &obj, added);
-            if changed {
-                self.publish();
-            }
-        }
-    }
-
-    /// Whether `kind` is read as metadata only: Nodes with Calico IPAM, whose addresses are
-    /// in Calico's annotations (`status.addresses` and `spec.podCIDRs` are not needed, and a
-    /// Node's status, rewritten by its kubelet every ~10 s, is what makes full Node watches
-    /// expensive at scale).
-    fn metadata_only(&self, kind: Kind) -> bool {
-        kind == Kind::Node && self.config.source == BlockSource::Calico
-    }
-
-    /// One list page, whole objects or `PartialObjectMetadata`
-    /// (`Accept: application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1`).
-    async fn page(
-        &self,
-        api: &Api<DynamicObject>,
-        kind: Kind,
-        lp: &ListParams,
-    ) -> Result<Page, kube::Error> {
-        fn page<T: serde::Serialize + Clone>(list: kube::core::ObjectList<T>) -> Page {
-            Page {
-                items: list.items.iter().map(to_value).collect(),
-                continue_: list.metadata.continue_,
-                resource_version: list.metadata.resource_version,
-            }
-        }
-        if self.metadata_only(kind) {
-            api.list_metadata(lp).await.map(page)
-        } else {
-            api.list(lp).await.map(page)
-        }
-    }
-
-    /// Start one watch, whole objects or `PartialObjectMetadata`.
-    async fn events(
-        &self,
-        api: &Api<DynamicObject>,
-        kind: Kind,
-        wp: &WatchParams,
-        rv: &str,
-    ) -> Result<BoxStream<'static, Result<Event, kube::Error>>, kube::Error> {
-        Ok(if self.metadata_only(kind) {
-            api.watch_metadata(wp, rv)
-                .await?
-                .map(|e| e.map(Event::from))
-                .boxed()
-        } else {
-            api.watch(wp, rv).await?.map(|e| e.map(Event::from)).boxed()
-        })
-    }
-
     fn publish(&self) {
         let map = {
             let mut s = lock(&self.stores);
@@ -464,102 +247,6 @@ impl BlockWatcher {
             }
             changed
         });
-    }
-}
-
-/// One list page, its objects as JSON.
-struct Page {
-    items: Vec<Value>,
-    continue_: Option<String>,
-    resource_version: Option<String>,
-}
-
-/// One watch event, its object as JSON whatever shape it came in.
-enum Event {
-    /// Added or modified (`true`), deleted (`false`).
-    Apply(Value, bool),
-    Bookmark(String),
-    Error {
-        code: u16,
-        message: String,
-    },
-}
-
-impl<T: serde::Serialize + Clone> From<WatchEvent<T>> for Event {
-    fn from(e: WatchEvent<T>) -> Self {
-        match e {
-            WatchEvent::Added(o) | WatchEvent::Modified(o) => Event::Apply(to_value(&o), true),
-            WatchEvent::Deleted(o) => Event::Apply(to_value(&o), false),
-            WatchEvent::Bookmark(b) => Event::Bookmark(b.metadata.resource_version),
-            WatchEvent::Error(e) => Event::Error {
-                code: e.code,
-                message: e.message,
-            },
-        }
-    }
-}
-
-fn to_value<T: serde::Serialize>(obj: &T) -> Value {
-    serde_json::to_value(obj).unwrap_or(Value::Null)
-}
-
-/// Store (or remove) one object; whether anything changed.
-fn apply(s: &mut Stores, kind: Kind, value: &Value, added: bool) -> bool {
-    let Some(name) = parse::name(value) else {
-        return false;
-    };
-    match kind {
-        Kind::BlockAffinity => {
-            let block = added.then(|| parse::block_affinity(value)).flatten();
-            let block = block.map(|b| RemoteBlock {
-                node: s.intern(&b.node),
-                cidr: b.cidr,
-            });
-            upsert(&mut s.blocks, name_key(name), block)
-        }
-        Kind::Node => {
-            let name = s.intern(name);
-            upsert(&mut s.nodes, name, added.then(|| parse::node(value)))
-        }
-    }
-}
-
-fn upsert<K: Ord, T: PartialEq>(map: &mut BTreeMap<K, T>, name: K, v: Option<T>) -> bool {
-    match v {
-        Some(v) if map.get(&name) == Some(&v) => false,
-        Some(v) if map.len() < MAX_OBJECTS || map.contains_key(&name) => {
-            map.insert(name, v);
-            true
-        }
-        Some(_) => {
-            warn!(limit = MAX_OBJECTS, "too many objects; ignoring the rest");
-            false
-        }
-        None => map.remove(&name).is_some(),
-    }
-}
-
-/// The published map: Calico's blocks (or the nodes' pod CIDRs) and every node's addresses.
-/// With Calico IPAM the nodes' `podCIDRs` are not what Calico routes, and are ignored.
-fn block_map(s: &Stores, source: BlockSource) -> BlockMap {
-    let mut blocks: Vec<RemoteBlock> = s.blocks.values().cloned().collect();
-    let cidr_nodes = s.nodes.iter().filter(|_| source == BlockSource::PodCidrs);
-    for (name, n) in cidr_nodes {
-        blocks.extend(n.pod_cidrs.iter().map(|c| RemoteBlock {
-            cidr: *c,
-            node: name.clone(),
-        }));
-    }
-    blocks.sort();
-    blocks.dedup();
-    BlockMap {
-        blocks,
-        nodes: s
-            .nodes
-            .iter()
-            .map(|(k, v)| (k.clone(), v.peer.clone()))
-            .collect(),
-        synced: s.blocks_synced && s.nodes_synced,
     }
 }
 
