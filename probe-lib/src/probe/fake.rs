@@ -17,6 +17,8 @@ struct Script {
     syn_sent: HashMap<String, SynSentDump>,
     /// interface → result of its path-MTU probe (sent in rounds that read the pod's side).
     path_mtu: HashMap<String, ProbeResult>,
+    /// interface → the RTT its answered probes report (100 µs otherwise).
+    rtt: HashMap<String, Duration>,
     rounds: Vec<(String, tokio::time::Instant)>,
     delay: Duration,
     running: usize,
@@ -57,6 +59,12 @@ impl FakePodNetwork {
         self.lock().path_mtu.insert(interface.to_owned(), result);
     }
 
+    /// From now on, the answered probes of the pod on `interface` report this RTT (as they
+    /// do when the agent is starved of CPU and reads replies late).
+    pub fn set_rtt(&self, interface: &str, rtt: Duration) {
+        self.lock().rtt.insert(interface.to_owned(), rtt);
+    }
+
     /// Make every round take this long.
     pub fn set_delay(&self, d: Duration) {
         self.lock().delay = d;
@@ -86,6 +94,11 @@ impl PodNetwork for FakePodNetwork {
         tokio::time::sleep(delay).await;
         let mut s = self.lock();
         s.running -= 1;
+        let rtt = s
+            .rtt
+            .get(&round.interface)
+            .copied()
+            .unwrap_or(Duration::from_micros(100));
         let observations = round
             .probes
             .iter()
@@ -98,7 +111,7 @@ impl PodNetwork for FakePodNetwork {
                 if r.is_failure() {
                     Observation::failed(r, "scripted")
                 } else {
-                    Observation::answered(r, Duration::from_micros(100))
+                    Observation::answered(r, rtt)
                 }
             })
             .collect();
@@ -114,7 +127,7 @@ impl PodNetwork for FakePodNetwork {
                 observation: if r.is_failure() {
                     Observation::failed(*r, "scripted")
                 } else {
-                    Observation::answered(*r, Duration::from_micros(100))
+                    Observation::answered(*r, rtt)
                 },
             }],
             _ => Vec::new(),

@@ -10,13 +10,19 @@ use tracing::debug;
 use super::*;
 use crate::probe::driver::{PodNetwork, RoundResult};
 use crate::probe::plan::PlannedProbe;
-use crate::probe::report::{DestState, PathMtuState};
+use crate::probe::report::{DestState, PathMtuObservation, PathMtuState};
 use crate::probe::target::Direction;
 
 /// Follow the path-MTU probes (sent only in rounds that read the pod's side): a family probed
 /// this round gets its new state; one no longer probed (no gateway of that family planned, or
 /// the pod's namespace could not be entered) is forgotten; otherwise the last state stays.
-fn record_path_mtu(states: &mut Vec<PathMtuState>, probes: &[PlannedProbe], result: &RoundResult) {
+/// A lost large echo that is not [`conclusive`] leaves the family's state as it was.
+fn record_path_mtu(
+    states: &mut Vec<PathMtuState>,
+    probes: &[PlannedProbe],
+    result: &RoundResult,
+    timeout: Duration,
+) {
     let gateway_planned = |ip: &IpAddr| {
         result.error.is_none()
             && probes.iter().any(|p| {
@@ -26,7 +32,11 @@ fn record_path_mtu(states: &mut Vec<PathMtuState>, probes: &[PlannedProbe], resu
             })
     };
     states.retain(|s| gateway_planned(&s.address));
-    for obs in &result.path_mtu {
+    for obs in result
+        .path_mtu
+        .iter()
+        .filter(|o| conclusive(o, probes, result, timeout))
+    {
         let i = states
             .iter()
             .position(|s| s.address.is_ipv4() == obs.address.is_ipv4());
@@ -36,6 +46,28 @@ fn record_path_mtu(states: &mut Vec<PathMtuState>, probes: &[PlannedProbe], resu
             None => states.push(next),
         }
     }
+}
+
+/// Whether a path-MTU result says something about the path. An answer always does. A lost
+/// large echo does only when the same round's small echo to the same gateway was answered
+/// within half the probe timeout: both go out together, and when the agent is starved of CPU
+/// (a loaded node) replies wait in their sockets until the timers have fired, so the large
+/// echo's "loss" is the agent's, not the path's. The small echo's RTT, measured the same way,
+/// shows such a stall; on a real MTU mismatch it is answered in microseconds.
+fn conclusive(
+    obs: &PathMtuObservation,
+    probes: &[PlannedProbe],
+    result: &RoundResult,
+    timeout: Duration,
+) -> bool {
+    !obs.observation.result.is_failure()
+        || probes.iter().zip(&result.observations).any(|(p, o)| {
+            p.gateway
+                && p.direction == Direction::PodToTarget
+                && p.address.ip() == obs.address
+                && !o.result.is_failure()
+                && o.rtt.is_some_and(|rtt| rtt <= timeout / 2)
+        })
 }
 
 impl<N: PodNetwork> Prober<N> {
@@ -118,7 +150,12 @@ impl<N: PodNetwork> Prober<N> {
             dests.push(d);
         }
         pod.state.dests = dests;
-        record_path_mtu(&mut pod.state.path_mtu, &probes, &result);
+        record_path_mtu(
+            &mut pod.state.path_mtu,
+            &probes,
+            &result,
+            self.config.timeout,
+        );
         let unconfirmed = pod
             .state
             .dests

@@ -352,6 +352,32 @@ async fn a_path_mtu_failure_is_rechecked_confirmed_and_cleared() {
     assert_eq!(after.last().unwrap().path_mtu[0].consecutive_failures, 0);
 }
 
+/// A starved agent reads replies late: a lost large echo in a round whose small gateway echo
+/// took over half the timeout (1 s here) says nothing about the path and is not counted; once
+/// the small echo is prompt again, the same losses are counted and confirmed.
+#[tokio::test(start_paused = true)]
+async fn a_path_mtu_loss_in_a_starved_round_is_inconclusive() {
+    let mut r = start(1, 8);
+    r.net.set_path_mtu("cali0", ProbeResult::Timeout);
+    r.net.set_rtt("cali0", Duration::from_millis(600));
+    // Three rounds that read the pod's side (every sixth of 10 s): each one's loss ignored,
+    // so none is re-checked either.
+    tokio::time::sleep(INTERVAL * 6 * 2 + INTERVAL).await;
+    let starved = reports_of(&mut r, "cali0");
+    assert!(starved.len() >= 12, "{}", starved.len());
+    assert!(
+        starved.iter().all(|p| p.path_mtu.is_empty()),
+        "{:?}",
+        starved.iter().map(|p| &p.path_mtu).collect::<Vec<_>>()
+    );
+    // Just under half the timeout: prompt enough to count.
+    r.net.set_rtt("cali0", Duration::from_millis(500));
+    tokio::time::sleep(INTERVAL * 6 + INTERVAL).await;
+    let last = reports_of(&mut r, "cali0").pop().unwrap().path_mtu;
+    assert_eq!(last.len(), 1, "{last:?}");
+    assert!(last[0].is_failing(2), "{last:?}");
+}
+
 /// Pods 0–2: 0 annotated `podnet.io/probes: "false"`, 1 labelled app=web, 2 app=db with an
 /// annotation podnet does not understand.
 fn scoped_set(annotate: bool) -> PodSet {
