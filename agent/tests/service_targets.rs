@@ -70,8 +70,14 @@ fn service_target(status: &Value, target: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-fn failing(m: &Samples) -> usize {
-    m.named("podnet_pod_probe_failing").count()
+/// The pods' failing probes, `(interface, target)`: empty when none is flagged.
+fn failing(m: &Samples) -> Vec<(String, String)> {
+    m.named("podnet_pod_probe_failing")
+        .map(|s| {
+            let label = |k: &str| s.labels.get(k).cloned().unwrap_or_default();
+            (label("interface"), label("target"))
+        })
+        .collect()
 }
 
 fn agent(c: &Cluster, extra: &[&str]) -> Agent {
@@ -152,7 +158,12 @@ fn a_service_by_name_is_followed_when_its_cluster_ip_changes_and_unresolved_when
             .all(|p| !p.1.starts_with("10.96.0.20")),
         "{s}"
     );
-    assert_eq!(failing(&agent.metrics().unwrap()), 0);
+    assert_eq!(
+        failing(&agent.metrics().unwrap()),
+        [],
+        "{}",
+        agent.status().unwrap()
+    );
 
     // Deleted: unresolved, not probed, and no pod is flagged.
     c.api
@@ -167,7 +178,7 @@ fn a_service_by_name_is_followed_when_its_cluster_ip_changes_and_unresolved_when
     // Stays so over a few rounds.
     std::thread::sleep(Duration::from_secs(3));
     let m = agent.metrics().unwrap();
-    assert_eq!(failing(&m), 0);
+    assert_eq!(failing(&m), []);
     assert_eq!(
         m.value_with(
             "podnet_service_target_unresolved",
@@ -287,7 +298,7 @@ fn the_dns_server_is_the_kube_dns_service_and_http_reaches_a_service_by_name() {
         "kube-system/kube-dns:53"
     );
     assert!(probes_of(&s, "dns").is_empty());
-    assert_eq!(failing(&agent.metrics().unwrap()), 0);
+    assert_eq!(failing(&agent.metrics().unwrap()), []);
 
     c.api.apply_object(kube_dns("10.96.0.10"));
     let s = agent
@@ -299,7 +310,7 @@ fn the_dns_server_is_the_kube_dns_service_and_http_reaches_a_service_by_name() {
         service_target(&s, "dns"),
         json!({"target": "dns", "service": "kube-system/kube-dns:53", "address": "10.96.0.10:53"})
     );
-    assert_eq!(failing(&agent.metrics().unwrap()), 0);
+    assert_eq!(failing(&agent.metrics().unwrap()), []);
 }
 
 /// The Service watch is a supervised worker: up while it follows, and `/healthz` red naming it
@@ -347,7 +358,7 @@ fn an_ipv6_kube_dns_service() {
         })
         .unwrap();
     assert_eq!(service_target(&s, "dns")["address"], "[fd00:96::a]:53");
-    assert_eq!(failing(&agent.metrics().unwrap()), 0);
+    assert_eq!(failing(&agent.metrics().unwrap()), []);
 }
 
 /// kube-proxy's IPv6 rule for `cluster_ip:port/proto` → `to`.
