@@ -191,10 +191,9 @@ pub(crate) async fn probe(
     q: &DnsQuestion,
     timeout: Duration,
 ) -> Observation {
-    let sockets = match sockets {
-        Some(Ok(s)) => s,
-        Some(Err(e)) => return Observation::failed(ProbeResult::Error, format!("socket: {e}")),
-        None => return Observation::failed(ProbeResult::Error, "no socket"),
+    let sockets = match super::outcome::opened(sockets) {
+        Ok(s) => s,
+        Err(failed) => return failed,
     };
     let id = super::driver::random_u16();
     let qtype = record_type(server);

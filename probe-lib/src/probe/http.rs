@@ -192,10 +192,9 @@ pub(crate) async fn probe(
     tls: &TlsConfigs,
     timeout: Duration,
 ) -> Observation {
-    let stream = match stream {
-        Some(Ok(s)) => s,
-        Some(Err(e)) => return Observation::failed(ProbeResult::Error, format!("socket: {e}")),
-        None => return Observation::failed(ProbeResult::Error, "no socket"),
+    let stream = match super::outcome::opened(stream) {
+        Ok(s) => s,
+        Err(failed) => return failed,
     };
     let started = Instant::now();
     match tokio::time::timeout(timeout, exchange(stream, addr, spec, tls)).await {

@@ -4,6 +4,19 @@ use std::io;
 
 pub use crate::model::{Observation, ProbeResult};
 
+/// The socket the pod's namespace thread opened for a probe, or the observation that says why
+/// there is none (`None`: the visit made no socket for it).
+pub fn opened<T>(socket: Option<io::Result<T>>) -> Result<T, Observation> {
+    match socket {
+        Some(Ok(s)) => Ok(s),
+        Some(Err(e)) => Err(Observation::failed(
+            ProbeResult::Error,
+            format!("socket: {e}"),
+        )),
+        None => Err(Observation::failed(ProbeResult::Error, "no socket")),
+    }
+}
+
 /// Classify a socket error from sending a probe or connecting.
 pub fn classify_io(e: &io::Error) -> ProbeResult {
     match e.kind() {

@@ -81,22 +81,32 @@ pub fn keep_connecting(netns_name: &str, dests: Vec<SocketAddr>) -> PodThread {
 /// A TCP server in a pod's namespace that accepts and closes every connection; listening
 /// when this returns.
 pub fn accept(netns_name: &str, addr: SocketAddr) -> Result<PodThread> {
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let t = PodThread::spawn(netns_name, move |stop| {
-        let l = match TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
-            Ok(l) => {
-                let _ = ready_tx.send(Ok(()));
-                l
-            }
-            Err(e) => {
-                let _ = ready_tx.send(Err(e));
-                return;
-            }
-        };
+    listen(netns_name, addr, |l, stop| {
         while !stop.load(Ordering::Relaxed) {
             match l.accept() {
                 Ok((c, _)) => drop(c),
                 Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    })
+}
+
+/// A thread in a pod's namespace that binds a non-blocking listener on `addr`, then runs
+/// `serve` with it until stopped; listening when this returns (a bind error is returned).
+pub fn listen(
+    netns_name: &str,
+    addr: SocketAddr,
+    serve: impl FnOnce(TcpListener, &AtomicBool) + Send + 'static,
+) -> Result<PodThread> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let t = PodThread::spawn(netns_name, move |stop| {
+        match TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
+            Ok(l) => {
+                let _ = ready_tx.send(Ok(()));
+                serve(l, stop);
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
             }
         }
     });

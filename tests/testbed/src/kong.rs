@@ -4,12 +4,12 @@
 //! its ingress controller). One OS thread in the namespace, until dropped.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use tokio_rustls::rustls::{ServerConfig, ServerConnection, StreamOwned};
 
 use crate::connects::PodThread;
@@ -59,20 +59,8 @@ fn serve(
         .args(["netns", "exec", netns_name, "ip", "link", "set", "lo", "up"])
         .status()?;
     anyhow::ensure!(up.success(), "ip link set lo up in {netns_name}");
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let t = PodThread::spawn(netns_name, move |stop| {
-        let l = match TcpListener::bind(("127.0.0.1", port))
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        {
-            Ok(l) => {
-                let _ = ready_tx.send(Ok(()));
-                l
-            }
-            Err(e) => {
-                let _ = ready_tx.send(Err(e));
-                return;
-            }
-        };
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    crate::connects::listen(netns_name, addr, move |l, stop| {
         while !stop.load(Ordering::Relaxed) {
             let Ok((c, _)) = l.accept() else {
                 std::thread::sleep(Duration::from_millis(5));
@@ -80,12 +68,7 @@ fn serve(
             };
             let _ = answer(c, tls.as_ref(), &status());
         }
-    });
-    ready_rx
-        .recv()
-        .context("the Kong Admin API thread ended")?
-        .with_context(|| format!("listening on 127.0.0.1:{port} in {netns_name}"))?;
-    Ok(t)
+    })
 }
 
 /// Answer `body` as `/status` to whatever is asked, then close (with TLS's close_notify, as

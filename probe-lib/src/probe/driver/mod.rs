@@ -287,10 +287,9 @@ async fn tcp(
     addr: SocketAddr,
     timeout: Duration,
 ) -> Observation {
-    let stream = match stream {
-        Some(Ok(s)) => s,
-        Some(Err(e)) => return Observation::failed(ProbeResult::Error, format!("socket: {e}")),
-        None => return Observation::failed(ProbeResult::Error, "no socket"),
+    let stream = match super::outcome::opened(stream) {
+        Ok(s) => s,
+        Err(failed) => return failed,
     };
     let socket = tokio::net::TcpSocket::from_std_stream(stream);
     let started = Instant::now();
